@@ -1,0 +1,261 @@
+// Package cpu is the reference backend: every operation of model.Backend as a
+// plain Go loop that reads like SPEC.md §2, spread over the cores. It is the
+// oracle the GPU kernels are checked against, so clarity comes before speed.
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/mamba2web/mamba2/loader"
+	"github.com/mamba2web/mamba2/model"
+)
+
+// tensor is a float32 or int32 array in row-major order.
+type tensor struct {
+	shape []int
+	f     []float32
+	ids   []int32
+}
+
+func (t *tensor) Shape() []int { return t.shape }
+
+func size(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// Backend runs each operation as soon as it is called.
+type Backend struct {
+	workers int
+}
+
+// New returns a CPU backend using every core.
+func New() *Backend { return &Backend{workers: runtime.GOMAXPROCS(0)} }
+
+func (*Backend) Name() string { return "cpu" }
+
+func (*Backend) Close() error { return nil }
+
+// Weight decodes the checkpoint tensor to float32.
+func (*Backend) Weight(w model.WeightSpec) (model.Tensor, error) {
+	t := &tensor{shape: slices.Clone(w.Shape), f: make([]float32, size(w.Shape))}
+	es := int64(w.DType.Size())
+	if es == 0 {
+		return nil, fmt.Errorf("unsupported dtype %s", w.DType)
+	}
+	err := w.Stream(func(off int64, b []byte) error {
+		if (off+int64(len(b)))/es > int64(len(t.f)) {
+			return fmt.Errorf("more bytes than shape %v holds", w.Shape)
+		}
+		loader.Decode(t.f[off/es:], w.DType, b)
+		return nil
+	})
+	return t, err
+}
+
+func (*Backend) Alloc(kind model.Kind, shape ...int) model.Tensor {
+	t := &tensor{shape: slices.Clone(shape)}
+	if kind == model.I32 {
+		t.ids = make([]int32, size(shape))
+	} else {
+		t.f = make([]float32, size(shape))
+	}
+	return t
+}
+
+func (*Backend) Write(t model.Tensor, data []float32) { copy(t.(*tensor).f, data) }
+
+func (*Backend) WriteIDs(t model.Tensor, ids []int32) { copy(t.(*tensor).ids, ids) }
+
+func (*Backend) Read(t model.Tensor) ([]float32, error) { return slices.Clone(t.(*tensor).f), nil }
+
+func (*Backend) Zero(t model.Tensor) {
+	tt := t.(*tensor)
+	clear(tt.f)
+	clear(tt.ids)
+}
+
+// parallel calls fn on [lo, hi) pieces of [0, n), one goroutine per core.
+func (b *Backend) parallel(n int, fn func(lo, hi int)) {
+	w := min(b.workers, n)
+	if w <= 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range w {
+		lo, hi := i*n/w, (i+1)*n/w
+		wg.Go(func() { fn(lo, hi) })
+	}
+	wg.Wait()
+}
+
+func f(t model.Tensor) []float32 {
+	if t == nil {
+		return nil
+	}
+	return t.(*tensor).f
+}
+
+func (*Backend) Embed(out, table, ids model.Tensor) {
+	o, e, D := f(out), f(table), table.Shape()[1]
+	for t, id := range ids.(*tensor).ids {
+		copy(o[t*D:(t+1)*D], e[int(id)*D:(int(id)+1)*D])
+	}
+}
+
+// RMSNorm: h += delta; out = h / sqrt(mean(h²) + eps) · w · mask.
+func (b *Backend) RMSNorm(out, h, delta, w, mask model.Tensor, eps float32) {
+	o, x, dl, wt, mk := f(out), f(h), f(delta), f(w), f(mask)
+	D := len(wt)
+	b.parallel(len(x)/D, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			row := x[t*D : (t+1)*D]
+			if dl != nil {
+				for i, v := range dl[t*D : (t+1)*D] {
+					row[i] += v
+				}
+			}
+			scale := rms(row, eps)
+			if mk != nil {
+				scale *= mk[t]
+			}
+			for i, v := range row {
+				o[t*D+i] = v * scale * wt[i]
+			}
+		}
+	})
+}
+
+// rms returns 1 / sqrt(mean(v²) + eps), accumulated in float64.
+func rms(v []float32, eps float32) float32 {
+	var ss float64
+	for _, x := range v {
+		ss += float64(x) * float64(x)
+	}
+	return float32(1 / math.Sqrt(ss/float64(len(v))+float64(eps)))
+}
+
+// MatMul: out[t, n] = Σ_k x[t, k] · w[n, k] + bias[n].
+func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
+	o, xv, wv, bv := f(out), f(x), f(w), f(bias)
+	N, K := w.Shape()[0], w.Shape()[1]
+	T := len(xv) / K
+	b.parallel(N, func(lo, hi int) {
+		for n := lo; n < hi; n++ {
+			wr := wv[n*K : (n+1)*K]
+			for t := range T {
+				s := dot(xv[t*K:(t+1)*K], wr)
+				if bv != nil {
+					s += bv[n]
+				}
+				o[t*N+n] = s
+			}
+		}
+	})
+}
+
+// dot sums in four float32 lanes, then in float64.
+func dot(a, b []float32) float32 {
+	var s0, s1, s2, s3 float32
+	n := len(a) &^ 3
+	b = b[:len(a)]
+	for i := 0; i < n; i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for i := n; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return float32(float64(s0) + float64(s1) + float64(s2) + float64(s3))
+}
+
+func silu(v float32) float32 { return v / (1 + float32(math.Exp(float64(-v)))) }
+
+func softplus(v float64) float64 {
+	if v > 20 {
+		return v
+	}
+	return math.Log1p(math.Exp(v))
+}
+
+// Conv: per channel c, out[t] = silu(bias[c] + Σ_k w[c, k] · in[t-K+1+k]) · mask[t],
+// where in is the K-1 state inputs followed by the xBC columns of proj.
+func (b *Backend) Conv(out, proj, state, w, bias, mask model.Tensor, c model.Config) {
+	o, p, st, wt, bs, mk := f(out), f(proj), f(state), f(w), f(bias), f(mask)
+	B, L, PD := proj.Shape()[0], proj.Shape()[1], proj.Shape()[2]
+	C, K, I := c.ConvDim(), c.ConvKernel, c.Inner()
+	b.parallel(B*C, func(lo, hi int) {
+		in := make([]float32, K-1+L)
+		for bc := lo; bc < hi; bc++ {
+			bi, ch := bc/C, bc%C
+			for k := range K - 1 {
+				in[k] = st[(bi*(K-1)+k)*C+ch]
+			}
+			for t := range L {
+				in[K-1+t] = p[(bi*L+t)*PD+I+ch]
+			}
+			for t := range L {
+				var s float32
+				if bs != nil {
+					s = bs[ch]
+				}
+				for k := range K {
+					s += wt[ch*K+k] * in[t+k]
+				}
+				s = silu(s)
+				if mk != nil {
+					s *= mk[bi*L+t]
+				}
+				o[(bi*L+t)*C+ch] = s
+			}
+			for k := range K - 1 {
+				st[(bi*(K-1)+k)*C+ch] = in[L+k]
+			}
+		}
+	})
+}
+
+// GatedNorm: g = y · silu(z); out = g / rms_group(g) · w.
+func (b *Backend) GatedNorm(out, y, proj, w model.Tensor, groups int, eps float32) {
+	o, yv, p, wt := f(out), f(y), f(proj), f(w)
+	I := len(wt)
+	PD := proj.Shape()[len(proj.Shape())-1]
+	gs := I / groups
+	b.parallel(len(yv)/I, func(lo, hi int) {
+		g := make([]float32, I)
+		for t := lo; t < hi; t++ {
+			for i := range I {
+				g[i] = yv[t*I+i] * silu(p[t*PD+i])
+			}
+			for gr := range groups {
+				seg := g[gr*gs : (gr+1)*gs]
+				r := rms(seg, eps)
+				for i, v := range seg {
+					o[t*I+gr*gs+i] = v * r * wt[gr*gs+i]
+				}
+			}
+		}
+	})
+}
+
+func (*Backend) Last(out, x model.Tensor) {
+	o, xv := f(out), f(x)
+	sh := x.Shape()
+	B, X := sh[0], sh[len(sh)-1]
+	L := len(xv) / (B * X)
+	for b := range B {
+		copy(o[b*X:(b+1)*X], xv[((b+1)*L-1)*X:(b+1)*L*X])
+	}
+}
+
+var _ model.Backend = (*Backend)(nil)

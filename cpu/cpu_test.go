@@ -1,0 +1,13 @@
+package cpu_test
+
+import (
+	"testing"
+
+	"github.com/mamba2web/mamba2/cpu"
+	"github.com/mamba2web/mamba2/model"
+	"github.com/mamba2web/mamba2/model/modeltest"
+)
+
+func TestFixtures(t *testing.T) {
+	modeltest.RunFixtures(t, func(*testing.T) model.Backend { return cpu.New() }, 1e-4)
+}

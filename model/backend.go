@@ -1,0 +1,91 @@
+package model
+
+import "github.com/mamba2web/mamba2/loader"
+
+// Tensor is an array owned by a Backend: float32 activations and state, int32
+// token ids, or weights in whatever format the backend keeps them. Shapes are
+// row-major; a [B, L, X] tensor holds B sequences of L positions.
+type Tensor interface {
+	Shape() []int
+}
+
+// Kind is the element type of an allocated tensor.
+type Kind int
+
+// Tensor kinds.
+const (
+	F32 Kind = iota // float32 activations and state
+	I32             // int32 token ids
+)
+
+// WeightSpec describes one checkpoint tensor for Backend.Weight. Stream hands
+// over its bytes in order, in chunks, so no backend needs the whole file.
+type WeightSpec struct {
+	Name   string
+	DType  loader.DType
+	Shape  []int // the shape the model uses (conv weights are flattened to [C, K])
+	Stream func(fn func(off int64, b []byte) error) error
+}
+
+// SSMArgs are the per-call parameters of Backend.SSM.
+type SSMArgs struct {
+	Config
+	// Chunked selects the chunked (SSD) form with the dt clamp, as for a
+	// prompt; false selects the recurrence without the clamp, as for one
+	// decoded token (SPEC §2.2). Both must give the same y otherwise.
+	Chunked bool
+}
+
+// Backend executes the operations of the Mamba-2 forward pass. The model code
+// in forward.go calls them in order; a backend may run each at once (the CPU
+// reference) or record them and run them together at the next Read (WebGPU).
+// Inputs are never modified unless the doc says so.
+//
+// The operations are deliberately coarse and Mamba-shaped: each is one step
+// of SPEC §2, so the forward pass reads like the spec and a GPU backend can
+// implement each with one or a few fused kernels.
+type Backend interface {
+	// Name is "cpu" or "webgpu".
+	Name() string
+	// Weight takes ownership of a model tensor, converting it as the backend
+	// prefers (the CPU keeps float32; a GPU may keep f16 packed).
+	Weight(w WeightSpec) (Tensor, error)
+	// Alloc returns a zeroed tensor.
+	Alloc(kind Kind, shape ...int) Tensor
+	// Write replaces the contents of an F32 tensor.
+	Write(t Tensor, data []float32)
+	// WriteIDs replaces the contents of an I32 tensor.
+	WriteIDs(t Tensor, ids []int32)
+	// Read waits for every operation issued so far and returns a copy of t.
+	Read(t Tensor) ([]float32, error)
+	// Zero clears a tensor (used to reset recurrent state).
+	Zero(t Tensor)
+	// Close releases everything the backend holds.
+	Close() error
+
+	// Embed gathers rows: out[t, :] = table[ids[t], :]. out is [T, D].
+	Embed(out, table, ids Tensor)
+	// RMSNorm first adds delta into h when delta is not nil (h += delta, the
+	// residual stream), then writes out[t] = h[t] / sqrt(mean(h[t]²) + eps) · w,
+	// scaled by mask[t] when mask is not nil (padded positions become 0).
+	RMSNorm(out, h, delta, w, mask Tensor, eps float32)
+	// MatMul computes out[t, n] = Σ_k x[t, k] · w[n, k] (+ bias[n] when bias
+	// is not nil): x times w transposed, w in checkpoint layout [N, K].
+	MatMul(out, x, w, bias Tensor)
+	// Conv runs the causal depthwise convolution over the xBC columns
+	// [I, 2I+2GN) of proj ([B, L, ProjDim]), each sequence continuing from
+	// state ([B, K-1, ConvDim], the previous K-1 inputs, zeros for a new
+	// sequence), then SiLU, then the mask ([B, L], nil for none). out is
+	// [B, L, ConvDim]. state is replaced by the last K-1 inputs.
+	Conv(out, proj, state, w, bias, mask Tensor, c Config)
+	// SSM computes y ([B, L, I]) = SSM(x, dt, A, B, C) + D·x for each sequence,
+	// from xbc ([B, L, ConvDim]) and the dt columns of proj, starting from
+	// state ([B, H, P, N]) and leaving the final state there (SPEC §2.1).
+	SSM(y, xbc, proj, state, dtBias, aLog, d Tensor, a SSMArgs)
+	// GatedNorm computes g = y · silu(z), z being the first I columns of proj,
+	// then normalises g in groups of I/groups channels and scales by w:
+	// out = rmsnorm_group(g) · w. groups is G (mamba_ssm) or 1 (transformers).
+	GatedNorm(out, y, proj, w Tensor, groups int, eps float32)
+	// Last copies the last position of each sequence: x is [B, L, X], out [B, X].
+	Last(out, x Tensor)
+}

@@ -1,0 +1,190 @@
+package model
+
+import "fmt"
+
+// GatedNorm selects how the gated RMSNorm groups channels (SPEC §2.2).
+type GatedNorm int
+
+const (
+	// Grouped normalises each of the G groups of I/G channels on its own, as
+	// mamba_ssm and the checkpoints' training did. It is the default.
+	Grouped GatedNorm = iota
+	// Full normalises all I channels at once, as transformers 5.17 does.
+	Full
+)
+
+// ParseGatedNorm reads "grouped" or "full".
+func ParseGatedNorm(s string) (GatedNorm, error) {
+	switch s {
+	case "grouped", "":
+		return Grouped, nil
+	case "full":
+		return Full, nil
+	}
+	return 0, fmt.Errorf("gated norm %q: want grouped or full", s)
+}
+
+func (g GatedNorm) String() string {
+	if g == Full {
+		return "full"
+	}
+	return "grouped"
+}
+
+// State is the recurrent state of a batch of sequences: for each layer the
+// last K-1 conv inputs and the SSM state. It belongs to the sequences, not to
+// the model, so one model can serve many states.
+type State struct {
+	m       *Model
+	Batch   int
+	Pos     int // positions consumed so far
+	conv    []Tensor
+	ssm     []Tensor
+	scratch map[int]*scratch // per positions-per-call, allocated once
+}
+
+// scratch holds the activations of one forward call of L positions per
+// sequence, allocated on first use and kept for the next call of that size.
+type scratch struct {
+	ids, mask             Tensor
+	h, u, proj, xbc, y, g Tensor
+	delta                 Tensor
+	last, logitsLast      Tensor
+	logitsAll             Tensor // allocated only when all positions are asked for
+}
+
+// NewState returns a zero state for batch sequences.
+func (m *Model) NewState(batch int) *State {
+	c, b := m.Config, m.Backend
+	s := &State{m: m, Batch: batch, scratch: map[int]*scratch{}}
+	for range c.Layers {
+		s.conv = append(s.conv, b.Alloc(F32, batch, c.ConvKernel-1, c.ConvDim()))
+		s.ssm = append(s.ssm, b.Alloc(F32, batch, c.Heads, c.HeadDim, c.State))
+	}
+	return s
+}
+
+// Reset clears the state so the next call starts new sequences.
+func (s *State) Reset() {
+	for l := range s.conv {
+		s.m.Backend.Zero(s.conv[l])
+		s.m.Backend.Zero(s.ssm[l])
+	}
+	s.Pos = 0
+}
+
+func (s *State) scratchFor(L int) *scratch {
+	if sc, ok := s.scratch[L]; ok {
+		return sc
+	}
+	c, b, B := s.m.Config, s.m.Backend, s.Batch
+	T := B * L
+	sc := &scratch{
+		ids:        b.Alloc(I32, T),
+		mask:       b.Alloc(F32, B, L),
+		h:          b.Alloc(F32, B, L, c.Hidden),
+		u:          b.Alloc(F32, B, L, c.Hidden),
+		delta:      b.Alloc(F32, B, L, c.Hidden),
+		proj:       b.Alloc(F32, B, L, c.ProjDim()),
+		xbc:        b.Alloc(F32, B, L, c.ConvDim()),
+		y:          b.Alloc(F32, B, L, c.Inner()),
+		g:          b.Alloc(F32, B, L, c.Inner()),
+		last:       b.Alloc(F32, B, c.Hidden),
+		logitsLast: b.Alloc(F32, B, c.VocabSize),
+	}
+	s.scratch[L] = sc
+	return sc
+}
+
+// Forward runs L = len(ids)/Batch positions of every sequence (ids is
+// row-major [B, L]), continuing from the state, and returns the logits: of
+// every position ([B·L, V]) or, with lastOnly, of the last one ([B, V]).
+// mask ([B, L], 1 for a token, 0 for left padding) may be nil.
+//
+// The returned tensor belongs to the state and is overwritten by the next
+// call; Read it before then.
+func (s *State) Forward(ids []int32, mask []float32, lastOnly bool) (Tensor, error) {
+	B := s.Batch
+	if len(ids) == 0 || len(ids)%B != 0 {
+		return nil, fmt.Errorf("forward: %d ids do not split into %d sequences", len(ids), B)
+	}
+	L := len(ids) / B
+	for _, id := range ids {
+		if id < 0 || int(id) >= s.m.Config.VocabSize {
+			return nil, fmt.Errorf("forward: token id %d is outside the vocabulary of %d", id, s.m.Config.VocabSize)
+		}
+	}
+	if mask != nil && len(mask) != len(ids) {
+		return nil, fmt.Errorf("forward: mask has %d entries for %d ids", len(mask), len(ids))
+	}
+	if n := s.m.prefillChunk(); L > n && lastOnly {
+		// Long prompts go through in pieces; the state carries between them.
+		for start := 0; start < L; start += n {
+			end := min(start+n, L)
+			pid, pmask := piece(ids, B, L, start, end), []float32(nil)
+			if mask != nil {
+				pmask = piece(mask, B, L, start, end)
+			}
+			out := s.step(pid, pmask, end-start, true)
+			if end == L {
+				return out, nil
+			}
+		}
+	}
+	return s.step(ids, mask, L, lastOnly), nil
+}
+
+// piece returns columns [start, end) of the row-major [B, L] array x.
+func piece[T any](x []T, B, L, start, end int) []T {
+	out := make([]T, 0, B*(end-start))
+	for b := range B {
+		out = append(out, x[b*L+start:b*L+end]...)
+	}
+	return out
+}
+
+func (s *State) step(ids []int32, mask []float32, L int, lastOnly bool) Tensor {
+	sc := s.scratchFor(L)
+	s.m.Backend.WriteIDs(sc.ids, ids)
+	var m Tensor
+	if mask != nil {
+		s.m.Backend.Write(sc.mask, mask)
+		m = sc.mask
+	}
+	return s.run(sc, L, m, lastOnly)
+}
+
+// run is the forward pass of SPEC §2, with the token ids already in sc.ids.
+func (s *State) run(sc *scratch, L int, mask Tensor, lastOnly bool) Tensor {
+	m, b, c := s.m, s.m.Backend, s.m.Config
+	eps := float32(c.Eps)
+	groups := c.Groups
+	if m.GatedNorm == Full {
+		groups = 1
+	}
+	args := SSMArgs{Config: c, Chunked: !(L == 1 && s.Pos > 0)}
+
+	b.Embed(sc.h, m.Weights.Embed, sc.ids) // h = E[ids]
+	var delta Tensor                       // the previous layer's output, added into h
+	for l, w := range m.Weights.Layers {
+		b.RMSNorm(sc.u, sc.h, delta, w.Norm, mask, eps)               // h += delta; u = rmsnorm(h)·w, padding zeroed
+		b.MatMul(sc.proj, sc.u, w.InProj, w.InBias)                   // z | xBC | dt
+		b.Conv(sc.xbc, sc.proj, s.conv[l], w.ConvW, w.ConvB, mask, c) // silu(causal_conv(xBC)), padding zeroed
+		b.SSM(sc.y, sc.xbc, sc.proj, s.ssm[l], w.DtBias, w.ALog, w.D, args)
+		b.GatedNorm(sc.g, sc.y, sc.proj, w.MixNorm, groups, eps) // rmsnorm(y·silu(z))·w
+		b.MatMul(sc.delta, sc.g, w.OutProj, w.OutBias)
+		delta = sc.delta
+	}
+	b.RMSNorm(sc.u, sc.h, delta, m.Weights.NormF, nil, eps)
+	s.Pos += L
+	if lastOnly {
+		b.Last(sc.last, sc.u)
+		b.MatMul(sc.logitsLast, sc.last, m.Weights.LMHead, nil)
+		return sc.logitsLast
+	}
+	if sc.logitsAll == nil {
+		sc.logitsAll = b.Alloc(F32, s.Batch*L, c.VocabSize)
+	}
+	b.MatMul(sc.logitsAll, sc.u, m.Weights.LMHead, nil)
+	return sc.logitsAll
+}

@@ -1,0 +1,277 @@
+package model
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"unicode/utf8"
+)
+
+// Sampling chooses the next token from logits (SPEC §3).
+type Sampling struct {
+	// Temperature 0 is greedy: the highest logit, the lowest id on ties.
+	Temperature float64
+	// TopK keeps the K most likely tokens; 0 keeps all.
+	TopK int
+	// TopP keeps the smallest set of most likely tokens whose probability
+	// reaches P; 0 or 1 keeps all.
+	TopP float64
+	// Seed makes sampling reproducible: the same seed, prompt and options
+	// give the same tokens.
+	Seed uint64
+}
+
+// Validate rejects options that have no meaning.
+func (s Sampling) Validate() error {
+	switch {
+	case math.IsNaN(s.Temperature) || s.Temperature < 0:
+		return fmt.Errorf("temperature must be >= 0, got %v", s.Temperature)
+	case s.TopK < 0:
+		return fmt.Errorf("top-k must be >= 0, got %d", s.TopK)
+	case math.IsNaN(s.TopP) || s.TopP < 0 || s.TopP > 1:
+		return fmt.Errorf("top-p must be in [0, 1], got %v", s.TopP)
+	}
+	return nil
+}
+
+// Argmax returns the index of the largest value, the lowest on ties. NaN
+// never wins.
+func Argmax(logits []float32) int {
+	best := 0
+	for i, v := range logits {
+		if v > logits[best] || (logits[best] != logits[best] && v == v) {
+			best = i
+		}
+	}
+	return best
+}
+
+// Sampler draws tokens from logits with a fixed set of options.
+type Sampler struct {
+	opts Sampling
+	rng  *rand.Rand
+	idx  []int
+	prob []float64
+}
+
+// NewSampler returns a sampler; its random stream depends only on the seed.
+func NewSampler(s Sampling) *Sampler {
+	return &Sampler{opts: s, rng: rand.New(rand.NewPCG(s.Seed, 0x6d616d626132))}
+}
+
+// Sample picks a token id from one row of logits.
+func (s *Sampler) Sample(logits []float32) int {
+	o := s.opts
+	if o.Temperature == 0 {
+		return Argmax(logits)
+	}
+	// Sort candidates by logit, highest first (ties: lower id first), so
+	// top-k and top-p are prefixes of this order.
+	s.idx = s.idx[:0]
+	for i, v := range logits {
+		if !math.IsNaN(float64(v)) {
+			s.idx = append(s.idx, i)
+		}
+	}
+	if len(s.idx) == 0 {
+		return 0
+	}
+	sort.SliceStable(s.idx, func(a, b int) bool { return logits[s.idx[a]] > logits[s.idx[b]] })
+	keep := len(s.idx)
+	if o.TopK > 0 && o.TopK < keep {
+		keep = o.TopK
+	}
+	maxv := float64(logits[s.idx[0]])
+	s.prob = s.prob[:0]
+	total := 0.0
+	for _, i := range s.idx[:keep] {
+		p := math.Exp((float64(logits[i]) - maxv) / o.Temperature)
+		s.prob = append(s.prob, p)
+		total += p
+	}
+	if o.TopP > 0 && o.TopP < 1 {
+		cum := 0.0
+		for j, p := range s.prob {
+			cum += p / total
+			if cum >= o.TopP {
+				keep = j + 1
+				break
+			}
+		}
+		total = 0
+		for _, p := range s.prob[:keep] {
+			total += p
+		}
+	}
+	r := s.rng.Float64() * total
+	for j, p := range s.prob[:keep] {
+		r -= p
+		if r < 0 {
+			return s.idx[j]
+		}
+	}
+	return s.idx[keep-1]
+}
+
+// Options control Generate.
+type Options struct {
+	Sampling
+	// MaxNewTokens bounds the tokens generated; 0 means 256.
+	MaxNewTokens int
+	// StopIDs end generation when sampled (not emitted). Nil means the
+	// model's EOS; use an empty non-nil slice to never stop on an id.
+	StopIDs []int
+	// StopStrings end generation when the text contains one; the text up to
+	// it is kept. They need Decode.
+	StopStrings []string
+	// Decode turns ids into text (a tokenizer's Decode); it is needed for
+	// OnText and StopStrings.
+	Decode func(ids []int) string
+	// OnToken, when set, is called with each new id as soon as it is chosen.
+	OnToken func(id int) error
+	// OnText, when set, receives the text in pieces as it becomes final:
+	// never half a UTF-8 character, never a possible start of a stop string.
+	OnText func(piece string) error
+}
+
+// Result is what Generate produced.
+type Result struct {
+	IDs    []int  // new token ids, without a stop id
+	Text   string // their text, cut before a stop string (needs Decode)
+	Reason string // "eos", "stop", "length"
+}
+
+// Generate continues prompt (token ids) with one sequence. The prompt is
+// prefilled with the chunked form, then each token is one recurrent step.
+func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, error) {
+	if len(prompt) == 0 {
+		return Result{}, errors.New("generate: the prompt is empty")
+	}
+	if err := o.Validate(); err != nil {
+		return Result{}, err
+	}
+	if len(o.StopStrings) > 0 && o.Decode == nil {
+		return Result{}, errors.New("generate: stop strings need a Decode function")
+	}
+	if o.OnText != nil && o.Decode == nil {
+		return Result{}, errors.New("generate: OnText needs a Decode function")
+	}
+	maxNew := o.MaxNewTokens
+	if maxNew <= 0 {
+		maxNew = 256
+	}
+	stop := o.StopIDs
+	if stop == nil {
+		stop = []int{m.Config.EOS}
+	}
+	ids := make([]int32, len(prompt))
+	for i, v := range prompt {
+		ids[i] = int32(v)
+	}
+	st := m.NewState(1)
+	sampler := NewSampler(o.Sampling)
+	var res Result
+	emitted := 0 // bytes of text already passed to OnText
+	for {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		out, err := st.Forward(ids, nil, true)
+		if err != nil {
+			return res, err
+		}
+		logits, err := m.Backend.Read(out)
+		if err != nil {
+			return res, err
+		}
+		id := sampler.Sample(logits)
+		if isStop(id, stop) {
+			res.Reason = "eos"
+			break
+		}
+		res.IDs = append(res.IDs, id)
+		if o.OnToken != nil {
+			if err := o.OnToken(id); err != nil {
+				return res, err
+			}
+		}
+		if o.Decode != nil {
+			res.Text = o.Decode(res.IDs)
+			if cut, ok := findStop(res.Text, o.StopStrings); ok {
+				res.Text, res.Reason = res.Text[:cut], "stop"
+				break
+			}
+			if o.OnText != nil {
+				safe := stableLen(res.Text, o.StopStrings)
+				if safe > emitted {
+					if err := o.OnText(res.Text[emitted:safe]); err != nil {
+						return res, err
+					}
+					emitted = safe
+				}
+			}
+		}
+		if len(res.IDs) >= maxNew {
+			res.Reason = "length"
+			break
+		}
+		ids = []int32{int32(id)}
+	}
+	if o.OnText != nil && len(res.Text) > emitted {
+		if err := o.OnText(res.Text[emitted:]); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func isStop(id int, stop []int) bool {
+	for _, s := range stop {
+		if id == s {
+			return true
+		}
+	}
+	return false
+}
+
+// findStop returns where the earliest stop string begins.
+func findStop(text string, stops []string) (int, bool) {
+	best := -1
+	for _, s := range stops {
+		if s == "" {
+			continue
+		}
+		if i := strings.Index(text, s); i >= 0 && (best < 0 || i < best) {
+			best = i
+		}
+	}
+	return best, best >= 0
+}
+
+// stableLen is how much of text can be shown now: it holds back a trailing
+// replacement character (a UTF-8 sequence split across tokens) and any suffix
+// that could still grow into a stop string.
+func stableLen(text string, stops []string) int {
+	n := len(text)
+	for n > 0 {
+		r, size := utf8.DecodeLastRuneInString(text[:n])
+		if r != utf8.RuneError {
+			break
+		}
+		n -= size
+	}
+	hold := n
+	for _, s := range stops {
+		for k := min(len(s)-1, n); k > 0; k-- {
+			if strings.HasSuffix(text[:n], s[:k]) {
+				hold = min(hold, n-k)
+				break
+			}
+		}
+	}
+	return hold
+}

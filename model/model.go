@@ -1,0 +1,58 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/mamba2web/mamba2/loader"
+)
+
+// Model is a loaded Mamba-2: its config and its weights on one backend. It is
+// read-only during generation; the recurrent state lives in a State.
+type Model struct {
+	Config    Config
+	Backend   Backend
+	Weights   *Weights
+	GatedNorm GatedNorm
+	// PrefillChunk bounds how many positions per sequence one forward call
+	// processes, so activations stay bounded for long prompts. Zero means 512.
+	PrefillChunk int
+}
+
+// LoadConfig reads and validates config.json from fsys.
+func LoadConfig(fsys fs.FS) (Config, error) {
+	data, err := fs.ReadFile(fsys, "config.json")
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return Config{}, fmt.Errorf("no config.json in the model folder")
+		}
+		return Config{}, err
+	}
+	return ParseConfig(data)
+}
+
+// Load reads config.json and the safetensors weights from fsys onto backend.
+// progress, when not nil, is called with bytes loaded so far and in total.
+func Load(fsys fs.FS, b Backend, progress func(done, total int64)) (*Model, error) {
+	cfg, err := LoadConfig(fsys)
+	if err != nil {
+		return nil, err
+	}
+	ck, err := loader.Open(fsys)
+	if err != nil {
+		return nil, err
+	}
+	w, err := LoadWeights(cfg, ck, b, progress)
+	if err != nil {
+		return nil, err
+	}
+	return &Model{Config: cfg, Backend: b, Weights: w}, nil
+}
+
+func (m *Model) prefillChunk() int {
+	if m.PrefillChunk > 0 {
+		return m.PrefillChunk
+	}
+	return 512
+}

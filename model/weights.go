@@ -1,0 +1,128 @@
+package model
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/mamba2web/mamba2/loader"
+)
+
+// Layer holds the weights of one Mamba-2 block (SPEC §1.3).
+type Layer struct {
+	Norm    Tensor // [D]
+	InProj  Tensor // [ProjDim, D]
+	InBias  Tensor // [ProjDim], only with use_bias
+	ConvW   Tensor // [ConvDim, K] (stored [ConvDim, 1, K])
+	ConvB   Tensor // [ConvDim], only with use_conv_bias
+	DtBias  Tensor // [H]
+	ALog    Tensor // [H]
+	D       Tensor // [H]
+	MixNorm Tensor // [I]
+	OutProj Tensor // [D, I]
+	OutBias Tensor // [D], only with use_bias
+}
+
+// Weights are the whole model's tensors, owned by one backend.
+type Weights struct {
+	Embed  Tensor // [V, D]
+	Layers []Layer
+	NormF  Tensor // [D]
+	LMHead Tensor // [V, D]; the same tensor as Embed when tied
+}
+
+// binding ties a checkpoint name to a field, with the shape the config implies.
+type binding struct {
+	names    []string // accepted names, first preferred
+	shape    []int    // shape in the checkpoint
+	use      []int    // shape the model uses; nil means shape
+	optional bool
+	dst      *Tensor
+}
+
+func (c Config) bindings(w *Weights) []binding {
+	D, I, V, H, K, C, PD := c.Hidden, c.Inner(), c.VocabSize, c.Heads, c.ConvKernel, c.ConvDim(), c.ProjDim()
+	bs := []binding{
+		{names: []string{"backbone.embeddings.weight", "backbone.embedding.weight"}, shape: []int{V, D}, dst: &w.Embed},
+		{names: []string{"backbone.norm_f.weight"}, shape: []int{D}, dst: &w.NormF},
+	}
+	if !c.TieEmbeddings {
+		bs = append(bs, binding{names: []string{"lm_head.weight"}, shape: []int{V, D}, dst: &w.LMHead})
+	}
+	w.Layers = make([]Layer, c.Layers)
+	for l := range w.Layers {
+		L := &w.Layers[l]
+		p := fmt.Sprintf("backbone.layers.%d.", l)
+		one := func(name string, shape []int, dst *Tensor) binding {
+			return binding{names: []string{p + name}, shape: shape, dst: dst}
+		}
+		bs = append(bs,
+			one("norm.weight", []int{D}, &L.Norm),
+			one("mixer.in_proj.weight", []int{PD, D}, &L.InProj),
+			binding{names: []string{p + "mixer.conv1d.weight"}, shape: []int{C, 1, K}, use: []int{C, K}, dst: &L.ConvW},
+			one("mixer.dt_bias", []int{H}, &L.DtBias),
+			one("mixer.A_log", []int{H}, &L.ALog),
+			one("mixer.D", []int{H}, &L.D),
+			one("mixer.norm.weight", []int{I}, &L.MixNorm),
+			one("mixer.out_proj.weight", []int{D, I}, &L.OutProj),
+		)
+		if c.ConvBias {
+			bs = append(bs, one("mixer.conv1d.bias", []int{C}, &L.ConvB))
+		}
+		if c.UseBias {
+			bs = append(bs, one("mixer.in_proj.bias", []int{PD}, &L.InBias), one("mixer.out_proj.bias", []int{D}, &L.OutBias))
+		}
+	}
+	return bs
+}
+
+// LoadWeights checks every tensor the config implies against the checkpoint
+// (presence and shape, all before any data moves) and then hands each one to
+// the backend. A missing or misshapen tensor is an error naming it.
+func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(done, total int64)) (*Weights, error) {
+	w := &Weights{}
+	bs := c.bindings(w)
+	infos := make([]loader.Info, len(bs))
+	var total int64
+	for i, bd := range bs {
+		found := false
+		for _, n := range bd.names {
+			if in, ok := ck.Info(n); ok {
+				infos[i], found = in, true
+				break
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("checkpoint lacks tensor %s", bd.names[0])
+		}
+		if !slices.Equal(infos[i].Shape, bd.shape) {
+			return nil, fmt.Errorf("tensor %s has shape %v, but the config implies %v", infos[i].Name, infos[i].Shape, bd.shape)
+		}
+		total += infos[i].Size
+	}
+	var done int64
+	for i, bd := range bs {
+		in := infos[i]
+		shape := bd.use
+		if shape == nil {
+			shape = bd.shape
+		}
+		t, err := b.Weight(WeightSpec{
+			Name: in.Name, DType: in.DType, Shape: shape,
+			Stream: func(fn func(off int64, b []byte) error) error {
+				return ck.Stream(in.Name, 0, fn)
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("loading %s: %w", in.Name, err)
+		}
+		*bd.dst = t
+		done += in.Size
+		if progress != nil {
+			progress(done, total)
+		}
+	}
+	if c.TieEmbeddings {
+		w.LMHead = w.Embed
+	}
+	return w, nil
+}

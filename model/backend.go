@@ -89,3 +89,15 @@ type Backend interface {
 	// Last copies the last position of each sequence: x is [B, L, X], out [B, X].
 	Last(out, x Tensor)
 }
+
+// DeviceSampler is an optional Backend extension that chooses tokens where
+// the logits are, so that decoding reads back only the chosen ids, never the
+// logits. Generate uses it when the backend has it.
+type DeviceSampler interface {
+	// Sample writes into ids ([B], I32) the token chosen from each row of
+	// logits ([B, V]) as SampleRow does, with u[b] in [0, 1) as row b's
+	// random number.
+	Sample(ids, logits Tensor, s Sampling, u []float32)
+	// ReadIDs waits for every operation issued so far and returns ids.
+	ReadIDs(ids Tensor) ([]int32, error)
+}

@@ -50,12 +50,66 @@ func Argmax(logits []float32) int {
 	return best
 }
 
+// SampleRow picks a token from one row of logits, given u uniform in [0, 1).
+// It is the definition every backend's sampler follows:
+//
+//   - temperature 0: Argmax;
+//   - otherwise rank tokens by logit, highest first, lower id first on ties;
+//     keep the first TopK (all when 0); weigh each by exp((l − l_max)/T);
+//     with 0 < TopP < 1 keep the shortest prefix whose weight reaches TopP of
+//     the kept total; return the token where u · (prefix total) falls.
+//
+// idx is scratch space that may be nil; the grown slice is returned for reuse.
+func SampleRow(logits []float32, s Sampling, u float64, idx []int) (int, []int) {
+	if s.Temperature == 0 {
+		return Argmax(logits), idx
+	}
+	idx = idx[:0]
+	for i, v := range logits {
+		if v == v { // not NaN
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return 0, idx
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return logits[idx[a]] > logits[idx[b]] })
+	keep := len(idx)
+	if s.TopK > 0 && s.TopK < keep {
+		keep = s.TopK
+	}
+	maxv := float64(logits[idx[0]])
+	weight := func(j int) float64 { return math.Exp((float64(logits[idx[j]]) - maxv) / s.Temperature) }
+	total := 0.0
+	for j := range keep {
+		total += weight(j)
+	}
+	if s.TopP > 0 && s.TopP < 1 {
+		cum := 0.0
+		for j := range keep {
+			cum += weight(j)
+			if cum >= s.TopP*total {
+				keep = j + 1
+				break
+			}
+		}
+		total = cum
+	}
+	r := u * total
+	for j := range keep {
+		r -= weight(j)
+		if r < 0 {
+			return idx[j], idx
+		}
+	}
+	return idx[keep-1], idx
+}
+
 // Sampler draws tokens from logits with a fixed set of options.
 type Sampler struct {
 	opts Sampling
 	rng  *rand.Rand
 	idx  []int
-	prob []float64
 }
 
 // NewSampler returns a sampler; its random stream depends only on the seed.
@@ -63,58 +117,24 @@ func NewSampler(s Sampling) *Sampler {
 	return &Sampler{opts: s, rng: rand.New(rand.NewPCG(s.Seed, 0x6d616d626132))}
 }
 
+// Uniform draws the next random number in [0, 1), as float32 so host and
+// device samplers see the same value.
+func (s *Sampler) Uniform() float32 {
+	for {
+		if u := float32(s.rng.Float64()); u < 1 {
+			return u
+		}
+	}
+}
+
 // Sample picks a token id from one row of logits.
 func (s *Sampler) Sample(logits []float32) int {
-	o := s.opts
-	if o.Temperature == 0 {
+	if s.opts.Temperature == 0 {
 		return Argmax(logits)
 	}
-	// Sort candidates by logit, highest first (ties: lower id first), so
-	// top-k and top-p are prefixes of this order.
-	s.idx = s.idx[:0]
-	for i, v := range logits {
-		if !math.IsNaN(float64(v)) {
-			s.idx = append(s.idx, i)
-		}
-	}
-	if len(s.idx) == 0 {
-		return 0
-	}
-	sort.SliceStable(s.idx, func(a, b int) bool { return logits[s.idx[a]] > logits[s.idx[b]] })
-	keep := len(s.idx)
-	if o.TopK > 0 && o.TopK < keep {
-		keep = o.TopK
-	}
-	maxv := float64(logits[s.idx[0]])
-	s.prob = s.prob[:0]
-	total := 0.0
-	for _, i := range s.idx[:keep] {
-		p := math.Exp((float64(logits[i]) - maxv) / o.Temperature)
-		s.prob = append(s.prob, p)
-		total += p
-	}
-	if o.TopP > 0 && o.TopP < 1 {
-		cum := 0.0
-		for j, p := range s.prob {
-			cum += p / total
-			if cum >= o.TopP {
-				keep = j + 1
-				break
-			}
-		}
-		total = 0
-		for _, p := range s.prob[:keep] {
-			total += p
-		}
-	}
-	r := s.rng.Float64() * total
-	for j, p := range s.prob[:keep] {
-		r -= p
-		if r < 0 {
-			return s.idx[j]
-		}
-	}
-	return s.idx[keep-1]
+	var id int
+	id, s.idx = SampleRow(logits, s.opts, float64(s.Uniform()), s.idx)
+	return id
 }
 
 // Options control Generate.
@@ -174,6 +194,10 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 	}
 	st := m.NewState(1)
 	sampler := NewSampler(o.Sampling)
+	next := m.hostSample(sampler)
+	if ds, ok := m.Backend.(DeviceSampler); ok {
+		next = m.deviceSample(ds, sampler, o.Sampling)
+	}
 	var res Result
 	emitted := 0 // bytes of text already passed to OnText
 	for {
@@ -184,11 +208,10 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 		if err != nil {
 			return res, err
 		}
-		logits, err := m.Backend.Read(out)
+		id, err := next(out)
 		if err != nil {
 			return res, err
 		}
-		id := sampler.Sample(logits)
 		if isStop(id, stop) {
 			res.Reason = "eos"
 			break
@@ -227,6 +250,36 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 		}
 	}
 	return res, nil
+}
+
+// hostSample reads the logits back and samples on the CPU.
+func (m *Model) hostSample(s *Sampler) func(Tensor) (int, error) {
+	return func(out Tensor) (int, error) {
+		logits, err := m.Backend.Read(out)
+		if err != nil {
+			return 0, err
+		}
+		return s.Sample(logits), nil
+	}
+}
+
+// deviceSample samples where the logits are and reads back only the id. It
+// draws random numbers exactly when the host path does, so a seed gives the
+// same stream on every backend.
+func (m *Model) deviceSample(ds DeviceSampler, s *Sampler, o Sampling) func(Tensor) (int, error) {
+	idT := m.Backend.Alloc(I32, 1)
+	u := []float32{0}
+	return func(out Tensor) (int, error) {
+		if o.Temperature != 0 {
+			u[0] = s.Uniform()
+		}
+		ds.Sample(idT, out, o, u)
+		ids, err := ds.ReadIDs(idT)
+		if err != nil {
+			return 0, err
+		}
+		return int(ids[0]), nil
+	}
 }
 
 func isStop(id int, stop []int) bool {

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -29,7 +30,27 @@ func LoadConfig(fsys fs.FS) (Config, error) {
 		}
 		return Config{}, err
 	}
-	return ParseConfig(data)
+	c, err := ParseConfig(data)
+	if err != nil {
+		return c, err
+	}
+	// generation_config.json, when present, says which token ends a text;
+	// transformers' generate follows it over config.json.
+	if gen, err := fs.ReadFile(fsys, "generation_config.json"); err == nil {
+		var g struct {
+			EOS json.RawMessage `json:"eos_token_id"`
+		}
+		if err := json.Unmarshal(gen, &g); err != nil {
+			return c, fmt.Errorf("generation_config.json: %v", err)
+		}
+		if c.EOS, err = parseEOS(g.EOS, c.EOS); err != nil {
+			return c, fmt.Errorf("generation_config.json: %v", err)
+		}
+		if c.EOS < 0 || c.EOS >= c.VocabSize {
+			return c, fmt.Errorf("generation_config.json: eos_token_id %d is outside the vocabulary of %d", c.EOS, c.VocabSize)
+		}
+	}
+	return c, nil
 }
 
 // Load reads config.json and the safetensors weights from fsys onto backend.

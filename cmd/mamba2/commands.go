@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/mamba2web/mamba2/model"
+	"github.com/mamba2web/mamba2/tokenizer"
+)
+
+func cmdLogits(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("logits")
+	var mf modelFlags
+	mf.register(fs)
+	idsFlag := fs.String("ids", "", "comma-separated token ids")
+	last := fs.Bool("last", false, "print only the last position's logits")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	ids, err := parseIDs(*idsFlag)
+	if err != nil {
+		return err
+	}
+	m, _, err := mf.load(stderr)
+	if err != nil {
+		return err
+	}
+	defer m.Backend.Close()
+	if err := checkIDs(ids, m.Config.VocabSize); err != nil {
+		return err
+	}
+	in := make([]int32, len(ids))
+	for i, v := range ids {
+		in[i] = int32(v)
+	}
+	out, err := m.NewState(1).Forward(in, nil, *last)
+	if err != nil {
+		return err
+	}
+	flat, err := m.Backend.Read(out)
+	if err != nil {
+		return err
+	}
+	V := m.Config.VocabSize
+	rows := make([][]float32, 0, len(flat)/V)
+	for i := 0; i < len(flat); i += V {
+		rows = append(rows, flat[i:i+V])
+	}
+	return writeJSON(stdout, map[string]any{"logits": rows})
+}
+
+// genFlags are generate's and run's sampling options.
+type genFlags struct {
+	modelFlags
+	maxNew      int
+	temperature float64
+	topK        int
+	topP        float64
+	seed        uint64
+	stops       stringList
+}
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func (g *genFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&g.maxNew, "max-new-tokens", 64, "most tokens to generate")
+	fs.Float64Var(&g.temperature, "temperature", 0, "sampling temperature; 0 is greedy")
+	fs.IntVar(&g.topK, "top-k", 0, "keep the K most likely tokens (0: all)")
+	fs.Float64Var(&g.topP, "top-p", 1, "keep the most likely tokens up to this probability mass")
+	fs.Uint64Var(&g.seed, "seed", 0, "random seed for sampling")
+	fs.Var(&g.stops, "stop", "stop when the text contains this string (repeatable)")
+}
+
+func (g *genFlags) options() (model.Options, error) {
+	if g.maxNew <= 0 {
+		return model.Options{}, fmt.Errorf("--max-new-tokens must be positive, got %d", g.maxNew)
+	}
+	o := model.Options{
+		Sampling:     model.Sampling{Temperature: g.temperature, TopK: g.topK, TopP: g.topP, Seed: g.seed},
+		MaxNewTokens: g.maxNew,
+		StopStrings:  g.stops,
+	}
+	return o, o.Validate()
+}
+
+func cmdGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("generate")
+	var g genFlags
+	g.modelFlags.register(fs)
+	g.register(fs)
+	idsFlag := fs.String("ids", "", "prompt as comma-separated token ids")
+	prompt := fs.String("prompt", "", "prompt text")
+	asJSON := fs.Bool("json", false, `print {"ids": [...], "text": "..."} at the end instead of streaming`)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	hasIDs, hasPrompt := false, false
+	fs.Visit(func(f *flag.Flag) {
+		hasIDs = hasIDs || f.Name == "ids"
+		hasPrompt = hasPrompt || f.Name == "prompt"
+	})
+	if hasIDs == hasPrompt {
+		return errors.New("generate: give exactly one of --ids and --prompt")
+	}
+	opts, err := g.options()
+	if err != nil {
+		return err
+	}
+	m, tok, err := g.load(stderr)
+	if err != nil {
+		return err
+	}
+	defer m.Backend.Close()
+	var ids []int
+	if hasPrompt {
+		if tok == nil {
+			return errors.New("--prompt needs a tokenizer.json in the model folder (or use --ids)")
+		}
+		ids = tok.Encode(*prompt)
+	} else if ids, err = parseIDs(*idsFlag); err != nil {
+		return err
+	}
+	return generate(ctx, m, tok, ids, opts, *asJSON, stdout)
+}
+
+func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("run")
+	var g genFlags
+	g.modelFlags.register(fs)
+	g.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	opts, err := g.options()
+	if err != nil {
+		return err
+	}
+	text, err := io.ReadAll(stdin)
+	if err != nil {
+		return fmt.Errorf("reading the prompt from stdin: %v", err)
+	}
+	m, tok, err := g.load(stderr)
+	if err != nil {
+		return err
+	}
+	defer m.Backend.Close()
+	if tok == nil {
+		return errors.New("run needs a tokenizer.json in the model folder")
+	}
+	if err := generate(ctx, m, tok, tok.Encode(string(text)), opts, false, stdout); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout)
+	return err
+}
+
+// generate runs the model and streams text (or ids, without a tokenizer), or
+// prints one JSON object at the end.
+func generate(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, ids []int, o model.Options, asJSON bool, stdout io.Writer) error {
+	if len(ids) == 0 {
+		return errors.New("the prompt is empty")
+	}
+	if err := checkIDs(ids, m.Config.VocabSize); err != nil {
+		return err
+	}
+	if tok != nil {
+		o.Decode = tok.Decode
+	} else if len(o.StopStrings) > 0 {
+		return errors.New("--stop needs a tokenizer.json in the model folder")
+	}
+	if !asJSON {
+		if tok != nil {
+			o.OnText = func(s string) error { _, err := io.WriteString(stdout, s); return err }
+		} else {
+			first := true
+			o.OnToken = func(id int) error {
+				sep := " "
+				if first {
+					sep, first = "", false
+				}
+				_, err := fmt.Fprintf(stdout, "%s%d", sep, id)
+				return err
+			}
+		}
+	}
+	res, err := m.Generate(ctx, ids, o)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		out := res.IDs
+		if out == nil {
+			out = []int{}
+		}
+		return writeJSON(stdout, map[string]any{"ids": out, "text": res.Text})
+	}
+	if tok == nil {
+		_, err = fmt.Fprintln(stdout)
+	}
+	return err
+}
+
+func cmdTokenize(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("tokenize")
+	path := fs.String("tokenizer", "", "tokenizer.json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	tok, err := loadTokenizer(*path)
+	if err != nil {
+		return err
+	}
+	text, err := io.ReadAll(stdin)
+	if err != nil {
+		return err
+	}
+	ids := tok.Encode(string(text))
+	if ids == nil {
+		ids = []int{}
+	}
+	return writeJSON(stdout, map[string]any{"ids": ids})
+}
+
+func cmdDetokenize(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("detokenize")
+	path := fs.String("tokenizer", "", "tokenizer.json")
+	idsFlag := fs.String("ids", "", "comma-separated token ids")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	tok, err := loadTokenizer(*path)
+	if err != nil {
+		return err
+	}
+	var ids []int
+	if strings.TrimSpace(*idsFlag) != "" {
+		if ids, err = parseIDs(*idsFlag); err != nil {
+			return err
+		}
+	}
+	text, err := tok.DecodeChecked(ids)
+	if err != nil {
+		return err
+	}
+	return writeJSON(stdout, map[string]any{"text": text})
+}
+
+func loadTokenizer(path string) (*tokenizer.Tokenizer, error) {
+	if path == "" {
+		return nil, errors.New("--tokenizer FILE is required")
+	}
+	tok, err := tokenizer.LoadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer %s: %v", path, err)
+	}
+	return tok, nil
+}

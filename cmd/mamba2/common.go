@@ -1,0 +1,152 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/mamba2web/mamba2/cpu"
+	"github.com/mamba2web/mamba2/model"
+	"github.com/mamba2web/mamba2/models"
+	"github.com/mamba2web/mamba2/tokenizer"
+)
+
+// modelFlags are the options every model-running command shares.
+type modelFlags struct {
+	model     string
+	backend   string
+	gatedNorm string
+}
+
+func (m *modelFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&m.model, "model", "", "model folder (config.json, safetensors, tokenizer.json); default: the embedded mamba2-go-tiny")
+	fs.StringVar(&m.backend, "backend", "auto", "auto, cpu or webgpu")
+	fs.StringVar(&m.gatedNorm, "gated-norm", "grouped", "grouped (mamba_ssm) or full (transformers)")
+}
+
+// newFlags makes a flag set that reports errors instead of exiting.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%s: %v", fs.Name(), err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return nil
+}
+
+// source opens the model folder, or the embedded model when none is named.
+func (m *modelFlags) source() (fs.FS, string, error) {
+	if m.model == "" {
+		return models.Tiny(), "embedded mamba2-go-tiny", nil
+	}
+	st, err := os.Stat(m.model)
+	if err != nil {
+		return nil, "", fmt.Errorf("model folder: %v", err)
+	}
+	if !st.IsDir() {
+		return nil, "", fmt.Errorf("model %s is not a folder", m.model)
+	}
+	return os.DirFS(m.model), m.model, nil
+}
+
+// openBackend picks the backend; auto prefers WebGPU and falls back to the
+// CPU with a one-line notice on stderr.
+func openBackend(name string, stderr io.Writer) (model.Backend, error) {
+	switch name {
+	case "cpu":
+		return cpu.New(), nil
+	case "webgpu":
+		return newWebGPU()
+	case "auto", "":
+		b, err := newWebGPU()
+		if err == nil {
+			return b, nil
+		}
+		fmt.Fprintf(stderr, "mamba2: WebGPU unavailable (%v); using the CPU backend\n", err)
+		return cpu.New(), nil
+	}
+	return nil, fmt.Errorf("backend %q: want auto, cpu or webgpu", name)
+}
+
+// load opens the backend and the model, and the tokenizer when the folder
+// has one (tok is nil otherwise).
+func (m *modelFlags) load(stderr io.Writer) (*model.Model, *tokenizer.Tokenizer, error) {
+	gn, err := model.ParseGatedNorm(m.gatedNorm)
+	if err != nil {
+		return nil, nil, err
+	}
+	fsys, name, err := m.source()
+	if err != nil {
+		return nil, nil, err
+	}
+	// Validate the config before touching any GPU.
+	if _, err := model.LoadConfig(fsys); err != nil {
+		return nil, nil, fmt.Errorf("%s: %v", name, err)
+	}
+	var tok *tokenizer.Tokenizer
+	if f, err := fsys.Open("tokenizer.json"); err == nil {
+		tok, err = tokenizer.Load(f)
+		f.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: tokenizer.json: %v", name, err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, err
+	}
+	b, err := openBackend(m.backend, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	mod, err := model.Load(fsys, b, nil)
+	if err != nil {
+		b.Close()
+		return nil, nil, fmt.Errorf("%s: %v", name, err)
+	}
+	mod.GatedNorm = gn
+	return mod, tok, nil
+}
+
+// parseIDs reads "1,2,3".
+func parseIDs(s string) ([]int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errors.New("--ids is empty")
+	}
+	var ids []int
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("--ids: %q is not an integer", f)
+		}
+		ids = append(ids, v)
+	}
+	return ids, nil
+}
+
+func checkIDs(ids []int, vocab int) error {
+	for _, id := range ids {
+		if id < 0 || id >= vocab {
+			return fmt.Errorf("token id %d is outside the vocabulary of %d", id, vocab)
+		}
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}

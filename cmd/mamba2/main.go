@@ -1,0 +1,78 @@
+// Command mamba2 runs Mamba-2 language models: logits, generation, tokenizing.
+//
+// Usage:
+//
+//	mamba2 logits    [--model DIR] --ids 1,2,3 [--backend auto|cpu|webgpu] [--gated-norm grouped|full] [--last]
+//	mamba2 generate  [--model DIR] (--ids 1,2,3 | --prompt TEXT) [--max-new-tokens N]
+//	                 [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]...
+//	                 [--backend …] [--gated-norm …] [--json]
+//	mamba2 run       [--model DIR] [generate's options]   (prompt on stdin, continuation streamed)
+//	mamba2 tokenize  --tokenizer FILE                        (text on stdin)
+//	mamba2 detokenize --tokenizer FILE --ids 1,2
+//	mamba2 bench     [--model DIR | --shape 130m|…] [--backend …]
+//
+// Without --model the embedded mamba2-go-tiny model is used. Every error ends
+// the program with a non-zero status and one line on stderr.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+)
+
+var commands = map[string]func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error{
+	"logits":     cmdLogits,
+	"generate":   cmdGenerate,
+	"run":        cmdRun,
+	"tokenize":   cmdTokenize,
+	"detokenize": cmdDetokenize,
+	"bench":      cmdBench,
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		msg := strings.ReplaceAll(err.Error(), "\n", " ")
+		fmt.Fprintln(os.Stderr, "mamba2: "+msg)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return errors.New("no command given")
+		}
+		return nil
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		return fmt.Errorf("unknown command %q (want one of: %s)", args[0], commandNames())
+	}
+	return cmd(ctx, args[1:], stdin, stdout, stderr)
+}
+
+func commandNames() string {
+	return "logits, generate, run, tokenize, detokenize, bench"
+}
+
+const usage = `mamba2: Mamba-2 language models on WebGPU or the CPU
+
+  mamba2 generate [--model DIR] (--ids 1,2,3 | --prompt TEXT) [--max-new-tokens N]
+                  [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]
+                  [--backend auto|cpu|webgpu] [--gated-norm grouped|full] [--json]
+  mamba2 run      [--model DIR] [generate options]     prompt on stdin, text streamed
+  mamba2 logits   [--model DIR] --ids 1,2,3 [--last] [--backend …] [--gated-norm …]
+  mamba2 tokenize --tokenizer FILE                      text on stdin, prints {"ids": [...]}
+  mamba2 detokenize --tokenizer FILE --ids 1,2          prints {"text": "..."}
+  mamba2 bench    [--model DIR | --shape 130m|370m|780m|1.3b|2.7b|codestral]
+
+Without --model, the embedded mamba2-go-tiny model (Go source code) is used.
+`

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs every test of the project:
+#   1. go vet and the Go tests natively (WebGPU on the machine's Vulkan driver,
+#      Mesa's lavapipe on a CPU-only machine);
+#   2. short runs of every fuzz target;
+#   3. the same Go tests compiled to js/wasm and run under Node, with WebGPU
+#      from Dawn (npm "webgpu") on SwiftShader;
+#   4. the JavaScript suites (npm test: Node and headless Chromium end to end).
+# .ci/run installs what this needs on a fresh Debian machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
+lavapipe=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json
+swiftshader=/usr/lib/chromium/vk_swiftshader_icd.json
+fuzztime=${FUZZTIME:-8s}
+
+echo "== go vet"
+go vet ./...
+GOOS=js GOARCH=wasm go vet ./loader/ ./model/... ./tokenizer/ ./wgsl/ ./cpu/
+
+echo "== go test (native)"
+if [ -f "$lavapipe" ] && [ -z "${VK_ICD_FILENAMES:-}" ]; then
+  export VK_ICD_FILENAMES=$lavapipe
+fi
+go test -count=1 ./...
+
+echo "== fuzz (${fuzztime} each)"
+for target in loader:FuzzParseHeader model:FuzzParseConfig tokenizer:FuzzLoad tokenizer:FuzzEncode; do
+  pkg=${target%%:*} name=${target#*:}
+  go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "./$pkg/"
+done
+
+echo "== go test (js/wasm under Node + Dawn)"
+if [ -f "$swiftshader" ] && [ -d node_modules/webgpu ]; then
+  PATH="$(go env GOROOT)/lib/wasm:$PATH" \
+  VK_ICD_FILENAMES=$swiftshader \
+  NODE_OPTIONS="--import=$root/e2e/node/gpu-preload.mjs" \
+  GOOS=js GOARCH=wasm go test -count=1 ./loader/ ./model/... ./tokenizer/ ./cpu/ ./wgsl/
+elif [ "${CI:-}" = true ]; then
+  echo "missing $swiftshader or node_modules/webgpu (run .ci/run)" >&2
+  exit 1
+else
+  echo "skipped: needs Debian's chromium (for SwiftShader) and npm install"
+fi
+
+echo "== npm test"
+if [ -d node_modules ]; then
+  npm test
+elif [ "${CI:-}" = true ]; then
+  echo "node_modules missing (run .ci/run)" >&2
+  exit 1
+else
+  echo "skipped: run npm install first"
+fi

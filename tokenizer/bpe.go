@@ -1,0 +1,382 @@
+package tokenizer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"unicode/utf8"
+)
+
+// maxTokenID bounds the ids accepted from a file. Real vocabularies stay
+// far below it; the bound keeps a corrupt file from making Load allocate
+// gigabytes for the id-to-token table.
+const maxTokenID = 1<<24 - 1
+
+// bpeModel is the BPE model of tokenizer.json: a vocabulary plus an ordered
+// list of merges, applied to each word independently.
+type bpeModel struct {
+	vocab  map[string]int
+	tokens []string // id -> token; "" where no token has the id
+	has    []bool   // id -> whether tokens[id] is a token
+	merges map[uint64]mergeRule
+
+	unk          int // id of unk_token, or -1
+	fuseUnk      bool
+	byteFallback bool
+	byteIDs      [256]int // id of "<0xXX>", or -1
+	ignoreMerges bool
+	prefix       string // continuing_subword_prefix
+	suffix       string // end_of_word_suffix
+
+	mu    sync.Mutex
+	cache map[string][]int
+}
+
+// mergeRule says that a pair of adjacent tokens becomes id, rank being the
+// position of the merge in the file (lower merges first).
+type mergeRule struct {
+	rank int32
+	id   int32
+}
+
+// maxCacheEntries bounds the per-word cache. Words repeat a lot in code and
+// prose, so even a small cache saves most of the merge work.
+const maxCacheEntries = 1 << 16
+
+func pairKey(a, b int) uint64 { return uint64(uint32(a))<<32 | uint64(uint32(b)) }
+
+type bpeJSON struct {
+	Type                    string          `json:"type"`
+	Dropout                 *float64        `json:"dropout"`
+	UnkToken                *string         `json:"unk_token"`
+	ContinuingSubwordPrefix *string         `json:"continuing_subword_prefix"`
+	EndOfWordSuffix         *string         `json:"end_of_word_suffix"`
+	FuseUnk                 bool            `json:"fuse_unk"`
+	ByteFallback            bool            `json:"byte_fallback"`
+	IgnoreMerges            bool            `json:"ignore_merges"`
+	Vocab                   map[string]int  `json:"vocab"`
+	Merges                  json.RawMessage `json:"merges"`
+}
+
+func parseModel(raw json.RawMessage) (*bpeModel, error) {
+	if isNull(raw) {
+		return nil, errors.New("model: missing")
+	}
+	var v bpeJSON
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	if v.Type == "" && v.Merges == nil {
+		return nil, errors.New("model: missing type")
+	}
+	if v.Type != "" && v.Type != "BPE" {
+		return nil, fmt.Errorf("unsupported model %q (only BPE is supported)", v.Type)
+	}
+	if v.Dropout != nil && *v.Dropout != 0 {
+		// Dropout makes encoding random; the reference library
+		// applies it on every encode, so no fixed answer exists.
+		return nil, fmt.Errorf("model BPE: unsupported dropout %v", *v.Dropout)
+	}
+	if v.Vocab == nil {
+		return nil, errors.New("model BPE: missing vocab")
+	}
+	m := &bpeModel{
+		vocab:        v.Vocab,
+		unk:          -1,
+		fuseUnk:      v.FuseUnk,
+		byteFallback: v.ByteFallback,
+		ignoreMerges: v.IgnoreMerges,
+		cache:        map[string][]int{},
+	}
+	if v.ContinuingSubwordPrefix != nil {
+		m.prefix = *v.ContinuingSubwordPrefix
+	}
+	if v.EndOfWordSuffix != nil {
+		m.suffix = *v.EndOfWordSuffix
+	}
+	maxID := -1
+	for tok, id := range v.Vocab {
+		if id < 0 || id > maxTokenID {
+			return nil, fmt.Errorf("model BPE: vocab id %d of %q out of range", id, tok)
+		}
+		if !utf8.ValidString(tok) {
+			return nil, fmt.Errorf("model BPE: vocab token %q is not valid UTF-8", tok)
+		}
+		maxID = max(maxID, id)
+	}
+	m.tokens = make([]string, maxID+1)
+	m.has = make([]bool, maxID+1)
+	for tok, id := range v.Vocab {
+		if m.has[id] {
+			return nil, fmt.Errorf("model BPE: id %d used by both %q and %q", id, m.tokens[id], tok)
+		}
+		m.tokens[id], m.has[id] = tok, true
+	}
+	if v.UnkToken != nil {
+		id, ok := v.Vocab[*v.UnkToken]
+		if !ok {
+			// The reference library fails on the first unknown
+			// character instead; failing early is clearer.
+			return nil, fmt.Errorf("model BPE: unk_token %q not in vocab", *v.UnkToken)
+		}
+		m.unk = id
+	}
+	for b := range m.byteIDs {
+		id, ok := v.Vocab[fmt.Sprintf("<0x%02X>", b)]
+		if !ok {
+			id = -1
+		}
+		m.byteIDs[b] = id
+	}
+	pairs, err := parseMerges(v.Merges)
+	if err != nil {
+		return nil, err
+	}
+	m.merges = make(map[uint64]mergeRule, len(pairs))
+	for rank, p := range pairs {
+		a, ok1 := v.Vocab[p[0]]
+		b, ok2 := v.Vocab[p[1]]
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("model BPE: merge %d (%q %q) uses a token not in vocab", rank, p[0], p[1])
+		}
+		right := p[1]
+		if m.prefix != "" {
+			right = strings.TrimPrefix(right, m.prefix)
+		}
+		id, ok := v.Vocab[p[0]+right]
+		if !ok {
+			return nil, fmt.Errorf("model BPE: merge %d (%q %q) makes %q, which is not in vocab", rank, p[0], p[1], p[0]+right)
+		}
+		// A repeated pair keeps its last rank, as in the reference
+		// library's hash map.
+		m.merges[pairKey(a, b)] = mergeRule{rank: int32(rank), id: int32(id)}
+	}
+	return m, nil
+}
+
+// parseMerges accepts both merge formats: ["a b", ...] (where the pair is
+// split at its single space) and [["a", "b"], ...].
+func parseMerges(raw json.RawMessage) ([][2]string, error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, fmt.Errorf("model BPE: merges: %w", err)
+	}
+	out := make([][2]string, len(items))
+	for i, it := range items {
+		var s string
+		if err := json.Unmarshal(it, &s); err == nil {
+			parts := strings.Split(s, " ")
+			if len(parts) != 2 {
+				return nil, fmt.Errorf("model BPE: merge %d %q is not two tokens separated by one space", i, s)
+			}
+			out[i] = [2]string{parts[0], parts[1]}
+			continue
+		}
+		var pair []string
+		if err := json.Unmarshal(it, &pair); err != nil || len(pair) != 2 {
+			return nil, fmt.Errorf("model BPE: merge %d is neither \"a b\" nor [\"a\", \"b\"]", i)
+		}
+		out[i] = [2]string{pair[0], pair[1]}
+	}
+	return out, nil
+}
+
+// tokenize appends the ids of one word to dst.
+func (m *bpeModel) tokenize(word string, dst []int) []int {
+	if word == "" {
+		return dst
+	}
+	if m.ignoreMerges {
+		if id, ok := m.vocab[word]; ok {
+			return append(dst, id)
+		}
+	}
+	m.mu.Lock()
+	ids, ok := m.cache[word]
+	m.mu.Unlock()
+	if ok {
+		return append(dst, ids...)
+	}
+	ids = m.mergeWord(word)
+	m.mu.Lock()
+	if len(m.cache) < maxCacheEntries {
+		m.cache[word] = ids
+	}
+	m.mu.Unlock()
+	return append(dst, ids...)
+}
+
+// symbol is one current token of a word being merged, in a doubly linked
+// list over the initial characters; size 0 marks a symbol merged away.
+type symbol struct {
+	id         int32
+	prev, next int32
+	size       int32
+}
+
+// mergeWord splits word into characters (with byte fallback and unknown
+// handling) and applies merges lowest rank first, leftmost first among
+// equal ranks, exactly like the reference library's Word::merge_all.
+func (m *bpeModel) mergeWord(w string) []int {
+	syms := make([]symbol, 0, len(w))
+	add := func(id, size int) {
+		n := int32(len(syms))
+		syms = append(syms, symbol{id: int32(id), prev: n - 1, next: n + 1, size: int32(size)})
+	}
+	unkID, unkLen := -1, 0
+	for i := 0; i < len(w); {
+		_, n := utf8.DecodeRuneInString(w[i:])
+		s := w[i : i+n]
+		if i > 0 && m.prefix != "" {
+			s = m.prefix + s
+		}
+		if i+n == len(w) && m.suffix != "" {
+			s += m.suffix
+		}
+		i += n
+		if id, ok := m.vocab[s]; ok {
+			if unkID >= 0 {
+				add(unkID, unkLen)
+				unkID = -1
+			}
+			add(id, n)
+			continue
+		}
+		if m.byteFallback {
+			all := true
+			for j := 0; j < len(s); j++ {
+				if m.byteIDs[s[j]] < 0 {
+					all = false
+					break
+				}
+			}
+			if all {
+				// Like the reference library, a pending unknown is
+				// not flushed first: it lands after these bytes.
+				for j := 0; j < len(s); j++ {
+					add(m.byteIDs[s[j]], 1)
+				}
+				continue
+			}
+		}
+		if m.unk >= 0 {
+			switch {
+			case unkID >= 0 && m.fuseUnk:
+				unkLen += n
+			case unkID >= 0:
+				add(unkID, unkLen)
+				unkID, unkLen = m.unk, n
+			default:
+				unkID, unkLen = m.unk, n
+			}
+		}
+		// Without unk_token an unknown character is dropped.
+	}
+	if unkID >= 0 {
+		add(unkID, unkLen)
+	}
+	if len(syms) == 0 {
+		return nil
+	}
+	syms[len(syms)-1].next = -1
+
+	var q mergeQueue
+	for i := 0; i+1 < len(syms); i++ {
+		if r, ok := m.merges[pairKey(int(syms[i].id), int(syms[i+1].id))]; ok {
+			q.push(mergeItem{pos: int32(i), rank: r.rank, id: r.id})
+		}
+	}
+	for len(q) > 0 {
+		top := q.pop()
+		cur := &syms[top.pos]
+		if cur.size == 0 || cur.next < 0 {
+			continue
+		}
+		nextPos := cur.next
+		right := syms[nextPos]
+		// Skip entries made stale by earlier merges.
+		if r, ok := m.merges[pairKey(int(cur.id), int(right.id))]; !ok || r.id != top.id {
+			continue
+		}
+		cur.id = top.id
+		cur.size += right.size
+		cur.next = right.next
+		syms[nextPos].size = 0
+		if right.next >= 0 {
+			syms[right.next].prev = top.pos
+		}
+		if cur.prev >= 0 {
+			if r, ok := m.merges[pairKey(int(syms[cur.prev].id), int(cur.id))]; ok {
+				q.push(mergeItem{pos: cur.prev, rank: r.rank, id: r.id})
+			}
+		}
+		if cur.next >= 0 {
+			if r, ok := m.merges[pairKey(int(cur.id), int(syms[cur.next].id))]; ok {
+				q.push(mergeItem{pos: top.pos, rank: r.rank, id: r.id})
+			}
+		}
+	}
+	ids := make([]int, 0, len(syms))
+	for _, s := range syms {
+		if s.size != 0 {
+			ids = append(ids, int(s.id))
+		}
+	}
+	return ids
+}
+
+type mergeItem struct {
+	pos, rank, id int32
+}
+
+func (a mergeItem) less(b mergeItem) bool {
+	if a.rank != b.rank {
+		return a.rank < b.rank
+	}
+	return a.pos < b.pos
+}
+
+// mergeQueue is a binary min-heap ordered by (rank, pos).
+type mergeQueue []mergeItem
+
+func (q *mergeQueue) push(it mergeItem) {
+	*q = append(*q, it)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h[i].less(h[p]) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func (q *mergeQueue) pop() mergeItem {
+	h := *q
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(h) && h[l].less(h[m]) {
+			m = l
+		}
+		if r < len(h) && h[r].less(h[m]) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	*q = h
+	return top
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mamba2web/mamba2/model/modeltest"
+)
+
+func runCLI(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	return out.String(), err
+}
+
+func fixtureDir(name string) string { return filepath.Join(modeltest.Root(), "fixtures", name) }
+
+const goPrompt = "package main\n\nimport (\n"
+
+func TestGenerateEmbedded(t *testing.T) {
+	// transformers' greedy continuation of this prompt (the model card).
+	want := "\t\"bufio\"\n\t\"bytes\"\n\t\"fmt\"\n\t\"internal/testenv\"\n\t\"io\"\n\t\"os\"\n\t\"path/filepath\""
+	out, err := runCLI(t, "", "generate", "--backend", "cpu", "--prompt", goPrompt, "--max-new-tokens", "40")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, want) {
+		t.Errorf("streamed continuation %q does not start with %q", out, want)
+	}
+	js, err := runCLI(t, "", "generate", "--backend", "cpu", "--prompt", goPrompt, "--max-new-tokens", "40", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		IDs  []int  `json:"ids"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal([]byte(js), &res); err != nil {
+		t.Fatalf("--json output %q: %v", js, err)
+	}
+	if len(res.IDs) != 40 || res.Text != out {
+		t.Errorf("--json gave %d ids and text %q; streaming gave %q", len(res.IDs), res.Text, out)
+	}
+	// run reads the prompt from stdin and streams the same text.
+	ran, err := runCLI(t, goPrompt, "run", "--backend", "cpu", "--max-new-tokens", "40")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSuffix(ran, "\n") != out {
+		t.Errorf("run printed %q, generate %q", ran, out)
+	}
+	// A stop string cuts the text before it.
+	stopped, err := runCLI(t, "", "generate", "--backend", "cpu", "--prompt", goPrompt, "--stop", "\"fmt\"", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(stopped), &res); err != nil || res.Text != "\t\"bufio\"\n\t\"bytes\"\n\t" {
+		t.Errorf("with --stop: %q (%v)", stopped, err)
+	}
+}
+
+func TestLogitsFixture(t *testing.T) {
+	fx := modeltest.Fixtures(t)[0]
+	ids := make([]string, len(fx.GreedyPromptIDs))
+	for i, v := range fx.GreedyPromptIDs {
+		ids[i] = itoa(int(v))
+	}
+	for _, last := range []bool{false, true} {
+		args := []string{"logits", "--backend", "cpu", "--model", fx.Dir, "--ids", strings.Join(ids, ",")}
+		if last {
+			args = append(args, "--last")
+		}
+		out, err := runCLI(t, "", args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res struct{ Logits [][]float32 }
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatal(err)
+		}
+		want := fx.ShortPromptLogits
+		if last {
+			want = want[len(want)-1:]
+		}
+		if len(res.Logits) != len(want) {
+			t.Fatalf("last=%v: %d rows, want %d", last, len(res.Logits), len(want))
+		}
+		for i := range want {
+			if d := modeltest.MaxAbsDiff(res.Logits[i], want[i]); d > 1e-4 {
+				t.Errorf("last=%v row %d: max diff %g", last, i, d)
+			}
+		}
+	}
+	// Ids without a tokenizer: generate prints ids.
+	out, err := runCLI(t, "", "generate", "--backend", "cpu", "--model", fx.Dir, "--ids", strings.Join(ids, ","), "--max-new-tokens", "3", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"ids":[` + itoa(int(fx.GreedyNewIDs[0])) + "," + itoa(int(fx.GreedyNewIDs[1])) + "," + itoa(int(fx.GreedyNewIDs[2])) + `],"text":""}`
+	if strings.TrimSpace(out) != want {
+		t.Errorf("got %s, want %s", out, want)
+	}
+}
+
+func itoa(v int) string { b, _ := json.Marshal(v); return string(b) }
+
+func TestTokenizeRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	tokPath := filepath.Join(dir, "tokenizer.json")
+	data, err := os.ReadFile(filepath.Join("..", "..", "models", "mamba2-go-tiny", "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(tokPath, data, 0o644)
+	text := "func main() {\n\tfmt.Println(\"héllo, 世界\")\n}\n"
+	out, err := runCLI(t, text, "tokenize", "--tokenizer", tokPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids struct{ IDs []int }
+	if err := json.Unmarshal([]byte(out), &ids); err != nil || len(ids.IDs) == 0 {
+		t.Fatalf("%q: %v", out, err)
+	}
+	list := make([]string, len(ids.IDs))
+	for i, v := range ids.IDs {
+		list[i] = itoa(v)
+	}
+	out, err = runCLI(t, "", "detokenize", "--tokenizer", tokPath, "--ids", strings.Join(list, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back struct{ Text string }
+	if err := json.Unmarshal([]byte(out), &back); err != nil || back.Text != text {
+		t.Errorf("round trip gave %q (%v)", back.Text, err)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad")
+	os.Mkdir(bad, 0o755)
+	os.WriteFile(filepath.Join(bad, "config.json"), []byte(`{"hidden_size":8,"num_heads":3,"head_dim":4,"expand":2,"n_groups":1}`), 0o644)
+	noWeights := filepath.Join(dir, "noweights")
+	os.Mkdir(noWeights, 0o755)
+	cfg, _ := os.ReadFile(filepath.Join(fixtureDir("tiny-g1"), "config.json"))
+	os.WriteFile(filepath.Join(noWeights, "config.json"), cfg, 0o644)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"generate", "--backend", "cpu"}, "exactly one of --ids and --prompt"},
+		{[]string{"generate", "--backend", "cpu", "--ids", "1,x"}, "not an integer"},
+		{[]string{"generate", "--backend", "cpu", "--ids", "999999"}, "outside the vocabulary"},
+		{[]string{"generate", "--backend", "cpu", "--ids", "1", "--temperature", "-1"}, "temperature"},
+		{[]string{"generate", "--backend", "cpu", "--ids", "1", "--top-p", "2"}, "top-p"},
+		{[]string{"generate", "--backend", "cpu", "--prompt", ""}, "prompt is empty"},
+		{[]string{"generate", "--backend", "quantum", "--ids", "1"}, `backend "quantum"`},
+		{[]string{"logits", "--model", filepath.Join(dir, "missing"), "--ids", "1"}, "model folder"},
+		{[]string{"logits", "--model", bad, "--ids", "1"}, "num_heads × head_dim"},
+		{[]string{"logits", "--backend", "cpu", "--model", noWeights, "--ids", "1"}, "model.safetensors"},
+		{[]string{"logits", "--backend", "cpu", "--model", fixtureDir("tiny-g1"), "--ids", "1", "--gated-norm", "half"}, "gated norm"},
+		{[]string{"generate", "--backend", "cpu", "--model", fixtureDir("tiny-g1"), "--prompt", "hi"}, "tokenizer.json"},
+		{[]string{"tokenize"}, "--tokenizer FILE is required"},
+		{[]string{"tokenize", "--tokenizer", filepath.Join(bad, "config.json")}, "tokenizer"},
+		{[]string{"detokenize", "--tokenizer", filepath.Join("..", "..", "models", "mamba2-go-tiny", "tokenizer.json"), "--ids", "5000000"}, "5000000"},
+		{[]string{"bench", "--shape", "1t"}, "--shape"},
+	}
+	for _, tt := range tests {
+		_, err := runCLI(t, "", tt.args...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: error %v, want one containing %q", tt.args, err, tt.want)
+		}
+	}
+}

@@ -90,8 +90,12 @@ func newAddedVocab(list []addedTokenJSON, m *bpeModel, norm normalizer) (*addedV
 		}
 	}
 	modelSize := len(m.vocab)
+	// stored counts the tokens currently in byID: a token equal in every
+	// field to one of them is ignored, as the reference library does.
+	stored := map[addedToken]int{}
+	maxID := -1 // largest id in byContent
 	for _, t := range toks {
-		if t.content == "" || av.hasToken(t) {
+		if t.content == "" || stored[t] > 0 {
 			continue
 		}
 		id, ok := av.byContent[t.content]
@@ -99,10 +103,6 @@ func newAddedVocab(list []addedTokenJSON, m *bpeModel, norm normalizer) (*addedV
 			id, ok = m.vocab[t.content]
 		}
 		if !ok {
-			maxID := -1
-			for _, v := range av.byContent {
-				maxID = max(maxID, v)
-			}
 			switch {
 			case maxID < 0:
 				id = modelSize
@@ -116,7 +116,12 @@ func newAddedVocab(list []addedTokenJSON, m *bpeModel, norm normalizer) (*addedV
 			}
 		}
 		av.byContent[t.content] = id
+		maxID = max(maxID, id)
+		if old, ok := av.byID[id]; ok {
+			stored[old.tok]--
+		}
 		av.byID[id] = &addedTokenRef{tok: t, decode: t.content}
+		stored[t]++
 		if !av.special[t.content] {
 			classics = append(classics, t)
 		}
@@ -143,17 +148,6 @@ func newAddedVocab(list []addedTokenJSON, m *bpeModel, norm normalizer) (*addedV
 		}
 	}
 	return av, nil
-}
-
-// hasToken reports whether an identical token (all flags equal) was
-// already added; the reference library ignores such repeats.
-func (av *addedVocab) hasToken(t addedToken) bool {
-	for _, ref := range av.byID {
-		if ref.tok == t {
-			return true
-		}
-	}
-	return false
 }
 
 // split cuts a piece at the added tokens found by tr, as the reference

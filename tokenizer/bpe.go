@@ -106,6 +106,11 @@ func parseModel(raw json.RawMessage) (*bpeModel, error) {
 		}
 		maxID = max(maxID, id)
 	}
+	if maxID >= 2*len(v.Vocab)+1024 {
+		// Real vocabularies are dense; refusing very sparse ones keeps a
+		// corrupt file from making the id table huge.
+		return nil, fmt.Errorf("model BPE: vocab ids are sparse (largest %d for %d tokens)", maxID, len(v.Vocab))
+	}
 	m.tokens = make([]string, maxID+1)
 	m.has = make([]bool, maxID+1)
 	for tok, id := range v.Vocab {

@@ -16,7 +16,10 @@ type piece struct {
 	// first is set when the piece starts at the very beginning of the
 	// input. Metaspace's prepend_scheme "first" depends on it: the
 	// reference library prepends "▁" only to the piece whose original
-	// offset is 0, not to the text after a leading special token.
+	// offset is 0, not to the text after a leading special token. (The
+	// library tracks full offset alignments; this flag is exact except
+	// for a Metaspace "first" placed after another splitting
+	// pre-tokenizer that cuts inside text inserted at offset 0.)
 	first bool
 }
 

@@ -27,9 +27,14 @@ type regexPattern struct {
 }
 
 func compileRegex(expr string) (*regexPattern, error) {
+	expr, err := translateRegex(expr)
+	if err != nil {
+		return nil, err
+	}
 	re, err := regexp2.Compile(expr, regexp2.Multiline,
-		// The default stack limit would make a long run of spaces
-		// fail to match instead of matching; tokenizers has no limit.
+		// With a stack limit regexp2 gives up (an error, not a
+		// match) on input needing deep backtracking; Oniguruma as
+		// the reference library uses it does not.
 		regexp2.OptionMaxBacktrackingStackSize(-1))
 	if err != nil {
 		return nil, err

@@ -125,12 +125,59 @@ func (fp funcPre) split(p piece, out []piece) []piece {
 }
 
 // isPunctuation is the reference library's punctuation test: ASCII
-// punctuation (which includes symbols such as $ and +) or Unicode P*.
+// punctuation (which includes symbols such as $ and +) or Unicode P*, as
+// of the old Unicode tables of the Rust crate it uses (unicode_categories).
 func isPunctuation(r rune) bool {
 	if r < utf8.RuneSelf {
 		return unicode.IsPunct(r) || unicode.IsSymbol(r)
 	}
-	return unicode.IsPunct(r)
+	if r == 0x166D || r == 0x111C9 {
+		// Punctuation in those tables, reclassified since.
+		return true
+	}
+	return unicode.IsPunct(r) && !unicode.Is(newerPunctuation, r)
+}
+
+// newerPunctuation lists the characters that are punctuation in Go's
+// Unicode tables but not in the reference library's (measured against it
+// over all code points).
+var newerPunctuation = &unicode.RangeTable{
+	R16: []unicode.Range16{
+		{Lo: 0x061D, Hi: 0x061D, Stride: 1},
+		{Lo: 0x09FD, Hi: 0x09FD, Stride: 1},
+		{Lo: 0x0A76, Hi: 0x0A76, Stride: 1},
+		{Lo: 0x0C77, Hi: 0x0C77, Stride: 1},
+		{Lo: 0x0C84, Hi: 0x0C84, Stride: 1},
+		{Lo: 0x1B7D, Hi: 0x1B7E, Stride: 1},
+		{Lo: 0x2E43, Hi: 0x2E4F, Stride: 1},
+		{Lo: 0x2E52, Hi: 0x2E5D, Stride: 1},
+	},
+	R32: []unicode.Range32{
+		{Lo: 0x10EAD, Hi: 0x10EAD, Stride: 1},
+		{Lo: 0x10F55, Hi: 0x10F59, Stride: 1},
+		{Lo: 0x10F86, Hi: 0x10F89, Stride: 1},
+		{Lo: 0x1144B, Hi: 0x1144F, Stride: 1},
+		{Lo: 0x1145A, Hi: 0x1145B, Stride: 1},
+		{Lo: 0x1145D, Hi: 0x1145D, Stride: 1},
+		{Lo: 0x11660, Hi: 0x1166C, Stride: 1},
+		{Lo: 0x116B9, Hi: 0x116B9, Stride: 1},
+		{Lo: 0x1183B, Hi: 0x1183B, Stride: 1},
+		{Lo: 0x11944, Hi: 0x11946, Stride: 1},
+		{Lo: 0x119E2, Hi: 0x119E2, Stride: 1},
+		{Lo: 0x11A3F, Hi: 0x11A46, Stride: 1},
+		{Lo: 0x11A9A, Hi: 0x11A9C, Stride: 1},
+		{Lo: 0x11A9E, Hi: 0x11AA2, Stride: 1},
+		{Lo: 0x11B00, Hi: 0x11B09, Stride: 1},
+		{Lo: 0x11C41, Hi: 0x11C45, Stride: 1},
+		{Lo: 0x11C70, Hi: 0x11C71, Stride: 1},
+		{Lo: 0x11EF7, Hi: 0x11EF8, Stride: 1},
+		{Lo: 0x11F43, Hi: 0x11F4F, Stride: 1},
+		{Lo: 0x11FFF, Hi: 0x11FFF, Stride: 1},
+		{Lo: 0x12FF1, Hi: 0x12FF2, Stride: 1},
+		{Lo: 0x16E97, Hi: 0x16E9A, Stride: 1},
+		{Lo: 0x16FE2, Hi: 0x16FE2, Stride: 1},
+		{Lo: 0x1E95E, Hi: 0x1E95F, Stride: 1},
+	},
 }
 
 // parsePreTokenizer builds a pre-tokenizer from its JSON; nil means none.

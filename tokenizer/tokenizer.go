@@ -26,6 +26,13 @@
 //
 // The "truncation" and "padding" sections are ignored: Encode never cuts or
 // pads, which is what transformers does unless asked to.
+//
+// Regexes (Split, Replace) are run by regexp2 after a translation from the
+// reference's Oniguruma syntax (see regex.go); character classes come
+// from Go's Unicode tables, so the only known differences are characters
+// assigned after Go's Unicode version (15.0 for Go 1.26), which Oniguruma
+// may already classify. testdata/oracle.json, produced by the Rust library,
+// checks thousands of encodings and decodings.
 package tokenizer
 
 import (
@@ -124,8 +131,9 @@ func Load(r io.Reader) (*Tokenizer, error) {
 // the text (such as "<|endoftext|>") are recognized, and the
 // post-processor's special tokens are added. The fixture tokenizers'
 // post-processors (ByteLevel, or none) add nothing. Text that is not valid
-// UTF-8 (which the reference cannot receive) is processed byte for byte;
-// byte-level tokenizers then still round-trip it exactly.
+// UTF-8, which the reference cannot receive, is processed as it is: an
+// invalid byte counts as U+FFFD for splitting, and byte-level tokenizers
+// keep it in the ids (Decode, which returns valid UTF-8, shows U+FFFD).
 func (t *Tokenizer) Encode(text string) []int {
 	return t.EncodeWith(text, true)
 }

@@ -3,6 +3,6 @@ module github.com/mamba2web/mamba2
 go 1.26
 
 require (
-	github.com/cogentcore/webgpu v0.23.0 // indirect
-	github.com/dlclark/regexp2/v2 v2.13.0 // indirect
+	github.com/cogentcore/webgpu v0.23.0
+	github.com/dlclark/regexp2/v2 v2.13.0
 )

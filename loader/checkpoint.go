@@ -69,21 +69,22 @@ func OpenFiles(fsys fs.FS, files ...string) (*Checkpoint, error) {
 	return c, nil
 }
 
-func openIndex(fsys fs.FS, data []byte) (*Checkpoint, error) {
+// parseIndex reads the weight map of an index file and lists the shard
+// files it names, sorted, each checked to be a plain relative path.
+func parseIndex(data []byte) (weightMap map[string]string, files []string, err error) {
 	var idx struct {
 		WeightMap map[string]string `json:"weight_map"`
 	}
 	if err := json.Unmarshal(data, &idx); err != nil {
-		return nil, fmt.Errorf("%s: %v", IndexFile, err)
+		return nil, nil, fmt.Errorf("%s: %v", IndexFile, err)
 	}
 	if len(idx.WeightMap) == 0 {
-		return nil, fmt.Errorf("%s: weight_map is empty", IndexFile)
+		return nil, nil, fmt.Errorf("%s: weight_map is empty", IndexFile)
 	}
 	seen := map[string]bool{}
-	var files []string
 	for _, f := range idx.WeightMap {
 		if !fs.ValidPath(f) || path.Clean(f) != f {
-			return nil, fmt.Errorf("%s: shard name %q is not a plain relative path", IndexFile, f)
+			return nil, nil, fmt.Errorf("%s: shard name %q is not a plain relative path", IndexFile, f)
 		}
 		if !seen[f] {
 			seen[f] = true
@@ -91,11 +92,19 @@ func openIndex(fsys fs.FS, data []byte) (*Checkpoint, error) {
 		}
 	}
 	sort.Strings(files)
+	return idx.WeightMap, files, nil
+}
+
+func openIndex(fsys fs.FS, data []byte) (*Checkpoint, error) {
+	weightMap, files, err := parseIndex(data)
+	if err != nil {
+		return nil, err
+	}
 	c, err := OpenFiles(fsys, files...)
 	if err != nil {
 		return nil, err
 	}
-	for name, f := range idx.WeightMap {
+	for name, f := range weightMap {
 		in, ok := c.tensors[name]
 		if !ok {
 			return nil, fmt.Errorf("%s: tensor %q is mapped to %s, which does not contain it", IndexFile, name, f)
@@ -130,8 +139,20 @@ func (c *Checkpoint) Info(name string) (Info, bool) {
 // amortise a GPU upload call, small enough never to hold a whole tensor.
 const ChunkSize = 4 << 20
 
+// RangeOpener is implemented by files for which one sequential read of a
+// byte range is much cheaper than many ReadAt calls: an HTTP file, where
+// each ReadAt is a request but a range is one streamed response. Stream
+// prefers it to io.ReaderAt.
+type RangeOpener interface {
+	// OpenRange returns a reader of the n bytes at off; it reads exactly
+	// those bytes, then io.EOF.
+	OpenRange(off, n int64) (io.ReadCloser, error)
+}
+
 // Stream reads the bytes of a tensor in order, handing fn chunks of at most
-// chunk bytes (ChunkSize when chunk <= 0). fn must not keep the slice.
+// chunk bytes (ChunkSize when chunk <= 0). fn must not keep the slice. Over
+// HTTP (a file with OpenRange) the whole tensor is one request, read
+// chunk by chunk as it arrives, so memory stays at one chunk.
 func (c *Checkpoint) Stream(name string, chunk int, fn func(off int64, b []byte) error) error {
 	in, ok := c.tensors[name]
 	if !ok {
@@ -146,7 +167,14 @@ func (c *Checkpoint) Stream(name string, chunk int, fn func(off int64, b []byte)
 	}
 	defer f.Close()
 	var r io.Reader
-	if ra, ok := f.(io.ReaderAt); ok {
+	if ro, ok := f.(RangeOpener); ok {
+		rc, err := ro.OpenRange(in.Begin, in.Size)
+		if err != nil {
+			return fmt.Errorf("tensor %q in %s: %w", name, in.File, err)
+		}
+		defer rc.Close()
+		r = rc
+	} else if ra, ok := f.(io.ReaderAt); ok {
 		r = io.NewSectionReader(ra, in.Begin, in.Size)
 	} else if s, ok := f.(io.Seeker); ok {
 		if _, err := s.Seek(in.Begin, io.SeekStart); err != nil {

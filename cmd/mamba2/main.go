@@ -32,6 +32,8 @@ var commands = map[string]func(ctx context.Context, args []string, stdin io.Read
 	"tokenize":   cmdTokenize,
 	"detokenize": cmdDetokenize,
 	"bench":      cmdBench,
+	"serve":      cmdServe,
+	"cache":      cmdCache,
 }
 
 func main() {
@@ -73,6 +75,8 @@ const usage = `mamba2: Mamba-2 language models on WebGPU or the CPU
   mamba2 tokenize --tokenizer FILE                      text on stdin, prints {"ids": [...]}
   mamba2 detokenize --tokenizer FILE --ids 1,2          prints {"text": "..."}
   mamba2 bench    [--model DIR | --shape 130m|370m|780m|1.3b|2.7b|codestral]
+  mamba2 serve    [--models DIR] [--addr 127.0.0.1:8080] [--static DIR]   models at /models/<name>/, demo at /
+  mamba2 cache    list|clear [--cache-dir DIR]          models downloaded over HTTP
 
 Without --model, the embedded mamba2-go-tiny model (Go source code) is used.
 `

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/mamba2web/mamba2/serve"
+)
+
+// cmdServe serves model folders and the web demo over HTTP until ctx ends
+// (Ctrl-C), then lets requests in flight finish for a few seconds.
+func cmdServe(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("serve")
+	modelsDir := fs.String("models", "", "folder of model folders, served as /models/<name>/ (the embedded mamba2-go-tiny is always there too)")
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port; port 0 picks a free one)")
+	static := fs.String("static", "", "folder served at / (the demo page, its module, worker and wasm)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	o := serve.Options{ModelsDir: *modelsDir, ErrorLog: log.New(stderr, "mamba2 serve: ", log.LstdFlags)}
+	if *static != "" {
+		root, err := os.OpenRoot(*static)
+		if err != nil {
+			return fmt.Errorf("--static: %v", err)
+		}
+		defer root.Close()
+		o.Static = root.FS() // links out of the folder are not followed
+	}
+	h, err := serve.New(o)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("serve: %v", err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          o.ErrorLog,
+	}
+	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, "mamba2 serve: listening on %s/\n", base)
+	for _, name := range h.ModelNames() {
+		fmt.Fprintf(stdout, "  model %s: %s/models/%s/\n", name, base, name)
+	}
+	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
+		fmt.Fprintf(stderr, "mamba2 serve: %s is reachable from other machines\n", ln.Addr())
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("serve: %v", err)
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = srv.Shutdown(shutdown)
+	if errors.Is(err, context.DeadlineExceeded) {
+		srv.Close() // a slow client: stop waiting for it
+		err = nil
+	}
+	if serr := <-done; err == nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = serr
+	}
+	fmt.Fprintln(stdout, "mamba2 serve: stopped")
+	return err
+}

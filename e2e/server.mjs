@@ -1,0 +1,113 @@
+// A small static server for the end-to-end tests: the built web files at /
+// and model folders at /models/, with HEAD, single byte-range requests and
+// the cross-origin isolation headers a production deployment would send.
+import { createServer } from 'node:http';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { extname, join, normalize, sep } from 'node:path';
+
+const types = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.wasm': 'application/wasm',
+  '.ts': 'text/plain; charset=utf-8',
+  '.md': 'text/markdown; charset=utf-8',
+};
+
+// resolve maps a URL path under root; null when it escapes root.
+function resolve(root, rel) {
+  const p = normalize(join(root, decodeURIComponent(rel)));
+  return p === root || p.startsWith(root + sep) ? p : null;
+}
+
+/**
+ * startServer({staticDir, modelsDir, mounts, port}) → {url, requests, modelDelay, close()}.
+ * Serves modelsDir at /models/, each mounts[prefix] folder at its prefix
+ * ('/fixtures/') and staticDir for everything else. requests logs every
+ * request as {method, path, range, status}; setting modelDelay (ms) slows
+ * every /models/ answer, to watch a load progress.
+ */
+export async function startServer({ staticDir, modelsDir, mounts = {}, port = 0 }) {
+  const roots = Object.entries({ ...mounts, '/models/': modelsDir });
+  const requests = [];
+  const state = { modelDelay: 0 };
+  const server = createServer(async (req, res) => {
+    const log = { method: req.method, path: req.url, range: req.headers.range ?? null, status: 0 };
+    requests.push(log);
+    if (state.modelDelay > 0 && req.url.startsWith('/models/')) {
+      await new Promise((ok) => setTimeout(ok, state.modelDelay));
+    }
+    const send = (status, headers = {}, body) => {
+      log.status = status;
+      res.writeHead(status, {
+        'Cross-Origin-Opener-Policy': 'same-origin',
+        'Cross-Origin-Embedder-Policy': 'require-corp',
+        'Cross-Origin-Resource-Policy': 'same-origin',
+        'Cache-Control': 'no-store',
+        ...headers,
+      });
+      if (body === undefined || req.method === 'HEAD') res.end();
+      else if (typeof body === 'string' || Buffer.isBuffer(body)) res.end(body);
+      else body.pipe(res);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { Allow: 'GET, HEAD' }, 'method not allowed\n');
+    const path = new URL(req.url, 'http://x').pathname;
+    const mount = roots.find(([prefix]) => path.startsWith(prefix));
+    const file = mount
+      ? resolve(mount[1], path.slice(mount[0].length))
+      : resolve(staticDir, path === '/' ? 'index.html' : path.slice(1));
+    let st;
+    try {
+      st = file && (await stat(file));
+    } catch {
+      st = null;
+    }
+    if (!st || !st.isFile()) return send(404, { 'Content-Type': 'text/plain' }, 'not found\n');
+    const base = { 'Content-Type': types[extname(file)] ?? 'application/octet-stream', 'Accept-Ranges': 'bytes' };
+    const range = req.headers.range;
+    if (range) {
+      const m = /^bytes=(\d*)-(\d*)$/.exec(range.trim());
+      let start, end;
+      if (m && m[1] !== '') {
+        start = Number(m[1]);
+        end = m[2] === '' ? st.size - 1 : Math.min(Number(m[2]), st.size - 1);
+      } else if (m && m[2] !== '') {
+        start = Math.max(0, st.size - Number(m[2]));
+        end = st.size - 1;
+      }
+      if (start === undefined || start > end || start >= st.size) {
+        return send(416, { 'Content-Range': `bytes */${st.size}` }, '');
+      }
+      return send(206, {
+        ...base,
+        'Content-Length': String(end - start + 1),
+        'Content-Range': `bytes ${start}-${end}/${st.size}`,
+      }, createReadStream(file, { start, end }));
+    }
+    send(200, { ...base, 'Content-Length': String(st.size) }, createReadStream(file));
+  });
+  await new Promise((ok, fail) => {
+    server.once('error', fail);
+    server.listen(port, '127.0.0.1', ok);
+  });
+  const { port: actual } = server.address();
+  return Object.assign(state, {
+    url: `http://127.0.0.1:${actual}/`,
+    requests,
+    close: () => new Promise((ok) => { server.closeAllConnections?.(); server.close(() => ok()); }),
+  });
+}
+
+// node e2e/server.mjs [port]: serve build/web and models/ for trying the demo by hand.
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const root = new URL('..', import.meta.url).pathname;
+  const s = await startServer({
+    staticDir: join(root, 'build/web'),
+    modelsDir: join(root, 'models'),
+    port: Number(process.argv[2] ?? 8080),
+  });
+  console.log(`serving build/web and models/ at ${s.url}`);
+}

@@ -1,0 +1,613 @@
+package loader
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"time"
+)
+
+// HTTPOptions tune an HTTP model source. The zero value is ready to use:
+// http.DefaultClient, 4 retries from 250 ms, no cache.
+type HTTPOptions struct {
+	// Client sends every request; nil means http.DefaultClient. Under
+	// GOOS=js it goes through the browser's fetch.
+	Client *http.Client
+	// Header is added to every request, e.g. an Authorization bearer token
+	// for a gated Hugging Face repository. Go's client drops Authorization on
+	// a redirect to another host, so the token does not leak to the CDN.
+	Header http.Header
+	// Progress, when set, is called as bytes of a file arrive: file is the
+	// name inside the model folder, done the bytes of it received so far and
+	// total its size. Calls for different files may come from different
+	// goroutines at once (Prefetch).
+	Progress func(file string, done, total int64)
+	// MaxParallel caps how many files Prefetch downloads at once; 0 means 4.
+	MaxParallel int
+	// Retries is how many times a failed request (a network error, 429 or a
+	// 5xx answer, or a body that broke off) is tried again before giving up,
+	// waiting Backoff, 2·Backoff, 4·Backoff… (capped at 10 s) in between.
+	// 0 means 4; a negative value means no retry.
+	Retries int
+	// Backoff is the first wait between retries; 0 means 250 ms.
+	Backoff time.Duration
+	// StallTimeout aborts (and then resumes) a response whose body sends
+	// nothing for this long; 0 means 60 s. The context passed to OpenURL
+	// still bounds the whole load.
+	StallTimeout time.Duration
+	// Cache, when set, keeps whole files on disk keyed by URL and ETag, so a
+	// second load costs only one HEAD per file (native builds).
+	Cache *Cache
+	// PreferCache uses a cached copy without asking the server whether it
+	// changed: no request at all for cached files, which works offline. Use
+	// it with revision-pinned URLs (…/resolve/<commit>/), whose files never
+	// change.
+	PreferCache bool
+	// NoIfRange leaves If-Range out of ranged requests. A browser must make
+	// a CORS preflight for If-Range; some hosts refuse it there. Changes are
+	// still caught, from the ETag and Content-Range of each 206 answer.
+	NoIfRange bool
+	// NoETagDigest stops a 64-hex-digit ETag from being taken for the
+	// file's sha256 (the Hugging Face convention for LFS files).
+	NoETagDigest bool
+	// NoManifest skips the request for manifest.json.
+	NoManifest bool
+}
+
+// ManifestFile is the optional file, next to config.json, that lists each
+// file's size and sha256 so downloads can be verified end to end:
+//
+//	{"model.safetensors": {"size": 358512, "sha256": "9f2c…"}, …}
+//
+// Hugging Face does not publish such a list; when it is absent, a sha256 is
+// known only from ETags that are one.
+const ManifestFile = "manifest.json"
+
+// ManifestEntry is one file of a manifest.json.
+type ManifestEntry struct {
+	Size   *int64 `json:"size,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// HTTPFS is a model folder on a web server, as an fs.FS. Its files
+// implement io.ReaderAt with Range requests, and OpenRange, which streams a
+// byte range as one request; Checkpoint.Stream uses the latter so that each
+// tensor costs one GET.
+//
+// fs.FS has no context, so the context given to OpenURL bounds every
+// request made through it. Each file is looked up (HEAD) once per HTTPFS;
+// call OpenURL again to see changes on the server.
+type HTTPFS struct {
+	ctx      context.Context
+	base     *url.URL
+	opt      HTTPOptions
+	client   *http.Client
+	manifest map[string]ManifestEntry
+
+	mu      sync.Mutex
+	files   map[string]*remoteFile // resolved files, including ones known to be missing
+	locks   map[string]*sync.Mutex // one resolution (and download) per file at a time
+	fetched map[string]*progress
+}
+
+// remoteFile is what an HTTPFS knows about one file.
+type remoteFile struct {
+	name    string
+	url     string
+	size    int64
+	etag    string // as the server sent it, quotes included; "" when none
+	modTime time.Time
+	sha256  string // expected digest in lower-case hex; "" when unknown
+	local   string // the cached copy, when the file is read from the cache
+	missing error  // set when the server answered 404
+}
+
+// strongETag is the validator for If-Range, which only strong ETags may be.
+func (e *remoteFile) strongETag() string {
+	if strings.HasPrefix(e.etag, "W/") {
+		return ""
+	}
+	return e.etag
+}
+
+// validator identifies one version of the file for the cache: the ETag,
+// else the modification time with the size, else nothing (not cacheable
+// across loads, since it cannot be revalidated).
+func (e *remoteFile) validator() string {
+	if e.etag != "" {
+		return e.etag
+	}
+	if !e.modTime.IsZero() {
+		return fmt.Sprintf("mtime=%d;size=%d", e.modTime.Unix(), e.size)
+	}
+	return ""
+}
+
+// IsURL reports whether s names an http or https location rather than a
+// local folder.
+func IsURL(s string) bool {
+	l := strings.ToLower(s)
+	return strings.HasPrefix(l, "http://") || strings.HasPrefix(l, "https://")
+}
+
+// NormalizeURL checks a model folder URL and returns it with the trailing
+// slash that makes file names resolve under it. Only http and https are
+// accepted, without user:password (credentials in URLs end up in logs and
+// error messages; use HTTPOptions.Header), without a query or a fragment.
+// A bare Hugging Face repository page, https://huggingface.co/org/model,
+// becomes its file root …/org/model/resolve/main/.
+func NormalizeURL(base string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSpace(base))
+	if err != nil {
+		return nil, fmt.Errorf("model URL %q: %v", base, err)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "http", "https":
+	default:
+		return nil, fmt.Errorf("model URL %q: only http:// and https:// are supported", base)
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("model URL %s: user:password in a URL is refused (it would end up in logs); pass a token in a header instead", u.Redacted())
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("model URL %q has no host", base)
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, fmt.Errorf("model URL %q: a folder URL cannot carry a query or a fragment", base)
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	if !strings.HasSuffix(u.Path, "/") {
+		u.Path += "/"
+		if u.RawPath != "" {
+			u.RawPath += "/"
+		}
+	}
+	switch strings.ToLower(u.Hostname()) {
+	case "huggingface.co", "hf.co":
+		if parts := strings.Split(strings.Trim(u.Path, "/"), "/"); len(parts) == 2 && parts[0] != "" {
+			u.Path += "resolve/main/"
+			u.RawPath = ""
+		}
+	}
+	return u, nil
+}
+
+// OpenURL opens the model folder at base, in Hugging Face layout: base +
+// "config.json", base + "model.safetensors" and so on. It reads the
+// optional manifest.json (see ManifestFile) right away, which also checks
+// that the server answers; files are looked up when first opened.
+func OpenURL(ctx context.Context, base string, o HTTPOptions) (*HTTPFS, error) {
+	u, err := NormalizeURL(base)
+	if err != nil {
+		return nil, err
+	}
+	h := &HTTPFS{
+		ctx: ctx, base: u, opt: o, client: o.Client,
+		files: map[string]*remoteFile{}, locks: map[string]*sync.Mutex{}, fetched: map[string]*progress{},
+	}
+	if h.client == nil {
+		h.client = http.DefaultClient
+	}
+	if !o.NoManifest {
+		if err := h.loadManifest(); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// URL is the normalised folder URL, ending in a slash.
+func (h *HTTPFS) URL() string { return h.base.String() }
+
+// fileURL is the URL of a file of the folder; name is a valid fs path.
+func (h *HTTPFS) fileURL(name string) string {
+	ref := &url.URL{Path: name}
+	return h.base.ResolveReference(ref).String()
+}
+
+func (h *HTTPFS) loadManifest() error {
+	data, err := fs.ReadFile(h, ManifestFile)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		var he *HTTPError
+		if h.opt.PreferCache && errors.As(err, &he) && he.Status == 0 && h.ctx.Err() == nil {
+			return nil // offline: go on with what the cache holds
+		}
+		return err
+	}
+	var m map[string]ManifestEntry
+	if err := json.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("%s: %v", h.fileURL(ManifestFile), err)
+	}
+	for name, e := range m {
+		if e.SHA256 != "" {
+			if b, err := hex.DecodeString(e.SHA256); err != nil || len(b) != 32 {
+				return fmt.Errorf("%s: %q: sha256 %q is not 64 hex digits", h.fileURL(ManifestFile), name, e.SHA256)
+			}
+			e.SHA256 = strings.ToLower(e.SHA256)
+			m[name] = e
+		}
+		if e.Size != nil && *e.Size < 0 {
+			return fmt.Errorf("%s: %q: negative size", h.fileURL(ManifestFile), name)
+		}
+	}
+	h.manifest = m
+	return nil
+}
+
+// Open opens a file of the model folder. The first Open of a name asks the
+// server for its size and ETag (or, with a Cache, makes sure a verified
+// copy is on disk); a 404 gives an error that matches fs.ErrNotExist.
+func (h *HTTPFS) Open(name string) (fs.File, error) {
+	if !fs.ValidPath(name) || name == "." {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
+	}
+	e, err := h.resolve(h.ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if e.local != "" {
+		return openCached(e)
+	}
+	return &httpFile{h: h, e: e}, nil
+}
+
+// Stat describes a file without reading it (fs.StatFS); it costs the same
+// single lookup as Open, shared with it.
+func (h *HTTPFS) Stat(name string) (fs.FileInfo, error) {
+	if !fs.ValidPath(name) || name == "." {
+		return nil, &fs.PathError{Op: "stat", Path: name, Err: fs.ErrInvalid}
+	}
+	e, err := h.resolve(h.ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return fileInfo{e}, nil
+}
+
+// resolve returns what is known of name, looking it up (and downloading it
+// into the cache) the first time.
+func (h *HTTPFS) resolve(ctx context.Context, name string) (*remoteFile, error) {
+	h.mu.Lock()
+	if e, ok := h.files[name]; ok {
+		h.mu.Unlock()
+		return e, e.missing
+	}
+	l := h.locks[name]
+	if l == nil {
+		l = new(sync.Mutex)
+		h.locks[name] = l
+	}
+	h.mu.Unlock()
+
+	l.Lock()
+	defer l.Unlock()
+	h.mu.Lock()
+	e, ok := h.files[name]
+	h.mu.Unlock()
+	if ok {
+		return e, e.missing
+	}
+	e, err := h.lookup(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.files[name] = e
+	h.mu.Unlock()
+	return e, e.missing
+}
+
+// forget drops what is known of name, after the server showed it changed.
+func (h *HTTPFS) forget(name string) {
+	h.mu.Lock()
+	delete(h.files, name)
+	h.mu.Unlock()
+}
+
+// lookup finds name on the server, or in the cache. A missing file is
+// returned as an entry with missing set, so it is remembered.
+func (h *HTTPFS) lookup(ctx context.Context, name string) (*remoteFile, error) {
+	u := h.fileURL(name)
+	c := h.opt.Cache
+	if c != nil && h.opt.PreferCache {
+		if m, ok := c.lookup(u); ok {
+			if m.Missing {
+				return &remoteFile{name: name, url: u, missing: notFound(u)}, nil
+			}
+			e := &remoteFile{name: name, url: u, size: m.Size, etag: m.ETag, sha256: m.SHA256, local: m.path}
+			h.report(name, e.size, e.size)
+			return e, nil
+		}
+	}
+	e, err := h.head(ctx, name, u)
+	if err != nil {
+		return nil, err
+	}
+	if e.missing != nil {
+		if c != nil {
+			c.markMissing(u)
+		}
+		return e, nil
+	}
+	if c == nil {
+		return e, nil
+	}
+	if m, ok := c.lookup(u); ok && !m.Missing && e.validator() != "" && m.ETag == e.validator() && m.Size == e.size &&
+		(e.sha256 == "" || m.SHA256 == "" || e.sha256 == m.SHA256) {
+		e.local = m.path
+		h.report(name, e.size, e.size)
+		return e, nil
+	}
+	for attempt := 0; ; attempt++ {
+		e.local, err = h.download(ctx, e)
+		if err == nil || !errors.Is(err, ErrChanged) || attempt > 0 {
+			return e, err
+		}
+		// Nothing of this file has been handed out yet: start it again from
+		// scratch, as the version the server now has.
+		if e, err = h.head(ctx, name, u); err != nil {
+			return nil, err
+		}
+		if e.missing != nil {
+			return e, nil
+		}
+	}
+}
+
+// head learns a file's size and validators: a HEAD request, or, where HEAD
+// is refused or gives no usable length, a GET of its first byte, whose
+// Content-Range carries the full size.
+func (h *HTTPFS) head(ctx context.Context, name, u string) (*remoteFile, error) {
+	e := &remoteFile{name: name, url: u, size: -1}
+	resp, err := h.roundTrip(ctx, http.MethodHead, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if resp.ContentLength >= 0 && identity(resp) {
+			e.size = resp.ContentLength
+		}
+		e.setValidators(resp.Header)
+	case http.StatusNotFound, http.StatusGone:
+		e.missing = &HTTPError{Method: http.MethodHead, URL: u, Status: resp.StatusCode}
+		return e, nil
+	case http.StatusForbidden, http.StatusMethodNotAllowed, http.StatusNotImplemented:
+		// Some hosts (signed-URL object stores among them) refuse HEAD.
+	default:
+		return nil, statusError(http.MethodHead, u, resp)
+	}
+	if e.size < 0 {
+		if err := h.probe(ctx, e); err != nil || e.missing != nil {
+			return e, err
+		}
+	}
+	if err := h.applyManifest(e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// probe learns the size from a one-byte ranged GET.
+func (h *HTTPFS) probe(ctx context.Context, e *remoteFile) error {
+	resp, err := h.roundTrip(ctx, http.MethodGet, e.url, http.Header{"Range": {"bytes=0-0"}})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		_, _, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+		if err != nil || total < 0 {
+			return &HTTPError{Method: http.MethodGet, URL: e.url, Status: resp.StatusCode, Err: fmt.Errorf("cannot learn the file size: Content-Range %q", resp.Header.Get("Content-Range"))}
+		}
+		e.size = total
+	case http.StatusOK:
+		if resp.ContentLength < 0 || !identity(resp) {
+			return &HTTPError{Method: http.MethodGet, URL: e.url, Status: resp.StatusCode, Err: errors.New("the server gives neither Content-Length nor ranges, so the file size is unknown")}
+		}
+		e.size = resp.ContentLength
+	case http.StatusRequestedRangeNotSatisfiable:
+		e.size = 0 // bytes=0-0 of an empty file
+	case http.StatusNotFound, http.StatusGone:
+		e.missing = &HTTPError{Method: http.MethodGet, URL: e.url, Status: resp.StatusCode}
+		return nil
+	default:
+		return statusError(http.MethodGet, e.url, resp)
+	}
+	e.setValidators(resp.Header)
+	return nil
+}
+
+func (e *remoteFile) setValidators(hd http.Header) {
+	e.etag = hd.Get("Etag")
+	if t, err := http.ParseTime(hd.Get("Last-Modified")); err == nil {
+		e.modTime = t
+	}
+}
+
+// applyManifest checks the size against manifest.json and takes the sha256
+// from it, or from an ETag that is a sha256.
+func (h *HTTPFS) applyManifest(e *remoteFile) error {
+	if m, ok := h.manifest[e.name]; ok {
+		if m.Size != nil && *m.Size != e.size {
+			return fmt.Errorf("%s: the server has %d bytes but %s says %d", e.url, e.size, ManifestFile, *m.Size)
+		}
+		if m.SHA256 != "" {
+			e.sha256 = m.SHA256
+			return nil
+		}
+	}
+	if !h.opt.NoETagDigest {
+		if t := strings.Trim(e.strongETag(), `"`); len(t) == 64 {
+			if _, err := hex.DecodeString(t); err == nil {
+				e.sha256 = strings.ToLower(t)
+			}
+		}
+	}
+	return nil
+}
+
+// report forwards byte counts of a file to the Progress callback.
+func (h *HTTPFS) report(name string, done, total int64) {
+	if h.opt.Progress != nil {
+		h.opt.Progress(name, min(done, total), total)
+	}
+}
+
+// progress counts the bytes of one file received so far, across requests.
+type progress struct {
+	mu       sync.Mutex
+	done     int64
+	reported int64
+}
+
+// received adds n bytes of name and reports at most once per MiB, and at
+// the end of each range (final).
+func (h *HTTPFS) received(e *remoteFile, n int64, final bool) {
+	if h.opt.Progress == nil {
+		return
+	}
+	h.mu.Lock()
+	p := h.fetched[e.name]
+	if p == nil {
+		p = &progress{}
+		h.fetched[e.name] = p
+	}
+	h.mu.Unlock()
+	p.mu.Lock()
+	p.done += n
+	done := p.done
+	send := final || done-p.reported >= 1<<20
+	if send {
+		p.reported = done
+	}
+	p.mu.Unlock()
+	if send {
+		h.report(e.name, done, e.size)
+	}
+}
+
+// Prefetch makes sure the named files are in the cache, downloading up to
+// MaxParallel of them at once; it needs HTTPOptions.Cache. With no names it
+// fetches what a model load reads: config.json, generation_config.json and
+// tokenizer.json when present, and the weights (model.safetensors, or the
+// index and every shard it names). Each file is one streamed GET (resumed
+// with Range if it breaks), verified and renamed into the cache.
+func (h *HTTPFS) Prefetch(ctx context.Context, names ...string) error {
+	if h.opt.Cache == nil {
+		return errors.New("prefetching a model needs a cache (HTTPOptions.Cache)")
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(h.ctx, func() { cancel(context.Cause(h.ctx)) })
+	defer stop()
+
+	optional := map[string]bool{}
+	if len(names) == 0 {
+		names = []string{"config.json"}
+		for _, n := range []string{"generation_config.json", "tokenizer.json"} {
+			names = append(names, n)
+			optional[n] = true
+		}
+		shards, err := h.weightFiles(ctx)
+		if err != nil {
+			return err
+		}
+		names = append(names, shards...)
+	}
+	par := h.opt.MaxParallel
+	if par <= 0 {
+		par = 4
+	}
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for _, name := range names {
+		if !fs.ValidPath(name) || name == "." {
+			return &fs.PathError{Op: "prefetch", Path: name, Err: fs.ErrInvalid}
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			_, err := h.resolve(ctx, name)
+			if err != nil && !(optional[name] && errors.Is(err, fs.ErrNotExist)) {
+				once.Do(func() { first = err; cancel(err) })
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return context.Cause(ctx)
+}
+
+// weightFiles lists the safetensors files of the folder: the shards named
+// by the index, or model.safetensors.
+func (h *HTTPFS) weightFiles(ctx context.Context) ([]string, error) {
+	if _, err := h.resolve(ctx, IndexFile); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return []string{SingleFile}, nil
+		}
+		return nil, err
+	}
+	data, err := fs.ReadFile(h, IndexFile)
+	if err != nil {
+		return nil, err
+	}
+	_, shards, err := parseIndex(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h.URL(), err)
+	}
+	return append([]string{IndexFile}, shards...), nil
+}
+
+// fileInfo is the fs.FileInfo of a remote file.
+type fileInfo struct{ e *remoteFile }
+
+func (i fileInfo) Name() string       { return path.Base(i.e.name) }
+func (i fileInfo) Size() int64        { return i.e.size }
+func (i fileInfo) Mode() fs.FileMode  { return 0o444 }
+func (i fileInfo) ModTime() time.Time { return i.e.modTime }
+func (i fileInfo) IsDir() bool        { return false }
+func (i fileInfo) Sys() any {
+	return RemoteInfo{URL: i.e.url, ETag: i.e.etag, SHA256: i.e.sha256, Cached: i.e.local}
+}
+
+// RemoteInfo is what Sys() of a file's FileInfo returns for an HTTPFS file.
+type RemoteInfo struct {
+	URL    string
+	ETag   string
+	SHA256 string // expected digest, when known
+	Cached string // the cached copy on disk, when read from the cache
+}
+
+// openCached opens the verified copy of a file in the cache.
+func openCached(e *remoteFile) (fs.File, error) {
+	f, err := openBlob(e.local)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cached copy: %w", e.url, err)
+	}
+	return &cachedFile{File: f, info: fileInfo{e}}, nil
+}

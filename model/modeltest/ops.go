@@ -1,0 +1,528 @@
+package modeltest
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/mamba2web/mamba2/cpu"
+	"github.com/mamba2web/mamba2/loader"
+	"github.com/mamba2web/mamba2/model"
+)
+
+// OpsTolerance is RunOps' bound on |got − want| / (1 + |want|) per element:
+// float32 kernels against the CPU's loops, some of which sum in float64.
+const OpsTolerance = 1e-4
+
+// RunOps is the conformance suite of single operations: every model.Backend
+// operation, and model.DeviceSampler when b implements it, on seeded random
+// inputs, compared with the CPU reference (cpu.New) run on the same inputs.
+// It covers sizes that are not multiples of a workgroup or chunk, two
+// sequences with a left-padding mask, one decoded token (Chunked false) and
+// prompts (Chunked true, with a finite dt clamp) continuing from nonzero
+// conv and SSM state, F32, F16 and BF16 weights (odd row lengths included),
+// the full and grouped gated norm, and sampling ties. It also reads back the
+// inputs an operation must leave alone. b must be fresh; RunOps does not
+// close it.
+func RunOps(t *testing.T, b model.Backend) {
+	h := &opsHarness{b: b, ref: cpu.New(), rng: rand.New(rand.NewPCG(2024, 11))}
+	t.Run("WriteReadZero", h.writeRead)
+	t.Run("Embed", h.embed)
+	t.Run("RMSNorm", h.rmsNorm)
+	t.Run("MatMul", h.matMul)
+	t.Run("Conv", h.conv)
+	t.Run("SSM", h.ssm)
+	t.Run("GatedNorm", h.gatedNorm)
+	t.Run("Last", h.last)
+	if ds, ok := b.(model.DeviceSampler); ok {
+		t.Run("Sample", func(t *testing.T) { h.sample(t, ds) })
+	}
+}
+
+type opsHarness struct {
+	b, ref model.Backend
+	rng    *rand.Rand
+}
+
+// pair is the same tensor on the tested backend and on the CPU, with the
+// data it was given (to check inputs that must not change).
+type pair struct {
+	got, want model.Tensor
+	data      []float32
+	weight    bool
+}
+
+// on returns p's tensor on the CPU (ref) or on the tested backend; nil for
+// an absent optional argument.
+func (p pair) on(ref bool) model.Tensor {
+	if p.got == nil && p.want == nil {
+		return nil
+	}
+	if ref {
+		return p.want
+	}
+	return p.got
+}
+
+// rand fills n values uniform in [lo, hi).
+func (h *opsHarness) rand(n int, lo, hi float64) []float32 {
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = float32(lo + (hi-lo)*h.rng.Float64())
+	}
+	return out
+}
+
+func size(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// act allocates an F32 tensor on both backends and writes data (random in
+// [-1, 1) when nil).
+func (h *opsHarness) act(t *testing.T, data []float32, shape ...int) pair {
+	if data == nil {
+		data = h.rand(size(shape), -1, 1)
+	}
+	p := pair{got: h.b.Alloc(model.F32, shape...), want: h.ref.Alloc(model.F32, shape...), data: data}
+	h.b.Write(p.got, data)
+	h.ref.Write(p.want, data)
+	return p
+}
+
+func (h *opsHarness) ids(ids []int32) pair {
+	p := pair{got: h.b.Alloc(model.I32, len(ids)), want: h.ref.Alloc(model.I32, len(ids))}
+	h.b.WriteIDs(p.got, ids)
+	h.ref.WriteIDs(p.want, ids)
+	return p
+}
+
+// Encode returns data as little-endian bytes of dtype dt, rounding to
+// nearest even for F16 and BF16, as a checkpoint would hold them.
+func Encode(data []float32, dt loader.DType) []byte {
+	var out []byte
+	for _, v := range data {
+		switch dt {
+		case loader.F16:
+			out = binary.LittleEndian.AppendUint16(out, loader.Float32ToHalf(v))
+		case loader.BF16:
+			bits := math.Float32bits(v)
+			bits += 0x7fff + (bits>>16)&1
+			out = binary.LittleEndian.AppendUint16(out, uint16(bits>>16))
+		default:
+			out = binary.LittleEndian.AppendUint32(out, math.Float32bits(v))
+		}
+	}
+	return out
+}
+
+// SpecOf builds a WeightSpec over data encoded as dt, streamed in chunks of
+// chunk elements (deliberately not aligned with rows).
+func SpecOf(name string, dt loader.DType, shape []int, data []float32, chunk int) model.WeightSpec {
+	raw := Encode(data, dt)
+	step := chunk * dt.Size()
+	return model.WeightSpec{Name: name, DType: dt, Shape: shape, Stream: func(fn func(off int64, b []byte) error) error {
+		for off := 0; off < len(raw); off += step {
+			if err := fn(int64(off), raw[off:min(off+step, len(raw))]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
+}
+
+// weight loads random weights (in [lo, hi)) as dt on both backends.
+func (h *opsHarness) weight(t *testing.T, name string, dt loader.DType, lo, hi float64, shape ...int) pair {
+	t.Helper()
+	data := h.rand(size(shape), lo, hi)
+	spec := SpecOf(name, dt, shape, data, 37)
+	got, err := h.b.Weight(spec)
+	if err != nil {
+		t.Fatalf("weight %s: %v", name, err)
+	}
+	want, err := h.ref.Weight(spec)
+	if err != nil {
+		t.Fatalf("cpu weight %s: %v", name, err)
+	}
+	return pair{got: got, want: want, weight: true}
+}
+
+// close compares the backend's tensor with the CPU's after an op.
+func (h *opsHarness) close(t *testing.T, what string, p pair) {
+	t.Helper()
+	got, err := h.b.Read(p.got)
+	if err != nil {
+		t.Fatalf("%s: read: %v", what, err)
+	}
+	want, err := h.ref.Read(p.want)
+	if err != nil {
+		t.Fatalf("%s: cpu read: %v", what, err)
+	}
+	compare(t, what, got, want, OpsTolerance)
+}
+
+// unchanged checks that an input still holds what was written.
+func (h *opsHarness) unchanged(t *testing.T, what string, p pair) {
+	t.Helper()
+	if p.weight || p.got == nil {
+		return
+	}
+	got, err := h.b.Read(p.got)
+	if err != nil {
+		t.Fatalf("%s: read: %v", what, err)
+	}
+	compare(t, what+" (an input, must be unchanged)", got, p.data, 0)
+}
+
+func compare(t *testing.T, what string, got, want []float32, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: %d values, want %d", what, len(got), len(want))
+		return
+	}
+	bad := 0
+	worst := 0.0
+	for i := range got {
+		g, w := float64(got[i]), float64(want[i])
+		d := math.Abs(g-w) / (1 + math.Abs(w))
+		if math.IsNaN(g) != math.IsNaN(w) || d > tol {
+			if bad < 5 {
+				t.Errorf("%s[%d] = %v, want %v", what, i, g, w)
+			}
+			bad++
+		}
+		if !math.IsNaN(d) {
+			worst = max(worst, d)
+		}
+	}
+	if bad > 5 {
+		t.Errorf("%s: %d of %d values differ (worst relative %.3g)", what, bad, len(got), worst)
+	}
+}
+
+var dtypes = []loader.DType{loader.F32, loader.F16, loader.BF16}
+
+func (h *opsHarness) writeRead(t *testing.T) {
+	x := h.act(t, nil, 3, 5)
+	h.unchanged(t, "written", x)
+	h.b.Zero(x.got)
+	h.ref.Zero(x.want)
+	h.close(t, "zeroed", x)
+	// a write after recorded work must not overtake it
+	y := h.act(t, nil, 2, 70)
+	out := h.act(t, nil, 2, 70)
+	h.b.Last(out.got, y.got)
+	h.ref.Last(out.want, y.want)
+	h.b.Write(y.got, make([]float32, 140))
+	h.ref.Write(y.want, make([]float32, 140))
+	h.close(t, "out of an op recorded before a write", out)
+}
+
+func (h *opsHarness) embed(t *testing.T) {
+	for _, dt := range dtypes {
+		for _, D := range []int{70, 300, 33} {
+			t.Run(fmt.Sprintf("%s/D%d", dt, D), func(t *testing.T) {
+				const V = 37
+				table := h.weight(t, "embed", dt, -1, 1, V, D)
+				ids := h.ids([]int32{0, 36, 5, 5, 17, 1, 35, 0, 20})
+				out := h.act(t, nil, 9, D)
+				h.b.Embed(out.got, table.got, ids.got)
+				h.ref.Embed(out.want, table.want, ids.want)
+				h.close(t, "out", out)
+			})
+		}
+	}
+}
+
+func (h *opsHarness) rmsNorm(t *testing.T) {
+	for _, D := range []int{70, 300} {
+		for _, withDelta := range []bool{false, true} {
+			for _, withMask := range []bool{false, true} {
+				dt := dtypes[(D/70+b2i(withDelta)+2*b2i(withMask))%3]
+				t.Run(fmt.Sprintf("D%d/delta=%v/mask=%v/w=%s", D, withDelta, withMask, dt), func(t *testing.T) {
+					const B, L = 2, 5
+					hh := h.act(t, h.rand(B*L*D, -2, 2), B, L, D)
+					w := h.weight(t, "norm", dt, 0.5, 1.5, D)
+					out := h.act(t, nil, B, L, D)
+					var delta, mask pair
+					if withDelta {
+						delta = h.act(t, nil, B, L, D)
+					}
+					if withMask {
+						mask = h.act(t, []float32{1, 1, 1, 1, 1, 0, 0, 1, 1, 1}, B, L)
+					}
+					h.b.RMSNorm(out.got, hh.got, delta.on(false), w.got, mask.on(false), 1e-5)
+					h.ref.RMSNorm(out.want, hh.want, delta.on(true), w.want, mask.on(true), 1e-5)
+					h.close(t, "out", out)
+					h.close(t, "h (+= delta)", hh)
+					h.unchanged(t, "delta", delta)
+					h.unchanged(t, "mask", mask)
+				})
+			}
+		}
+	}
+}
+
+func b2i(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+func (h *opsHarness) matMul(t *testing.T) {
+	shapes := []struct{ T, N, K int }{
+		{1, 33, 17}, {2, 129, 70}, {3, 5, 1}, {4, 64, 256}, {5, 33, 17}, {70, 129, 71}, {1, 300, 255}, {9, 7, 130},
+	}
+	for i, s := range shapes {
+		for _, dt := range dtypes {
+			withBias := (i+len(dt))%2 == 0
+			t.Run(fmt.Sprintf("T%d/N%d/K%d/%s/bias=%v", s.T, s.N, s.K, dt, withBias), func(t *testing.T) {
+				x := h.act(t, nil, s.T, s.K)
+				w := h.weight(t, "w", dt, -1, 1, s.N, s.K)
+				var bias pair
+				if withBias {
+					bias = h.weight(t, "bias", dt, -1, 1, s.N)
+				}
+				out := h.act(t, nil, s.T, s.N)
+				h.b.MatMul(out.got, x.got, w.got, bias.on(false))
+				h.ref.MatMul(out.want, x.want, w.want, bias.on(true))
+				h.close(t, "out", out)
+				h.unchanged(t, "x", x)
+			})
+		}
+	}
+}
+
+// opsConfig is a small Mamba-2 shape with nothing a multiple of anything:
+// 6 heads of 5 in 2 groups, state 7, chunk 5.
+func opsConfig() model.Config {
+	return model.Config{VocabSize: 50, Hidden: 30, Layers: 1, State: 7, Expand: 1, Heads: 6, HeadDim: 5,
+		Groups: 2, ConvKernel: 4, ChunkSize: 5, ConvBias: true, Eps: 1e-5,
+		TimeStepMin: 0.05, TimeStepMax: 0.7}
+}
+
+// opsConfigWide has a state above 32 and heads of 16, one group.
+func opsConfigWide() model.Config {
+	return model.Config{VocabSize: 50, Hidden: 32, Layers: 1, State: 40, Expand: 2, Heads: 4, HeadDim: 16,
+		Groups: 1, ConvKernel: 3, ChunkSize: 8, ConvBias: true, Eps: 1e-5,
+		TimeStepMin: 0, TimeStepMax: math.Inf(1)}
+}
+
+// leftPad is a [B, L] mask whose second row starts with pad zeros.
+func leftPad(B, L, pad int) []float32 {
+	m := make([]float32, B*L)
+	for b := range B {
+		for t := range L {
+			if b != 1 || t >= pad {
+				m[b*L+t] = 1
+			}
+		}
+	}
+	return m
+}
+
+func (h *opsHarness) conv(t *testing.T) {
+	cases := []struct {
+		cfg        model.Config
+		L          int
+		mask, bias bool
+	}{
+		{opsConfig(), 1, false, true},
+		{opsConfig(), 7, true, true},
+		{opsConfig(), 2, true, false},
+		{opsConfigWide(), 9, false, true},
+		{opsConfigWide(), 1, true, false},
+	}
+	for i, c := range cases {
+		dt := dtypes[i%3]
+		t.Run(fmt.Sprintf("L%d/K%d/mask=%v/bias=%v/w=%s", c.L, c.cfg.ConvKernel, c.mask, c.bias, dt), func(t *testing.T) {
+			const B = 2
+			C, K, PD := c.cfg.ConvDim(), c.cfg.ConvKernel, c.cfg.ProjDim()
+			proj := h.act(t, h.rand(B*c.L*PD, -2, 2), B, c.L, PD)
+			state := h.act(t, nil, B, K-1, C)
+			w := h.weight(t, "conv1d.weight", dt, -1, 1, C, K)
+			var bias, mask pair
+			if c.bias {
+				bias = h.weight(t, "conv1d.bias", dt, -1, 1, C)
+			}
+			if c.mask {
+				mask = h.act(t, leftPad(B, c.L, min(3, c.L)), B, c.L)
+			}
+			out := h.act(t, nil, B, c.L, C)
+			h.b.Conv(out.got, proj.got, state.got, w.got, bias.on(false), mask.on(false), c.cfg)
+			h.ref.Conv(out.want, proj.want, state.want, w.want, bias.on(true), mask.on(true), c.cfg)
+			h.close(t, "out", out)
+			h.close(t, "state", state)
+			h.unchanged(t, "proj", proj)
+			h.unchanged(t, "mask", mask)
+		})
+	}
+}
+
+func (h *opsHarness) ssm(t *testing.T) {
+	cases := []struct {
+		cfg     model.Config
+		L       int
+		chunked bool
+	}{
+		{opsConfig(), 1, false},      // a decoded token
+		{opsConfig(), 13, true},      // a prompt: 2 chunks and a tail, with the dt clamp
+		{opsConfig(), 13, false},     // the recurrence over many tokens, no clamp
+		{opsConfig(), 3, true},       // shorter than a chunk
+		{opsConfig(), 1, true},       // a one-token prompt
+		{opsConfigWide(), 20, true},  // N > 32
+		{opsConfigWide(), 1, false},  // N > 32, decoding
+		{opsConfigWide(), 16, false}, // exactly two chunks' worth, recurrent
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("H%d/P%d/N%d/G%d/L%d/chunked=%v", c.cfg.Heads, c.cfg.HeadDim, c.cfg.State, c.cfg.Groups, c.L, c.chunked), func(t *testing.T) {
+			const B = 2
+			cfg := c.cfg
+			H, P, N, I, CD, PD := cfg.Heads, cfg.HeadDim, cfg.State, cfg.Inner(), cfg.ConvDim(), cfg.ProjDim()
+			xbc := h.act(t, nil, B, c.L, CD)
+			proj := h.act(t, h.rand(B*c.L*PD, -3, 3), B, c.L, PD)
+			state := h.act(t, h.rand(B*H*P*N, -0.5, 0.5), B, H, P, N)
+			dtBias := h.weight(t, "dt_bias", loader.F32, -1, 1, H)
+			aLog := h.weight(t, "A_log", loader.BF16, -1, 1.5, H)
+			d := h.weight(t, "D", loader.F16, -1, 1, H)
+			y := h.act(t, nil, B, c.L, I)
+			args := model.SSMArgs{Config: cfg, Chunked: c.chunked}
+			h.b.SSM(y.got, xbc.got, proj.got, state.got, dtBias.got, aLog.got, d.got, args)
+			h.ref.SSM(y.want, xbc.want, proj.want, state.want, dtBias.want, aLog.want, d.want, args)
+			h.close(t, "y", y)
+			h.close(t, "state", state)
+			h.unchanged(t, "xbc", xbc)
+			h.unchanged(t, "proj", proj)
+		})
+	}
+}
+
+func (h *opsHarness) gatedNorm(t *testing.T) {
+	cases := []struct{ I, PD, groups int }{
+		{30, 94, 1}, {30, 94, 2}, {30, 94, 5}, {300, 640, 1}, {300, 640, 4}, {512, 1100, 2},
+	}
+	for i, c := range cases {
+		dt := dtypes[i%3]
+		t.Run(fmt.Sprintf("I%d/groups%d/w=%s", c.I, c.groups, dt), func(t *testing.T) {
+			const B, L = 2, 3
+			y := h.act(t, h.rand(B*L*c.I, -2, 2), B, L, c.I)
+			proj := h.act(t, h.rand(B*L*c.PD, -3, 3), B, L, c.PD)
+			w := h.weight(t, "norm", dt, 0.5, 1.5, c.I)
+			out := h.act(t, nil, B, L, c.I)
+			h.b.GatedNorm(out.got, y.got, proj.got, w.got, c.groups, 1e-5)
+			h.ref.GatedNorm(out.want, y.want, proj.want, w.want, c.groups, 1e-5)
+			h.close(t, "out", out)
+			h.unchanged(t, "y", y)
+			h.unchanged(t, "proj", proj)
+		})
+	}
+}
+
+func (h *opsHarness) last(t *testing.T) {
+	for _, s := range [][3]int{{2, 5, 70}, {3, 1, 300}, {1, 7, 1}} {
+		t.Run(fmt.Sprint(s), func(t *testing.T) {
+			x := h.act(t, nil, s[0], s[1], s[2])
+			out := h.act(t, nil, s[0], s[2])
+			h.b.Last(out.got, x.got)
+			h.ref.Last(out.want, x.want)
+			h.close(t, "out", out)
+			h.unchanged(t, "x", x)
+		})
+	}
+}
+
+// sample checks DeviceSampler.Sample against model.Argmax and
+// model.SampleRow on the same logits and random numbers.
+func (h *opsHarness) sample(t *testing.T, ds model.DeviceSampler) {
+	const V = 1000
+	nan := float32(math.NaN())
+	inf := float32(math.Inf(1))
+	base := func() []float32 { return h.rand(V, -3, 3) }
+	var rows [][]float32
+	r := base()
+	r[5], r[9], r[700] = 4, 4, 3.5 // a tie for the maximum: the lower id wins
+	rows = append(rows, r)
+	r = base()
+	r[0], r[700], r[3] = nan, 5, nan // NaN never wins
+	rows = append(rows, r)
+	rows = append(rows, make([]float32, V)) // all equal: id 0
+	r = make([]float32, V)
+	for i := range r {
+		r[i] = nan
+	}
+	r[999] = -inf // -inf beats NaN
+	rows = append(rows, r)
+	r = make([]float32, V)
+	for i := range r {
+		r[i] = nan
+	}
+	rows = append(rows, r) // all NaN: id 0
+	r = base()
+	r[998], r[999] = 0, float32(math.Copysign(0, -1))
+	for i := range r[:998] {
+		r[i] = -1
+	}
+	rows = append(rows, r) // +0 and -0 are equal: the lower id
+	h.sampleRows(t, ds, "greedy", rows, model.Sampling{}, nil)
+
+	// Sampling: logits rounded to quarters, so many tokens tie.
+	rows = nil
+	for range 3 {
+		r := make([]float32, V)
+		for i := range r {
+			r[i] = float32(math.Round(h.rng.NormFloat64()*8)) / 4
+		}
+		rows = append(rows, r)
+	}
+	rows[2][17] = nan
+	us := [][]float32{{0, 0.5, 0.999}, {0.3, 0.77, 0.01}, {0.6180339, 0.1, 0.9}}
+	for _, temp := range []float64{0.7, 1.5} {
+		for _, topK := range []int{0, 1, 5, 50} {
+			for _, topP := range []float64{0, 0.3, 0.9} {
+				s := model.Sampling{Temperature: temp, TopK: topK, TopP: topP}
+				for _, u := range us {
+					h.sampleRows(t, ds, fmt.Sprintf("T=%v/k=%d/p=%v/u=%v", temp, topK, topP, u), rows, s, u)
+				}
+			}
+		}
+	}
+}
+
+func (h *opsHarness) sampleRows(t *testing.T, ds model.DeviceSampler, name string, rows [][]float32, s model.Sampling, u []float32) {
+	t.Helper()
+	B, V := len(rows), len(rows[0])
+	var flat []float32
+	for _, r := range rows {
+		flat = append(flat, r...)
+	}
+	logits := h.b.Alloc(model.F32, B, V)
+	h.b.Write(logits, flat)
+	ids := h.b.Alloc(model.I32, B)
+	ds.Sample(ids, logits, s, u)
+	got, err := ds.ReadIDs(ids)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	for b, row := range rows {
+		var want int
+		if s.Temperature == 0 {
+			want = model.Argmax(row)
+		} else {
+			want, _ = model.SampleRow(row, s, float64(u[b]), nil)
+		}
+		if b >= len(got) || int(got[b]) != want {
+			t.Errorf("%s: row %d: sampled %v, SampleRow says %d", name, b, got, want)
+		}
+	}
+	back, err := h.b.Read(logits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compare(t, name+": logits (an input, must be unchanged)", back, flat, 0)
+}

@@ -1,0 +1,179 @@
+// The demo page: load a model, type a prompt, watch the continuation stream.
+import { loadModel } from './mamba2.js';
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  form: $('form'), url: $('model-url'), device: $('device'), prompt: $('prompt'),
+  maxTokens: $('max-tokens'), temperature: $('temperature'), topP: $('top-p'), topK: $('top-k'), seed: $('seed'),
+  generate: $('generate'), stop: $('stop'), status: $('status'), message: $('message'), support: $('support'),
+  loading: $('loading'), progress: $('progress'), progressLabel: $('progress-label'),
+  deviceUsed: $('device-used'), tokenCount: $('token-count'), speed: $('speed'), echo: $('echo'), completion: $('completion'),
+};
+
+const params = new URLSearchParams(location.search);
+ui.url.value = params.get('model') ?? new URL('models/mamba2-go-tiny/', location.href).href;
+ui.device.value = ['auto', 'webgpu', 'cpu'].includes(params.get('device')) ? params.get('device') : 'auto';
+ui.prompt.value = params.get('prompt') ?? 'package main\n\nimport (\n';
+
+if (!('gpu' in navigator)) {
+  ui.support.hidden = false;
+  ui.support.textContent = 'This browser does not offer WebGPU, so the model will run on the CPU (slower). '
+    + 'Recent Chrome, Edge and Safari have WebGPU; in Firefox it may need to be turned on.';
+}
+
+let model = null; // the loaded model, reused while URL and device stay the same
+let controller = null; // aborts the current load or generation
+
+function setState(state, status) {
+  document.body.dataset.state = state;
+  const busy = state === 'loading' || state === 'generating';
+  ui.generate.disabled = busy;
+  ui.stop.disabled = !busy;
+  if (status !== undefined) ui.status.textContent = status;
+}
+
+function showMessage(text, details = '') {
+  ui.message.hidden = !text;
+  ui.message.textContent = text || '';
+  if (details) {
+    const small = document.createElement('small');
+    small.className = 'details';
+    small.textContent = `Details: ${details}`;
+    ui.message.append(small);
+  }
+}
+
+const mib = (n) => (n / 1048576).toFixed(1) + ' MiB';
+
+// explain turns an error into a sentence for people; the runtime's own
+// message follows it as the details.
+function explain(err, url, device) {
+  switch (err?.code) {
+    case 'not-found':
+      return `No model was found at ${url} (the server answered “404 Not Found”). `
+        + 'Check the address: it should be the folder that holds config.json, the .safetensors weights and tokenizer.json.';
+    case 'bad-url':
+      return `Could not reach the model at ${url}. Check the address and that the server is running `
+        + '(a server on another site must also allow this page to read it, with CORS).';
+    case 'http':
+      return 'The model server answered with an error; try again later.';
+    case 'no-webgpu':
+      return 'WebGPU is not available in this browser, so the model cannot run on the GPU. '
+        + 'Choose “auto” or “CPU” to run it on the processor instead.';
+    case 'too-big':
+      return device === 'cpu'
+        ? 'This model does not fit on this device: it needs more memory than WebAssembly can give the CPU. Try WebGPU or a smaller model.'
+        : 'This model does not fit on this device: the GPU does not have enough memory for it. Try a smaller model.';
+    case 'bad-model':
+      return `The files at ${url} are not a model this page can run.`;
+    case 'worker':
+      return 'The runtime could not start in this browser.';
+    case 'bad-argument':
+      return 'Please check the settings.';
+  }
+  return 'Something went wrong.';
+}
+
+function number(input, fallback) {
+  const v = input.valueAsNumber;
+  return Number.isFinite(v) ? v : fallback;
+}
+
+async function ensureModel(url, device, signal) {
+  if (model && model.url === new URL(url, location.href).href && model.requested === device) return model;
+  if (model) {
+    const old = model;
+    model = null;
+    await old.dispose();
+  }
+  setState('loading', 'Loading the model…');
+  ui.loading.hidden = false;
+  ui.progress.removeAttribute('value'); // indeterminate until the first bytes
+  ui.progressLabel.textContent = 'Connecting…';
+  ui.deviceUsed.textContent = '—';
+  try {
+    const m = await loadModel(url, {
+      device,
+      signal,
+      onProgress: ({ loaded, total }) => {
+        ui.progress.max = total;
+        ui.progress.value = loaded;
+        ui.progressLabel.textContent = `${mib(loaded)} of ${mib(total)}`;
+      },
+    });
+    m.requested = device;
+    model = m;
+    return m;
+  } finally {
+    ui.loading.hidden = true;
+  }
+}
+
+async function run() {
+  showMessage('');
+  controller = new AbortController();
+  const { signal } = controller;
+  const url = ui.url.value.trim();
+  const device = ui.device.value;
+  let m;
+  try {
+    m = await ensureModel(url, device, signal);
+  } catch (err) {
+    if (err?.name === 'AbortError') return setState('stopped', 'Loading stopped.');
+    showMessage(explain(err, url, device), err?.message ?? String(err));
+    return setState('error', 'Could not load the model.');
+  }
+  ui.deviceUsed.textContent = m.device === 'webgpu' ? 'webgpu' : 'cpu';
+  ui.deviceUsed.title = m.note;
+  if (m.note) {
+    ui.support.hidden = false;
+    ui.support.textContent = m.note;
+  }
+
+  const seed = ui.seed.value === '' ? Math.floor(Math.random() * 2 ** 31) : number(ui.seed, 0);
+  const options = {
+    maxNewTokens: number(ui.maxTokens, 64),
+    temperature: number(ui.temperature, 0),
+    topP: number(ui.topP, 1),
+    topK: number(ui.topK, 0),
+    seed,
+    signal,
+  };
+  const prompt = ui.prompt.value;
+  ui.echo.textContent = prompt;
+  ui.completion.textContent = '';
+  ui.tokenCount.textContent = '0';
+  ui.speed.textContent = '—';
+  setState('generating', `Generating on ${m.device === 'webgpu' ? 'the GPU (WebGPU)' : 'the CPU'}…`);
+  const stream = m.generate(prompt, options);
+  let first = 0;
+  try {
+    for await (const piece of stream) {
+      ui.completion.textContent += piece;
+      ui.tokenCount.textContent = String(stream.tokens);
+      const now = performance.now();
+      if (!first) first = now;
+      else if (stream.tokens > 1) ui.speed.textContent = `${((stream.tokens - 1) / ((now - first) / 1000)).toFixed(1)} tokens/s`;
+    }
+    const r = await stream.result;
+    ui.tokenCount.textContent = String(r.newTokens);
+    ui.speed.textContent = `${r.tokensPerSecond.toFixed(1)} tokens/s`;
+    const why = { eos: 'the model ended the text', stop: 'a stop string', length: 'the token limit' }[r.reason] ?? r.reason;
+    setState('done', `Done: ${r.newTokens} tokens in ${r.seconds.toFixed(2)} s (stopped by ${why}; seed ${seed}).`);
+  } catch (err) {
+    if (err?.name === 'AbortError') return setState('stopped', `Stopped after ${stream.tokens} tokens.`);
+    showMessage(explain(err, url, device), err?.message ?? String(err));
+    setState('error', 'Generation failed.');
+  }
+}
+
+ui.form.addEventListener('submit', (e) => {
+  e.preventDefault();
+  if (document.body.dataset.state === 'loading' || document.body.dataset.state === 'generating') return;
+  run();
+});
+ui.stop.addEventListener('click', () => controller?.abort());
+ui.prompt.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) ui.form.requestSubmit();
+});
+setState('idle');

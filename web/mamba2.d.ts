@@ -1,0 +1,137 @@
+// Type declarations for mamba2.js.
+
+/** Where the model runs. 'auto' picks WebGPU when the browser grants an adapter, else the CPU. */
+export type Device = 'auto' | 'webgpu' | 'cpu';
+
+/**
+ * Error codes of Mamba2Error:
+ * - 'bad-url': the URL is malformed, or the server cannot be reached (network error, CORS);
+ * - 'not-found': no model at the URL (config.json answered HTTP 404);
+ * - 'http': another HTTP failure (for example a 500, or a server without Range support);
+ * - 'no-webgpu': device 'webgpu' was asked for and the browser has no usable WebGPU adapter;
+ * - 'too-big': the model does not fit the device (GPU buffer limits, WebAssembly memory);
+ * - 'bad-model': config.json, the safetensors weights or tokenizer.json were rejected;
+ * - 'bad-argument': a call with meaningless arguments (empty prompt, topP > 1, …);
+ * - 'disposed': the model was disposed;
+ * - 'worker': the worker or the wasm could not be loaded;
+ * - 'aborted': a load or generation was cancelled inside the runtime;
+ * - 'internal': a bug.
+ * Aborting through an AbortSignal rejects with the signal's reason (a DOMException named 'AbortError').
+ */
+export type Mamba2ErrorCode =
+  | 'bad-url' | 'not-found' | 'http' | 'no-webgpu' | 'too-big' | 'bad-model'
+  | 'bad-argument' | 'disposed' | 'worker' | 'aborted' | 'internal' | 'unsupported';
+
+export class Mamba2Error extends Error {
+  readonly name: 'Mamba2Error';
+  readonly code: Mamba2ErrorCode;
+  constructor(message: string, code?: Mamba2ErrorCode);
+}
+
+export interface LoadProgress {
+  /** Weight bytes loaded so far (monotonic). */
+  loaded: number;
+  /** Weight bytes in all; the last event has loaded === total. */
+  total: number;
+}
+
+export interface LoadOptions {
+  /** Default 'auto'. */
+  device?: Device;
+  /** Called as the weights arrive. */
+  onProgress?: (progress: LoadProgress) => void;
+  /** Aborting ends the worker and rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Folder of worker.js, mamba2.wasm and wasm_exec.js; default: next to mamba2.js. */
+  baseURL?: string | URL;
+  /** Overrides for single files, resolved against baseURL. */
+  workerURL?: string | URL;
+  wasmURL?: string | URL;
+  wasmExecURL?: string | URL;
+}
+
+export interface GenerateOptions {
+  /** Most tokens to generate; default 64. */
+  maxNewTokens?: number;
+  /** 0 (the default) is greedy decoding: the most likely token, the lowest id on ties. */
+  temperature?: number;
+  /** Keep the K most likely tokens; 0 (default) keeps all. */
+  topK?: number;
+  /** Keep the most likely tokens up to this probability mass; default 1. */
+  topP?: number;
+  /** Seed of the sampler; the same seed, prompt and options give the same text. Default 0. */
+  seed?: number;
+  /** Stop when the text contains one of these; the text before it is kept. */
+  stop?: string | string[];
+  /** Stop when one of these ids is sampled; default: the model's end-of-text id. [] never stops on an id. */
+  stopIds?: number[];
+  /** Aborting stops generation; iteration and `result` reject with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export interface GenerateResult {
+  /** The whole continuation (without the prompt, cut before a stop string). */
+  text: string;
+  /** Its token ids. */
+  ids: number[];
+  /** Why generation ended. */
+  reason: 'eos' | 'stop' | 'length';
+  promptTokens: number;
+  newTokens: number;
+  /** Wall time of the whole call, prompt included. */
+  seconds: number;
+  /** Time until the first new token (the prompt's prefill). */
+  firstTokenSeconds: number;
+  /** Decoding speed after the first token. */
+  tokensPerSecond: number;
+}
+
+/** Text pieces as they are decoded; never half a UTF-8 character, never part of a stop string. */
+export interface TextStream extends AsyncIterableIterator<string> {
+  /** Settles when generation ends. */
+  readonly result: Promise<GenerateResult>;
+  /** Tokens generated so far. */
+  readonly tokens: number;
+  /** Text streamed so far. */
+  readonly text: string;
+  /** Stops generation; iteration ends quietly and `result` rejects with an AbortError. */
+  abort(): void;
+}
+
+export interface Tokenizer {
+  /** Text → token ids (asynchronous: the tokenizer lives in the worker). */
+  encode(text: string): Promise<number[]>;
+  /** Token ids → text. */
+  decode(ids: ArrayLike<number>): Promise<string>;
+}
+
+export interface ModelConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  layers: number;
+  /** The end-of-text token id. */
+  eos: number;
+}
+
+export class Model {
+  private constructor();
+  /** The folder URL the model came from (absolute). */
+  readonly url: string;
+  /** Where the model runs: what 'auto' chose. */
+  readonly device: 'webgpu' | 'cpu';
+  /** Why 'auto' chose the CPU, else ''. */
+  readonly note: string;
+  readonly config: ModelConfig;
+  /** Seconds the load took. */
+  readonly loadSeconds: number;
+  readonly tokenizer: Tokenizer;
+  /** Streams the continuation of a prompt (text, or token ids). Calls on one model run one after another. */
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): TextStream;
+  /** The whole continuation at once. */
+  complete(prompt: string | ArrayLike<number>, options?: GenerateOptions): Promise<string>;
+  /** Stops generation, frees the model (GPU buffers included) and ends its worker. */
+  dispose(): Promise<void>;
+}
+
+/** Loads a model from the URL of a Hugging Face-layout folder (config.json, *.safetensors, tokenizer.json). */
+export function loadModel(url: string | URL, options?: LoadOptions): Promise<Model>;

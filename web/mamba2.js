@@ -1,0 +1,293 @@
+// mamba2.js — Mamba-2 language models in the browser.
+//
+//   import { loadModel } from './mamba2.js';
+//   const model = await loadModel('https://example.org/models/mamba2-go-tiny/', { onProgress });
+//   for await (const piece of model.generate('package main', { maxNewTokens: 64 })) out.append(piece);
+//
+// The model runs in a dedicated Web Worker (worker.js, which runs the Go
+// runtime mamba2.wasm on WebGPU or the CPU); this module is a thin proxy that
+// never blocks the page. See mamba2.d.ts for the full API.
+
+const here = import.meta.url;
+
+/** Errors from the runtime; `code` says what went wrong (see mamba2.d.ts). */
+export class Mamba2Error extends Error {
+  constructor(message, code = 'internal') {
+    super(message);
+    this.name = 'Mamba2Error';
+    this.code = code;
+  }
+}
+
+function abortError(signal) {
+  if (signal?.reason instanceof Error || signal?.reason instanceof DOMException) return signal.reason;
+  return new DOMException('the operation was aborted', 'AbortError');
+}
+
+function toError(e) {
+  return new Mamba2Error(e.message, e.code);
+}
+
+// Connection is one worker and its outstanding requests.
+class Connection {
+  #worker;
+  #next = 1;
+  #calls = new Map(); // id → {resolve, reject, onEvent}
+  #dead = null;
+
+  constructor(workerURL) {
+    const url = new URL(workerURL, here);
+    if (typeof location !== 'undefined' && url.origin !== location.origin) {
+      // Workers must be same-origin: start one from a blob that loads the
+      // cross-origin script (which then needs CORS).
+      const src = `importScripts(${JSON.stringify(url.href)});`;
+      this.#worker = new Worker(URL.createObjectURL(new Blob([src], { type: 'text/javascript' })));
+    } else {
+      this.#worker = new Worker(url);
+    }
+    this.#worker.onmessage = (e) => this.#receive(e.data);
+    this.#worker.onerror = (e) => {
+      e.preventDefault?.();
+      this.#fail(new Mamba2Error(`the mamba2 worker failed: ${e.message || 'could not load ' + url.href}`, 'worker'));
+    };
+  }
+
+  #receive(msg) {
+    const call = this.#calls.get(msg.id);
+    if (!call) return;
+    if (msg.type === 'done') {
+      this.#calls.delete(msg.id);
+      call.resolve(msg.value);
+    } else if (msg.type === 'error') {
+      this.#calls.delete(msg.id);
+      call.reject(toError(msg.error));
+    } else {
+      call.onEvent?.(msg);
+    }
+  }
+
+  #fail(err) {
+    this.#dead ??= err;
+    for (const call of this.#calls.values()) call.reject(err);
+    this.#calls.clear();
+  }
+
+  // request sends a message and returns a promise of its reply; onEvent gets
+  // progress and text events. The promise carries the request id as .id.
+  request(type, payload = {}, onEvent = null) {
+    const id = this.#next++;
+    const p = new Promise((resolve, reject) => {
+      if (this.#dead) return reject(this.#dead);
+      this.#calls.set(id, { resolve, reject, onEvent });
+      this.#worker.postMessage({ type, id, ...payload });
+    });
+    p.id = id;
+    return p;
+  }
+
+  abort(id) {
+    if (!this.#dead) this.#worker.postMessage({ type: 'abort', target: id });
+  }
+
+  terminate(reason) {
+    this.#worker.terminate();
+    this.#fail(reason ?? new Mamba2Error('the model has been disposed', 'disposed'));
+  }
+}
+
+/**
+ * Loads a model from a Hugging Face-layout folder URL (config.json,
+ * safetensors weights, tokenizer.json) into a new worker.
+ */
+export async function loadModel(url, options = {}) {
+  const { device = 'auto', onProgress, signal } = options;
+  signal?.throwIfAborted();
+  if (!['auto', 'webgpu', 'cpu'].includes(device)) {
+    throw new Mamba2Error(`device ${JSON.stringify(device)}: want 'auto', 'webgpu' or 'cpu'`, 'bad-argument');
+  }
+  let modelURL;
+  try {
+    modelURL = new URL(url, typeof location !== 'undefined' ? location.href : undefined).href;
+  } catch {
+    throw new Mamba2Error(`model URL ${JSON.stringify(String(url))} is not a valid URL`, 'bad-url');
+  }
+  const base = options.baseURL ? new URL(options.baseURL, here) : new URL('./', here);
+  const workerURL = new URL(options.workerURL ?? 'worker.js', base);
+  const wasmURL = new URL(options.wasmURL ?? 'mamba2.wasm', base).href;
+  const wasmExecURL = new URL(options.wasmExecURL ?? 'wasm_exec.js', base).href;
+
+  const conn = new Connection(workerURL);
+  const onAbort = () => conn.terminate(abortError(signal));
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await conn.request('init', { wasmURL, wasmExecURL });
+    const info = await conn.request('load', { url: modelURL, device }, (msg) => {
+      if (msg.type === 'progress') onProgress?.({ loaded: msg.done, total: msg.total });
+    });
+    return new Model(conn, info, modelURL);
+  } catch (err) {
+    conn.terminate(err);
+    throw err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** A loaded model, living in its own worker. */
+export class Model {
+  #conn;
+  #handle;
+  #disposed = false;
+
+  constructor(conn, info, url) {
+    this.#conn = conn;
+    this.#handle = info.handle;
+    this.url = url;
+    this.device = info.device;
+    this.note = info.note || '';
+    this.config = info.config;
+    this.loadSeconds = info.seconds;
+    const handle = info.handle;
+    this.tokenizer = Object.freeze({
+      encode: (text) => this.#live().request('encode', { handle, text }),
+      decode: (ids) => this.#live().request('decode', { handle, ids: Array.from(ids) }),
+    });
+  }
+
+  #live() {
+    if (this.#disposed) throw new Mamba2Error('the model has been disposed', 'disposed');
+    return this.#conn;
+  }
+
+  /** Streams the continuation of prompt (text or token ids) in pieces. */
+  generate(prompt, options = {}) {
+    return new TextStream(this.#live(), this.#handle, prompt, options);
+  }
+
+  /** Resolves to the whole continuation of prompt. */
+  async complete(prompt, options = {}) {
+    const stream = this.generate(prompt, options);
+    const result = await stream.result;
+    return result.text;
+  }
+
+  /** Stops the model's generations, frees its memory and ends its worker. */
+  async dispose() {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    try {
+      await this.#conn.request('dispose', { handle: this.#handle });
+    } catch {
+      // the worker is going away anyway
+    }
+    this.#conn.terminate();
+  }
+}
+
+const GENERATE_OPTIONS = ['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopIds'];
+
+/** An async iterable of text pieces, with the final result as a promise. */
+class TextStream {
+  #pieces = [];
+  #waiting = null; // {resolve, reject} of a pending next()
+  #ended = false;
+  #error = null;
+  #stop;
+
+  constructor(conn, handle, prompt, options) {
+    const { signal } = options;
+    const sent = {};
+    for (const k of GENERATE_OPTIONS) if (options[k] !== undefined) sent[k] = options[k];
+    /** Tokens generated so far. */
+    this.tokens = 0;
+    /** Text generated so far. */
+    this.text = '';
+    if (signal?.aborted) {
+      this.#error = abortError(signal);
+      this.result = Promise.reject(this.#error);
+      this.result.catch(() => {});
+      this.#stop = () => {};
+      return;
+    }
+    const call = conn.request('generate', { handle, prompt: typeof prompt === 'string' ? prompt : Array.from(prompt), options: sent }, (msg) => {
+      if (msg.type !== 'text' || this.#ended) return;
+      this.tokens = msg.tokens;
+      this.text += msg.piece;
+      this.#push(msg.piece);
+    });
+    const onAbort = () => {
+      conn.abort(call.id);
+      this.#finish(abortError(signal));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.#stop = () => conn.abort(call.id);
+    /** Promise of {text, ids, reason, promptTokens, newTokens, seconds, firstTokenSeconds, tokensPerSecond}. */
+    this.result = call.then(
+      (r) => {
+        signal?.removeEventListener('abort', onAbort);
+        if (r.reason === 'aborted') throw this.#error ?? new DOMException('generation was aborted', 'AbortError');
+        this.tokens = r.newTokens;
+        this.#finish(null);
+        return r;
+      },
+      (err) => {
+        signal?.removeEventListener('abort', onAbort);
+        this.#finish(err);
+        throw err;
+      },
+    );
+    this.result.catch(() => {}); // iterating alone must not leave an unhandled rejection
+  }
+
+  #push(piece) {
+    if (this.#waiting) {
+      const w = this.#waiting;
+      this.#waiting = null;
+      w.resolve({ value: piece, done: false });
+    } else {
+      this.#pieces.push(piece);
+    }
+  }
+
+  #finish(err) {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#error = err;
+    if (this.#waiting) {
+      const w = this.#waiting;
+      this.#waiting = null;
+      if (err) w.reject(err);
+      else w.resolve({ value: undefined, done: true });
+    }
+  }
+
+  /** Stops generation; the iteration ends quietly. */
+  abort() {
+    this.#stop();
+    this.#finish(null);
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  next() {
+    if (this.#pieces.length) return Promise.resolve({ value: this.#pieces.shift(), done: false });
+    if (this.#ended) {
+      if (this.#error) {
+        const err = this.#error;
+        this.#error = null; // throw once
+        return Promise.reject(err);
+      }
+      return Promise.resolve({ value: undefined, done: true });
+    }
+    return new Promise((resolve, reject) => { this.#waiting = { resolve, reject }; });
+  }
+
+  // Called when a for-await loop is left early (break, return, throw).
+  return() {
+    this.abort();
+    this.#pieces.length = 0;
+    return Promise.resolve({ value: undefined, done: true });
+  }
+}

@@ -1,0 +1,145 @@
+// The mamba2 worker: runs the Go runtime (mamba2.wasm) off the page's main
+// thread and relays calls from mamba2.js. It is a classic worker (it loads
+// Go's wasm_exec.js with importScripts).
+//
+// Protocol (page → worker), every message has a numeric id:
+//   {type: 'init', id, wasmURL, wasmExecURL}
+//   {type: 'load', id, url, device}              → progress events
+//   {type: 'generate', id, handle, prompt, options} → text events
+//   {type: 'encode' | 'decode' | 'dispose', id, handle, text | ids}
+//   {type: 'abort', target}                      (no reply)
+// Replies (worker → page):
+//   {type: 'progress', id, done, total}
+//   {type: 'text', id, piece, tokens}
+//   {type: 'done', id, value}
+//   {type: 'error', id, error: {name, message, code}}
+'use strict';
+
+let runtime = null; // Promise of globalThis.mamba2Go
+
+// WebGPU reports validation errors, out-of-memory and device loss
+// asynchronously, and the Go binding does not listen: a failing shader would
+// silently give wrong text. Every device the runtime requests is watched
+// through error scopes, and the runtime calls mamba2GPUCheck() after loading
+// and after each generation to turn what they caught into an error.
+const devices = new Set();
+const SCOPES = ['validation', 'out-of-memory', 'internal'];
+if (self.GPUAdapter) {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    const device = await requestDevice.apply(this, args);
+    const watched = { device, lost: null };
+    for (const s of SCOPES) device.pushErrorScope(s);
+    device.lost.then((info) => { watched.lost = info.message || info.reason || 'unknown reason'; });
+    devices.add(watched);
+    return device;
+  };
+}
+// mamba2GPUCheck() → Promise<null | {kind, message}>: the first error since
+// the last check, kind being a scope name or 'lost'.
+self.mamba2GPUCheck = async () => {
+  let found = null;
+  for (const w of devices) {
+    if (w.lost !== null) {
+      devices.delete(w);
+      found ??= { kind: 'lost', message: w.lost };
+      continue;
+    }
+    const errors = [];
+    for (let i = SCOPES.length - 1; i >= 0; i--) errors[i] = await w.device.popErrorScope().catch(() => null);
+    for (const s of SCOPES) w.device.pushErrorScope(s);
+    SCOPES.forEach((kind, i) => { if (errors[i]) found ??= { kind, message: errors[i].message }; });
+  }
+  return found;
+};
+const pending = new Set(); // ids of calls not yet answered
+
+function reply(msg) {
+  if (msg.type === 'done' || msg.type === 'error') pending.delete(msg.id);
+  self.postMessage(msg);
+}
+
+function errorOf(e) {
+  if (e && typeof e === 'object') {
+    return { name: e.name || 'Error', message: String(e.message || e), code: e.code || 'internal' };
+  }
+  return { name: 'Error', message: String(e), code: 'internal' };
+}
+
+async function start(wasmURL, wasmExecURL) {
+  if (typeof WebAssembly !== 'object') {
+    throw Object.assign(new Error('this browser has no WebAssembly'), { code: 'unsupported' });
+  }
+  importScripts(wasmExecURL);
+  const go = new self.Go();
+  let result;
+  const response = fetch(wasmURL);
+  try {
+    result = await WebAssembly.instantiateStreaming(response, go.importObject);
+  } catch (err) {
+    // Servers that send mamba2.wasm without application/wasm.
+    const r = await response;
+    if (!r.ok) {
+      throw Object.assign(new Error(`${wasmURL} answered HTTP ${r.status} ${r.statusText}`), { code: 'http' });
+    }
+    result = await WebAssembly.instantiate(await (await fetch(wasmURL)).arrayBuffer(), go.importObject);
+  }
+  // The WebGPU binding copies bytes straight out of the wasm memory and
+  // finds it here (Queue.WriteBuffer).
+  self.wasm = { instance: result.instance };
+  const ready = new Promise((resolve) => { self.mamba2GoReady = resolve; });
+  go.run(result.instance).then(() => {
+    const error = { name: 'Mamba2Error', message: 'the Go runtime exited', code: 'internal' };
+    for (const id of pending) self.postMessage({ type: 'error', id, error });
+    pending.clear();
+    runtime = Promise.reject(Object.assign(new Error(error.message), { code: 'internal' }));
+    runtime.catch(() => {});
+  });
+  await ready;
+  return self.mamba2Go;
+}
+
+async function handle(msg) {
+  const { id } = msg;
+  if (msg.type === 'init') {
+    runtime ??= start(msg.wasmURL, msg.wasmExecURL);
+    const go = await runtime;
+    return go.info();
+  }
+  if (!runtime) throw Object.assign(new Error('the worker was not initialised'), { code: 'internal' });
+  const go = await runtime;
+  switch (msg.type) {
+    case 'load':
+      return go.loadModel(msg.url, {
+        device: msg.device,
+        job: id,
+        onProgress: (done, total) => self.postMessage({ type: 'progress', id, done, total }),
+      });
+    case 'generate':
+      return go.generate(msg.handle, msg.prompt, {
+        ...msg.options,
+        job: id,
+        onText: (piece, tokens) => self.postMessage({ type: 'text', id, piece, tokens }),
+      });
+    case 'encode':
+      return go.encode(msg.handle, msg.text);
+    case 'decode':
+      return go.decode(msg.handle, msg.ids);
+    case 'dispose':
+      return go.dispose(msg.handle);
+  }
+  throw Object.assign(new Error(`unknown request ${msg.type}`), { code: 'internal' });
+}
+
+self.onmessage = (event) => {
+  const msg = event.data;
+  if (msg.type === 'abort') {
+    runtime?.then((go) => go.abort(msg.target)).catch(() => {});
+    return;
+  }
+  pending.add(msg.id);
+  handle(msg).then(
+    (value) => reply({ type: 'done', id: msg.id, value }),
+    (err) => reply({ type: 'error', id: msg.id, error: errorOf(err) }),
+  );
+};

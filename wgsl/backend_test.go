@@ -1,0 +1,71 @@
+package wgsl
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/mamba2web/mamba2/model"
+	"github.com/mamba2web/mamba2/model/modeltest"
+)
+
+// open returns a backend, or skips the test when this machine has no WebGPU
+// adapter, unless MAMBA2_REQUIRE_GPU=1 (as CI sets) makes that a failure so
+// a broken setup cannot pass silently.
+func open(t testing.TB, opts Options) *Backend {
+	t.Helper()
+	b, err := New(opts)
+	if err != nil {
+		if os.Getenv("MAMBA2_REQUIRE_GPU") == "1" {
+			t.Fatalf("MAMBA2_REQUIRE_GPU=1 but: %v", err)
+		}
+		t.Skipf("skipping: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return b
+}
+
+func TestOps(t *testing.T) {
+	b := open(t, Options{})
+	a := b.Adapter()
+	t.Logf("adapter %q (%s, %s), max storage binding %d bytes", a.Name, a.BackendType, a.AdapterType, b.MaxBinding())
+	modeltest.RunOps(t, b)
+}
+
+// TestOpsSequentialScan runs the suite with prompts through the recurrence
+// kernel, so both SSM paths are checked against the CPU.
+func TestOpsSequentialScan(t *testing.T) {
+	modeltest.RunOps(t, open(t, Options{SequentialScan: true}))
+}
+
+func TestPreprocess(t *testing.T) {
+	src, err := preprocess("matmul.wgsl", defs("WF16", "MATVEC"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(src, "fn wg_index") != 1 || !strings.Contains(src, "unpack2x16float") ||
+		strings.Contains(src, "const TS") || !strings.Contains(src, "const TPR") {
+		t.Errorf("matmul[WF16,MATVEC] expanded wrongly:\n%s", src)
+	}
+	src, err = preprocess("conv.wgsl", defs("WF32", "KC=4u"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(src, "const KC = 4u;\n") || strings.Contains(src, "#") {
+		t.Errorf("conv[KC=4u] expanded wrongly:\n%s", src[:200])
+	}
+	entries, _ := shaderFS.ReadDir("shaders")
+	for _, e := range entries {
+		for _, d := range []defines{defs("WF32"), defs("WF16", "MATVEC"), defs("WBF16"), defs("PASS_OUT")} {
+			if _, err := preprocess(e.Name(), d); err != nil {
+				t.Errorf("%s %v: %v", e.Name(), d, err)
+			}
+		}
+	}
+}
+
+var _ model.Backend = (*Backend)(nil)

@@ -1,0 +1,145 @@
+//go:build js
+
+package wgsl
+
+import (
+	"errors"
+	"fmt"
+	"syscall/js"
+
+	"github.com/cogentcore/webgpu/jsx"
+	"github.com/cogentcore/webgpu/wgpu"
+)
+
+const adapterHint = "the browser needs WebGPU (navigator.gpu); headless Chromium needs --enable-unsafe-webgpu"
+
+// platform holds the JS device, for the error scopes the binding lacks.
+type platform struct {
+	dev js.Value
+}
+
+// openDevice talks to navigator.gpu directly instead of through the
+// binding's Instance and Adapter, for three reasons: the binding drops
+// RequiredLimits in js, so the device could never get more than WebGPU's
+// defaults; it leaves GetInfo empty; and the device's JS object is needed
+// for pushErrorScope/popErrorScope, the only way to hear about validation
+// errors there. The device is then wrapped with wgpu.NewDevice, so all
+// other code is the same as natively.
+//
+// The device asks for the adapter's own maxStorageBufferBindingSize and
+// maxBufferSize (often 1–4 GiB instead of 128/256 MiB), so big matrices
+// need fewer parts. Like every blocking call here, it must run on a
+// goroutine that may block, not inside a synchronous js.FuncOf callback.
+func openDevice() (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, error) {
+	var none wgpu.Limits
+	gpu := js.Global().Get("navigator")
+	if gpu.Truthy() {
+		gpu = gpu.Get("gpu")
+	}
+	if !gpu.Truthy() {
+		return platform{}, nil, none, wgpu.AdapterInfo{}, errors.New("no WebGPU adapter: navigator.gpu is not available (" + adapterHint + ")")
+	}
+	adapter, ok := jsx.Await(gpu.Call("requestAdapter", map[string]any{"powerPreference": "high-performance"}))
+	if !ok || !adapter.Truthy() {
+		return platform{}, nil, none, wgpu.AdapterInfo{}, fmt.Errorf("no WebGPU adapter: navigator.gpu.requestAdapter() gave %s (%s)", describe(adapter), adapterHint)
+	}
+	lim := adapter.Get("limits")
+	required := map[string]any{}
+	for _, name := range []string{"maxStorageBufferBindingSize", "maxBufferSize"} {
+		if v := lim.Get(name); v.Type() == js.TypeNumber {
+			required[name] = v.Float()
+		}
+	}
+	dev, ok := jsx.Await(adapter.Call("requestDevice", map[string]any{"label": "mamba2", "requiredLimits": required}))
+	if !ok || !dev.Truthy() {
+		return platform{}, nil, none, wgpu.AdapterInfo{}, fmt.Errorf("no WebGPU device: %s", describe(dev))
+	}
+	d := wgpu.NewDevice(dev)
+	return platform{dev: dev}, &d, jsLimits(lim), jsInfo(adapter), nil
+}
+
+// describe renders a JS value (an Error, null) for an error message.
+func describe(v js.Value) string {
+	if v.Type() == js.TypeObject && v.Get("message").Type() == js.TypeString {
+		return v.Get("message").String()
+	}
+	return v.String()
+}
+
+func jsNum(obj js.Value, name string) uint64 {
+	if v := obj.Get(name); v.Type() == js.TypeNumber {
+		return uint64(v.Float())
+	}
+	return 0
+}
+
+// jsLimits reads the limits the backend consults from a GPUSupportedLimits.
+func jsLimits(l js.Value) wgpu.Limits {
+	return wgpu.Limits{
+		MaxStorageBufferBindingSize:       jsNum(l, "maxStorageBufferBindingSize"),
+		MaxBufferSize:                     jsNum(l, "maxBufferSize"),
+		MaxUniformBufferBindingSize:       jsNum(l, "maxUniformBufferBindingSize"),
+		MaxStorageBuffersPerShaderStage:   uint32(jsNum(l, "maxStorageBuffersPerShaderStage")),
+		MinUniformBufferOffsetAlignment:   uint32(jsNum(l, "minUniformBufferOffsetAlignment")),
+		MinStorageBufferOffsetAlignment:   uint32(jsNum(l, "minStorageBufferOffsetAlignment")),
+		MaxComputeWorkgroupStorageSize:    uint32(jsNum(l, "maxComputeWorkgroupStorageSize")),
+		MaxComputeInvocationsPerWorkgroup: uint32(jsNum(l, "maxComputeInvocationsPerWorkgroup")),
+		MaxComputeWorkgroupsPerDimension:  uint32(jsNum(l, "maxComputeWorkgroupsPerDimension")),
+	}
+}
+
+// jsInfo reads GPUAdapter.info where the browser has it.
+func jsInfo(adapter js.Value) wgpu.AdapterInfo {
+	var info wgpu.AdapterInfo
+	in := adapter.Get("info")
+	if in.Type() != js.TypeObject {
+		return info
+	}
+	str := func(name string) string {
+		if v := in.Get(name); v.Type() == js.TypeString {
+			return v.String()
+		}
+		return ""
+	}
+	info.VendorName, info.Architecture, info.Name, info.DriverDescription = str("vendor"), str("architecture"), str("device"), str("description")
+	info.BackendType = wgpu.BackendTypeWebGPU
+	info.AdapterType = wgpu.AdapterTypeUnknown
+	if in.Get("isFallbackAdapter").Truthy() || adapter.Get("isFallbackAdapter").Truthy() {
+		info.AdapterType = wgpu.AdapterTypeCPU
+	}
+	return info
+}
+
+func (platform) release() {}
+
+// push opens error scopes for out-of-memory and validation errors.
+func (p platform) push() {
+	p.dev.Call("pushErrorScope", "out-of-memory")
+	p.dev.Call("pushErrorScope", "validation")
+}
+
+// pop closes the scopes push opened and returns a check that waits for
+// their verdict. The promises settle on the device timeline, without
+// waiting for the GPU; submissions are checked after the next map, when they
+// have long settled, and object creation right away.
+func (p platform) pop() func() error {
+	promises := []js.Value{p.dev.Call("popErrorScope"), p.dev.Call("popErrorScope")}
+	return func() error {
+		for _, promise := range promises {
+			v, ok := jsx.Await(promise)
+			if !ok {
+				return fmt.Errorf("popErrorScope failed: %s", describe(v))
+			}
+			if v.Truthy() {
+				return errors.New(describe(v))
+			}
+		}
+		return nil
+	}
+}
+
+// endPass ends a compute pass; the js binding reports no error here.
+func endPass(p *wgpu.ComputePassEncoder) error {
+	p.End()
+	return nil
+}

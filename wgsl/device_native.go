@@ -1,0 +1,113 @@
+//go:build !js
+
+package wgsl
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/cogentcore/webgpu/wgpu"
+)
+
+// adapterHint says what to install when no adapter is found.
+const adapterHint = "natively this needs a Vulkan driver; without a GPU install Mesa's lavapipe (apt-get install mesa-vulkan-drivers libvulkan1)"
+
+// createInstance creates the wgpu instance: Vulkan only on Linux
+// (vulkanInstance says why it bypasses the binding), otherwise, or when
+// that fails, the binding's default instance with all backends. No
+// InstanceDescriptor is passed to the binding on purpose: see vulkanInstance.
+func createInstance() (inst *wgpu.Instance, err error) {
+	if inst := vulkanInstance(); inst != nil {
+		return inst, nil
+	}
+	defer func() {
+		// wgpu-native's binding panics when it cannot create an instance.
+		if r := recover(); r != nil {
+			inst, err = nil, fmt.Errorf("creating a wgpu instance: %v", r)
+		}
+	}()
+	inst = wgpu.CreateInstance(nil)
+	if inst == nil {
+		return nil, fmt.Errorf("creating a wgpu instance failed")
+	}
+	return inst, nil
+}
+
+// requestAdapter picks the adapter. On Linux it enumerates the Vulkan
+// adapters (the one backend that runs compute shaders everywhere there, GPUs
+// and lavapipe alike; this wgpu-native ignores RequestAdapterOptions'
+// backend type) and prefers a discrete GPU, then an integrated one, then
+// anything else. Elsewhere, or when Vulkan has none, wgpu chooses among the
+// instance's backends.
+func requestAdapter(inst *wgpu.Instance) (*wgpu.Adapter, error) {
+	if runtime.GOOS == "linux" {
+		rank := map[wgpu.AdapterType]int{wgpu.AdapterTypeDiscreteGPU: 3, wgpu.AdapterTypeIntegratedGPU: 2, wgpu.AdapterTypeCPU: 1}
+		var best *wgpu.Adapter
+		bestRank := -1
+		for _, a := range inst.EnumerateAdapters(&wgpu.InstanceEnumerateAdapterOptons{Backends: wgpu.InstanceBackendVulkan}) {
+			if r := rank[a.GetInfo().AdapterType]; r > bestRank {
+				if best != nil {
+					best.Release()
+				}
+				best, bestRank = a, r
+			} else {
+				a.Release()
+			}
+		}
+		if best != nil {
+			return best, nil
+		}
+	}
+	return inst.RequestAdapter(&wgpu.RequestAdapterOptions{PowerPreference: wgpu.PowerPreferenceHighPerformance})
+}
+
+// platform holds the native objects behind the device.
+type platform struct {
+	inst    *wgpu.Instance
+	adapter *wgpu.Adapter
+}
+
+// openDevice opens the adapter and its device. RequiredLimits stays nil:
+// the binding fills that struct unreliably (PLATFORM.md), so the device gets
+// WebGPU's default limits, which the backend reads back and respects.
+func openDevice() (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, error) {
+	var p platform
+	inst, err := createInstance()
+	if err != nil {
+		return p, nil, wgpu.Limits{}, wgpu.AdapterInfo{}, fmt.Errorf("no WebGPU adapter: %v (%s)", err, adapterHint)
+	}
+	adapter, err := requestAdapter(inst)
+	if err != nil || adapter == nil {
+		inst.Release()
+		if err == nil {
+			err = fmt.Errorf("none found")
+		}
+		return p, nil, wgpu.Limits{}, wgpu.AdapterInfo{}, fmt.Errorf("no WebGPU adapter: %v (%s)", err, adapterHint)
+	}
+	dev, err := adapter.RequestDevice(&wgpu.DeviceDescriptor{Label: "mamba2"})
+	if err != nil || dev == nil {
+		adapter.Release()
+		inst.Release()
+		return p, nil, wgpu.Limits{}, wgpu.AdapterInfo{}, fmt.Errorf("no WebGPU device: %v", err)
+	}
+	return platform{inst, adapter}, dev, adapter.GetLimits().Limits, adapter.GetInfo(), nil
+}
+
+func (p platform) release() {
+	if p.adapter != nil {
+		p.adapter.Release()
+	}
+	if p.inst != nil {
+		p.inst.Release()
+	}
+}
+
+// Natively every call returns its own validation error, so there are no
+// error scopes to open and close.
+func (platform) push()             {}
+func (platform) pop() func() error { return noError }
+
+func noError() error { return nil }
+
+// endPass ends a compute pass; natively validation errors surface here.
+func endPass(p *wgpu.ComputePassEncoder) error { return p.End() }

@@ -1,0 +1,282 @@
+package wgsl
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mamba2web/mamba2/cpu"
+	"github.com/mamba2web/mamba2/loader"
+	"github.com/mamba2web/mamba2/model"
+	"github.com/mamba2web/mamba2/model/modeltest"
+)
+
+// tiny is mamba2-go-tiny (8 layers, D 384, V 4096) from the repository's
+// models folder, read from disk rather than through the models package so
+// the test binary stays small enough to carry to a GPU machine.
+func tiny() fs.FS {
+	return os.DirFS(filepath.Join(modeltest.Root(), "..", "models", "mamba2-go-tiny"))
+}
+
+// TestFixtures is the whole model against transformers: logits of every
+// position within 1e-3, the greedy ids exactly (prefill, then one step per
+// token with the device sampler), both gated norms, a left-padded batch.
+func TestFixtures(t *testing.T) {
+	modeltest.RunFixtures(t, func(t *testing.T) model.Backend { return open(t, Options{}) }, 1e-3)
+}
+
+// TestFixturesSequentialScan is the same with prompts through the
+// recurrence kernel instead of the chunked passes.
+func TestFixturesSequentialScan(t *testing.T) {
+	modeltest.RunFixtures(t, func(t *testing.T) model.Backend { return open(t, Options{SequentialScan: true}) }, 1e-3)
+}
+
+// TestFixturesSplit is the same with storage bindings of 112 KiB: the
+// activations still fit, but the embedding and lm_head of both fixtures are
+// split by rows over several buffers, so Embed and MatMul run once per part.
+func TestFixturesSplit(t *testing.T) {
+	var all []*Backend
+	modeltest.RunFixtures(t, func(t *testing.T) model.Backend {
+		b := open(t, Options{MaxBindingSize: 112 << 10})
+		all = append(all, b)
+		return b
+	}, 1e-3)
+	for i, b := range all {
+		if b.Stats().SplitWeights == 0 {
+			t.Errorf("fixture %d: no weight was split; the test does not test the split", i)
+		}
+	}
+}
+
+// TestSplitParts checks Embed and MatMul on weights split into many parts
+// (with odd row lengths, packed formats and a bias) against the CPU.
+func TestSplitParts(t *testing.T) {
+	b := open(t, Options{MaxBindingSize: 2048})
+	ref := cpu.New()
+	rng := rand.New(rand.NewPCG(7, 7))
+	rnd := func(n int) []float32 {
+		out := make([]float32, n)
+		for i := range out {
+			out[i] = float32(rng.Float64()*2 - 1)
+		}
+		return out
+	}
+	for _, dt := range []loader.DType{loader.F32, loader.F16, loader.BF16} {
+		for _, s := range []struct{ V, D, T int }{{101, 37, 1}, {101, 37, 3}, {57, 70, 6}} {
+			t.Run(fmt.Sprintf("%s/V%d/D%d/T%d", dt, s.V, s.D, s.T), func(t *testing.T) {
+				spec := modeltest.SpecOf("embeddings", dt, []int{s.V, s.D}, rnd(s.V*s.D), 29)
+				gw, err := b.Weight(spec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n := len(gw.(*tensor).parts); n < 3 {
+					t.Fatalf("%d parts; the test wants a split into several", n)
+				}
+				cw, _ := ref.Weight(spec)
+				bspec := modeltest.SpecOf("bias", dt, []int{s.V}, rnd(s.V), 29)
+				gb, err := b.Weight(bspec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cb, _ := ref.Weight(bspec)
+				ids := make([]int32, s.T)
+				for i := range ids {
+					ids[i] = int32(rng.IntN(s.V))
+				}
+				ids[0] = int32(s.V - 1)
+				gid, cid := b.Alloc(model.I32, s.T), ref.Alloc(model.I32, s.T)
+				b.WriteIDs(gid, ids)
+				ref.WriteIDs(cid, ids)
+				gh, ch := b.Alloc(model.F32, s.T, s.D), ref.Alloc(model.F32, s.T, s.D)
+				b.Embed(gh, gw, gid)
+				ref.Embed(ch, cw, cid)
+				gl, cl := b.Alloc(model.F32, s.T, s.V), ref.Alloc(model.F32, s.T, s.V)
+				b.MatMul(gl, gh, gw, gb) // tied: the table is also the head
+				ref.MatMul(cl, ch, cw, cb)
+				for _, x := range [][2]model.Tensor{{gh, ch}, {gl, cl}} {
+					got, err := b.Read(x[0])
+					if err != nil {
+						t.Fatal(err)
+					}
+					want, _ := ref.Read(x[1])
+					for i := range want {
+						if d := math.Abs(float64(got[i] - want[i])); d > 1e-4*(1+math.Abs(float64(want[i]))) {
+							t.Fatalf("%v [%d] = %v, want %v", x[0].Shape(), i, got[i], want[i])
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// decodeStep runs one token through the state and samples on the device.
+func decodeStep(t *testing.T, b *Backend, st *model.State, idT model.Tensor, id int32, s model.Sampling, u float32) int32 {
+	t.Helper()
+	out, err := st.Forward([]int32{id}, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Sample(idT, out, s, []float32{u})
+	ids, err := b.ReadIDs(idT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids[0]
+}
+
+// TestDecodeSteadyState loads mamba2-go-tiny (8 layers) and checks that a
+// decode step after warm-up creates no buffer, bind group or pipeline and is
+// exactly one submission; it logs the dispatches per token. It also checks
+// greedy generation against the CPU backend.
+func TestDecodeSteadyState(t *testing.T) {
+	b := open(t, Options{})
+	m, err := model.Load(tiny(), b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := []int32{1, 17, 300, 42, 9, 1000, 7, 3}
+	for _, s := range []model.Sampling{{}, {Temperature: 0.8, TopK: 40, TopP: 0.9}} {
+		st := m.NewState(1)
+		idT := b.Alloc(model.I32, 1)
+		out, err := st.Forward(prompt, nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Sample(idT, out, s, []float32{0.5})
+		ids, err := b.ReadIDs(idT)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := ids[0]
+		for range 2 { // warm-up: the first step allocates the L=1 scratch and pipelines
+			id = decodeStep(t, b, st, idT, id, s, 0.25)
+		}
+		before := b.Stats()
+		const steps = 3
+		for range steps {
+			id = decodeStep(t, b, st, idT, id, s, 0.75)
+		}
+		after := b.Stats()
+		if after.Buffers != before.Buffers || after.BindGroups != before.BindGroups || after.Pipelines != before.Pipelines {
+			t.Errorf("%+v: decode steps created GPU objects: before %+v, after %+v", s, before, after)
+		}
+		subs := after.Submissions - before.Submissions
+		disp := after.Dispatches - before.Dispatches
+		if subs != steps {
+			t.Errorf("%+v: %d submissions for %d tokens, want one per token", s, subs, steps)
+		}
+		t.Logf("mamba2-go-tiny (%d layers), sampling %+v: %d dispatches and %d submission per decoded token",
+			m.Config.Layers, s, disp/steps, subs/steps)
+	}
+
+	// Greedy generation matches the CPU backend id for id.
+	ref, err := model.Load(tiny(), cpu.New(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]int, len(prompt))
+	for i, v := range prompt {
+		p[i] = int(v)
+	}
+	opts := model.Options{MaxNewTokens: 12, StopIDs: []int{}}
+	got, err := m.Generate(context.Background(), p, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ref.Generate(context.Background(), p, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got.IDs) != fmt.Sprint(want.IDs) {
+		t.Errorf("greedy ids differ from the CPU:\n got %v\nwant %v", got.IDs, want.IDs)
+	}
+}
+
+// TestErrors checks that misuse and limits give errors that say what is
+// wrong, and that the backend keeps working after one is reported.
+func TestErrors(t *testing.T) {
+	t.Run("model too big for the limits", func(t *testing.T) {
+		b := open(t, Options{MaxBindingSize: 1024})
+		_, err := model.Load(tiny(), b, nil)
+		if err == nil || !strings.Contains(err.Error(), "backbone.embeddings.weight") || !strings.Contains(err.Error(), "1024 bytes") {
+			t.Fatalf("got %v, want an error naming the embedding and the 1024-byte limit", err)
+		}
+		t.Log(err)
+	})
+	b := open(t, Options{MaxBindingSize: 1 << 20})
+	okT := b.Alloc(model.F32, 4)
+	b.Write(okT, []float32{1, 2, 3, 4})
+	check := func(t *testing.T, want ...string) {
+		t.Helper()
+		_, err := b.Read(okT)
+		if err == nil {
+			t.Fatalf("no error, want one mentioning %q", want)
+		}
+		for _, w := range want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("error %q does not mention %q", err, w)
+			}
+		}
+		t.Log(err)
+		if got, err := b.Read(okT); err != nil || got[3] != 4 {
+			t.Errorf("after the error: %v, %v", got, err)
+		}
+	}
+	t.Run("activation too big", func(t *testing.T) {
+		b.Alloc(model.F32, 1024, 1024)
+		check(t, "[1024 1024]", "4194304 bytes", "1048576 bytes")
+	})
+	t.Run("shape mismatch", func(t *testing.T) {
+		x, w, out := b.Alloc(model.F32, 2, 5), b.Alloc(model.F32, 3, 4), b.Alloc(model.F32, 2, 3)
+		b.MatMul(out, x, w, nil)
+		check(t, "matmul", "[2 5]", "4 columns")
+	})
+	t.Run("aliasing", func(t *testing.T) {
+		h, w := b.Alloc(model.F32, 2, 8), b.Alloc(model.F32, 8)
+		b.RMSNorm(h, h, nil, w, nil, 1e-5)
+		check(t, "rmsnorm", "aliasing")
+	})
+	t.Run("foreign tensor", func(t *testing.T) {
+		x := cpu.New().Alloc(model.F32, 4)
+		b.Last(okT, x)
+		check(t, "last", "not a tensor of the webgpu backend")
+	})
+	t.Run("bad dtype", func(t *testing.T) {
+		_, err := b.Weight(model.WeightSpec{Name: "w", DType: "I8", Shape: []int{4}, Stream: func(func(int64, []byte) error) error { return nil }})
+		if err == nil || !strings.Contains(err.Error(), "tensor w") || !strings.Contains(err.Error(), "I8") {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("short stream", func(t *testing.T) {
+		spec := modeltest.SpecOf("w", loader.F16, []int{4, 3}, make([]float32, 10), 4)
+		spec.Shape = []int{4, 3}
+		_, err := b.Weight(spec)
+		if err == nil || !strings.Contains(err.Error(), "tensor w") {
+			t.Fatalf("got %v", err)
+		}
+		t.Log(err)
+	})
+}
+
+// TestSmallArena gives the parameter arena 7 slots, so every forward pass is
+// cut into many submissions; results must not change.
+func TestSmallArena(t *testing.T) {
+	var all []*Backend
+	modeltest.RunFixtures(t, func(t *testing.T) model.Backend {
+		b := open(t, Options{ArenaSlots: 7})
+		all = append(all, b)
+		return b
+	}, 1e-3)
+	for _, b := range all {
+		if s := b.Stats(); s.Submissions*7 < s.Dispatches {
+			t.Errorf("%d dispatches in %d submissions with 7 slots", s.Dispatches, s.Submissions)
+		}
+	}
+}

@@ -1,0 +1,285 @@
+package wgsl
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/mamba2web/mamba2/model"
+)
+
+// Each operation follows the same steps: check the tensors and shapes
+// (recording an error and skipping the op when they do not fit), pick the
+// kernel variant (defines), list the bindings, fill the parameters, and
+// record the dispatch. The comment at the top of each shader states the
+// loop it computes, which is the cpu package's loop for the same op.
+
+// need fetches a required tensor argument and checks it is usable.
+func (b *Backend) need(op, what string, x model.Tensor) *tensor {
+	if x == nil {
+		b.failf("%s: %s is nil", op, what)
+		return nil
+	}
+	t := b.asTensor(op, x, what)
+	if t == nil {
+		return nil
+	}
+	if !t.ok() {
+		b.failf("%s: %s %v was never created (see the first error)", op, what, t.shape)
+		return nil
+	}
+	return t
+}
+
+// maybe fetches an optional tensor argument; bad reports a present but
+// unusable one.
+func (b *Backend) maybe(op, what string, x model.Tensor) (t *tensor, bad bool) {
+	if x == nil {
+		return nil, false
+	}
+	t = b.need(op, what, x)
+	return t, t == nil
+}
+
+// activation checks that t is a single-buffer f32 tensor of n elements.
+func (b *Backend) activation(op, what string, t *tensor, n int) bool {
+	if t.format != fmtF32 || len(t.parts) != 1 || t.kind != model.F32 {
+		b.failf("%s: %s %s must be an F32 tensor in one buffer", op, what, t)
+		return false
+	}
+	if t.elems() != n {
+		b.failf("%s: %s has shape %v (%d elements), want %d elements", op, what, t.shape, t.elems(), n)
+		return false
+	}
+	return true
+}
+
+// vector checks an f32 vector (a widened weight or an activation) of n.
+func (b *Backend) vector(op, what string, t *tensor, n int) bool {
+	return b.activation(op, what, t, n)
+}
+
+// matrix returns t viewed as N rows of K elements with its parts. An Alloc'd
+// tensor is one contiguous part of rows with stride K.
+func matrix(t *tensor) (N, K, stride int, parts []part) {
+	if len(t.shape) == 0 {
+		return 1, t.elems(), t.elems(), t.parts
+	}
+	N = t.shape[0]
+	if N == 0 {
+		return 0, 0, 0, nil
+	}
+	K = t.elems() / N
+	if t.rows == N {
+		return N, K, t.stride, t.parts
+	}
+	p := t.parts[0]
+	p.row0, p.rows = 0, N
+	return N, K, K, []part{p}
+}
+
+func u32s(op string, b *Backend, vals ...int) bool {
+	for _, v := range vals {
+		if v < 0 || v > math.MaxInt32 {
+			b.failf("%s: size %d out of range", op, v)
+			return false
+		}
+	}
+	return true
+}
+
+// Embed implements model.Backend: out[t, :] = table[ids[t], :]. A table
+// split over several buffers is one dispatch per part.
+func (b *Backend) Embed(out, table, ids model.Tensor) {
+	const op = "embed"
+	o, tb, id := b.need(op, "out", out), b.need(op, "table", table), b.need(op, "ids", ids)
+	if o == nil || tb == nil || id == nil {
+		return
+	}
+	if id.kind != model.I32 {
+		b.failf("%s: ids %s must be I32", op, id)
+		return
+	}
+	V, D, stride, parts := matrix(tb)
+	T := id.elems()
+	if !b.activation(op, "out", o, T*D) || T == 0 || D == 0 {
+		return
+	}
+	for i, p := range parts {
+		b.dispatch("embed.wgsl", defs(tb.format.define()),
+			[]bind{ro(id.parts[0]), ro(p), rw(o.parts[0])},
+			params{uint32(T), uint32(D), uint32(stride), uint32(p.row0), uint32(p.rows), uint32(V), b2u(i == 0)},
+			uint32(T)*ceilDiv(uint32(D), 256))
+	}
+}
+
+// RMSNorm implements model.Backend: h += delta; out = rmsnorm(h)·w·mask.
+func (b *Backend) RMSNorm(out, h, delta, w, mask model.Tensor, eps float32) {
+	const op = "rmsnorm"
+	o, ht, wt := b.need(op, "out", out), b.need(op, "h", h), b.need(op, "w", w)
+	dt, bad1 := b.maybe(op, "delta", delta)
+	mt, bad2 := b.maybe(op, "mask", mask)
+	if o == nil || ht == nil || wt == nil || bad1 || bad2 {
+		return
+	}
+	D := wt.elems()
+	if D == 0 || ht.elems()%D != 0 {
+		b.failf("%s: h %v is not rows of w's %d elements", op, ht.shape, D)
+		return
+	}
+	T := ht.elems() / D
+	if !b.vector(op, "w", wt, D) || !b.activation(op, "h", ht, T*D) || !b.activation(op, "out", o, T*D) ||
+		(dt != nil && !b.activation(op, "delta", dt, T*D)) || (mt != nil && !b.activation(op, "mask", mt, T)) {
+		return
+	}
+	b.dispatch("rmsnorm.wgsl", nil,
+		[]bind{rw(ht.parts[0]), b.opt(dt), ro(wt.parts[0]), b.opt(mt), rw(o.parts[0])},
+		params{uint32(T), uint32(D), f32bits(eps), b2u(dt != nil), b2u(mt != nil)},
+		uint32(T))
+}
+
+// matvecTokens is the most tokens for which MatMul uses the matrix-vector
+// kernel (it handles four tokens per pass over the weights).
+const matvecTokens = 4
+
+// MatMul implements model.Backend: out = x·wᵀ (+ bias).
+func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
+	const op = "matmul"
+	o, xt, wt := b.need(op, "out", out), b.need(op, "x", x), b.need(op, "w", w)
+	bt, bad := b.maybe(op, "bias", bias)
+	if o == nil || xt == nil || wt == nil || bad {
+		return
+	}
+	N, K, stride, parts := matrix(wt)
+	if K == 0 || xt.elems()%K != 0 {
+		b.failf("%s: x %v is not rows of w's %d columns (w is %v)", op, xt.shape, K, wt.shape)
+		return
+	}
+	T := xt.elems() / K
+	if !b.activation(op, "x", xt, T*K) || !b.activation(op, "out", o, T*N) || (bt != nil && !b.vector(op, "bias", bt, N)) {
+		return
+	}
+	if T == 0 || N == 0 || !u32s(op, b, T*K, T*N) {
+		return
+	}
+	d := defs(wt.format.define())
+	if T <= matvecTokens {
+		d = defs(wt.format.define(), "MATVEC")
+	}
+	for _, p := range parts {
+		var groups uint32
+		if T <= matvecTokens {
+			groups = ceilDiv(uint32(p.rows), 4) * ceilDiv(uint32(T), 4)
+		} else {
+			groups = ceilDiv(uint32(p.rows), 64) * ceilDiv(uint32(T), 64)
+		}
+		b.dispatch("matmul.wgsl", d,
+			[]bind{ro(xt.parts[0]), ro(p), b.opt(bt), rw(o.parts[0])},
+			params{uint32(T), uint32(p.rows), uint32(K), uint32(stride), uint32(N), uint32(p.row0), b2u(bt != nil)},
+			groups)
+	}
+}
+
+// Conv implements model.Backend: the causal depthwise conv of the xBC
+// columns of proj, continuing from state and updating it, then SiLU and the
+// mask.
+func (b *Backend) Conv(out, proj, state, w, bias, mask model.Tensor, c model.Config) {
+	const op = "conv"
+	o, pt, st, wt := b.need(op, "out", out), b.need(op, "proj", proj), b.need(op, "state", state), b.need(op, "w", w)
+	bt, bad1 := b.maybe(op, "bias", bias)
+	mt, bad2 := b.maybe(op, "mask", mask)
+	if o == nil || pt == nil || st == nil || wt == nil || bad1 || bad2 {
+		return
+	}
+	if len(pt.shape) != 3 || pt.shape[2] != c.ProjDim() {
+		b.failf("%s: proj has shape %v, want [B, L, %d]", op, pt.shape, c.ProjDim())
+		return
+	}
+	B, L, PD := pt.shape[0], pt.shape[1], pt.shape[2]
+	C, K, I := c.ConvDim(), c.ConvKernel, c.Inner()
+	N, KW, wstride, _ := matrix(wt)
+	if N != C || KW != K || len(wt.parts) != 1 {
+		b.failf("%s: w has shape %v, want [%d, %d]", op, wt.shape, C, K)
+		return
+	}
+	if K < 1 || K > 64 {
+		b.failf("%s: conv width %d is not supported (1..64)", op, K)
+		return
+	}
+	if !b.activation(op, "out", o, B*L*C) || !b.activation(op, "state", st, B*(K-1)*C) ||
+		!b.activation(op, "proj", pt, B*L*PD) || (bt != nil && !b.vector(op, "bias", bt, C)) ||
+		(mt != nil && !b.activation(op, "mask", mt, B*L)) || B*C == 0 {
+		return
+	}
+	b.dispatch("conv.wgsl", defs(wt.format.define(), fmt.Sprintf("KC=%du", K)),
+		[]bind{ro(pt.parts[0]), rw(st.parts[0]), ro(wt.parts[0]), b.opt(bt), b.opt(mt), rw(o.parts[0])},
+		params{uint32(B), uint32(L), uint32(C), uint32(PD), uint32(I), uint32(wstride), b2u(bt != nil), b2u(mt != nil)},
+		ceilDiv(uint32(B*C), 256))
+}
+
+// GatedNorm implements model.Backend: out = rmsnorm_group(y·silu(z))·w.
+func (b *Backend) GatedNorm(out, y, proj, w model.Tensor, groups int, eps float32) {
+	const op = "gated norm"
+	o, yt, pt, wt := b.need(op, "out", out), b.need(op, "y", y), b.need(op, "proj", proj), b.need(op, "w", w)
+	if o == nil || yt == nil || pt == nil || wt == nil {
+		return
+	}
+	I := wt.elems()
+	if groups <= 0 || I == 0 || I%groups != 0 {
+		b.failf("%s: %d channels do not split into %d groups", op, I, groups)
+		return
+	}
+	if yt.elems()%I != 0 || len(pt.shape) == 0 {
+		b.failf("%s: y %v is not rows of %d channels", op, yt.shape, I)
+		return
+	}
+	T := yt.elems() / I
+	PD := pt.shape[len(pt.shape)-1]
+	if PD < I {
+		b.failf("%s: proj rows of %d columns hold no gate of %d", op, PD, I)
+		return
+	}
+	if !b.vector(op, "w", wt, I) || !b.activation(op, "y", yt, T*I) || !b.activation(op, "out", o, T*I) ||
+		!b.activation(op, "proj", pt, T*PD) || T == 0 {
+		return
+	}
+	b.dispatch("gated_norm.wgsl", nil,
+		[]bind{ro(yt.parts[0]), ro(pt.parts[0]), ro(wt.parts[0]), rw(o.parts[0])},
+		params{uint32(T), uint32(I), uint32(PD), uint32(groups), uint32(I / groups), f32bits(eps)},
+		uint32(T*groups))
+}
+
+// Last implements model.Backend: out[b] = x[b, L-1].
+func (b *Backend) Last(out, x model.Tensor) {
+	const op = "last"
+	o, xt := b.need(op, "out", out), b.need(op, "x", x)
+	if o == nil || xt == nil {
+		return
+	}
+	if len(xt.shape) < 2 {
+		b.failf("%s: x has shape %v, want [B, L, X]", op, xt.shape)
+		return
+	}
+	B, X := xt.shape[0], xt.shape[len(xt.shape)-1]
+	if B*X == 0 || xt.elems()%(B*X) != 0 {
+		b.failf("%s: x has shape %v, want [B, L, X]", op, xt.shape)
+		return
+	}
+	L := xt.elems() / (B * X)
+	if L == 0 || !b.activation(op, "x", xt, B*L*X) || !b.activation(op, "out", o, B*X) {
+		return
+	}
+	b.dispatch("last.wgsl", nil, []bind{ro(xt.parts[0]), rw(o.parts[0])},
+		params{uint32(B), uint32(L), uint32(X)}, ceilDiv(uint32(B*X), 256))
+}
+
+// finite turns an infinite clamp bound into the largest f32, which the
+// kernels compare against without relying on IEEE infinities in uniforms.
+func finite(v float64) float32 {
+	switch {
+	case math.IsInf(v, 1) || v > math.MaxFloat32:
+		return math.MaxFloat32
+	case math.IsInf(v, -1) || v < -math.MaxFloat32:
+		return -math.MaxFloat32
+	}
+	return float32(v)
+}

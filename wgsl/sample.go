@@ -1,0 +1,66 @@
+package wgsl
+
+import (
+	"math"
+	"math/bits"
+
+	"github.com/mamba2web/mamba2/model"
+)
+
+// sampleRowsPerDispatch is how many rows' random numbers fit in one
+// parameter slot (12 vec4 in sample.wgsl's Params).
+const sampleRowsPerDispatch = 48
+
+// Sample implements model.DeviceSampler: ids[b] is chosen from logits[b] as
+// model.SampleRow chooses it, with u[b] as the row's random number (unused
+// for greedy). The choice is recorded like any operation, so a decode step
+// that ends with Sample and ReadIDs is one submission reading back B ids.
+func (b *Backend) Sample(ids, logits model.Tensor, s model.Sampling, u []float32) {
+	const op = "sample"
+	it, lt := b.need(op, "ids", ids), b.need(op, "logits", logits)
+	if it == nil || lt == nil {
+		return
+	}
+	if err := s.Validate(); err != nil {
+		b.failf("%s: %v", op, err)
+		return
+	}
+	if it.kind != model.I32 {
+		b.failf("%s: ids %s must be I32", op, it)
+		return
+	}
+	B := it.elems()
+	if B == 0 || lt.elems()%B != 0 {
+		b.failf("%s: logits %v do not split into %d rows", op, lt.shape, B)
+		return
+	}
+	V := lt.elems() / B
+	if !b.activation(op, "logits", lt, B*V) || V == 0 {
+		return
+	}
+	greedy := s.Temperature == 0
+	if !greedy && len(u) < B {
+		b.failf("%s: %d random numbers for %d rows", op, len(u), B)
+		return
+	}
+	topk := uint32(0)
+	if s.TopK > 0 && s.TopK < V {
+		topk = uint32(s.TopK)
+	}
+	temp := float32(s.Temperature)
+	if !greedy && (temp == 0 || math.IsInf(float64(temp), 0)) {
+		b.failf("%s: temperature %v is outside float32's range", op, s.Temperature)
+		return
+	}
+	idbits := uint32(bits.Len32(uint32(V)))
+	for r0 := 0; r0 < B; r0 += sampleRowsPerDispatch {
+		rows := min(sampleRowsPerDispatch, B-r0)
+		p := params{uint32(V), uint32(rows), uint32(r0), b2u(greedy), f32bits(temp), topk, f32bits(float32(s.TopP)), idbits}
+		if !greedy {
+			for _, v := range u[r0 : r0+rows] {
+				p = append(p, f32bits(v))
+			}
+		}
+		b.dispatch("sample.wgsl", nil, []bind{ro(lt.parts[0]), rw(it.parts[0])}, p, uint32(rows))
+	}
+}

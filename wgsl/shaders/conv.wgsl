@@ -1,0 +1,76 @@
+// conv.wgsl: Backend.Conv, the CPU's
+//     for b, channel c:
+//         in = state[b, :, c] (K-1 values) ++ proj[b, :, I + c] (L values)
+//         for t: out[b, t, c] = silu(bias[c] + Σ_k w[c, k] · in[t + k]) · mask[b, t]
+//         state[b, :, c] = in[L : L + K-1]
+// One invocation owns one (b, c) for the whole sequence, keeping the last K
+// inputs in registers: it reads its state column before writing it and no
+// other invocation touches that column, so the state update cannot race
+// with the reads. KC (the conv width) is a define, so the window is a
+// fixed-size array.
+
+#include "common.wgsl"
+#include "unpack.wgsl"
+
+struct Params {
+    B: u32,
+    L: u32,
+    C: u32,        // conv channels, I + 2GN
+    PD: u32,       // row length of proj
+    xoff: u32,     // first xBC column of proj (I)
+    wstride: u32,  // elements per row of W
+    has_bias: u32,
+    has_mask: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> proj: array<f32>;
+@group(0) @binding(2) var<storage, read_write> state: array<f32>;
+@group(0) @binding(3) var<storage, read> W: array<WWord>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> mask: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 256u;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = wg_index(wid, nwg) * WG + lid;
+    if (i >= P.B * P.C) {
+        return;
+    }
+    let b = i / P.C;
+    let c = i % P.C;
+    var win: array<f32, KC>; // win[k] = in[t + k]
+    for (var k = 0u; k + 1u < KC; k++) {
+        win[k] = state[(b * (KC - 1u) + k) * P.C + c];
+    }
+    var wk: array<f32, KC>;
+    for (var k = 0u; k < KC; k++) {
+        wk[k] = w_get(c * P.wstride + k);
+    }
+    var b0 = 0.0;
+    if (P.has_bias == 1u) {
+        b0 = bias[c];
+    }
+    for (var t = 0u; t < P.L; t++) {
+        let row = b * P.L + t;
+        win[KC - 1u] = proj[row * P.PD + P.xoff + c];
+        var s = b0;
+        for (var k = 0u; k < KC; k++) {
+            s += wk[k] * win[k];
+        }
+        s = silu(s);
+        if (P.has_mask == 1u) {
+            s *= mask[row];
+        }
+        out[row * P.C + c] = s;
+        for (var k = 0u; k + 1u < KC; k++) {
+            win[k] = win[k + 1u];
+        }
+    }
+    for (var k = 0u; k + 1u < KC; k++) {
+        state[(b * (KC - 1u) + k) * P.C + c] = win[k];
+    }
+}

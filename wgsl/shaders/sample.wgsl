@@ -1,0 +1,261 @@
+// sample.wgsl: DeviceSampler.Sample, model.SampleRow on the GPU for each row
+// of logits, with u[row] the row's uniform number:
+//   - temperature 0: Argmax, the lowest id among the largest values; NaN
+//     never wins (an all-NaN row gives 0);
+//   - otherwise: rank the non-NaN tokens by logit, highest first, lower id
+//     first on ties; keep the first TopK (all when 0); weigh each by
+//     exp((l − l_max)/T); with 0 < TopP < 1 keep the shortest prefix whose
+//     weight reaches TopP of the kept total; return the token where
+//     u · (kept total) falls in the running sum (the last kept token if
+//     rounding puts it past the end).
+// Nothing is sorted. Logits are mapped to order-preserving u32 keys, and
+// every "position in the ranking" question becomes a bisection: the k-th
+// largest value (top-k), the value where the running weight reaches a
+// goal (top-p, the draw) are found bit by bit over the key, each step one
+// pass over the row with a workgroup reduction; among tokens of equal value,
+// which are ranked by id, the n-th is found by bisection over the id. One
+// workgroup per row; about 32 + 32 + 32 + 3·idbits passes in the worst case.
+// Sums are f32 where SampleRow uses float64, so a draw that falls within
+// rounding of a boundary between two tokens may pick the neighbour.
+
+#include "common.wgsl"
+#include "reduce.wgsl"
+
+struct Params {
+    V: u32,
+    rows: u32,       // rows in this dispatch
+    row0: u32,       // first row
+    greedy: u32,
+    temp: f32,
+    topk: u32,
+    topp: f32,
+    idbits: u32,     // bits to bisect an id: 2^idbits > V
+    u: array<vec4<f32>, 12>, // u[row - row0], four per vec4
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ids: array<i32>;
+
+const WG: u32 = 256u;
+
+// Row is what every helper needs to know about the row: where it starts and
+// its largest logit. It is passed as an argument rather than kept in private
+// variables, because the browsers' uniformity analysis counts a private
+// variable as varying between invocations, and these values steer loops
+// that contain barriers.
+struct Row {
+    base: u32,
+    lmax: f32,
+}
+
+// okey maps a float to a u32 with the same order (-0 and +0 equal); NaN maps
+// to 0, below every number, so it never wins a maximum.
+fn okey(v: f32) -> u32 {
+    if (is_nan(v)) {
+        return 0u;
+    }
+    var b = bitcast<u32>(v);
+    if (b == 0x80000000u) {
+        b = 0u;
+    }
+    if ((b & 0x80000000u) != 0u) {
+        return ~b;
+    }
+    return b | 0x80000000u;
+}
+
+fn oval(k: u32) -> f32 {
+    if ((k & 0x80000000u) != 0u) {
+        return bitcast<f32>(k & 0x7fffffffu);
+    }
+    return bitcast<f32>(~k);
+}
+
+fn weight(row: Row, v: f32) -> f32 {
+    return exp((v - row.lmax) / P.temp);
+}
+
+// A token is kept when its key is above kk, or equal with an id up to ck.
+fn kept(k: u32, i: u32, kk: u32, ck: u32) -> bool {
+    return k > kk || (k == kk && i <= ck);
+}
+
+// count_ge counts non-NaN tokens with key ≥ x.
+fn count_ge(row: Row, lid: u32, x: u32) -> u32 {
+    var n = 0u;
+    for (var i = lid; i < P.V; i += WG) {
+        let k = okey(logits[row.base + i]);
+        if (k != 0u && k >= x) {
+            n++;
+        }
+    }
+    return wg_sum_u(lid, n);
+}
+
+// count_tie counts kept tokens with key x and an id below c.
+fn count_tie(row: Row, lid: u32, x: u32, c: u32, kk: u32, ck: u32) -> u32 {
+    var n = 0u;
+    for (var i = lid; i < P.V; i += WG) {
+        let k = okey(logits[row.base + i]);
+        if (k == x && i < c && kept(k, i, kk, ck)) {
+            n++;
+        }
+    }
+    return wg_sum_u(lid, n);
+}
+
+// sum_ge sums the weights of kept tokens with key ≥ x.
+fn sum_ge(row: Row, lid: u32, x: u32, kk: u32, ck: u32) -> f32 {
+    var s = 0.0;
+    for (var i = lid; i < P.V; i += WG) {
+        let v = logits[row.base + i];
+        let k = okey(v);
+        if (k != 0u && k >= x && kept(k, i, kk, ck)) {
+            s += weight(row, v);
+        }
+    }
+    return wg_sum_f(lid, s);
+}
+
+// nth_tie returns the id of the r-th (from 1) token with key x by rank,
+// that is by id, among the kept ones.
+fn nth_tie(row: Row, lid: u32, x: u32, r: u32, kk: u32, ck: u32) -> u32 {
+    // the largest c with fewer than r such tokens below it is the r-th one
+    var c = 0u;
+    for (var bit = i32(P.idbits) - 1; bit >= 0; bit--) {
+        let cand = c | (1u << u32(bit));
+        if (cand <= P.V && count_tie(row, lid, x, cand, kk, ck) < r) {
+            c = cand;
+        }
+    }
+    return c;
+}
+
+// top_key returns the largest key x with sum_ge(x) ≥ goal (when strict is
+// 0) or > goal (strict 1); sum_ge(0) is assumed to qualify.
+fn top_key(row: Row, lid: u32, goal: f32, strict: u32, kk: u32, ck: u32) -> u32 {
+    var x = 0u;
+    for (var bit = 31; bit >= 0; bit--) {
+        let cand = x | (1u << u32(bit));
+        let s = sum_ge(row, lid, cand, kk, ck);
+        if ((strict == 0u && s >= goal) || (strict == 1u && s > goal)) {
+            x = cand;
+        }
+    }
+    return x;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let r = wg_index(wid, nwg);
+    if (r >= P.rows) {
+        return;
+    }
+    let out_row = P.row0 + r;
+    var row = Row(out_row * P.V, 0.0);
+
+    // The largest key, and how many tokens are not NaN.
+    var mk = 0u;
+    var cnt = 0u;
+    for (var i = lid; i < P.V; i += WG) {
+        let k = okey(logits[row.base + i]);
+        mk = max(mk, k);
+        if (k != 0u) {
+            cnt++;
+        }
+    }
+    mk = wg_max_u(lid, mk);
+    cnt = wg_sum_u(lid, cnt);
+
+    if (P.greedy == 1u || cnt == 0u) {
+        // Argmax: the lowest id holding the largest key (all NaN: id 0,
+        // which is also SampleRow's answer for an all-NaN row).
+        var first = 0xffffffffu;
+        for (var i = lid; i < P.V; i += WG) {
+            if (okey(logits[row.base + i]) == mk) {
+                first = min(first, i);
+            }
+        }
+        first = wg_min_u(lid, first);
+        if (lid == 0u) {
+            ids[out_row] = i32(select(first, 0u, first == 0xffffffffu));
+        }
+        return;
+    }
+    row.lmax = oval(mk);
+
+    // Top-k: the k-th largest key, and among its ties the lowest ids.
+    var kk = 1u; // every non-NaN key is ≥ 1
+    var ck = 0xffffffffu;
+    if (P.topk > 0u && P.topk < cnt) {
+        var x = 0u;
+        for (var bit = 31; bit >= 0; bit--) {
+            let cand = x | (1u << u32(bit));
+            if (count_ge(row, lid, cand) >= P.topk) {
+                x = cand;
+            }
+        }
+        var above = 0u;
+        if (x < 0xffffffffu) {
+            above = count_ge(row, lid, x + 1u);
+        }
+        ck = nth_tie(row, lid, x, P.topk - above, x, 0xffffffffu);
+        kk = x;
+    }
+    var total = sum_ge(row, lid, 1u, kk, ck);
+
+    // Top-p: the shortest ranked prefix reaching topp · total.
+    if (P.topp > 0.0 && P.topp < 1.0) {
+        let goal = P.topp * total;
+        let x = top_key(row, lid, goal, 0u, kk, ck);
+        var above = 0.0;
+        if (x < 0xffffffffu) {
+            above = sum_ge(row, lid, x + 1u, kk, ck);
+        }
+        let ties = count_tie(row, lid, x, 0xffffffffu, kk, ck);
+        let w = weight(row, oval(x));
+        let need = u32(clamp(ceil((goal - above) / w), 1.0, f32(ties)));
+        ck = nth_tie(row, lid, x, need, kk, ck);
+        kk = x;
+        total = sum_ge(row, lid, 1u, kk, ck);
+    }
+
+    // The draw: the ranked token where the running weight passes u · total.
+    let goal = P.u[r / 4u][r % 4u] * total;
+    var pick = 0u;
+    if (total > goal) {
+        let x = top_key(row, lid, goal, 1u, kk, ck);
+        var above = 0.0;
+        if (x < 0xffffffffu) {
+            above = sum_ge(row, lid, x + 1u, kk, ck);
+        }
+        let ties = count_tie(row, lid, x, 0xffffffffu, kk, ck);
+        let w = weight(row, oval(x));
+        let q = u32(clamp(floor((goal - above) / w) + 1.0, 1.0, f32(ties)));
+        pick = nth_tie(row, lid, x, q, kk, ck);
+    } else {
+        // Rounding put the draw past the end: the last kept token, the
+        // smallest kept key's highest kept id.
+        var lo = 0xffffffffu;
+        for (var i = lid; i < P.V; i += WG) {
+            let k = okey(logits[row.base + i]);
+            if (k != 0u && kept(k, i, kk, ck)) {
+                lo = min(lo, k);
+            }
+        }
+        lo = wg_min_u(lid, lo);
+        var hi = 0u;
+        for (var i = lid; i < P.V; i += WG) {
+            let k = okey(logits[row.base + i]);
+            if (k == lo && kept(k, i, kk, ck)) {
+                hi = max(hi, i);
+            }
+        }
+        pick = wg_max_u(lid, hi);
+    }
+    if (lid == 0u) {
+        ids[out_row] = i32(pick);
+    }
+}

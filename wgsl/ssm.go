@@ -1,0 +1,126 @@
+package wgsl
+
+import (
+	"fmt"
+
+	"github.com/cogentcore/webgpu/wgpu"
+
+	"github.com/mamba2web/mamba2/model"
+)
+
+// SSM implements model.Backend (SPEC §2.1). Prompts (a.Chunked, L > 1) run
+// the chunked SSD form as five passes (ssm_scan.wgsl); single decoded tokens,
+// and everything when Options.SequentialScan is set, run the recurrence
+// kernel (ssm_step.wgsl), which carries the state in registers token by
+// token. The dt clamp applies exactly when a.Chunked is set, as on the CPU.
+func (b *Backend) SSM(y, xbc, proj, state, dtBias, aLog, d model.Tensor, a model.SSMArgs) {
+	const op = "ssm"
+	yt, xt, pt, st := b.need(op, "y", y), b.need(op, "xbc", xbc), b.need(op, "proj", proj), b.need(op, "state", state)
+	bt, at, dt := b.need(op, "dt_bias", dtBias), b.need(op, "A_log", aLog), b.need(op, "D", d)
+	if yt == nil || xt == nil || pt == nil || st == nil || bt == nil || at == nil || dt == nil {
+		return
+	}
+	c := a.Config
+	H, P, N, G, I := c.Heads, c.HeadDim, c.State, c.Groups, c.Inner()
+	CD, PD := c.ConvDim(), c.ProjDim()
+	if H <= 0 || P <= 0 || N <= 0 || G <= 0 || H%G != 0 {
+		b.failf("%s: bad config: %d heads, %d groups", op, H, G)
+		return
+	}
+	if len(xt.shape) != 3 || xt.shape[2] != CD {
+		b.failf("%s: xbc has shape %v, want [B, L, %d]", op, xt.shape, CD)
+		return
+	}
+	B, L := xt.shape[0], xt.shape[1]
+	if !b.activation(op, "y", yt, B*L*I) || !b.activation(op, "proj", pt, B*L*PD) ||
+		!b.activation(op, "state", st, B*H*P*N) || !b.vector(op, "dt_bias", bt, H) ||
+		!b.vector(op, "A_log", at, H) || !b.vector(op, "D", dt, H) || B*L == 0 {
+		return
+	}
+	if N > 32*maxStatePerLane {
+		b.failf("%s: state size %d is above the supported %d", op, N, 32*maxStatePerLane)
+		return
+	}
+	if a.Chunked && L > 1 && !b.opts.SequentialScan {
+		b.ssmChunked(yt, xt, pt, st, bt, at, dt, a, B, L)
+		return
+	}
+	b.ssmStep(yt, xt, pt, st, bt, at, dt, a, B, L)
+}
+
+// ssmStep records the recurrence kernel; the clamp follows a.Chunked.
+func (b *Backend) ssmStep(yt, xt, pt, st, bt, at, dt *tensor, a model.SSMArgs, B, L int) {
+	c := a.Config
+	H, P, N, G, I := c.Heads, c.HeadDim, c.State, c.Groups, c.Inner()
+	CD, PD := c.ConvDim(), c.ProjDim()
+	npl := (N + 31) / 32
+	b.dispatch("ssm_step.wgsl", defs(fmt.Sprintf("NPL=%du", npl)),
+		[]bind{ro(xt.parts[0]), ro(pt.parts[0]), rw(st.parts[0]), ro(bt.parts[0]), ro(at.parts[0]), ro(dt.parts[0]), rw(yt.parts[0])},
+		params{uint32(B), uint32(L), uint32(H), uint32(P), uint32(N), uint32(H / G), uint32(I), uint32(G * N),
+			uint32(CD), uint32(PD), uint32(I + CD), b2u(a.Chunked), f32bits(finite(c.TimeStepMin)), f32bits(finite(c.TimeStepMax))},
+		uint32(B*H)*ceilDiv(uint32(P), 8))
+}
+
+// maxStatePerLane bounds the state elements one invocation of ssm_step keeps
+// in registers (N ≤ 32·maxStatePerLane).
+const maxStatePerLane = 16
+
+// ssmChunked records the five passes of ssm_scan.wgsl. Their intermediates
+// live in scratch buffers owned by the backend, grown on demand and reused by
+// every layer (the passes are ordered within the submission). When they
+// would not fit in a storage binding it falls back to the recurrence kernel,
+// which needs no scratch and computes the same values.
+func (b *Backend) ssmChunked(yt, xt, pt, st, bt, at, dt *tensor, a model.SSMArgs, B, L int) {
+	c := a.Config
+	H, P, N, G, I := c.Heads, c.HeadDim, c.State, c.Groups, c.Inner()
+	CD, PD := c.ConvDim(), c.ProjDim()
+	Q := min(c.ChunkSize, L)
+	nc := (L + Q - 1) / Q
+	names := []string{"ssm.dt", "ssm.cum", "ssm.cb", "ssm.states"}
+	sizes := []int{B * H * L, B * H * L, B * G * nc * Q * Q, B * H * nc * P * N}
+	for _, n := range sizes {
+		if uint64(n)*4 > b.maxBinding {
+			b.ssmStep(yt, xt, pt, st, bt, at, dt, a, B, L)
+			return
+		}
+	}
+	var scr [4]part
+	for i, name := range names {
+		t := b.scratchFor(name, sizes[i])
+		if t == nil {
+			return
+		}
+		scr[i] = t.parts[0]
+	}
+	pr := params{uint32(B), uint32(L), uint32(H), uint32(P), uint32(N), uint32(H / G), uint32(I), uint32(G * N),
+		uint32(CD), uint32(PD), uint32(I + CD), 1, f32bits(finite(c.TimeStepMin)), f32bits(finite(c.TimeStepMax)),
+		uint32(Q), uint32(nc), uint32(G)}
+	dtb, cumb, cb, cs := scr[0], scr[1], scr[2], scr[3]
+	groups := func(n int) uint32 { return ceilDiv(uint32(n), 256) }
+	b.dispatch("ssm_scan.wgsl", defs("PASS_CUM"),
+		[]bind{ro(pt.parts[0]), ro(bt.parts[0]), ro(at.parts[0]), rw(dtb), rw(cumb)}, pr, groups(B*H*nc))
+	b.dispatch("ssm_scan.wgsl", defs("PASS_CB"),
+		[]bind{ro(xt.parts[0]), rw(cb)}, pr, groups(sizes[2]))
+	b.dispatch("ssm_scan.wgsl", defs("PASS_STATES"),
+		[]bind{ro(xt.parts[0]), ro(dtb), ro(cumb), rw(cs)}, pr, groups(sizes[3]))
+	b.dispatch("ssm_scan.wgsl", defs("PASS_CARRY"),
+		[]bind{ro(cumb), rw(cs), rw(st.parts[0])}, pr, groups(B*H*P*N))
+	b.dispatch("ssm_scan.wgsl", defs("PASS_OUT"),
+		[]bind{ro(xt.parts[0]), ro(cb), ro(dtb), ro(cumb), ro(cs), ro(dt.parts[0]), rw(yt.parts[0])}, pr, groups(B*L*I))
+}
+
+// scratchFor returns the backend's scratch buffer called name with at least
+// n floats, replacing a smaller one. A replaced buffer stays alive until
+// Close, since recorded work may still use it.
+func (b *Backend) scratchFor(name string, n int) *tensor {
+	if t, ok := b.scratch[name]; ok && t.elems() >= n {
+		return t
+	}
+	t := &tensor{name: name, shape: []int{n}, kind: model.F32, format: fmtF32, rows: 1, cols: n, stride: n}
+	if err := b.addPart(t, 0, 1, wgpu.BufferUsageStorage); err != nil {
+		b.fail(err)
+		return nil
+	}
+	b.scratch[name] = t
+	return t
+}

@@ -11,3 +11,7 @@ import (
 func TestFixtures(t *testing.T) {
 	modeltest.RunFixtures(t, func(*testing.T) model.Backend { return cpu.New() }, 1e-4)
 }
+
+func TestOps(t *testing.T) {
+	modeltest.RunOps(t, cpu.New())
+}

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"errors"
-
 	"github.com/mamba2web/mamba2/model"
+	"github.com/mamba2web/mamba2/wgsl"
 )
 
-// newWebGPU opens the WebGPU backend.
+// newWebGPU opens the WebGPU backend on the first adapter (a discrete GPU
+// when there is one).
 var newWebGPU = func() (model.Backend, error) {
-	return nil, errors.New("the WebGPU backend is not built in")
+	return wgsl.New(wgsl.Options{})
 }

@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func commandNames() string {
-	return "logits, generate, run, tokenize, detokenize, bench"
+	return "logits, generate, run, tokenize, detokenize, bench, serve, cache"
 }
 
 const usage = `mamba2: Mamba-2 language models on WebGPU or the CPU

@@ -1,3 +1,5 @@
+//go:build !noembed
+
 // Package models embeds the default model, mamba2-go-tiny: a 9 M-parameter
 // Mamba-2 trained on Go source (see mamba2-go-tiny/README.md, its model
 // card), so the CLI works with no download.

@@ -72,10 +72,10 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		name = "random " + *shape + " (" + *dtype + ")"
 	} else {
 		var err error
-		if m, _, err = mf.load(stderr); err != nil {
+		if m, _, err = mf.load(ctx, stderr); err != nil {
 			return err
 		}
-		_, name, _ = mf.source()
+		name = mf.model
 	}
 	defer m.Backend.Close()
 	gn, err := model.ParseGatedNorm(mf.gatedNorm)

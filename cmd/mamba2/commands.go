@@ -25,7 +25,7 @@ func cmdLogits(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
-	m, _, err := mf.load(stderr)
+	m, _, err := mf.load(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -113,7 +113,7 @@ func cmdGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if err != nil {
 		return err
 	}
-	m, tok, err := g.load(stderr)
+	m, tok, err := g.load(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -146,7 +146,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return fmt.Errorf("reading the prompt from stdin: %v", err)
 	}
-	m, tok, err := g.load(stderr)
+	m, tok, err := g.load(ctx, stderr)
 	if err != nil {
 		return err
 	}

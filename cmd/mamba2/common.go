@@ -1,17 +1,20 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
 
 	"github.com/mamba2web/mamba2/cpu"
+	"github.com/mamba2web/mamba2/loader"
 	"github.com/mamba2web/mamba2/model"
 	"github.com/mamba2web/mamba2/models"
 	"github.com/mamba2web/mamba2/tokenizer"
@@ -25,7 +28,7 @@ type modelFlags struct {
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&m.model, "model", "", "model folder (config.json, safetensors, tokenizer.json); default: the embedded mamba2-go-tiny")
+	fs.StringVar(&m.model, "model", "", "model folder or http(s) URL (config.json, safetensors, tokenizer.json); default: the embedded mamba2-go-tiny")
 	fs.StringVar(&m.backend, "backend", "auto", "auto, cpu or webgpu")
 	fs.StringVar(&m.gatedNorm, "gated-norm", "grouped", "grouped (mamba_ssm) or full (transformers)")
 }
@@ -48,9 +51,12 @@ func parse(fs *flag.FlagSet, args []string) error {
 }
 
 // source opens the model folder, or the embedded model when none is named.
-func (m *modelFlags) source() (fs.FS, string, error) {
+func (m *modelFlags) source(ctx context.Context, stderr io.Writer) (fs.FS, string, error) {
 	if m.model == "" {
 		return models.Tiny(), "embedded mamba2-go-tiny", nil
+	}
+	if loader.IsURL(m.model) {
+		return openURL(ctx, m.model, stderr)
 	}
 	st, err := os.Stat(m.model)
 	if err != nil {
@@ -83,12 +89,12 @@ func openBackend(name string, stderr io.Writer) (model.Backend, error) {
 
 // load opens the backend and the model, and the tokenizer when the folder
 // has one (tok is nil otherwise).
-func (m *modelFlags) load(stderr io.Writer) (*model.Model, *tokenizer.Tokenizer, error) {
+func (m *modelFlags) load(ctx context.Context, stderr io.Writer) (*model.Model, *tokenizer.Tokenizer, error) {
 	gn, err := model.ParseGatedNorm(m.gatedNorm)
 	if err != nil {
 		return nil, nil, err
 	}
-	fsys, name, err := m.source()
+	fsys, name, err := m.source(ctx, stderr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -149,4 +155,26 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// openURL opens a Hugging Face-layout base URL, downloading every file once
+// into the cache folder (in parallel, resumable, verified) so that a second
+// run fetches no weights. HF_TOKEN, when set, is sent as a bearer token.
+func openURL(ctx context.Context, url string, stderr io.Writer) (fs.FS, string, error) {
+	cache, err := loader.NewCache("")
+	if err != nil {
+		return nil, "", err
+	}
+	o := loader.HTTPOptions{Cache: cache}
+	if tok := os.Getenv("HF_TOKEN"); tok != "" {
+		o.Header = http.Header{"Authorization": {"Bearer " + tok}}
+	}
+	h, err := loader.OpenURL(ctx, url, o)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := h.Prefetch(ctx); err != nil {
+		return nil, "", err
+	}
+	return h, h.URL(), nil
 }

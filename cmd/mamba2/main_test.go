@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/mamba2web/mamba2/model/modeltest"
+	"github.com/mamba2web/mamba2/serve"
 )
 
 func runCLI(t *testing.T, stdin string, args ...string) (string, error) {
@@ -177,5 +179,34 @@ func TestErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: error %v, want one containing %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+// A model given as an http(s) URL downloads into the cache once and then
+// generates exactly what the embedded copy does.
+func TestGenerateFromURL(t *testing.T) {
+	h, err := serve.New(serve.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	t.Setenv("MAMBA2_CACHE", t.TempDir())
+	args := []string{"generate", "--backend", "cpu", "--prompt", goPrompt, "--max-new-tokens", "12", "--json"}
+	want, err := runCLI(t, "", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second run reads the cache
+		got, err := runCLI(t, "", append(args, "--model", srv.URL+"/models/mamba2-go-tiny")...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("over HTTP: %s, embedded: %s", got, want)
+		}
+	}
+	if _, err := runCLI(t, "", append(args, "--model", srv.URL+"/models/nope/")...); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("missing model: %v", err)
 	}
 }

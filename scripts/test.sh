@@ -23,7 +23,7 @@ echo "== go test (native)"
 if [ -f "$lavapipe" ] && [ -z "${VK_ICD_FILENAMES:-}" ]; then
   export VK_ICD_FILENAMES=$lavapipe
 fi
-go test -count=1 ./...
+go test -count=1 -timeout 30m ./...
 
 echo "== fuzz (${fuzztime} each)"
 for target in loader:FuzzParseHeader model:FuzzParseConfig tokenizer:FuzzLoad tokenizer:FuzzEncode; do
@@ -36,7 +36,7 @@ if [ -f "$swiftshader" ] && [ -d node_modules/webgpu ]; then
   PATH="$(go env GOROOT)/lib/wasm:$PATH" \
   VK_ICD_FILENAMES=$swiftshader \
   NODE_OPTIONS="--import=$root/e2e/node/gpu-preload.mjs" \
-  GOOS=js GOARCH=wasm go test -count=1 ./loader/ ./model/... ./tokenizer/ ./cpu/ ./wgsl/
+  GOOS=js GOARCH=wasm go test -count=1 -timeout 40m ./loader/ ./model/... ./tokenizer/ ./cpu/ ./wgsl/
 elif [ "${CI:-}" = true ]; then
   echo "missing $swiftshader or node_modules/webgpu (run .ci/run)" >&2
   exit 1

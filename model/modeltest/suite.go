@@ -84,7 +84,7 @@ func checkFixture(t *testing.T, m *model.Model, fx Fixture, tol float64) {
 
 	// A left-padded batch of two sequences.
 	if len(fx.BatchIDs) > 0 {
-		B, L := len(fx.BatchIDs), len(fx.BatchIDs[0])
+		B := len(fx.BatchIDs)
 		var ids []int32
 		var mask []float32
 		for b := range B {
@@ -100,7 +100,6 @@ func checkFixture(t *testing.T, m *model.Model, fx Fixture, tol float64) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_ = L
 		for b, want := range fx.BatchLastLogitsF64 {
 			if d := MaxAbsDiff(last[b*V:(b+1)*V], want); d > tol {
 				t.Errorf("batch row %d: max |Δlogit| = %.3g > %g", b, d, tol)

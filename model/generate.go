@@ -193,11 +193,7 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 		ids[i] = int32(v)
 	}
 	st := m.NewState(1)
-	sampler := NewSampler(o.Sampling)
-	next := m.hostSample(sampler)
-	if ds, ok := m.Backend.(DeviceSampler); ok {
-		next = m.deviceSample(ds, sampler, o.Sampling)
-	}
+	next := m.Picker(o.Sampling)
 	var res Result
 	emitted := 0 // bytes of text already passed to OnText
 	for {
@@ -250,6 +246,17 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 		}
 	}
 	return res, nil
+}
+
+// Picker returns the function that chooses the next token from a row of
+// logits: on the device when the backend is a DeviceSampler (only the id is
+// read back), otherwise on the host. Generate and benchmarks share it.
+func (m *Model) Picker(o Sampling) func(logits Tensor) (int, error) {
+	sampler := NewSampler(o)
+	if ds, ok := m.Backend.(DeviceSampler); ok {
+		return m.deviceSample(ds, sampler, o)
+	}
+	return m.hostSample(sampler)
 }
 
 // hostSample reads the logits back and samples on the CPU.

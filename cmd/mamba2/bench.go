@@ -75,7 +75,9 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if m, _, err = mf.load(ctx, stderr); err != nil {
 			return err
 		}
-		name = mf.model
+		if name = mf.model; name == "" {
+			name = "embedded mamba2-go-tiny"
+		}
 	}
 	defer m.Backend.Close()
 	gn, err := model.ParseGatedNorm(mf.gatedNorm)
@@ -125,33 +127,17 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	var times []time.Duration
-	next := int32(1)
-	sampler := model.NewSampler(model.Sampling{})
-	ds, hasDS := m.Backend.(model.DeviceSampler)
-	var idT model.Tensor
-	if hasDS {
-		idT = m.Backend.Alloc(model.I32, 1)
-	}
+	pick := m.Picker(model.Sampling{}) // greedy, as Generate decodes
 	for i := range *decode + 1 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		start := time.Now()
-		if hasDS {
-			ds.Sample(idT, out, model.Sampling{}, []float32{0})
-			ids, err := ds.ReadIDs(idT)
-			if err != nil {
-				return err
-			}
-			next = ids[0]
-		} else {
-			logits, err := m.Backend.Read(out)
-			if err != nil {
-				return err
-			}
-			next = int32(sampler.Sample(logits))
+		next, err := pick(out)
+		if err != nil {
+			return err
 		}
-		if out, err = st.Forward([]int32{next}, nil, true); err != nil {
+		if out, err = st.Forward([]int32{int32(next)}, nil, true); err != nil {
 			return err
 		}
 		if i > 0 {

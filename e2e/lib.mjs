@@ -1,6 +1,6 @@
 // Shared setup of the end-to-end suites: building the web runtime, the
 // native CLI as the oracle, the test server and headless Chromium.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,8 +34,8 @@ export async function buildWeb() {
 
 let cli = null;
 
-/** Builds the native CLI once, into build/e2e/mamba2. */
-async function nativeCLI() {
+/** Builds the native CLI once, into build/e2e/mamba2; returns its path. */
+export async function nativeCLI() {
   cli ??= (async () => {
     const bin = join(root, 'build/e2e/mamba2');
     mkdirSync(join(root, 'build/e2e'), { recursive: true });
@@ -68,6 +68,45 @@ export async function nativeTokenize(text) {
 /** Serves build/web at /, models/ at /models/ and other folders (mounts: {'/prefix/': dir}). */
 export function serve(mounts = {}) {
   return startServer({ staticDir: webDir, modelsDir: join(root, 'models'), mounts });
+}
+
+/**
+ * Runs the native server (`mamba2 serve --static build/web --log`, which
+ * serves the embedded tiny model at /models/mamba2-go-tiny/ with sha256
+ * ETags); returns {url, requests, close()}, where requests holds one
+ * {method, path, status, bytes, range} per finished request.
+ */
+export async function serveNative() {
+  const bin = await nativeCLI();
+  const child = spawn(bin, ['serve', '--static', webDir, '--addr', '127.0.0.1:0', '--log'], { cwd: root });
+  const requests = [];
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const url = await new Promise((ok, fail) => {
+    let buf = '';
+    child.on('exit', (code) => fail(new Error(`mamba2 serve exited with ${code}: ${stderr}`)));
+    child.stdout.on('data', (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        const listen = /listening on (http:\/\/\S+\/)/.exec(line);
+        if (listen) ok(listen[1]);
+        const m = /^(\w+) (\S+) (\d+) (\d+) range="([^"]*)"/.exec(line);
+        if (m) requests.push({ method: m[1], path: m[2], status: Number(m[3]), bytes: Number(m[4]), range: m[5] || null });
+      }
+    });
+  });
+  return {
+    url,
+    requests,
+    close: () => new Promise((ok) => {
+      if (child.exitCode !== null) return ok();
+      child.once('exit', ok);
+      child.kill('SIGINT');
+    }),
+  };
 }
 
 /**

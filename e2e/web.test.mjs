@@ -79,7 +79,8 @@ describe('demo page', () => {
   });
 
   test('a progress bar shows while the weights load', async () => {
-    const page = await openPage(browser, server.url);
+    // cache=off: earlier tests left the model in the browser's cache.
+    const page = await openPage(browser, `${server.url}?cache=off`);
     server.modelDelay = 30; // slow the model's files so the bar can be seen
     try {
       await page.selectOption('#device', 'cpu');

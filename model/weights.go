@@ -1,8 +1,10 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/mamba2web/mamba2/loader"
 )
@@ -99,9 +101,22 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(done,
 		}
 		total += infos[i].Size
 	}
+	// Stream in file order: over HTTP, a weight file being stored in the
+	// browser cache is read once, front to back (wasm/webcache.go), and on a
+	// disk reads stay sequential.
+	order := make([]int, len(bs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		if c := strings.Compare(infos[a].File, infos[b].File); c != 0 {
+			return c
+		}
+		return cmp.Compare(infos[a].Begin, infos[b].Begin)
+	})
 	var done int64
-	for i, bd := range bs {
-		in := infos[i]
+	for _, i := range order {
+		bd, in := bs[i], infos[i]
 		shape := bd.use
 		if shape == nil {
 			shape = bd.shape

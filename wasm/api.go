@@ -101,9 +101,12 @@ func argOr(args []js.Value, i int) js.Value {
 	return js.Undefined()
 }
 
-// loadModel(url, {device, onProgress, job}) → Promise<{handle, device, note,
-// config, hasTokenizer, seconds}>. url is an absolute http(s) URL of a Hugging
-// Face-layout folder. onProgress(done, total) gets weight bytes loaded.
+// loadModel(url, {device, cache, onProgress, job}) → Promise<{handle, device,
+// note, config, hasTokenizer, seconds, cache}>. url is an absolute http(s) URL
+// of a Hugging Face-layout folder. cache is 'use' (default), 'revalidate' or
+// 'off' (see webcache.go); the result's cache says how many weight bytes came
+// from the cache and how many over the network. onProgress(done, total) gets
+// weight bytes loaded.
 func jsLoadModel(_ js.Value, args []js.Value) any {
 	url, opts := argOr(args, 0), argOr(args, 1)
 	ctx, done, err := startJob(opts)
@@ -116,7 +119,11 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 			return nil, codef(codeBadURL, "the model URL must be a string")
 		}
 		start := time.Now()
-		s, note, err := load(ctx, url.String(), optString(opts, "device", "auto"), optFunc(opts, "onProgress"))
+		policy, err := parseCachePolicy(optString(opts, "cache", "use"))
+		if err != nil {
+			return nil, err
+		}
+		s, note, fsys, err := load(ctx, url.String(), optString(opts, "device", "auto"), policy, optFunc(opts, "onProgress"))
 		if err != nil {
 			return nil, err
 		}
@@ -138,6 +145,11 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 			},
 			"hasTokenizer": s.tok != nil,
 			"seconds":      time.Since(start).Seconds(),
+			"cache": map[string]any{
+				"enabled":      fsys.cache != nil,
+				"bytesCached":  float64(fsys.fromCache),
+				"bytesFetched": float64(fsys.fetched),
+			},
 		}, nil
 	})
 }
@@ -146,16 +158,41 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 // 4 GiB address space, and Go needs room for activations and garbage.
 const cpuLimit = 3 << 30
 
-func load(ctx context.Context, url, device string, onProgress js.Value) (*session, string, error) {
+func load(ctx context.Context, url, device string, policy cachePolicy, onProgress js.Value) (s *session, note string, fsys *httpFS, err error) {
 	switch device {
 	case "auto", "webgpu", "cpu":
 	default:
-		return nil, "", codef(codeBadArg, "device %q: want 'auto', 'webgpu' or 'cpu'", device)
+		return nil, "", nil, codef(codeBadArg, "device %q: want 'auto', 'webgpu' or 'cpu'", device)
 	}
-	fsys, err := openModelFS(ctx, url)
+	var cache *webCache
+	if policy != cacheOff {
+		if cache, err = openWebCache(); err != nil {
+			note = fmt.Sprintf("The browser cache is unavailable (%v); weights are not kept between loads.", err)
+		}
+	}
+	fsys, err = openModelFS(ctx, url, cache, policy)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
+	s, gpuNote, err := loadFrom(ctx, fsys, url, device, onProgress)
+	if err != nil {
+		fsys.abandon(err)
+		return nil, "", nil, err
+	}
+	if err := fsys.finish(); err != nil {
+		s.m.Backend.Close()
+		return nil, "", nil, loadError(ctx, err)
+	}
+	var notes []string
+	for _, n := range append([]string{note, gpuNote}, fsys.notes...) {
+		if n != "" {
+			notes = append(notes, n)
+		}
+	}
+	return s, strings.Join(notes, " "), fsys, nil
+}
+
+func loadFrom(ctx context.Context, fsys *httpFS, url, device string, onProgress js.Value) (*session, string, error) {
 	// config.json first: a wrong URL is reported as such, before anything else.
 	if _, err := fs.ReadFile(fsys, "config.json"); err != nil {
 		if errors.Is(err, fs.ErrNotExist) && ctx.Err() == nil {

@@ -5,7 +5,9 @@ package main
 // A read-only fs.FS over a Hugging Face-layout base URL, through the
 // browser's fetch. Small files (JSON) are fetched whole; other files (the
 // safetensors shards) are opened with HEAD and read with Range requests, so
-// weights are streamed in the loader's chunks and never held whole.
+// weights are streamed in the loader's chunks and never held whole. With the
+// browser cache (webcache.go), cached files are read from it and the weights
+// of the others come in one whole-file GET each, stored as they pass.
 //
 // TODO(loader): loader.OpenURL does the same through net/http (with retries,
 // integrity checks and Hugging Face URL forms), but linking net/http's client
@@ -28,8 +30,10 @@ import (
 )
 
 // openModelFS returns the model folder at base (an absolute http(s) URL; a
-// trailing slash is added). Requests are cancelled when ctx is.
-func openModelFS(ctx context.Context, base string) (fs.FS, error) {
+// trailing slash is added). Requests are cancelled when ctx is. With a
+// cache, files are read from and stored in it according to policy (see
+// webcache.go).
+func openModelFS(ctx context.Context, base string, cache *webCache, policy cachePolicy) (*httpFS, error) {
 	u, err := parseURL(base)
 	if err != nil {
 		return nil, codef(codeBadURL, "model URL %q is not a URL", base)
@@ -42,16 +46,42 @@ func openModelFS(ctx context.Context, base string) (fs.FS, error) {
 	}
 	u.Set("search", "")
 	u.Set("hash", "")
-	return &httpFS{ctx: ctx, base: u.Get("href").String(), small: map[string][]byte{}, sizes: map[string]int64{}}, nil
+	if policy == cacheOff {
+		cache = nil
+	}
+	return &httpFS{
+		ctx: ctx, base: u.Get("href").String(), cache: cache, policy: policy,
+		small: map[string][]byte{}, heads: map[string]head{},
+		cached: map[string]*cacheEntry{}, downloads: map[string]*download{},
+	}, nil
 }
 
 type httpFS struct {
-	ctx  context.Context
-	base string
+	ctx    context.Context
+	base   string
+	cache  *webCache // nil: no cache
+	policy cachePolicy
 
-	mu    sync.Mutex
-	small map[string][]byte // whole small files, fetched once
-	sizes map[string]int64  // lengths of large files, looked up once
+	mu        sync.Mutex
+	small     map[string][]byte      // whole small files, fetched once
+	heads     map[string]head        // lengths and ETags of large files, looked up once
+	cached    map[string]*cacheEntry // large files found in the cache (nil: not there)
+	downloads map[string]*download   // large files being fetched into the cache
+	notes     []string               // why files were not cached
+	fetched   int64                  // weight bytes received from the network
+	fromCache int64                  // weight bytes read from the cache
+}
+
+// head is what HEAD says about a file.
+type head struct {
+	size int64
+	etag string
+}
+
+func (h *httpFS) note(s string) {
+	h.mu.Lock()
+	h.notes = append(h.notes, s)
+	h.mu.Unlock()
 }
 
 // readAhead is how much a sequential Read fetches at once (it covers a
@@ -72,11 +102,106 @@ func (h *httpFS) Open(name string) (fs.File, error) {
 		}
 		return &memFile{name: name, Reader: bytes.NewReader(data)}, nil
 	}
-	size, err := h.size(name)
+	if h.cache != nil {
+		e, err := h.cachedEntry(name)
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		}
+		if e != nil {
+			blob, err := await(e.resp.Call("clone").Call("blob"))
+			if err == nil && int64(blob.Get("size").Float()) == e.size {
+				return &blobFile{name: name, blob: blob, size: e.size}, nil
+			}
+			h.forgetCached(name) // unreadable or damaged: fetch it again
+		}
+	}
+	hd, err := h.head(name)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
-	return &remoteFile{fs: h, name: name, url: h.base + name, size: size}, nil
+	rf := &remoteFile{fs: h, name: name, url: h.base + name, size: hd.size}
+	if h.cache == nil {
+		return rf, nil
+	}
+	h.mu.Lock()
+	d := h.downloads[name]
+	if d == nil {
+		d = &download{h: h, name: name, url: rf.url, size: hd.size, etag: hd.etag}
+		h.downloads[name] = d
+	}
+	h.mu.Unlock()
+	return &cachingFile{remote: rf, d: d}, nil
+}
+
+// cachedEntry finds a large file in the cache once per load; under
+// cacheRevalidate an entry counts only when HEAD gives the same ETag.
+func (h *httpFS) cachedEntry(name string) (*cacheEntry, error) {
+	h.mu.Lock()
+	e, seen := h.cached[name]
+	h.mu.Unlock()
+	if seen {
+		return e, nil
+	}
+	u := h.base + name
+	e, err := h.cache.lookup(u)
+	if err != nil {
+		e = nil // an unusable cache is no reason to fail the load
+	}
+	if e != nil && h.policy == cacheRevalidate {
+		hd, err := h.head(name)
+		if err != nil {
+			return nil, err
+		}
+		if e.etag == "" || hd.etag != e.etag || hd.size != e.size {
+			h.cache.remove(u)
+			e = nil
+		}
+	}
+	if e != nil {
+		h.fromCache += e.size
+	}
+	h.mu.Lock()
+	h.cached[name] = e
+	h.mu.Unlock()
+	return e, nil
+}
+
+func (h *httpFS) forgetCached(name string) {
+	h.mu.Lock()
+	if e := h.cached[name]; e != nil {
+		h.fromCache -= e.size
+	}
+	h.cached[name] = nil
+	h.mu.Unlock()
+	h.cache.remove(h.base + name)
+}
+
+// finish completes the cache entries of every weight file downloaded by a
+// successful load.
+func (h *httpFS) finish() error {
+	h.mu.Lock()
+	ds := make([]*download, 0, len(h.downloads))
+	for _, d := range h.downloads {
+		ds = append(ds, d)
+	}
+	h.mu.Unlock()
+	for _, d := range ds {
+		if err := d.finish(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// abandon drops the downloads of a failed load: nothing of them is stored.
+func (h *httpFS) abandon(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, d := range h.downloads {
+		if d.started && d.err == nil {
+			d.fail(err)
+		}
+	}
 }
 
 func (h *httpFS) readSmall(name string) ([]byte, error) {
@@ -86,64 +211,113 @@ func (h *httpFS) readSmall(name string) ([]byte, error) {
 	if ok {
 		return data, nil
 	}
-	r, err := h.fetch("GET", h.base+name, "", true)
+	u := h.base + name
+	var e *cacheEntry
+	if h.cache != nil {
+		e, _ = h.cache.lookup(u)
+		if e != nil && h.policy == cacheUse {
+			if data, err := entryBytes(e); err == nil {
+				h.remember(name, data)
+				return data, nil
+			}
+		}
+	}
+	var cond map[string]any
+	if e != nil && e.etag != "" {
+		cond = map[string]any{"If-None-Match": e.etag}
+	}
+	r, err := h.fetchWith("GET", u, cond, true)
 	if err != nil {
 		return nil, err
+	}
+	if r.status == 304 && e != nil {
+		if data, err := entryBytes(e); err == nil {
+			h.remember(name, data)
+			return data, nil
+		}
+		r, err = h.fetch("GET", u, "", true) // the cached copy vanished meanwhile
+		if err != nil {
+			return nil, err
+		}
 	}
 	if err := r.check(); err != nil {
 		return nil, err
 	}
-	h.mu.Lock()
-	h.small[name] = r.body
-	h.mu.Unlock()
+	if h.cache != nil {
+		if err := h.cache.putBytes(u, r.body, r.header("etag"), r.header("content-type")); err != nil {
+			h.note(quotaNote(name, int64(len(r.body)), err))
+		}
+	}
+	h.remember(name, r.body)
 	return r.body, nil
 }
 
-// size finds a file's length with HEAD, or from a one-byte Range request's
-// Content-Range when HEAD gives none.
-func (h *httpFS) size(name string) (int64, error) {
+func (h *httpFS) remember(name string, data []byte) {
 	h.mu.Lock()
-	n, ok := h.sizes[name]
+	h.small[name] = data
 	h.mu.Unlock()
-	if ok {
-		return n, nil
-	}
-	n, err := h.lookupSize(name)
-	if err == nil {
-		h.mu.Lock()
-		h.sizes[name] = n
-		h.mu.Unlock()
-	}
-	return n, err
 }
 
-func (h *httpFS) lookupSize(name string) (int64, error) {
+// entryBytes reads a small cached file whole.
+func entryBytes(e *cacheEntry) ([]byte, error) {
+	buf, err := await(e.resp.Call("clone").Call("arrayBuffer"))
+	if err != nil {
+		return nil, err
+	}
+	arr := js.Global().Get("Uint8Array").New(buf)
+	if int64(arr.Length()) != e.size {
+		return nil, errors.New("cached copy has the wrong length")
+	}
+	data := make([]byte, arr.Length())
+	js.CopyBytesToGo(data, arr)
+	return data, nil
+}
+
+// head finds a file's length and ETag with HEAD (or, when HEAD gives no
+// length, from a one-byte Range request's Content-Range), once per load.
+func (h *httpFS) head(name string) (head, error) {
+	h.mu.Lock()
+	hd, ok := h.heads[name]
+	h.mu.Unlock()
+	if ok {
+		return hd, nil
+	}
+	hd, err := h.lookupHead(name)
+	if err == nil {
+		h.mu.Lock()
+		h.heads[name] = hd
+		h.mu.Unlock()
+	}
+	return hd, err
+}
+
+func (h *httpFS) lookupHead(name string) (head, error) {
 	u := h.base + name
 	r, err := h.fetch("HEAD", u, "", false)
 	if err != nil {
-		return 0, err
+		return head{}, err
 	}
 	if err := r.check(); err != nil {
-		return 0, err
+		return head{}, err
 	}
 	if n, err := strconv.ParseInt(r.header("content-length"), 10, 64); err == nil && n >= 0 &&
 		r.header("content-encoding") == "" {
-		return n, nil
+		return head{size: n, etag: r.header("etag")}, nil
 	}
 	r, err = h.fetch("GET", u, "bytes=0-0", false)
 	if err != nil {
-		return 0, err
+		return head{}, err
 	}
 	if err := r.check(); err != nil {
-		return 0, err
+		return head{}, err
 	}
 	cr := r.header("content-range") // bytes 0-0/12345
 	if i := strings.LastIndexByte(cr, '/'); i >= 0 {
 		if n, err := strconv.ParseInt(cr[i+1:], 10, 64); err == nil && n >= 0 {
-			return n, nil
+			return head{size: n, etag: r.header("etag")}, nil
 		}
 	}
-	return 0, fmt.Errorf("%s: the server reports no length (no Content-Length on HEAD, no Content-Range; cross-origin servers must expose them)", u)
+	return head{}, fmt.Errorf("%s: the server reports no length (no Content-Length on HEAD, no Content-Range; cross-origin servers must expose them)", u)
 }
 
 // response is a finished fetch.
@@ -186,35 +360,57 @@ func (e *httpError) Is(target error) bool {
 	return e.notFound && target == fs.ErrNotExist
 }
 
-// fetch performs one request. The body is read only when readBody is set and
-// the request succeeded (or for a Range request, when the answer is a 206 or
-// a whole file small enough to keep).
-func (h *httpFS) fetch(method, u, rng string, readBody bool) (*response, error) {
+// open sends one request and returns the response as soon as its headers
+// arrive; stop aborts it (and its body), and must be called once the body is
+// no longer needed. Network errors are retried twice; HTTP errors are not
+// errors here.
+func (h *httpFS) open(method, u string, headers map[string]any) (resp js.Value, stop func(), err error) {
 	if err := h.ctx.Err(); err != nil {
-		return nil, coded(codeAborted, err)
+		return js.Undefined(), nil, coded(codeAborted, err)
 	}
-	ctrl := js.Global().Get("AbortController").New()
-	stop := context.AfterFunc(h.ctx, func() { ctrl.Call("abort") })
-	defer stop()
-	init := map[string]any{"method": method, "signal": ctrl.Get("signal")}
-	if rng != "" {
-		init["headers"] = map[string]any{"Range": rng}
-	}
-	var resp js.Value
-	var err error
 	for attempt := 0; ; attempt++ {
+		ctrl := js.Global().Get("AbortController").New()
+		cancel := context.AfterFunc(h.ctx, func() { ctrl.Call("abort") })
+		stop = func() {
+			cancel()
+			ctrl.Call("abort")
+		}
+		init := map[string]any{"method": method, "signal": ctrl.Get("signal")}
+		if headers != nil {
+			init["headers"] = headers
+		}
 		resp, err = await(js.Global().Call("fetch", u, init))
-		if err == nil || h.ctx.Err() != nil || attempt == 2 {
-			break
+		if err == nil {
+			return resp, stop, nil
+		}
+		stop()
+		if h.ctx.Err() != nil {
+			return js.Undefined(), nil, coded(codeAborted, h.ctx.Err())
+		}
+		if attempt == 2 {
+			return js.Undefined(), nil, codef(codeBadURL, "could not fetch %s: %v (the server may be down, or a cross-origin server may not allow this page)", u, err)
 		}
 		time.Sleep(time.Duration(200<<attempt) * time.Millisecond) // a transient network error
 	}
-	if err != nil {
-		if h.ctx.Err() != nil {
-			return nil, coded(codeAborted, h.ctx.Err())
-		}
-		return nil, codef(codeBadURL, "could not fetch %s: %v (the server may be down, or a cross-origin server may not allow this page)", u, err)
+}
+
+// fetch performs one request with an optional Range. The body is read only
+// when readBody is set and the request succeeded (or for a Range request,
+// when the answer is a 206 or a whole file small enough to keep).
+func (h *httpFS) fetch(method, u, rng string, readBody bool) (*response, error) {
+	var hdr map[string]any
+	if rng != "" {
+		hdr = map[string]any{"Range": rng}
 	}
+	return h.fetchWith(method, u, hdr, readBody)
+}
+
+func (h *httpFS) fetchWith(method, u string, headers map[string]any, readBody bool) (*response, error) {
+	resp, stop, err := h.open(method, u, headers)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
 	r := &response{
 		url:        u,
 		status:     resp.Get("status").Int(),
@@ -222,18 +418,14 @@ func (h *httpFS) fetch(method, u, rng string, readBody bool) (*response, error) 
 		headers:    resp.Get("headers"),
 	}
 	ok := r.status >= 200 && r.status < 300
-	if rng != "" && r.status == 200 {
+	if _, ranged := headers["Range"]; ranged && r.status == 200 {
 		// The server ignored Range: keep the whole file only when small.
 		if n, err := strconv.ParseInt(r.header("content-length"), 10, 64); err != nil || n > wholeLimit {
-			resp.Get("body").Call("cancel")
 			return nil, fmt.Errorf("%s: the server ignores HTTP Range requests, which streaming weights needs", u)
 		}
 		readBody = true
 	}
 	if !readBody || !ok {
-		if b := resp.Get("body"); b.Truthy() {
-			b.Call("cancel")
-		}
 		return r, nil
 	}
 	buf, err := await(resp.Call("arrayBuffer"))
@@ -327,16 +519,21 @@ func (f *remoteFile) Read(p []byte) (int, error) {
 }
 
 func (f *remoteFile) Seek(offset int64, whence int) (int64, error) {
+	return seekTo(&f.off, f.size, offset, whence)
+}
+
+// seekTo moves a read position *pos in a file of size bytes, as io.Seeker.
+func seekTo(pos *int64, size, offset int64, whence int) (int64, error) {
 	switch whence {
 	case io.SeekCurrent:
-		offset += f.off
+		offset += *pos
 	case io.SeekEnd:
-		offset += f.size
+		offset += size
 	}
 	if offset < 0 {
 		return 0, errors.New("seek before the start of the file")
 	}
-	f.off = offset
+	*pos = offset
 	return offset, nil
 }
 

@@ -1,5 +1,5 @@
 // The demo page: load a model, type a prompt, watch the continuation stream.
-import { loadModel } from './mamba2.js';
+import { clearCache, listCache, loadModel } from './mamba2.js';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -7,6 +7,8 @@ const ui = {
   maxTokens: $('max-tokens'), temperature: $('temperature'), topP: $('top-p'), topK: $('top-k'), seed: $('seed'),
   generate: $('generate'), stop: $('stop'), status: $('status'), message: $('message'), support: $('support'),
   loading: $('loading'), progress: $('progress'), progressLabel: $('progress-label'),
+  cache: $('cache'), weightsFrom: $('weights-from'),
+  cacheTotal: $('cache-total'), cacheList: $('cache-list'), clearCache: $('clear-cache'),
   deviceUsed: $('device-used'), tokenCount: $('token-count'), speed: $('speed'), echo: $('echo'), completion: $('completion'),
 };
 
@@ -14,6 +16,7 @@ const params = new URLSearchParams(location.search);
 ui.url.value = params.get('model') ?? new URL('models/mamba2-go-tiny/', location.href).href;
 ui.device.value = ['auto', 'webgpu', 'cpu'].includes(params.get('device')) ? params.get('device') : 'auto';
 ui.prompt.value = params.get('prompt') ?? 'package main\n\nimport (\n';
+ui.cache.value = ['use', 'revalidate', 'off'].includes(params.get('cache')) ? params.get('cache') : 'use';
 
 if (!('gpu' in navigator)) {
   ui.support.hidden = false;
@@ -80,6 +83,7 @@ function number(input, fallback) {
 }
 
 async function ensureModel(url, device, signal) {
+  const cache = ui.cache.value;
   if (model && model.url === new URL(url, location.href).href && model.requested === device) return model;
   if (model) {
     const old = model;
@@ -94,6 +98,7 @@ async function ensureModel(url, device, signal) {
   try {
     const m = await loadModel(url, {
       device,
+      cache,
       signal,
       onProgress: ({ loaded, total }) => {
         ui.progress.max = total;
@@ -103,10 +108,42 @@ async function ensureModel(url, device, signal) {
     });
     m.requested = device;
     model = m;
+    const { bytesCached, bytesFetched } = m.cache;
+    ui.weightsFrom.textContent = bytesFetched > 0
+      ? `network (${mib(bytesFetched)})${bytesCached > 0 ? ` and cache (${mib(bytesCached)})` : ''}`
+      : bytesCached > 0 ? `cache (${mib(bytesCached)})` : 'network';
     return m;
   } finally {
     ui.loading.hidden = true;
+    showCache();
   }
+}
+
+// showCache fills the list of cached models.
+async function showCache() {
+  let models = [];
+  try {
+    models = await listCache();
+  } catch (err) {
+    ui.cacheTotal.textContent = `unavailable (${err.message})`;
+    return;
+  }
+  ui.cacheList.replaceChildren(...models.map((m) => {
+    const li = document.createElement('li');
+    li.textContent = `${m.url} — ${m.files.length} files, ${mib(m.bytes)} `;
+    const drop = document.createElement('button');
+    drop.type = 'button';
+    drop.textContent = 'Remove';
+    drop.addEventListener('click', async () => {
+      await clearCache(m.url);
+      showCache();
+    });
+    li.append(drop);
+    return li;
+  }));
+  const total = models.reduce((n, m) => n + m.bytes, 0);
+  ui.cacheTotal.textContent = models.length ? `${models.length} (${mib(total)})` : 'none';
+  ui.clearCache.disabled = models.length === 0;
 }
 
 async function run() {
@@ -176,4 +213,9 @@ ui.stop.addEventListener('click', () => controller?.abort());
 ui.prompt.addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) ui.form.requestSubmit();
 });
+ui.clearCache.addEventListener('click', async () => {
+  await clearCache();
+  showCache();
+});
 setState('idle');
+showCache();

@@ -35,9 +35,39 @@ export interface LoadProgress {
   total: number;
 }
 
+export type CachePolicy = 'use' | 'revalidate' | 'off';
+
+/** Where a load's weights came from. */
+export interface CacheReport {
+  /** Whether the Cache API was used (false in Node, in insecure contexts, or with cache 'off'). */
+  enabled: boolean;
+  /** Weight bytes read from the cache. */
+  bytesCached: number;
+  /** Weight bytes received over the network. */
+  bytesFetched: number;
+}
+
+/** A model folder in the cache, as listCache() reports it. */
+export interface CachedModel {
+  /** The folder URL (ends in '/'). */
+  url: string;
+  /** Bytes of all its cached files. */
+  bytes: number;
+  files: { name: string; url: string; bytes: number; etag: string | null; stored: string | null }[];
+}
+
 export interface LoadOptions {
   /** Default 'auto'. */
   device?: Device;
+  /**
+   * How the load uses this origin's model cache (the Cache API, kept between
+   * visits): 'use' (default) takes cached files as they are, with no request,
+   * and stores new ones while they load; 'revalidate' first asks the server
+   * whether each cached file is current (HEAD / If-None-Match, no body);
+   * 'off' neither reads nor stores. A full storage quota never fails a load:
+   * the model loads from the network and Model.note says why it was not kept.
+   */
+  cache?: CachePolicy;
   /** Called as the weights arrive. */
   onProgress?: (progress: LoadProgress) => void;
   /** Aborting ends the worker and rejects with the signal's reason. */
@@ -119,8 +149,10 @@ export class Model {
   readonly url: string;
   /** Where the model runs: what 'auto' chose. */
   readonly device: 'webgpu' | 'cpu';
-  /** Why 'auto' chose the CPU, else ''. */
+  /** Anything worth telling the user about the load (why 'auto' chose the CPU, why files were not cached), else ''. */
   readonly note: string;
+  /** Where the weights came from. */
+  readonly cache: CacheReport;
   readonly config: ModelConfig;
   /** Seconds the load took. */
   readonly loadSeconds: number;
@@ -135,3 +167,9 @@ export class Model {
 
 /** Loads a model from the URL of a Hugging Face-layout folder (config.json, *.safetensors, tokenizer.json). */
 export function loadModel(url: string | URL, options?: LoadOptions): Promise<Model>;
+
+/** Lists the cached model folders of this origin. */
+export function listCache(): Promise<CachedModel[]>;
+
+/** Removes the cached files of the model folder at url, or of every model; resolves to the number of files removed. */
+export function clearCache(url?: string | URL): Promise<number>;

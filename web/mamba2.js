@@ -10,6 +10,10 @@
 
 const here = import.meta.url;
 
+// The Cache API cache the runtime keeps model files in (wasm/webcache.go).
+const CACHE_NAME = 'mamba2-models-v1';
+const CACHE_POLICIES = ['use', 'revalidate', 'off'];
+
 /** Errors from the runtime; `code` says what went wrong (see mamba2.d.ts). */
 export class Mamba2Error extends Error {
   constructor(message, code = 'internal') {
@@ -100,10 +104,13 @@ class Connection {
  * safetensors weights, tokenizer.json) into a new worker.
  */
 export async function loadModel(url, options = {}) {
-  const { device = 'auto', onProgress, signal } = options;
+  const { device = 'auto', cache = 'use', onProgress, signal } = options;
   signal?.throwIfAborted();
   if (!['auto', 'webgpu', 'cpu'].includes(device)) {
     throw new Mamba2Error(`device ${JSON.stringify(device)}: want 'auto', 'webgpu' or 'cpu'`, 'bad-argument');
+  }
+  if (!CACHE_POLICIES.includes(cache)) {
+    throw new Mamba2Error(`cache ${JSON.stringify(cache)}: want 'use', 'revalidate' or 'off'`, 'bad-argument');
   }
   let modelURL;
   try {
@@ -121,7 +128,7 @@ export async function loadModel(url, options = {}) {
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await conn.request('init', { wasmURL, wasmExecURL });
-    const info = await conn.request('load', { url: modelURL, device }, (msg) => {
+    const info = await conn.request('load', { url: modelURL, device, cache }, (msg) => {
       if (msg.type === 'progress') onProgress?.({ loaded: msg.done, total: msg.total });
     });
     return new Model(conn, info, modelURL);
@@ -131,6 +138,56 @@ export async function loadModel(url, options = {}) {
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/**
+ * Lists the model files kept in this origin's cache, grouped by model
+ * folder: [{url, bytes, files: [{name, url, bytes, etag, stored}]}].
+ */
+export async function listCache() {
+  if (typeof caches === 'undefined') return [];
+  const cache = await caches.open(CACHE_NAME);
+  const models = new Map();
+  for (const req of await cache.keys()) {
+    const resp = await cache.match(req);
+    if (!resp) continue; // deleted meanwhile
+    const base = req.url.slice(0, req.url.lastIndexOf('/') + 1);
+    const bytes = Number(resp.headers.get('Content-Length')) || 0;
+    let m = models.get(base);
+    if (!m) models.set(base, (m = { url: base, bytes: 0, files: [] }));
+    m.files.push({
+      name: req.url.slice(base.length),
+      url: req.url,
+      bytes,
+      etag: resp.headers.get('ETag'),
+      stored: resp.headers.get('X-Mamba2-Stored'),
+    });
+    m.bytes += bytes;
+  }
+  return [...models.values()].sort((a, b) => a.url.localeCompare(b.url));
+}
+
+/**
+ * Removes cached model files: those of the model folder at url, or all of
+ * them without one. Resolves to the number of files removed.
+ */
+export async function clearCache(url) {
+  if (typeof caches === 'undefined') return 0;
+  const cache = await caches.open(CACHE_NAME);
+  let prefix = '';
+  if (url !== undefined) {
+    try {
+      prefix = new URL(url, typeof location !== 'undefined' ? location.href : undefined).href;
+    } catch {
+      throw new Mamba2Error(`model URL ${JSON.stringify(String(url))} is not a valid URL`, 'bad-url');
+    }
+    if (!prefix.endsWith('/')) prefix += '/';
+  }
+  let n = 0;
+  for (const req of await cache.keys()) {
+    if (req.url.startsWith(prefix) && (await cache.delete(req))) n++;
+  }
+  return n;
 }
 
 /** A loaded model, living in its own worker. */
@@ -147,6 +204,7 @@ export class Model {
     this.note = info.note || '';
     this.config = info.config;
     this.loadSeconds = info.seconds;
+    this.cache = info.cache;
     const handle = info.handle;
     this.tokenizer = Object.freeze({
       encode: (text) => this.#live().request('encode', { handle, text }),

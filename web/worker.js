@@ -4,7 +4,7 @@
 //
 // Protocol (page → worker), every message has a numeric id:
 //   {type: 'init', id, wasmURL, wasmExecURL}
-//   {type: 'load', id, url, device}              → progress events
+//   {type: 'load', id, url, device, cache}       → progress events
 //   {type: 'generate', id, handle, prompt, options} → text events
 //   {type: 'encode' | 'decode' | 'dispose', id, handle, text | ids}
 //   {type: 'abort', target}                      (no reply)
@@ -112,6 +112,7 @@ async function handle(msg) {
     case 'load':
       return go.loadModel(msg.url, {
         device: msg.device,
+        cache: msg.cache,
         job: id,
         onProgress: (done, total) => self.postMessage({ type: 'progress', id, done, total }),
       });

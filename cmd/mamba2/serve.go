@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mamba2web/mamba2/serve"
@@ -21,6 +22,7 @@ func cmdServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	modelsDir := fs.String("models", "", "folder of model folders, served as /models/<name>/ (the embedded mamba2-go-tiny is always there too)")
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port; port 0 picks a free one)")
 	static := fs.String("static", "", "folder served at / (the demo page, its module, worker and wasm)")
+	accessLog := fs.Bool("log", false, "print one line per request on stdout: method, path, status, bytes sent, Range, duration")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -42,8 +44,12 @@ func cmdServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return fmt.Errorf("serve: %v", err)
 	}
+	var handler http.Handler = h
+	if *accessLog {
+		handler = logRequests(h, stdout)
+	}
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          o.ErrorLog,
@@ -76,3 +82,44 @@ func cmdServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fmt.Fprintln(stdout, "mamba2 serve: stopped")
 	return err
 }
+
+// logRequests writes one line per finished request to w:
+//
+//	GET /models/mamba2-go-tiny/config.json 200 1234 range="" 0.4ms
+func logRequests(h http.Handler, w io.Writer) http.Handler {
+	var mu sync.Mutex
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &recorder{ResponseWriter: rw, status: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		mu.Lock()
+		fmt.Fprintf(w, "%s %s %d %d range=%q %s\n", r.Method, r.URL.RequestURI(), rec.status, rec.bytes,
+			r.Header.Get("Range"), time.Since(start).Round(100*time.Microsecond))
+		mu.Unlock()
+	})
+}
+
+// recorder notes the status and body size of a response.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	wrote  bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

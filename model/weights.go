@@ -114,17 +114,33 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(done,
 		}
 		return cmp.Compare(infos[a].Begin, infos[b].Begin)
 	})
-	var done int64
+	// Progress is reported per chunk, so a large tensor (an embedding of a
+	// big vocabulary) still moves the bar; it never goes back, even when a
+	// backend reads a tensor twice.
+	var done, reported int64
+	report := func(n int64) {
+		if progress != nil && n > reported {
+			reported = n
+			progress(n, total)
+		}
+	}
 	for _, i := range order {
 		bd, in := bs[i], infos[i]
 		shape := bd.use
 		if shape == nil {
 			shape = bd.shape
 		}
+		base := done
 		t, err := b.Weight(WeightSpec{
 			Name: in.Name, DType: in.DType, Shape: shape,
 			Stream: func(fn func(off int64, b []byte) error) error {
-				return ck.Stream(in.Name, 0, fn)
+				return ck.Stream(in.Name, 0, func(off int64, b []byte) error {
+					if err := fn(off, b); err != nil {
+						return err
+					}
+					report(base + off + int64(len(b)))
+					return nil
+				})
 			},
 		})
 		if err != nil {
@@ -132,9 +148,7 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(done,
 		}
 		*bd.dst = t
 		done += in.Size
-		if progress != nil {
-			progress(done, total)
-		}
+		report(done)
 	}
 	if c.TieEmbeddings {
 		w.LMHead = w.Embed

@@ -50,6 +50,13 @@ function assertProgress(progress) {
   for (let i = 1; i < progress.length; i++) {
     assert.ok(progress[i].loaded >= progress[i - 1].loaded, `progress went back at event ${i}`);
   }
+  const perFile = {};
+  for (const p of progress) {
+    assert.ok(shards.includes(p.file), `progress names file ${p.file}`);
+    assert.ok(p.fileLoaded > (perFile[p.file] ?? 0) && p.fileLoaded <= p.fileTotal, `file progress ${JSON.stringify(p)}`);
+    perFile[p.file] = p.fileLoaded;
+  }
+  assert.deepEqual(Object.keys(perFile).sort(), shards);
   const { loaded, total } = progress.at(-1);
   assert.equal(loaded, total);
   // The total counts tensor bytes: the files less their headers.

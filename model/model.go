@@ -54,8 +54,8 @@ func LoadConfig(fsys fs.FS) (Config, error) {
 }
 
 // Load reads config.json and the safetensors weights from fsys onto backend.
-// progress, when not nil, is called with bytes loaded so far and in total.
-func Load(fsys fs.FS, b Backend, progress func(done, total int64)) (*Model, error) {
+// progress, when not nil, is called as the weights go to the backend.
+func Load(fsys fs.FS, b Backend, progress func(Progress)) (*Model, error) {
 	cfg, err := LoadConfig(fsys)
 	if err != nil {
 		return nil, err

@@ -24,7 +24,14 @@ func TestLoadProgress(t *testing.T) {
 		largest = max(largest, in.Size)
 	}
 	var events [][2]int64
-	m, err := model.Load(fsys, cpu.New(), func(done, total int64) { events = append(events, [2]int64{done, total}) })
+	fileDone := map[string]int64{}
+	m, err := model.Load(fsys, cpu.New(), func(p model.Progress) {
+		events = append(events, [2]int64{p.Done, p.Total})
+		if p.FileDone <= fileDone[p.File] || p.FileDone > p.FileTotal {
+			t.Errorf("file %s: %d of %d after %d", p.File, p.FileDone, p.FileTotal, fileDone[p.File])
+		}
+		fileDone[p.File] = p.FileDone
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +49,17 @@ func TestLoadProgress(t *testing.T) {
 	}
 	if last := events[len(events)-1]; last[0] != want {
 		t.Errorf("last event %d, want %d", last[0], want)
+	}
+	for _, f := range ck.Files() {
+		var size int64
+		for _, n := range ck.Names() {
+			if in, _ := ck.Info(n); in.File == f {
+				size += in.Size
+			}
+		}
+		if fileDone[f] != size {
+			t.Errorf("file %s: progress ended at %d of %d tensor bytes", f, fileDone[f], size)
+		}
 	}
 	if largest > loader.ChunkSize {
 		for i := 1; i < len(events); i++ {

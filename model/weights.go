@@ -77,14 +77,24 @@ func (c Config) bindings(w *Weights) []binding {
 	return bs
 }
 
+// Progress says how far a load has come, in tensor bytes handed to the
+// backend: in all, and in the file being read.
+type Progress struct {
+	Done, Total         int64
+	File                string // the safetensors file of the current tensor
+	FileDone, FileTotal int64
+}
+
 // LoadWeights checks every tensor the config implies against the checkpoint
 // (presence and shape, all before any data moves) and then hands each one to
 // the backend. A missing or misshapen tensor is an error naming it.
-func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(done, total int64)) (*Weights, error) {
+// progress, when not nil, is called after every chunk; Done never decreases.
+func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progress)) (*Weights, error) {
 	w := &Weights{}
 	bs := c.bindings(w)
 	infos := make([]loader.Info, len(bs))
 	var total int64
+	fileTotal := map[string]int64{}
 	for i, bd := range bs {
 		found := false
 		for _, n := range bd.names {
@@ -100,6 +110,7 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(done,
 			return nil, fmt.Errorf("tensor %s has shape %v, but the config implies %v", infos[i].Name, infos[i].Shape, bd.shape)
 		}
 		total += infos[i].Size
+		fileTotal[infos[i].File] += infos[i].Size
 	}
 	// Stream in file order: over HTTP, a weight file being stored in the
 	// browser cache is read once, front to back (wasm/webcache.go), and on a
@@ -118,19 +129,20 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(done,
 	// big vocabulary) still moves the bar; it never goes back, even when a
 	// backend reads a tensor twice.
 	var done, reported int64
-	report := func(n int64) {
-		if progress != nil && n > reported {
-			reported = n
-			progress(n, total)
-		}
-	}
+	fileDone := map[string]int64{}
 	for _, i := range order {
 		bd, in := bs[i], infos[i]
 		shape := bd.use
 		if shape == nil {
 			shape = bd.shape
 		}
-		base := done
+		base, fileBase := done, fileDone[in.File]
+		report := func(k int64) { // k bytes of this tensor are loaded
+			if progress != nil && base+k > reported {
+				reported = base + k
+				progress(Progress{Done: base + k, Total: total, File: in.File, FileDone: fileBase + k, FileTotal: fileTotal[in.File]})
+			}
+		}
 		t, err := b.Weight(WeightSpec{
 			Name: in.Name, DType: in.DType, Shape: shape,
 			Stream: func(fn func(off int64, b []byte) error) error {
@@ -138,7 +150,7 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(done,
 					if err := fn(off, b); err != nil {
 						return err
 					}
-					report(base + off + int64(len(b)))
+					report(off + int64(len(b)))
 					return nil
 				})
 			},
@@ -147,8 +159,9 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(done,
 			return nil, fmt.Errorf("loading %s: %w", in.Name, err)
 		}
 		*bd.dst = t
+		report(in.Size)
 		done += in.Size
-		report(done)
+		fileDone[in.File] += in.Size
 	}
 	if c.TieEmbeddings {
 		w.LMHead = w.Embed

@@ -105,8 +105,9 @@ func argOr(args []js.Value, i int) js.Value {
 // note, config, hasTokenizer, seconds, cache}>. url is an absolute http(s) URL
 // of a Hugging Face-layout folder. cache is 'use' (default), 'revalidate' or
 // 'off' (see webcache.go); the result's cache says how many weight bytes came
-// from the cache and how many over the network. onProgress(done, total) gets
-// weight bytes loaded.
+// from the cache and how many over the network. onProgress(done, total, file,
+// fileDone, fileTotal) gets weight bytes loaded, and the same for the
+// safetensors file being read.
 func jsLoadModel(_ js.Value, args []js.Value) any {
 	url, opts := argOr(args, 0), argOr(args, 1)
 	ctx, done, err := startJob(opts)
@@ -230,9 +231,11 @@ func loadFrom(ctx context.Context, fsys *httpFS, url, device string, onProgress 
 		return nil, "", codef(codeTooBig, "the model does not fit: its %d M parameters need %.1f GiB as float32 on the CPU, more than WebAssembly's memory allows (about %d GiB); use WebGPU or a smaller model",
 			elems/1e6, float64(elems*4)/(1<<30), cpuLimit>>30)
 	}
-	var progress func(done, total int64)
+	var progress func(model.Progress)
 	if onProgress.Type() == js.TypeFunction {
-		progress = func(done, total int64) { onProgress.Invoke(float64(done), float64(total)) }
+		progress = func(p model.Progress) {
+			onProgress.Invoke(float64(p.Done), float64(p.Total), p.File, float64(p.FileDone), float64(p.FileTotal))
+		}
 	}
 	m, err := model.Load(fsys, b, progress)
 	if err != nil {

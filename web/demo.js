@@ -100,10 +100,10 @@ async function ensureModel(url, device, signal) {
       device,
       cache,
       signal,
-      onProgress: ({ loaded, total }) => {
+      onProgress: ({ loaded, total, file, fileLoaded, fileTotal }) => {
         ui.progress.max = total;
         ui.progress.value = loaded;
-        ui.progressLabel.textContent = `${mib(loaded)} of ${mib(total)}`;
+        ui.progressLabel.textContent = `${mib(loaded)} of ${mib(total)} (${file}: ${Math.round((100 * fileLoaded) / fileTotal)}%)`;
       },
     });
     m.requested = device;

@@ -33,6 +33,10 @@ export interface LoadProgress {
   loaded: number;
   /** Weight bytes in all; the last event has loaded === total. */
   total: number;
+  /** The safetensors file being read, and its weight bytes loaded / in all. */
+  file: string;
+  fileLoaded: number;
+  fileTotal: number;
 }
 
 export type CachePolicy = 'use' | 'revalidate' | 'off';

@@ -129,7 +129,9 @@ export async function loadModel(url, options = {}) {
   try {
     await conn.request('init', { wasmURL, wasmExecURL });
     const info = await conn.request('load', { url: modelURL, device, cache }, (msg) => {
-      if (msg.type === 'progress') onProgress?.({ loaded: msg.done, total: msg.total });
+      if (msg.type === 'progress') {
+        onProgress?.({ loaded: msg.done, total: msg.total, file: msg.file, fileLoaded: msg.fileDone, fileTotal: msg.fileTotal });
+      }
     });
     return new Model(conn, info, modelURL);
   } catch (err) {

@@ -9,7 +9,7 @@
 //   {type: 'encode' | 'decode' | 'dispose', id, handle, text | ids}
 //   {type: 'abort', target}                      (no reply)
 // Replies (worker → page):
-//   {type: 'progress', id, done, total}
+//   {type: 'progress', id, done, total, file, fileDone, fileTotal}
 //   {type: 'text', id, piece, tokens}
 //   {type: 'done', id, value}
 //   {type: 'error', id, error: {name, message, code}}
@@ -114,7 +114,8 @@ async function handle(msg) {
         device: msg.device,
         cache: msg.cache,
         job: id,
-        onProgress: (done, total) => self.postMessage({ type: 'progress', id, done, total }),
+        onProgress: (done, total, file, fileDone, fileTotal) =>
+          self.postMessage({ type: 'progress', id, done, total, file, fileDone, fileTotal }),
       });
     case 'generate':
       return go.generate(msg.handle, msg.prompt, {

@@ -19,6 +19,7 @@ type tensor struct {
 	shape []int
 	f     []float32
 	ids   []int32
+	freed bool
 }
 
 func (t *tensor) Shape() []int { return t.shape }
@@ -74,7 +75,20 @@ func (*Backend) Write(t model.Tensor, data []float32) { copy(t.(*tensor).f, data
 
 func (*Backend) WriteIDs(t model.Tensor, ids []int32) { copy(t.(*tensor).ids, ids) }
 
-func (*Backend) Read(t model.Tensor) ([]float32, error) { return slices.Clone(t.(*tensor).f), nil }
+func (*Backend) Read(t model.Tensor) ([]float32, error) {
+	tt := t.(*tensor)
+	if tt.freed {
+		return nil, fmt.Errorf("cpu: read: tensor %v was freed", tt.shape)
+	}
+	return slices.Clone(tt.f), nil
+}
+
+// Free drops t's slices for the garbage collector.
+func (*Backend) Free(t model.Tensor) {
+	if tt, ok := t.(*tensor); ok && tt != nil {
+		tt.f, tt.ids, tt.freed = nil, nil, true
+	}
+}
 
 func (*Backend) Zero(t model.Tensor) {
 	tt := t.(*tensor)

@@ -15,3 +15,7 @@ func TestFixtures(t *testing.T) {
 func TestOps(t *testing.T) {
 	modeltest.RunOps(t, cpu.New())
 }
+
+func TestFree(t *testing.T) {
+	modeltest.RunFree(t, cpu.New(), nil)
+}

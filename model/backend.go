@@ -1,6 +1,10 @@
 package model
 
-import "github.com/mamba2web/mamba2/loader"
+import (
+	"time"
+
+	"github.com/mamba2web/mamba2/loader"
+)
 
 // Tensor is an array owned by a Backend: float32 activations and state, int32
 // token ids, or weights in whatever format the backend keeps them. Shapes are
@@ -60,6 +64,10 @@ type Backend interface {
 	Read(t Tensor) ([]float32, error)
 	// Zero clears a tensor (used to reset recurrent state).
 	Zero(t Tensor)
+	// Free releases t's memory now rather than at Close. Operations issued
+	// before Free still see t; t must not be used afterwards. Freeing nil or
+	// a freed tensor does nothing. State.Close frees what a state allocated.
+	Free(t Tensor)
 	// Close releases everything the backend holds.
 	Close() error
 
@@ -100,4 +108,22 @@ type DeviceSampler interface {
 	Sample(ids, logits Tensor, s Sampling, u []float32)
 	// ReadIDs waits for every operation issued so far and returns ids.
 	ReadIDs(ids Tensor) ([]int32, error)
+}
+
+// KernelTime is the device time one kernel took over a profiled stretch.
+type KernelTime struct {
+	Calls int           // dispatches
+	Time  time.Duration // their total device time
+}
+
+// Profiler is an optional Backend extension for backends that can time each
+// kernel on the device (WebGPU with timestamp queries). mamba2 bench
+// --profile prints its figures.
+type Profiler interface {
+	// SetProfiling starts or stops recording kernel times. Starting returns
+	// an error saying why when the backend cannot time kernels.
+	SetProfiling(on bool) error
+	// Profile returns the time of each kernel recorded since the last call,
+	// by kernel name, and starts counting afresh.
+	Profile() map[string]KernelTime
 }

@@ -1,6 +1,9 @@
 package model
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // GatedNorm selects how the gated RMSNorm groups channels (SPEC §2.2).
 type GatedNorm int
@@ -41,6 +44,7 @@ type State struct {
 	conv    []Tensor
 	ssm     []Tensor
 	scratch map[int]*scratch // per positions-per-call, allocated once
+	closed  bool
 }
 
 // scratch holds the activations of one forward call of L positions per
@@ -62,6 +66,31 @@ func (m *Model) NewState(batch int) *State {
 		s.ssm = append(s.ssm, b.Alloc(F32, batch, c.Heads, c.HeadDim, c.State))
 	}
 	return s
+}
+
+// Close frees every tensor the state allocated (its conv and SSM state and
+// the activations of each call size, the returned logits included). A long
+// running program that makes many states must close them, or their memory
+// lives until Backend.Close. Close is idempotent; Forward on a closed state
+// returns an error, and Reset does nothing.
+func (s *State) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	b := s.m.Backend
+	for l := range s.conv {
+		b.Free(s.conv[l])
+		b.Free(s.ssm[l])
+	}
+	for _, sc := range s.scratch {
+		for _, t := range []Tensor{sc.ids, sc.mask, sc.h, sc.u, sc.proj, sc.xbc, sc.y, sc.g,
+			sc.delta, sc.last, sc.logitsLast, sc.logitsAll} {
+			b.Free(t) // logitsAll may be nil, which Free ignores
+		}
+	}
+	s.conv, s.ssm, s.scratch = nil, nil, nil
+	return nil
 }
 
 // Reset clears the state so the next call starts new sequences.
@@ -104,6 +133,9 @@ func (s *State) scratchFor(L int) *scratch {
 // The returned tensor belongs to the state and is overwritten by the next
 // call; Read it before then.
 func (s *State) Forward(ids []int32, mask []float32, lastOnly bool) (Tensor, error) {
+	if s.closed {
+		return nil, errors.New("forward: the state is closed")
+	}
 	B := s.Batch
 	if len(ids) == 0 || len(ids)%B != 0 {
 		return nil, fmt.Errorf("forward: %d ids do not split into %d sequences", len(ids), B)

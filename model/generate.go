@@ -193,7 +193,9 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 		ids[i] = int32(v)
 	}
 	st := m.NewState(1)
-	next := m.Picker(o.Sampling)
+	defer st.Close()
+	next, free := m.picker(o.Sampling)
+	defer free()
 	var res Result
 	emitted := 0 // bytes of text already passed to OnText
 	for {
@@ -251,12 +253,20 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 // Picker returns the function that chooses the next token from a row of
 // logits: on the device when the backend is a DeviceSampler (only the id is
 // read back), otherwise on the host. Generate and benchmarks share it.
+//
+// On a device sampler it holds a one-id tensor until Backend.Close.
 func (m *Model) Picker(o Sampling) func(logits Tensor) (int, error) {
+	pick, _ := m.picker(o)
+	return pick
+}
+
+// picker is Picker with the function that frees what it holds.
+func (m *Model) picker(o Sampling) (pick func(logits Tensor) (int, error), free func()) {
 	sampler := NewSampler(o)
 	if ds, ok := m.Backend.(DeviceSampler); ok {
 		return m.deviceSample(ds, sampler, o)
 	}
-	return m.hostSample(sampler)
+	return m.hostSample(sampler), func() {}
 }
 
 // hostSample reads the logits back and samples on the CPU.
@@ -273,9 +283,10 @@ func (m *Model) hostSample(s *Sampler) func(Tensor) (int, error) {
 // deviceSample samples where the logits are and reads back only the id. It
 // draws random numbers exactly when the host path does, so a seed gives the
 // same stream on every backend.
-func (m *Model) deviceSample(ds DeviceSampler, s *Sampler, o Sampling) func(Tensor) (int, error) {
+func (m *Model) deviceSample(ds DeviceSampler, s *Sampler, o Sampling) (func(Tensor) (int, error), func()) {
 	idT := m.Backend.Alloc(I32, 1)
 	u := []float32{0}
+	free := func() { m.Backend.Free(idT) }
 	return func(out Tensor) (int, error) {
 		if o.Temperature != 0 {
 			u[0] = s.Uniform()
@@ -286,7 +297,7 @@ func (m *Model) deviceSample(ds DeviceSampler, s *Sampler, o Sampling) func(Tens
 			return 0, err
 		}
 		return int(ids[0]), nil
-	}
+	}, free
 }
 
 func isStop(id int, stop []int) bool {

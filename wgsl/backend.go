@@ -9,11 +9,13 @@
 //     Read and ReadIDs end the pass, submit once and map one staging buffer.
 //     A decoded token (every layer plus sampling) is one submission, and
 //     only the sampled ids come back.
-//   - Buffers are created by Alloc and Weight, once. Bind groups are cached
-//     by the buffers they bind, and the per-dispatch parameters (sizes,
-//     offsets, eps) live in a uniform arena reached through a dynamic offset,
-//     so a repeated decode step creates no GPU object at all; the arena is
-//     uploaded with one WriteBuffer per submission.
+//   - Buffers are created by Alloc and Weight, once, and destroyed by Free
+//     (State.Close frees a state's), with the bind groups that bind them.
+//     Bind groups are cached by the buffers they bind, and the per-dispatch
+//     parameters (sizes, offsets, eps) live in a uniform arena reached
+//     through a dynamic offset, so a repeated decode step creates no GPU
+//     object at all; the arena is uploaded with one WriteBuffer per
+//     submission.
 //   - Pipelines are cached by a comparable key (shader file + defines).
 //   - Weights keep their checkpoint format: f16 and bf16 matrices stay packed
 //     two per u32 and are widened in the shader; the format is a define, so
@@ -21,6 +23,9 @@
 //   - Nothing exceeds the device's buffer and binding limits: big matrices
 //     (embedding, lm_head) are split by rows into several buffers, and the
 //     kernels run once per part.
+//
+// With Options.Profile, natively, every dispatch is timed on the device with
+// timestamp queries (profile.go); model.Profiler reads the times.
 //
 // Interface methods cannot return errors, so the backend keeps the first one
 // and returns it from the next Read or ReadIDs; an operation whose tensors
@@ -52,14 +57,28 @@ type Options struct {
 	// ArenaSlots is how many dispatches one submission may record before the
 	// backend submits early to reuse the parameter arena; 0 means 4096.
 	ArenaSlots int
+	// Profile requests the timestamp-query feature, when the adapter has
+	// it, and records the device time of every dispatch from the start
+	// (SetProfiling turns recording off and on, Profile reads the times).
+	// Each dispatch then runs in its own compute pass between two
+	// timestamps, and every submission waits for its timestamps, so a
+	// profiled run is slower than a plain one. Without Profile nothing of
+	// this exists: the feature is not requested and dispatches share a pass.
+	Profile bool
 }
 
 // Stats counts what the backend has created and done, so tests can check
-// that steady-state decoding creates nothing.
+// that steady-state decoding creates nothing and that freeing gives
+// everything back.
 type Stats struct {
 	Buffers, BindGroups, Pipelines int // created so far
 	Submissions, Dispatches        int // so far
 	SplitWeights                   int // weights stored in more than one buffer
+
+	// What is alive now: buffers (the backend's own included) with their
+	// bytes, and cached bind groups. Free and State.Close bring them down.
+	LiveBuffers, LiveBindGroups int
+	LiveBytes                   uint64
 }
 
 // Backend runs the model on a WebGPU device. It is not safe for concurrent
@@ -96,9 +115,17 @@ type Backend struct {
 	pipes   map[pipeKey]*pipeline
 	layouts map[string]*layout
 	groups  map[groupKey]*wgpu.BindGroup
-	scratch map[string]*tensor // internal buffers of multi-pass kernels
+	byID    map[uint64]map[groupKey]struct{} // the cached groups binding each buffer
+	scratch map[string]*tensor               // internal buffers of multi-pass kernels
 
-	all    []*wgpu.Buffer // every buffer, for Close
+	all map[*wgpu.Buffer]uint64 // every live buffer and its size, for Close
+	// Freed objects that work being recorded may still use: they are
+	// destroyed right after the next submission (WebGPU keeps them alive
+	// until submitted work that uses them completes).
+	deadBufs   []*wgpu.Buffer
+	deadGroups []*wgpu.BindGroup
+
+	prof   profiler
 	nextID uint64
 	stats  Stats
 	closed bool
@@ -107,7 +134,7 @@ type Backend struct {
 // New opens the default WebGPU adapter and device. Without one it returns
 // an error that starts with "no WebGPU adapter:".
 func New(opts Options) (*Backend, error) {
-	plat, dev, adapterLimits, info, err := openDevice()
+	plat, dev, adapterLimits, info, timestamps, err := openDevice(opts.Profile)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +145,9 @@ func New(opts Options) (*Backend, error) {
 		pipes:         map[pipeKey]*pipeline{},
 		layouts:       map[string]*layout{},
 		groups:        map[groupKey]*wgpu.BindGroup{},
+		byID:          map[uint64]map[groupKey]struct{}{},
 		scratch:       map[string]*tensor{},
+		all:           map[*wgpu.Buffer]uint64{},
 	}
 	l := b.Limits
 	b.maxBinding = min(l.MaxStorageBufferBindingSize, l.MaxBufferSize)
@@ -154,6 +183,11 @@ func New(opts Options) (*Backend, error) {
 		b.Close()
 		return nil, err
 	}
+	if opts.Profile {
+		b.prof.init(b, timestamps, min(n+1, maxQueries))
+	} else {
+		b.prof.why = errors.New("the backend was opened without wgsl.Options.Profile, so it did not ask for timestamp queries")
+	}
 	return b, nil
 }
 
@@ -163,6 +197,15 @@ const maxStorageBindings = 7
 
 // Adapter describes the adapter in use (in js, what GPUAdapter.info tells).
 func (b *Backend) Adapter() wgpu.AdapterInfo { return b.info }
+
+// describeAdapter names an adapter for a message.
+func describeAdapter(info wgpu.AdapterInfo) string {
+	name := info.DriverDescription
+	if name == "" {
+		name = info.Name
+	}
+	return fmt.Sprintf("%q (%s, %s)", name, info.BackendType, info.AdapterType)
+}
 
 // Name implements model.Backend.
 func (b *Backend) Name() string { return "webgpu" }
@@ -204,6 +247,8 @@ func (b *Backend) Close() error {
 		b.enc.Release()
 		b.enc = nil
 	}
+	b.releaseDead()
+	b.prof.release()
 	for _, g := range b.groups {
 		g.Release()
 	}
@@ -214,11 +259,12 @@ func (b *Backend) Close() error {
 		l.pipeLayout.Release()
 		l.bgl.Release()
 	}
-	for _, buf := range b.all {
+	for buf := range b.all {
 		buf.Destroy()
 		buf.Release()
 	}
-	b.groups, b.pipes, b.layouts, b.all = nil, nil, nil, nil
+	b.groups, b.byID, b.pipes, b.layouts, b.all = nil, nil, nil, nil, nil
+	b.stats.LiveBuffers, b.stats.LiveBindGroups, b.stats.LiveBytes = 0, 0, 0
 	if b.queue != nil {
 		b.queue.Release()
 	}
@@ -278,6 +324,8 @@ type tensor struct {
 	cols   int // elements per row
 	stride int // stored elements per row: cols, rounded up to even when packed
 	parts  []part
+	role   string // for a weight, what it is (in_proj, lm_head...): profiles name matmuls by it
+	freed  bool
 }
 
 func (t *tensor) Shape() []int { return t.shape }
@@ -285,7 +333,8 @@ func (t *tensor) Shape() []int { return t.shape }
 // elems is the number of logical elements.
 func (t *tensor) elems() int { return t.rows * t.cols }
 
-// ok is false for a tensor whose creation failed (the error is recorded).
+// ok is false for a tensor whose creation failed (the error is recorded)
+// or that was freed.
 func (t *tensor) ok() bool { return t != nil && len(t.parts) > 0 }
 
 func (t *tensor) String() string {
@@ -307,9 +356,83 @@ func (b *Backend) newBuffer(label string, size uint64, usage wgpu.BufferUsage) (
 	if err != nil {
 		return nil, fmt.Errorf("wgsl: creating buffer %s of %d bytes: %v", label, size, err)
 	}
-	b.all = append(b.all, buf)
+	b.all[buf] = size
 	b.stats.Buffers++
+	b.stats.LiveBuffers++
+	b.stats.LiveBytes += size
 	return buf, nil
+}
+
+// dropBuffer forgets buf and destroys it, after the next submission when
+// work is being recorded (it may use buf), at once otherwise. Cached bind
+// groups that bind it must be dropped first (dropGroups).
+func (b *Backend) dropBuffer(buf *wgpu.Buffer) {
+	size, ok := b.all[buf]
+	if !ok {
+		return
+	}
+	delete(b.all, buf)
+	b.stats.LiveBuffers--
+	b.stats.LiveBytes -= size
+	b.deadBufs = append(b.deadBufs, buf)
+	if b.enc == nil {
+		b.releaseDead()
+	}
+}
+
+// dropGroups removes the cached bind groups that bind buffer id; they are
+// released with the freed buffers.
+func (b *Backend) dropGroups(id uint64) {
+	for key := range b.byID[id] {
+		if g, ok := b.groups[key]; ok {
+			delete(b.groups, key)
+			b.stats.LiveBindGroups--
+			b.deadGroups = append(b.deadGroups, g)
+		}
+		for _, other := range key.ids[:key.n] {
+			if set := b.byID[other]; set != nil {
+				delete(set, key)
+				if len(set) == 0 {
+					delete(b.byID, other)
+				}
+			}
+		}
+	}
+	delete(b.byID, id)
+}
+
+// releaseDead releases the bind groups and destroys the buffers that were
+// freed while work was being recorded.
+func (b *Backend) releaseDead() {
+	for _, g := range b.deadGroups {
+		g.Release()
+	}
+	for _, buf := range b.deadBufs {
+		buf.Destroy()
+		buf.Release()
+	}
+	clear(b.deadGroups)
+	clear(b.deadBufs)
+	b.deadGroups, b.deadBufs = b.deadGroups[:0], b.deadBufs[:0]
+}
+
+// Free implements model.Backend: it destroys t's buffers and drops the
+// cached bind groups that bind them. Operations recorded before Free still
+// see t (the buffers go after the next submission); t cannot be used
+// afterwards. Freeing nil or a freed tensor does nothing.
+func (b *Backend) Free(x model.Tensor) {
+	if x == nil || b.closed {
+		return
+	}
+	t := b.asTensor("free", x, "tensor")
+	if t == nil || t.freed {
+		return
+	}
+	for _, p := range t.parts {
+		b.dropGroups(p.id)
+		b.dropBuffer(p.buf)
+	}
+	t.parts, t.freed = nil, true
 }
 
 func (b *Backend) addPart(t *tensor, row0, rows int, usage wgpu.BufferUsage) error {
@@ -372,11 +495,21 @@ func (b *Backend) asTensor(op string, x model.Tensor, what string) *tensor {
 	return t
 }
 
+// usable says whether t can be used, recording an error when it was freed
+// (a tensor whose creation failed has its error recorded already).
+func (b *Backend) usable(op string, t *tensor) bool {
+	if t != nil && t.freed {
+		b.failf("%s: %s was freed", op, t)
+		return false
+	}
+	return t.ok()
+}
+
 // Write implements model.Backend. Operations recorded before it are
 // submitted first, so they see the old contents.
 func (b *Backend) Write(x model.Tensor, data []float32) {
 	t := b.asTensor("write", x, "tensor")
-	if !t.ok() {
+	if !b.usable("write", t) {
 		return
 	}
 	if t.kind != model.F32 {
@@ -389,7 +522,7 @@ func (b *Backend) Write(x model.Tensor, data []float32) {
 // WriteIDs implements model.Backend.
 func (b *Backend) WriteIDs(x model.Tensor, ids []int32) {
 	t := b.asTensor("write ids", x, "tensor")
-	if !t.ok() {
+	if !b.usable("write ids", t) {
 		return
 	}
 	if t.kind != model.I32 {
@@ -419,7 +552,7 @@ func (b *Backend) upload(t *tensor, data []byte) {
 // with the operations around it.
 func (b *Backend) Zero(x model.Tensor) {
 	t := b.asTensor("zero", x, "tensor")
-	if !t.ok() {
+	if !b.usable("zero", t) {
 		return
 	}
 	for _, p := range t.parts {
@@ -467,6 +600,9 @@ func (b *Backend) readBack(t *tensor) ([]byte, error) {
 	if t == nil {
 		b.failf("read: nil tensor")
 	}
+	if b.err == nil && t.freed {
+		b.failf("read: %s was freed", t)
+	}
 	if b.err == nil && !t.ok() {
 		b.failf("read: %s was never created", t)
 	}
@@ -486,9 +622,7 @@ func (b *Backend) readBack(t *tensor) ([]byte, error) {
 	}
 	if b.staging == nil || b.stSize < size {
 		if b.staging != nil {
-			b.staging.Destroy()
-			b.staging.Release()
-			b.all = slices.DeleteFunc(b.all, func(x *wgpu.Buffer) bool { return x == b.staging })
+			b.dropBuffer(b.staging)
 		}
 		var err error
 		b.stSize = max(size, 4096)
@@ -504,30 +638,32 @@ func (b *Backend) readBack(t *tensor) ([]byte, error) {
 	if err := b.takeErr(); err != nil {
 		return nil, err
 	}
-	out, err := b.mapRead(size)
+	out, err := b.mapRead(b.staging, size)
 	if cerr := b.checkSubmitted(); cerr != nil {
 		return nil, cerr
 	}
 	return out, err
 }
 
-func (b *Backend) mapRead(size uint64) ([]byte, error) {
+// mapRead waits for the submitted work and returns a copy of the first
+// size bytes of the MapRead buffer buf.
+func (b *Backend) mapRead(buf *wgpu.Buffer, size uint64) ([]byte, error) {
 	done := false
 	status := wgpu.BufferMapAsyncStatusSuccess
-	err := b.staging.MapAsync(wgpu.MapModeRead, 0, size, func(s wgpu.BufferMapAsyncStatus) {
+	err := buf.MapAsync(wgpu.MapModeRead, 0, size, func(s wgpu.BufferMapAsyncStatus) {
 		status, done = s, true
 	})
 	if err != nil {
-		return nil, fmt.Errorf("wgsl: mapping the staging buffer: %v", err)
+		return nil, fmt.Errorf("wgsl: mapping a read-back buffer: %v", err)
 	}
 	for !done {
 		b.dev.Poll(true, nil) // natively this runs the callback; in js MapAsync already waited
 	}
 	if status != wgpu.BufferMapAsyncStatusSuccess {
-		return nil, fmt.Errorf("wgsl: mapping the staging buffer failed: %v", status)
+		return nil, fmt.Errorf("wgsl: mapping a read-back buffer failed: %v", status)
 	}
-	out := slices.Clone(b.staging.GetMappedRange(0, uint(size)))
-	b.staging.Unmap()
+	out := slices.Clone(buf.GetMappedRange(0, uint(size)))
+	buf.Unmap()
 	return out, nil
 }
 
@@ -543,6 +679,7 @@ type pipeKey struct {
 type pipeline struct {
 	pipe   *wgpu.ComputePipeline
 	layout *layout
+	name   string // the kernel's name in profiles (kernelName)
 }
 
 // layout is a bind group layout (a uniform with a dynamic offset, then the
@@ -646,7 +783,7 @@ func (b *Backend) pipelineFor(shader string, d defines, access string) (*pipelin
 	if err != nil {
 		return nil, fmt.Errorf("creating pipeline %s: %v", label, err)
 	}
-	p := &pipeline{pipe: pipe, layout: l}
+	p := &pipeline{pipe: pipe, layout: l, name: kernelName(shader, d)}
 	b.pipes[key] = p
 	b.stats.Pipelines++
 	return p, nil
@@ -669,7 +806,17 @@ func (b *Backend) groupFor(l *layout, binds []bind) (*wgpu.BindGroup, error) {
 		return nil, err
 	}
 	b.groups[key] = g
+	for _, id := range key.ids[:key.n] {
+		if id == 0 {
+			continue // the dummy buffer, never freed
+		}
+		if b.byID[id] == nil {
+			b.byID[id] = map[groupKey]struct{}{}
+		}
+		b.byID[id][key] = struct{}{}
+	}
 	b.stats.BindGroups++
+	b.stats.LiveBindGroups++
 	return g, nil
 }
 
@@ -691,6 +838,12 @@ func ceilDiv(a, b uint32) uint32 { return (a + b - 1) / b }
 // grid when needed). It checks the WebGPU rule that a buffer bound writable
 // is bound nowhere else in the same dispatch.
 func (b *Backend) dispatch(shader string, d defines, binds []bind, p params, groups uint32) {
+	b.dispatchAs(shader, d, "", binds, p, groups)
+}
+
+// dispatchAs is dispatch with a note that profiles add to the kernel's name
+// (the weight a matmul multiplies by).
+func (b *Backend) dispatchAs(shader string, d defines, note string, binds []bind, p params, groups uint32) {
 	if b.closed {
 		b.failf("%s: the backend is closed", shader)
 		return
@@ -727,10 +880,13 @@ func (b *Backend) dispatch(shader string, d defines, binds []bind, p params, gro
 		b.fail(fmt.Errorf("wgsl: %s: %v", shader, err))
 		return
 	}
-	if b.slots*int(b.slot) >= len(b.host) {
-		b.submit(nil) // the arena is full: run what is recorded and start over
+	if b.slots*int(b.slot) >= len(b.host) || b.prof.full() {
+		b.submit(nil) // the arena (or query set) is full: run what is recorded and start over
 	}
 	if b.enc == nil && !b.beginEncoder() {
+		return
+	}
+	if b.prof.on && !b.prof.begin(b) {
 		return
 	}
 	if b.pass == nil {
@@ -751,6 +907,19 @@ func (b *Backend) dispatch(shader string, d defines, binds []bind, p params, gro
 	b.pass.SetBindGroup(0, group, []uint32{uint32(off)})
 	b.pass.DispatchWorkgroups(x, y, 1)
 	b.stats.Dispatches++
+	if b.prof.on {
+		// The dispatch gets a pass of its own, closed by a timestamp.
+		if err := endPass(b.pass); err != nil {
+			b.fail(fmt.Errorf("wgsl: %v", err))
+		}
+		b.pass.Release()
+		b.pass = nil
+		name := pipe.name
+		if note != "" {
+			name += "(" + note + ")"
+		}
+		b.prof.stamp(b, name)
+	}
 }
 
 // submit ends the pass, lets extra add commands after it (the copy of a
@@ -776,11 +945,14 @@ func (b *Backend) submit(extra func(*wgpu.CommandEncoder) error) {
 			b.fail(fmt.Errorf("wgsl: %v", err))
 		}
 	}
+	timed := b.prof.resolve(enc)
 	cmd, err := enc.Finish(nil)
 	if err != nil {
 		b.fail(fmt.Errorf("wgsl: recording commands: %v", err))
 		b.slots = 0
+		b.prof.discard()
 		b.pending = append(b.pending, b.plat.pop())
+		b.releaseDead()
 		return
 	}
 	defer cmd.Release()
@@ -793,6 +965,10 @@ func (b *Backend) submit(extra func(*wgpu.CommandEncoder) error) {
 	b.queue.Submit(cmd)
 	b.pending = append(b.pending, b.plat.pop())
 	b.stats.Submissions++
+	b.releaseDead()
+	if timed {
+		b.prof.collect(b)
+	}
 }
 
 // beginEncoder starts recording a submission, inside an error scope where

@@ -18,7 +18,14 @@ type platform struct {
 	dev js.Value
 }
 
-// openDevice talks to navigator.gpu directly instead of through the
+// openDevice opens the device with openJSDevice. Kernels cannot be timed
+// in js (errNoTimestamps), so the timestamp-query feature is never asked for.
+func openDevice(bool) (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, error, error) {
+	p, d, l, i, err := openJSDevice()
+	return p, d, l, i, errNoTimestamps, err
+}
+
+// openJSDevice talks to navigator.gpu directly instead of through the
 // binding's Instance and Adapter, for three reasons: the binding drops
 // RequiredLimits in js, so the device could never get more than WebGPU's
 // defaults; it leaves GetInfo empty; and the device's JS object is needed
@@ -30,7 +37,7 @@ type platform struct {
 // maxBufferSize (often 1–4 GiB instead of 128/256 MiB), so big matrices
 // need fewer parts. Like every blocking call here, it must run on a
 // goroutine that may block, not inside a synchronous js.FuncOf callback.
-func openDevice() (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, error) {
+func openJSDevice() (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, error) {
 	var none wgpu.Limits
 	gpu := js.Global().Get("navigator")
 	if gpu.Truthy() {

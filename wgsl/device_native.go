@@ -69,12 +69,15 @@ type platform struct {
 
 // openDevice opens the adapter and its device. RequiredLimits stays nil:
 // the binding fills that struct unreliably (PLATFORM.md), so the device gets
-// WebGPU's default limits, which the backend reads back and respects.
-func openDevice() (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, error) {
-	var p platform
+// WebGPU's default limits, which the backend reads back and respects. With
+// timestamps it also asks for the timestamp-query feature when the adapter
+// has it; tsErr is nil when the device has it and says why not otherwise.
+// (wgpu-native v22 lets a command encoder write timestamps with that
+// feature alone; it has no separate "inside encoders" feature.)
+func openDevice(timestamps bool) (p platform, dev *wgpu.Device, limits wgpu.Limits, info wgpu.AdapterInfo, tsErr error, err error) {
 	inst, err := createInstance()
 	if err != nil {
-		return p, nil, wgpu.Limits{}, wgpu.AdapterInfo{}, fmt.Errorf("no WebGPU adapter: %v (%s)", err, adapterHint)
+		return p, nil, limits, info, nil, fmt.Errorf("no WebGPU adapter: %v (%s)", err, adapterHint)
 	}
 	adapter, err := requestAdapter(inst)
 	if err != nil || adapter == nil {
@@ -82,15 +85,26 @@ func openDevice() (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, error)
 		if err == nil {
 			err = fmt.Errorf("none found")
 		}
-		return p, nil, wgpu.Limits{}, wgpu.AdapterInfo{}, fmt.Errorf("no WebGPU adapter: %v (%s)", err, adapterHint)
+		return p, nil, limits, info, nil, fmt.Errorf("no WebGPU adapter: %v (%s)", err, adapterHint)
 	}
-	dev, err := adapter.RequestDevice(&wgpu.DeviceDescriptor{Label: "mamba2"})
+	info = adapter.GetInfo()
+	desc := &wgpu.DeviceDescriptor{Label: "mamba2"}
+	tsErr = fmt.Errorf("timestamp queries were not requested")
+	if timestamps {
+		if adapter.HasFeature(wgpu.FeatureNameTimestampQuery) {
+			desc.RequiredFeatures = []wgpu.FeatureName{wgpu.FeatureNameTimestampQuery}
+			tsErr = nil
+		} else {
+			tsErr = fmt.Errorf("the adapter %s lacks the timestamp-query feature", describeAdapter(info))
+		}
+	}
+	dev, err = adapter.RequestDevice(desc)
 	if err != nil || dev == nil {
 		adapter.Release()
 		inst.Release()
-		return p, nil, wgpu.Limits{}, wgpu.AdapterInfo{}, fmt.Errorf("no WebGPU device: %v", err)
+		return p, nil, limits, info, nil, fmt.Errorf("no WebGPU device: %v", err)
 	}
-	return platform{inst, adapter}, dev, adapter.GetLimits().Limits, adapter.GetInfo(), nil
+	return platform{inst, adapter}, dev, adapter.GetLimits().Limits, info, tsErr, nil
 }
 
 func (p platform) release() {

@@ -23,6 +23,10 @@ func (b *Backend) need(op, what string, x model.Tensor) *tensor {
 	if t == nil {
 		return nil
 	}
+	if t.freed {
+		b.failf("%s: %s %v was freed", op, what, t.shape)
+		return nil
+	}
 	if !t.ok() {
 		b.failf("%s: %s %v was never created (see the first error)", op, what, t.shape)
 		return nil
@@ -172,7 +176,7 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
 		} else {
 			groups = ceilDiv(uint32(p.rows), 64) * ceilDiv(uint32(T), 64)
 		}
-		b.dispatch("matmul.wgsl", d,
+		b.dispatchAs("matmul.wgsl", d, wt.role,
 			[]bind{ro(xt.parts[0]), ro(p), b.opt(bt), rw(o.parts[0])},
 			params{uint32(T), uint32(p.rows), uint32(K), uint32(stride), uint32(N), uint32(p.row0), b2u(bt != nil)},
 			groups)

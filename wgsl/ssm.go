@@ -110,11 +110,16 @@ func (b *Backend) ssmChunked(yt, xt, pt, st, bt, at, dt *tensor, a model.SSMArgs
 }
 
 // scratchFor returns the backend's scratch buffer called name with at least
-// n floats, replacing a smaller one. A replaced buffer stays alive until
-// Close, since recorded work may still use it.
+// n floats, replacing a smaller one, which is freed (after the next
+// submission, since recorded work may still use it).
 func (b *Backend) scratchFor(name string, n int) *tensor {
-	if t, ok := b.scratch[name]; ok && t.elems() >= n {
-		return t
+	old, ok := b.scratch[name]
+	if ok && old.elems() >= n {
+		return old
+	}
+	if ok {
+		b.Free(old)
+		delete(b.scratch, name)
 	}
 	t := &tensor{name: name, shape: []int{n}, kind: model.F32, format: fmtF32, rows: 1, cols: n, stride: n}
 	if err := b.addPart(t, 0, 1, wgpu.BufferUsageStorage); err != nil {

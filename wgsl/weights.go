@@ -44,7 +44,7 @@ func (b *Backend) weight(w model.WeightSpec) (*tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &tensor{name: w.Name, shape: slices.Clone(w.Shape), kind: model.F32, rows: 1, cols: n}
+	t := &tensor{name: w.Name, shape: slices.Clone(w.Shape), kind: model.F32, rows: 1, cols: n, role: roleOf(w.Name)}
 	if len(w.Shape) >= 2 {
 		t.rows = w.Shape[0]
 		if t.rows > 0 {

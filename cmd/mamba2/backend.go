@@ -6,7 +6,7 @@ import (
 )
 
 // newWebGPU opens the WebGPU backend on the first adapter (a discrete GPU
-// when there is one).
-var newWebGPU = func() (model.Backend, error) {
-	return wgsl.New(wgsl.Options{})
+// when there is one); profile asks for kernel timing (bench --profile).
+var newWebGPU = func(profile bool) (model.Backend, error) {
+	return wgsl.New(wgsl.Options{Profile: profile})
 }

@@ -15,13 +15,6 @@ import (
 	"github.com/mamba2web/mamba2/model"
 )
 
-// Profiler is implemented by backends that can time their kernels on the
-// device (WebGPU with timestamp queries).
-type Profiler interface {
-	// Profile returns accumulated device time per kernel since the last call.
-	Profile() map[string]time.Duration
-}
-
 func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("bench")
 	var mf modelFlags
@@ -31,6 +24,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	lengths := fs.String("prompt-lengths", "128,512,2048", "prefill lengths to time")
 	decode := fs.Int("decode-tokens", 64, "decode steps to time")
 	reps := fs.Int("reps", 5, "repetitions per prefill length")
+	profile := fs.Bool("profile", false, "also time every kernel on the device (WebGPU timestamp queries), in extra runs after the timed ones")
 	asJSON := fs.Bool("json", false, "print the figures as JSON")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -45,6 +39,10 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	if *decode <= 0 || *reps <= 0 {
 		return fmt.Errorf("--decode-tokens and --reps must be positive")
+	}
+	gn, err := model.ParseGatedNorm(mf.gatedNorm)
+	if err != nil {
+		return err
 	}
 
 	var m *model.Model
@@ -61,7 +59,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if err != nil {
 			return err
 		}
-		b, err := openBackend(mf.backend, stderr)
+		b, err := openBackend(mf.backend, *profile, stderr)
 		if err != nil {
 			return err
 		}
@@ -71,7 +69,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		name = "random " + *shape + " (" + *dtype + ")"
 	} else {
-		var err error
+		mf.profile = *profile
 		if m, _, err = mf.load(ctx, stderr); err != nil {
 			return err
 		}
@@ -80,10 +78,6 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 	}
 	defer m.Backend.Close()
-	gn, err := model.ParseGatedNorm(mf.gatedNorm)
-	if err != nil {
-		return err
-	}
 	m.GatedNorm = gn
 
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -94,20 +88,41 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		return ids
 	}
-	prof, _ := m.Backend.(Profiler)
 	report := benchReport{Model: name, Backend: m.Backend.Name()}
 
+	// With --profile, prof times kernels in extra runs after the timed ones,
+	// which go without it; or ProfileUnavailable says why it cannot.
+	var prof model.Profiler
+	if p, ok := m.Backend.(model.Profiler); *profile && !ok {
+		report.ProfileUnavailable = "the " + m.Backend.Name() + " backend runs on the host, with no device timers (use --backend webgpu)"
+	} else if *profile {
+		if err := p.SetProfiling(true); err != nil {
+			report.ProfileUnavailable = err.Error()
+		} else {
+			prof = p
+		}
+		if err := p.SetProfiling(false); err != nil {
+			return err
+		}
+	}
+
+	prefill := func(L int) error {
+		st := m.NewState(1)
+		defer st.Close()
+		out, err := st.Forward(randomIDs(L), nil, true)
+		if err == nil {
+			_, err = m.Backend.Read(out)
+		}
+		return err
+	}
 	for _, L := range lens {
 		var times []time.Duration
 		for r := range *reps + 1 {
-			st := m.NewState(1)
-			ids := randomIDs(L)
-			start := time.Now()
-			out, err := st.Forward(ids, nil, true)
-			if err == nil {
-				_, err = m.Backend.Read(out)
+			if err := ctx.Err(); err != nil {
+				return err
 			}
-			if err != nil {
+			start := time.Now()
+			if err := prefill(L); err != nil {
 				return err
 			}
 			if r > 0 { // the first run warms up pipelines and buffers
@@ -118,39 +133,74 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		report.Prefill = append(report.Prefill, prefillFigure{Tokens: L, Median: med.Seconds(), TokensPerSec: float64(L) / med.Seconds()})
 	}
 
-	if prof != nil {
-		prof.Profile() // reset
+	pick := m.Picker(model.Sampling{}) // greedy, as Generate decodes
+	// decodeRun prefills 16 tokens, then times n+1 greedy steps, the first
+	// a warm-up; with profiled, prof times the n others.
+	decodeRun := func(n int, profiled bool) ([]time.Duration, map[string]model.KernelTime, error) {
+		st := m.NewState(1)
+		defer st.Close()
+		out, err := st.Forward(randomIDs(16), nil, true)
+		if err != nil {
+			return nil, nil, err
+		}
+		var times []time.Duration
+		for i := range n + 1 {
+			if err := ctx.Err(); err != nil {
+				return nil, nil, err
+			}
+			if i == 1 && profiled {
+				if err := prof.SetProfiling(true); err != nil {
+					return nil, nil, err
+				}
+				prof.Profile() // the prefill and the warm-up step are not counted
+			}
+			start := time.Now()
+			next, err := pick(out)
+			if err != nil {
+				return nil, nil, err
+			}
+			if out, err = st.Forward([]int32{int32(next)}, nil, true); err != nil {
+				return nil, nil, err
+			}
+			if i > 0 {
+				times = append(times, time.Since(start))
+			}
+		}
+		if !profiled {
+			return times, nil, nil
+		}
+		kernels := prof.Profile() // runs the last step's forward pass too
+		return times, kernels, prof.SetProfiling(false)
 	}
-	st := m.NewState(1)
-	out, err := st.Forward(randomIDs(16), nil, true)
+	times, _, err := decodeRun(*decode, false)
 	if err != nil {
 		return err
 	}
-	var times []time.Duration
-	pick := m.Picker(model.Sampling{}) // greedy, as Generate decodes
-	for i := range *decode + 1 {
-		if err := ctx.Err(); err != nil {
-			return err
+	med := median(times)
+	report.Decode = decodeFigure{Tokens: *decode, MedianPerToken: med.Seconds(), TokensPerSec: 1 / med.Seconds()}
+
+	if prof != nil {
+		for _, L := range lens {
+			if err := prof.SetProfiling(true); err != nil {
+				return err
+			}
+			prof.Profile()
+			for range *reps {
+				if err := prefill(L); err != nil {
+					return err
+				}
+			}
+			report.ProfilePrefill = append(report.ProfilePrefill, newProfileTable(L, *reps, prof.Profile()))
+			if err := prof.SetProfiling(false); err != nil {
+				return err
+			}
 		}
-		start := time.Now()
-		next, err := pick(out)
+		_, kernels, err := decodeRun(*decode, true)
 		if err != nil {
 			return err
 		}
-		if out, err = st.Forward([]int32{int32(next)}, nil, true); err != nil {
-			return err
-		}
-		if i > 0 {
-			times = append(times, time.Since(start))
-		}
-	}
-	med := median(times)
-	report.Decode = decodeFigure{Tokens: *decode, MedianPerToken: med.Seconds(), TokensPerSec: 1 / med.Seconds()}
-	if prof != nil {
-		for k, v := range prof.Profile() {
-			report.Kernels = append(report.Kernels, kernelFigure{Kernel: k, PerToken: v.Seconds() / float64(*decode+1)})
-		}
-		sort.Slice(report.Kernels, func(a, b int) bool { return report.Kernels[a].PerToken > report.Kernels[b].PerToken })
+		t := newProfileTable(1, *decode, kernels)
+		report.ProfileDecode = &t
 	}
 	if *asJSON {
 		return writeJSON(stdout, report)
@@ -159,6 +209,8 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	return nil
 }
 
+// benchBackend opens the backend as openBackend does, but with --profile a
+// WebGPU backend is opened for profiling (it asks for timestamp queries).
 type prefillFigure struct {
 	Tokens       int     `json:"tokens"`
 	Median       float64 `json:"median_s"`
@@ -171,9 +223,50 @@ type decodeFigure struct {
 	TokensPerSec   float64 `json:"tokens_per_s"`
 }
 
+// kernelFigure is one kernel's share of a profiled prefill or decode step,
+// per run (one prefill of the prompt, or one decoded token).
 type kernelFigure struct {
-	Kernel   string  `json:"kernel"`
-	PerToken float64 `json:"device_s_per_token"`
+	Kernel    string  `json:"kernel"`
+	Calls     float64 `json:"calls"`
+	GPUms     float64 `json:"gpu_ms"`
+	Percent   float64 `json:"percent"`
+	PerCallUS float64 `json:"us_per_call"`
+}
+
+// profileTable is the kernels of a prefill of Tokens tokens or of a decode
+// step (Tokens 1), averaged over Runs, longest first.
+type profileTable struct {
+	Tokens  int            `json:"tokens"`
+	Runs    int            `json:"runs"`
+	GPUms   float64        `json:"gpu_ms"` // per run, all kernels
+	Kernels []kernelFigure `json:"kernels"`
+}
+
+func newProfileTable(tokens, runs int, k map[string]model.KernelTime) profileTable {
+	t := profileTable{Tokens: tokens, Runs: runs}
+	var total time.Duration
+	for _, v := range k {
+		total += v.Time
+	}
+	for name, v := range k {
+		f := kernelFigure{Kernel: name, Calls: float64(v.Calls) / float64(runs), GPUms: v.Time.Seconds() * 1e3 / float64(runs)}
+		if total > 0 {
+			f.Percent = 100 * v.Time.Seconds() / total.Seconds()
+		}
+		if v.Calls > 0 {
+			f.PerCallUS = v.Time.Seconds() * 1e6 / float64(v.Calls)
+		}
+		t.Kernels = append(t.Kernels, f)
+	}
+	t.GPUms = total.Seconds() * 1e3 / float64(runs)
+	sort.Slice(t.Kernels, func(a, b int) bool {
+		ka, kb := t.Kernels[a], t.Kernels[b]
+		if ka.GPUms != kb.GPUms {
+			return ka.GPUms > kb.GPUms
+		}
+		return ka.Kernel < kb.Kernel
+	})
+	return t
 }
 
 type benchReport struct {
@@ -181,7 +274,10 @@ type benchReport struct {
 	Backend string          `json:"backend"`
 	Prefill []prefillFigure `json:"prefill"`
 	Decode  decodeFigure    `json:"decode"`
-	Kernels []kernelFigure  `json:"decode_kernels,omitempty"`
+	// With --profile: GPU time per kernel, or why there is none.
+	ProfilePrefill     []profileTable `json:"profile_prefill,omitempty"`
+	ProfileDecode      *profileTable  `json:"profile_decode,omitempty"`
+	ProfileUnavailable string         `json:"profile_unavailable,omitempty"`
 }
 
 func (r benchReport) print(w io.Writer) {
@@ -190,9 +286,38 @@ func (r benchReport) print(w io.Writer) {
 		fmt.Fprintf(w, "prefill %6d tokens: %9.1f tokens/s  (%.4f s)\n", p.Tokens, p.TokensPerSec, p.Median)
 	}
 	fmt.Fprintf(w, "decode  batch 1:      %9.1f tokens/s  (%.3f ms/token)\n", r.Decode.TokensPerSec, r.Decode.MedianPerToken*1e3)
-	for _, k := range r.Kernels {
-		fmt.Fprintf(w, "  %-24s %8.1f µs/token\n", k.Kernel, k.PerToken*1e6)
+	if r.ProfileUnavailable != "" {
+		fmt.Fprintf(w, "GPU time per kernel: unavailable: %s\n", r.ProfileUnavailable)
 	}
+	for _, t := range r.ProfilePrefill {
+		t.print(w, fmt.Sprintf("prefill of %d tokens, per run (mean of %d)", t.Tokens, t.Runs))
+	}
+	if t := r.ProfileDecode; t != nil {
+		t.print(w, fmt.Sprintf("decode, per token (mean of %d)", t.Runs))
+	}
+}
+
+func (t profileTable) print(w io.Writer, title string) {
+	fmt.Fprintf(w, "\nGPU time per kernel, %s:\n", title)
+	width := len("kernel")
+	for _, k := range t.Kernels {
+		width = max(width, len(k.Kernel))
+	}
+	fmt.Fprintf(w, "  %-*s %7s %10s %7s %10s\n", width, "kernel", "calls", "GPU ms", "%", "µs/call")
+	calls := 0.0
+	for _, k := range t.Kernels {
+		fmt.Fprintf(w, "  %-*s %7s %10.3f %6.1f%% %10.1f\n", width, k.Kernel, formatCalls(k.Calls), k.GPUms, k.Percent, k.PerCallUS)
+		calls += k.Calls
+	}
+	fmt.Fprintf(w, "  %-*s %7s %10.3f %6.1f%%\n", width, "total", formatCalls(calls), t.GPUms, 100.0)
+}
+
+// formatCalls prints a mean number of calls, whole when it is.
+func formatCalls(c float64) string {
+	if c == float64(int64(c)) {
+		return strconv.FormatInt(int64(c), 10)
+	}
+	return strconv.FormatFloat(c, 'f', 1, 64)
 }
 
 func median(d []time.Duration) time.Duration {

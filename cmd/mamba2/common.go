@@ -25,6 +25,7 @@ type modelFlags struct {
 	model     string
 	backend   string
 	gatedNorm string
+	profile   bool // open WebGPU with kernel timing (set by bench --profile)
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
@@ -70,14 +71,14 @@ func (m *modelFlags) source(ctx context.Context, stderr io.Writer) (fs.FS, strin
 
 // openBackend picks the backend; auto prefers WebGPU and falls back to the
 // CPU with a one-line notice on stderr.
-func openBackend(name string, stderr io.Writer) (model.Backend, error) {
+func openBackend(name string, profile bool, stderr io.Writer) (model.Backend, error) {
 	switch name {
 	case "cpu":
 		return cpu.New(), nil
 	case "webgpu":
-		return newWebGPU()
+		return newWebGPU(profile)
 	case "auto", "":
-		b, err := newWebGPU()
+		b, err := newWebGPU(profile)
 		if err == nil {
 			return b, nil
 		}
@@ -112,7 +113,7 @@ func (m *modelFlags) load(ctx context.Context, stderr io.Writer) (*model.Model, 
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, err
 	}
-	b, err := openBackend(m.backend, stderr)
+	b, err := openBackend(m.backend, m.profile, stderr)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -210,3 +210,77 @@ func TestGenerateFromURL(t *testing.T) {
 		t.Errorf("missing model: %v", err)
 	}
 }
+
+// bench --profile prints a table of GPU time per kernel for the prompt and
+// for decoding on WebGPU with timestamp queries; on the CPU it says in one
+// line that there is none and still prints the figures.
+func TestBenchProfile(t *testing.T) {
+	args := []string{"bench", "--prompt-lengths", "8", "--decode-tokens", "2", "--reps", "1", "--profile"}
+	out, err := runCLI(t, "", append(args, "--backend", "cpu")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "decode  batch 1:") || !strings.Contains(out, "GPU time per kernel: unavailable: the cpu backend") {
+		t.Errorf("bench --profile on the CPU printed:\n%s", out)
+	}
+
+	out, err = runCLI(t, "", append(args, "--backend", "webgpu")...)
+	if err != nil && strings.Contains(err.Error(), "no WebGPU adapter") && os.Getenv("MAMBA2_REQUIRE_GPU") != "1" {
+		t.Skipf("skipping the WebGPU part: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("bench --profile:\n%s", out)
+	if i := strings.Index(out, "GPU time per kernel: unavailable: "); i >= 0 {
+		t.Skipf("skipping the table checks: %s", strings.TrimSpace(out[i:]))
+	}
+	for _, want := range []string{
+		"prefill      8 tokens:", "GPU time per kernel, prefill of 8 tokens, per run (mean of 1):",
+		"GPU time per kernel, decode, per token (mean of 2):", "calls", "GPU ms", "µs/call",
+		"ssm_scan.chunk_states", "ssm_step", "(in_proj)", "(lm_head)", "sample", "total",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the output lacks %q", want)
+		}
+	}
+
+	js, err := runCLI(t, "", append(args, "--backend", "webgpu", "--json")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Prefill        []struct{ Tokens int }
+		ProfilePrefill []struct {
+			Tokens  int
+			Kernels []struct{ Kernel string }
+		} `json:"profile_prefill"`
+		ProfileDecode struct {
+			GPUms   float64 `json:"gpu_ms"`
+			Kernels []struct {
+				Kernel  string
+				Calls   float64
+				GPUms   float64 `json:"gpu_ms"`
+				Percent float64
+			}
+		} `json:"profile_decode"`
+	}
+	if err := json.Unmarshal([]byte(js), &rep); err != nil {
+		t.Fatalf("--json output %q: %v", js, err)
+	}
+	if len(rep.ProfilePrefill) != 1 || rep.ProfilePrefill[0].Tokens != 8 || len(rep.ProfilePrefill[0].Kernels) == 0 {
+		t.Errorf("profile_prefill: %+v", rep.ProfilePrefill)
+	}
+	sum, calls := 0.0, map[string]float64{}
+	for _, k := range rep.ProfileDecode.Kernels {
+		sum += k.Percent
+		calls[k.Kernel] = k.Calls
+		if k.GPUms <= 0 {
+			t.Errorf("decode kernel %s: %v ms", k.Kernel, k.GPUms)
+		}
+	}
+	// mamba2-go-tiny has 8 layers: one ssm_step each, one sample per token.
+	if calls["ssm_step"] != 8 || calls["sample"] != 1 || sum < 99.9 || sum > 100.1 || rep.ProfileDecode.GPUms <= 0 {
+		t.Errorf("profile_decode: %+v (percentages add up to %v)", rep.ProfileDecode, sum)
+	}
+}

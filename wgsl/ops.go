@@ -165,17 +165,14 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
 	if T == 0 || N == 0 || !u32s(op, b, T*K, T*N) {
 		return
 	}
-	d := defs(wt.format.define())
+	// Two kernels by prompt length (matmul.wgsl): tile edges in columns
+	// and tokens.
+	d, cols, toks := defs(wt.format.define()), uint32(64), uint32(64)
 	if T <= matvecTokens {
-		d = defs(wt.format.define(), "MATVEC")
+		d, cols, toks = defs(wt.format.define(), "MATVEC"), 4, 4
 	}
 	for _, p := range parts {
-		var groups uint32
-		if T <= matvecTokens {
-			groups = ceilDiv(uint32(p.rows), 4) * ceilDiv(uint32(T), 4)
-		} else {
-			groups = ceilDiv(uint32(p.rows), 64) * ceilDiv(uint32(T), 64)
-		}
+		groups := ceilDiv(uint32(p.rows), cols) * ceilDiv(uint32(T), toks)
 		b.dispatchAs("matmul.wgsl", d, wt.role,
 			[]bind{ro(xt.parts[0]), ro(p), b.opt(bt), rw(o.parts[0])},
 			params{uint32(T), uint32(p.rows), uint32(K), uint32(stride), uint32(N), uint32(p.row0), b2u(bt != nil)},

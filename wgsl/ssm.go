@@ -106,7 +106,8 @@ func (b *Backend) ssmChunked(yt, xt, pt, st, bt, at, dt *tensor, a model.SSMArgs
 	b.dispatch("ssm_scan.wgsl", defs("PASS_CARRY"),
 		[]bind{ro(cumb), rw(cs), rw(st.parts[0])}, pr, groups(B*H*P*N))
 	b.dispatch("ssm_scan.wgsl", defs("PASS_OUT"),
-		[]bind{ro(xt.parts[0]), ro(cb), ro(dtb), ro(cumb), ro(cs), ro(dt.parts[0]), rw(yt.parts[0])}, pr, groups(B*L*I))
+		[]bind{ro(xt.parts[0]), ro(cb), ro(dtb), ro(cumb), ro(cs), ro(dt.parts[0]), rw(yt.parts[0])}, pr,
+		uint32(B*H*nc)*ceilDiv(uint32(Q), 64)*ceilDiv(uint32(P), 64))
 }
 
 // scratchFor returns the backend's scratch buffer called name with at least

@@ -278,6 +278,8 @@ func b2i(v bool) int {
 func (h *opsHarness) matMul(t *testing.T) {
 	shapes := []struct{ T, N, K int }{
 		{1, 33, 17}, {2, 129, 70}, {3, 5, 1}, {4, 64, 256}, {5, 33, 17}, {70, 129, 71}, {1, 300, 255}, {9, 7, 130},
+		// 128 tokens and more: WebGPU's large-tile kernel, with ragged edges.
+		{128, 128, 16}, {131, 257, 33}, {260, 5, 3},
 	}
 	for i, s := range shapes {
 		for _, dt := range dtypes {
@@ -312,6 +314,14 @@ func opsConfigWide() model.Config {
 	return model.Config{VocabSize: 50, Hidden: 32, Layers: 1, State: 40, Expand: 2, Heads: 4, HeadDim: 16,
 		Groups: 1, ConvKernel: 3, ChunkSize: 8, ConvBias: true, Eps: 1e-5,
 		TimeStepMin: 0, TimeStepMax: math.Inf(1)}
+}
+
+// opsConfigLong has chunks of 70 tokens and heads of 66 channels, so a
+// chunk spans two of WebGPU's 64-token tiles and a head two 64-channel ones.
+func opsConfigLong() model.Config {
+	return model.Config{VocabSize: 50, Hidden: 66, Layers: 1, State: 20, Expand: 2, Heads: 2, HeadDim: 66,
+		Groups: 1, ConvKernel: 4, ChunkSize: 70, ConvBias: true, Eps: 1e-5,
+		TimeStepMin: 0.001, TimeStepMax: 0.1}
 }
 
 // leftPad is a [B, L] mask whose second row starts with pad zeros.
@@ -379,6 +389,7 @@ func (h *opsHarness) ssm(t *testing.T) {
 		{opsConfigWide(), 20, true},  // N > 32
 		{opsConfigWide(), 1, false},  // N > 32, decoding
 		{opsConfigWide(), 16, false}, // exactly two chunks' worth, recurrent
+		{opsConfigLong(), 150, true}, // chunks and heads wider than WebGPU's 64 × 64 output tiles
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("H%d/P%d/N%d/G%d/L%d/chunked=%v", c.cfg.Heads, c.cfg.HeadDim, c.cfg.State, c.cfg.Groups, c.L, c.chunked), func(t *testing.T) {

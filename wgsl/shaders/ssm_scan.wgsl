@@ -18,7 +18,8 @@
 //   PASS_CARRY   one invocation per (b, h, p, n), sequential over chunks: the
 //                state entering each chunk replaces cs[chunk], and the final
 //                state is written back (it is what decoding continues from).
-//   PASS_OUT     one invocation per (b, t, h, p): y as above.
+//   PASS_OUT     one workgroup per (b, h, chunk, 64 tokens, 64 channels): y as
+//                above, as two tiled matrix products (see the pass).
 // Only PASS_CARRY is sequential, and only over L/Q chunks, not L tokens.
 
 #include "common.wgsl"
@@ -185,39 +186,155 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(6) var<storage, read> dskip: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 
+// For one (b, h, chunk), y is two matrix products over the chunk's Q tokens
+// and the head's P channels:
+//     y[i, p] = exp(cum_i) · Σ_n C_i[n] · S_in[p, n]        ([Q × N] · [N × P])
+//             + Σ_{j ≤ i} M[i, j] · x_j[p]                  ([Q × Q] · [Q × P])
+//             + D_h · x_i[p],    M[i, j] = exp(cum_i − cum_j) · (C_i · B_j) · dt_j
+// so a workgroup computes a tile of OT tokens × OP channels like a matmul:
+// the left factor (C, or M made on the fly, each exp once per workgroup
+// rather than once per channel) and the right factor go through workgroup
+// memory in steps of OJ; each invocation accumulates 4 tokens × 4 channels,
+// ty + 16a and tx + 16b. Steps past the tile's last token are skipped (M is
+// lower triangular).
+const OT: u32 = 64u;
+const OP: u32 = 64u;
+const OJ: u32 = 16u;
+const LS: u32 = OT + 1u; // padded rows of the tiles
+const RS: u32 = OP + 1u;
+const LT: u32 = OJ * LS;
+const RT: u32 = OJ * RS;
+
+var<workgroup> left: array<f32, LT>;  // [OJ][LS]: the left factor, step-major
+var<workgroup> right: array<f32, RT>; // [OJ][RS]: the right factor
+var<workgroup> cum_row: array<f32, OT>;
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let idx = wg_index(wid, nwg) * WG + lid; // = row · I + h · P + p, the index into y
-    if (idx >= P.B * P.L * P.I) {
+    let ptiles = (P.P + OP - 1u) / OP;
+    let ttiles = (P.Q + OT - 1u) / OT;
+    var g = wg_index(wid, nwg);
+    if (g >= P.B * P.H * P.nc * ttiles * ptiles) {
         return;
     }
-    let row = idx / P.I;
-    let h = (idx % P.I) / P.P;
-    let p = idx % P.P;
-    let b = row / P.L;
-    let t = row % P.L;
-    let c = t / P.Q;
-    let t0 = c * P.Q;
-    let i = t - t0;
-    let bh = b * P.H + h;
-    let g = h / P.hpg;
-    let ci = cumb[bh * P.L + t];
-    // the state entering the chunk, read along C_t
-    let co = row * P.CD + P.I + P.GN + g * P.N;
-    let so = ((bh * P.nc + c) * P.P + p) * P.N;
-    var sdot = 0.0;
-    for (var n = 0u; n < P.N; n++) {
-        sdot += cs[so + n] * xbc[co + n];
+    let pt = g % ptiles;
+    g /= ptiles;
+    let tt = g % ttiles;
+    g /= ttiles;
+    let c = g % P.nc;
+    let bh = g / P.nc;
+    let b = bh / P.H;
+    let h = bh % P.H;
+    let grp = h / P.hpg;
+    let cs0 = c * P.Q;        // first token of the chunk
+    let ce = chunk_end(c);    // one past its last
+    let t0 = cs0 + tt * OT;   // first token of the tile
+    if (t0 >= ce) {
+        return;               // a short last chunk: uniform across the workgroup
     }
-    var acc = exp(ci) * sdot + dskip[h] * xbc[row * P.CD + h * P.P + p];
-    // the chunk's own tokens up to t
-    let cbo = (((b * P.G + g) * P.nc + c) * P.Q + i) * P.Q;
-    for (var j = 0u; j <= i; j++) {
-        let tj = t0 + j;
-        let w = exp(ci - cumb[bh * P.L + tj]) * cb[cbo + j] * dtb[bh * P.L + tj];
-        acc += w * xbc[(b * P.L + tj) * P.CD + h * P.P + p];
+    let tend = min(t0 + OT, ce);
+    let p0 = pt * OP;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+
+    if (lid < OT) {
+        var v = 0.0;
+        if (t0 + lid < tend) {
+            v = cumb[bh * P.L + t0 + lid];
+        }
+        cum_row[lid] = v;
     }
-    y[idx] = acc;
+
+    // exp(cum_i) · C_i · S_in, over n in steps of OJ.
+    var acc: array<f32, 16>;
+    for (var k = 0u; k < 16u; k++) {
+        acc[k] = 0.0;
+    }
+    let so = (bh * P.nc + c) * P.P;
+    for (var n0 = 0u; n0 < P.N; n0 += OJ) {
+        for (var e = lid; e < OT * OJ; e += WG) {
+            let r = e / OJ;
+            let n = e % OJ;
+            var v = 0.0;
+            if (t0 + r < tend && n0 + n < P.N) {
+                v = xbc[(b * P.L + t0 + r) * P.CD + P.I + P.GN + grp * P.N + n0 + n];
+            }
+            left[n * LS + r] = v;
+        }
+        for (var e = lid; e < OP * OJ; e += WG) {
+            let q = e / OJ;
+            let n = e % OJ;
+            var v = 0.0;
+            if (p0 + q < P.P && n0 + n < P.N) {
+                v = cs[(so + p0 + q) * P.N + n0 + n];
+            }
+            right[n * RS + q] = v;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < OJ; k++) {
+            for (var i = 0u; i < 4u; i++) {
+                let l = left[k * LS + ty + 16u * i];
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i * 4u + j] = fma(l, right[k * RS + tx + 16u * j], acc[i * 4u + j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let d = exp(cum_row[ty + 16u * i]);
+        for (var j = 0u; j < 4u; j++) {
+            acc[i * 4u + j] *= d;
+        }
+    }
+
+    // Σ_{j ≤ i} M[i, j] · x_j, over the chunk's tokens up to the tile's last.
+    let cbo = ((b * P.G + grp) * P.nc + c) * P.Q;
+    for (var j0 = cs0; j0 < tend; j0 += OJ) {
+        for (var e = lid; e < OT * OJ; e += WG) {
+            let r = e / OJ;
+            let jj = e % OJ;
+            let t = t0 + r;
+            let j = j0 + jj;
+            var v = 0.0;
+            if (t < tend && j <= t) {
+                v = exp(cum_row[r] - cumb[bh * P.L + j]) * cb[(cbo + t - cs0) * P.Q + j - cs0] * dtb[bh * P.L + j];
+            }
+            left[jj * LS + r] = v;
+        }
+        for (var e = lid; e < OP * OJ; e += WG) {
+            let jj = e / OP;
+            let q = e % OP;
+            let j = j0 + jj;
+            var v = 0.0;
+            if (j < tend && p0 + q < P.P) {
+                v = xbc[(b * P.L + j) * P.CD + h * P.P + p0 + q];
+            }
+            right[jj * RS + q] = v;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < OJ; k++) {
+            for (var i = 0u; i < 4u; i++) {
+                let l = left[k * LS + ty + 16u * i];
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i * 4u + j] = fma(l, right[k * RS + tx + 16u * j], acc[i * 4u + j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    let dh = dskip[h];
+    for (var i = 0u; i < 4u; i++) {
+        let t = t0 + ty + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let p = p0 + tx + 16u * j;
+            if (t < tend && p < P.P) {
+                let xo = (b * P.L + t) * P.CD + h * P.P + p;
+                y[(b * P.L + t) * P.I + h * P.P + p] = acc[i * 4u + j] + dh * xbc[xo];
+            }
+        }
+    }
 }
 #endif

@@ -145,6 +145,11 @@ func (b *Backend) RMSNorm(out, h, delta, w, mask model.Tensor, eps float32) {
 // kernel (it handles four tokens per pass over the weights).
 const matvecTokens = 4
 
+// convParallelTokens is the shortest prompt for which Conv computes every
+// position in parallel rather than one sequential pass per channel (which
+// needs a single dispatch, better for a decoded token).
+const convParallelTokens = 2
+
 // MatMul implements model.Backend: out = x·wᵀ (+ bias).
 func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
 	const op = "matmul"
@@ -211,10 +216,18 @@ func (b *Backend) Conv(out, proj, state, w, bias, mask model.Tensor, c model.Con
 		(mt != nil && !b.activation(op, "mask", mt, B*L)) || B*C == 0 {
 		return
 	}
-	b.dispatch("conv.wgsl", defs(wt.format.define(), fmt.Sprintf("KC=%du", K)),
-		[]bind{ro(pt.parts[0]), rw(st.parts[0]), ro(wt.parts[0]), b.opt(bt), b.opt(mt), rw(o.parts[0])},
-		params{uint32(B), uint32(L), uint32(C), uint32(PD), uint32(I), uint32(wstride), b2u(bt != nil), b2u(mt != nil)},
-		ceilDiv(uint32(B*C), 256))
+	binds := []bind{ro(pt.parts[0]), rw(st.parts[0]), ro(wt.parts[0]), b.opt(bt), b.opt(mt), rw(o.parts[0])}
+	pr := params{uint32(B), uint32(L), uint32(C), uint32(PD), uint32(I), uint32(wstride), b2u(bt != nil), b2u(mt != nil)}
+	kc := fmt.Sprintf("KC=%du", K)
+	if L < convParallelTokens || L < K-1 {
+		b.dispatch("conv.wgsl", defs(wt.format.define(), kc), binds, pr, ceilDiv(uint32(B*C), 256))
+		return
+	}
+	// A prompt: every output at once, then the state (conv.wgsl).
+	b.dispatch("conv.wgsl", defs(wt.format.define(), kc, "PROMPT"), binds, pr, ceilDiv(uint32(B*L*C), 256))
+	if K > 1 {
+		b.dispatch("conv.wgsl", defs(wt.format.define(), kc, "SHIFT"), binds, pr, ceilDiv(uint32(B*(K-1)*C), 256))
+	}
 }
 
 // GatedNorm implements model.Backend: out = rmsnorm_group(y·silu(z))·w.

@@ -252,6 +252,12 @@ func kernelName(shader string, d defines) string {
 		} else {
 			parts = append(parts, "tiled")
 		}
+	case "conv":
+		if d.has("PROMPT") {
+			parts = append(parts, "prompt")
+		} else if d.has("SHIFT") {
+			parts = append(parts, "state")
+		}
 	case "ssm_scan":
 		for _, pass := range []struct{ define, name string }{
 			{"PASS_CUM", "dt_cumsum"}, {"PASS_CB", "cb"}, {"PASS_STATES", "chunk_states"},

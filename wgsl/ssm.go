@@ -97,17 +97,18 @@ func (b *Backend) ssmChunked(yt, xt, pt, st, bt, at, dt *tensor, a model.SSMArgs
 		uint32(Q), uint32(nc), uint32(G)}
 	dtb, cumb, cb, cs := scr[0], scr[1], scr[2], scr[3]
 	groups := func(n int) uint32 { return ceilDiv(uint32(n), 256) }
+	tiles := func(n int) uint32 { return ceilDiv(uint32(n), 64) } // tile.wgsl's edge
 	b.dispatch("ssm_scan.wgsl", defs("PASS_CUM"),
-		[]bind{ro(pt.parts[0]), ro(bt.parts[0]), ro(at.parts[0]), rw(dtb), rw(cumb)}, pr, groups(B*H*nc))
+		[]bind{ro(pt.parts[0]), ro(bt.parts[0]), ro(at.parts[0]), rw(dtb), rw(cumb)}, pr, uint32(B*H*nc))
 	b.dispatch("ssm_scan.wgsl", defs("PASS_CB"),
-		[]bind{ro(xt.parts[0]), rw(cb)}, pr, groups(sizes[2]))
+		[]bind{ro(xt.parts[0]), rw(cb)}, pr, uint32(B*G*nc)*tiles(Q)*tiles(Q))
 	b.dispatch("ssm_scan.wgsl", defs("PASS_STATES"),
-		[]bind{ro(xt.parts[0]), ro(dtb), ro(cumb), rw(cs)}, pr, groups(sizes[3]))
+		[]bind{ro(xt.parts[0]), ro(dtb), ro(cumb), rw(cs)}, pr, uint32(B*H*nc)*tiles(P)*tiles(N))
 	b.dispatch("ssm_scan.wgsl", defs("PASS_CARRY"),
 		[]bind{ro(cumb), rw(cs), rw(st.parts[0])}, pr, groups(B*H*P*N))
 	b.dispatch("ssm_scan.wgsl", defs("PASS_OUT"),
 		[]bind{ro(xt.parts[0]), ro(cb), ro(dtb), ro(cumb), ro(cs), ro(dt.parts[0]), rw(yt.parts[0])}, pr,
-		uint32(B*H*nc)*ceilDiv(uint32(Q), 64)*ceilDiv(uint32(P), 64))
+		uint32(B*H*nc)*tiles(Q)*tiles(P))
 }
 
 // scratchFor returns the backend's scratch buffer called name with at least

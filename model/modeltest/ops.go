@@ -316,12 +316,20 @@ func opsConfigWide() model.Config {
 		TimeStepMin: 0, TimeStepMax: math.Inf(1)}
 }
 
-// opsConfigLong has chunks of 70 tokens and heads of 66 channels, so a
-// chunk spans two of WebGPU's 64-token tiles and a head two 64-channel ones.
+// opsConfigLong has chunks of 70 tokens, heads of 66 channels and a state
+// of 70, so each spans two of WebGPU's 64-wide tiles.
 func opsConfigLong() model.Config {
-	return model.Config{VocabSize: 50, Hidden: 66, Layers: 1, State: 20, Expand: 2, Heads: 2, HeadDim: 66,
+	return model.Config{VocabSize: 50, Hidden: 66, Layers: 1, State: 70, Expand: 2, Heads: 2, HeadDim: 66,
 		Groups: 1, ConvKernel: 4, ChunkSize: 70, ConvBias: true, Eps: 1e-5,
 		TimeStepMin: 0.001, TimeStepMax: 0.1}
+}
+
+// opsConfigHuge has chunks of 300 tokens, more than one workgroup scans at
+// once on WebGPU.
+func opsConfigHuge() model.Config {
+	c := opsConfig()
+	c.ChunkSize = 300
+	return c
 }
 
 // leftPad is a [B, L] mask whose second row starts with pad zeros.
@@ -389,7 +397,8 @@ func (h *opsHarness) ssm(t *testing.T) {
 		{opsConfigWide(), 20, true},  // N > 32
 		{opsConfigWide(), 1, false},  // N > 32, decoding
 		{opsConfigWide(), 16, false}, // exactly two chunks' worth, recurrent
-		{opsConfigLong(), 150, true}, // chunks and heads wider than WebGPU's 64 × 64 output tiles
+		{opsConfigLong(), 150, true}, // chunks, heads and state wider than WebGPU's 64 × 64 output tiles
+		{opsConfigHuge(), 310, true}, // a chunk longer than a 256-invocation workgroup
 	}
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("H%d/P%d/N%d/G%d/L%d/chunked=%v", c.cfg.Heads, c.cfg.HeadDim, c.cfg.State, c.cfg.Groups, c.L, c.chunked), func(t *testing.T) {

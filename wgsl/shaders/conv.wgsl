@@ -3,11 +3,17 @@
 //         in = state[b, :, c] (K-1 values) ++ proj[b, :, I + c] (L values)
 //         for t: out[b, t, c] = silu(bias[c] + Σ_k w[c, k] · in[t + k]) · mask[b, t]
 //         state[b, :, c] = in[L : L + K-1]
-// One invocation owns one (b, c) for the whole sequence, keeping the last K
-// inputs in registers: it reads its state column before writing it and no
-// other invocation touches that column, so the state update cannot race
-// with the reads. KC (the conv width) is a define, so the window is a
-// fixed-size array.
+// KC (the conv width) is a define, so windows are fixed-size arrays. Three
+// variants:
+//   (default) one invocation owns one (b, c) for the whole sequence, keeping
+//             the last K inputs in registers: it reads its state column
+//             before writing it and no other invocation touches that
+//             column, so the update cannot race with the reads. Used for
+//             decoding and for prompts shorter than K-1.
+//   PROMPT    one invocation per (b, t, c), all in parallel; reads the state
+//             but leaves it alone, because other invocations still read it.
+//   SHIFT     dispatched after PROMPT (dispatches are ordered): the new state
+//             is the last K-1 inputs, all from proj when L ≥ K-1.
 
 #include "common.wgsl"
 #include "unpack.wgsl"
@@ -33,6 +39,55 @@ struct Params {
 
 const WG: u32 = 256u;
 
+#ifdef PROMPT
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = wg_index(wid, nwg) * WG + lid;
+    if (i >= P.B * P.L * P.C) {
+        return;
+    }
+    let c = i % P.C;
+    let row = i / P.C; // b · L + t
+    let b = row / P.L;
+    let t = row % P.L;
+    var s = 0.0;
+    if (P.has_bias == 1u) {
+        s = bias[c];
+    }
+    // in[t + k]: the state for t + k < K-1, else proj row t + k - (K-1).
+    for (var k = 0u; k < KC; k++) {
+        let ik = t + k;
+        var v: f32;
+        if (ik + 1u < KC) {
+            v = state[(b * (KC - 1u) + ik) * P.C + c];
+        } else {
+            v = proj[(row + k + 1u - KC) * P.PD + P.xoff + c];
+        }
+        s += w_get(c * P.wstride + k) * v;
+    }
+    s = silu(s);
+    if (P.has_mask == 1u) {
+        s *= mask[row];
+    }
+    out[row * P.C + c] = s;
+}
+#else
+#ifdef SHIFT
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = wg_index(wid, nwg) * WG + lid;
+    if (i >= P.B * (KC - 1u) * P.C) {
+        return;
+    }
+    let c = i % P.C;
+    let bk = i / P.C; // b · (K-1) + k
+    let b = bk / (KC - 1u);
+    let k = bk % (KC - 1u);
+    state[i] = proj[(b * P.L + P.L + 1u + k - KC) * P.PD + P.xoff + c];
+}
+#else
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -74,3 +129,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         state[(b * (KC - 1u) + k) * P.C + c] = win[k];
     }
 }
+#endif
+#endif

@@ -10,9 +10,10 @@
 //           summing a strided slice of k in pairs (one u32 of a packed
 //           weight), then a tree reduction in workgroup memory. Each weight
 //           word is read once per TB tokens.
-//   (else)  prompts: 64 tokens × 64 columns per workgroup, k in steps
-//           of 16 through workgroup memory, 4 × 4 outputs per invocation
-//           (see below).
+//   (else)  prompts: the 64 × 64 tiled product of tile.wgsl (64 tokens ×
+//           64 columns per workgroup). A 128 × 128 tile with 8 × 8 outputs
+//           per invocation measured no faster on an H200: for the out_proj
+//           of small models it leaves most of the GPU idle.
 // Sums are in f32 in a different order than the CPU's; the difference is
 // rounding.
 
@@ -106,60 +107,44 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 #else
-// The tiled kernels: BM tokens × BN columns per workgroup, k in steps of BK
-// through workgroup memory; each invocation accumulates TM × TN outputs, the
-// tokens ty + 16i and columns tx + 16j, so neighbouring invocations touch
-// neighbouring words (no bank conflicts, coalesced stores).
-// (A 128 × 128 tile with 8 × 8 per invocation measured no faster on an H200:
-// for the out_proj of small models it leaves most of the GPU idle.)
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const TM: u32 = 4u;
-const TN: u32 = 4u;
-const BK: u32 = 16u;
-const XS: u32 = BM + 1u; // padded rows of the tiles: the transposing
-const WS: u32 = BN + 1u; // stores then fall in distinct banks
-const XT: u32 = BK * XS;
-const WT: u32 = BK * WS;
-const NACC: u32 = TM * TN;
-
-var<workgroup> xs: array<f32, XT>; // x tile, k-major
-var<workgroup> ws: array<f32, WT>; // W tile, k-major
+// Prompts: the tiled product of tile.wgsl, x as the left factor (tokens are
+// rows) and W as the right (its rows are output columns).
+#include "tile.wgsl"
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let col_tiles = (P.N + BN - 1u) / BN;
+    let col_tiles = (P.N + TILE - 1u) / TILE;
     let g = wg_index(wid, nwg);
-    let t0 = (g / col_tiles) * BM;
-    let n0 = (g % col_tiles) * BN;
+    let t0 = (g / col_tiles) * TILE;
+    let n0 = (g % col_tiles) * TILE;
     if (t0 >= P.T) {
         return;
     }
     let tx = lid % 16u;
     let ty = lid / 16u;
-    var acc: array<f32, NACC>;
-    for (var i = 0u; i < NACC; i++) {
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) {
         acc[i] = 0.0;
     }
-    for (var k0 = 0u; k0 < P.K; k0 += BK) {
-        // x tile: BM tokens × BK k, read along k (consecutive words).
-        for (var i = 0u; i < (BM * BK) / WG; i++) {
+    for (var k0 = 0u; k0 < P.K; k0 += TSTEP) {
+        // x: 64 tokens × 16 k, read along k (consecutive words).
+        for (var i = 0u; i < (TILE * TSTEP) / WG; i++) {
             let e = lid + i * WG;
-            let r = e / BK;
-            let k = e % BK;
+            let r = e / TSTEP;
+            let k = e % TSTEP;
             let t = t0 + r;
             var v = 0.0;
             if (t < P.T && k0 + k < P.K) {
                 v = x[t * P.K + k0 + k];
             }
-            xs[k * XS + r] = v;
+            tile_l[k * TPAD + r] = v;
         }
-        // W tile: BN rows × BK k, two k per read (one word when packed).
-        for (var i = 0u; i < (BN * BK / 2u) / WG; i++) {
+        // W: 64 rows × 16 k, two k per read (one word when packed).
+        for (var i = 0u; i < (TILE * TSTEP / 2u) / WG; i++) {
             let e = lid + i * WG;
-            let r = e / (BK / 2u);
-            let k = (e % (BK / 2u)) * 2u;
+            let r = e / (TSTEP / 2u);
+            let k = (e % (TSTEP / 2u)) * 2u;
             let n = n0 + r;
             var v = vec2<f32>(0.0, 0.0);
             if (n < P.N && k0 + k < P.K) {
@@ -169,33 +154,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     v.x = w_get(n * P.stride + k0 + k);
                 }
             }
-            ws[k * WS + r] = v.x;
-            ws[(k + 1u) * WS + r] = v.y;
+            tile_r[k * TPAD + r] = v.x;
+            tile_r[(k + 1u) * TPAD + r] = v.y;
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            var a: array<f32, TM>;
-            var b: array<f32, TN>;
-            for (var i = 0u; i < TM; i++) {
-                a[i] = xs[kk * XS + ty + 16u * i];
-            }
-            for (var j = 0u; j < TN; j++) {
-                b[j] = ws[kk * WS + tx + 16u * j];
-            }
-            for (var i = 0u; i < TM; i++) {
-                for (var j = 0u; j < TN; j++) {
-                    acc[i * TN + j] = fma(a[i], b[j], acc[i * TN + j]);
-                }
-            }
-        }
+        tile_fma(&acc, tx, ty);
         workgroupBarrier();
     }
-    for (var i = 0u; i < TM; i++) {
+    for (var i = 0u; i < 4u; i++) {
         let t = t0 + ty + 16u * i;
-        for (var j = 0u; j < TN; j++) {
+        for (var j = 0u; j < 4u; j++) {
             let n = n0 + tx + 16u * j;
             if (t < P.T && n < P.N) {
-                var v = acc[i * TN + j];
+                var v = acc[i * 4u + j];
                 if (P.has_bias == 1u) {
                     v += bias[P.col0 + n];
                 }

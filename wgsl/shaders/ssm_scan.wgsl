@@ -9,12 +9,13 @@
 //     S_out = exp(cum_last) · S_in + Σ_j exp(cum_last − cum_j) · dt_j · x_j ⊗ B_j
 // Five passes, one define each, all in one submission (the dispatches are
 // ordered, so each pass sees the previous one's writes):
-//   PASS_CUM     one invocation per (b, h, chunk): dt = softplus(dt + dt_bias),
-//                clamped, and the running sum cum; into dtb and cumb [B, H, L].
-//   PASS_CB      one invocation per (b, g, chunk, i, j ≤ i): cb = C_i · B_j,
-//                shared by the H/G heads of the group.
-//   PASS_STATES  one invocation per (b, h, chunk, p, n): the chunk's own
-//                contribution to the state at its end, into cs.
+//   PASS_CUM     one workgroup per (b, h, chunk): dt = softplus(dt + dt_bias),
+//                clamped, and its running sum cum by a workgroup scan; into
+//                dtb and cumb [B, H, L].
+//   PASS_CB      cb = C_i · B_j (j ≤ i) per (b, g, chunk), shared by the H/G
+//                heads of the group: a tiled product (tile.wgsl).
+//   PASS_STATES  per (b, h, chunk) the chunk's own contribution to the state
+//                at its end, into cs: a tiled product.
 //   PASS_CARRY   one invocation per (b, h, p, n), sequential over chunks: the
 //                state entering each chunk replaces cs[chunk], and the final
 //                state is written back (it is what decoding continues from).
@@ -60,25 +61,50 @@ fn chunk_end(c: u32) -> u32 {
 @group(0) @binding(4) var<storage, read_write> dtb: array<f32>;
 @group(0) @binding(5) var<storage, read_write> cumb: array<f32>;
 
+var<workgroup> scan: array<f32, WG>;
+
+// One workgroup per (b, h, chunk): the chunk's tokens 256 at a time, each
+// segment an inclusive scan in workgroup memory (log2 256 = 8 steps) added
+// to the running total of the segments before it.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let idx = wg_index(wid, nwg) * WG + lid;
-    if (idx >= P.B * P.H * P.nc) {
+    let g = wg_index(wid, nwg);
+    if (g >= P.B * P.H * P.nc) {
         return;
     }
-    let bh = idx / P.nc;
-    let c = idx % P.nc;
+    let bh = g / P.nc;
+    let c = g % P.nc;
     let b = bh / P.H;
     let h = bh % P.H;
     let A = -exp(a_log[h]);
     let db = dt_bias[h];
-    var acc = 0.0;
-    for (var t = c * P.Q; t < chunk_end(c); t++) {
-        let dt = dt_of(proj[(b * P.L + t) * P.PD + P.dtoff + h], db, P.clamp_on, P.lo, P.hi);
-        acc += dt * A;
-        dtb[bh * P.L + t] = dt;
-        cumb[bh * P.L + t] = acc;
+    let end = chunk_end(c);
+    var base = 0.0;
+    for (var s0 = c * P.Q; s0 < end; s0 += WG) {
+        let t = s0 + lid;
+        var v = 0.0;
+        if (t < end) {
+            let dt = dt_of(proj[(b * P.L + t) * P.PD + P.dtoff + h], db, P.clamp_on, P.lo, P.hi);
+            dtb[bh * P.L + t] = dt;
+            v = dt * A;
+        }
+        scan[lid] = v;
+        workgroupBarrier();
+        for (var off = 1u; off < WG; off = off << 1u) {
+            var add = 0.0;
+            if (lid >= off) {
+                add = scan[lid - off];
+            }
+            workgroupBarrier();
+            scan[lid] += add;
+            workgroupBarrier();
+        }
+        if (t < end) {
+            cumb[bh * P.L + t] = base + scan[lid];
+        }
+        base += scan[WG - 1u];
+        workgroupBarrier();
     }
 }
 #endif
@@ -87,33 +113,73 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(1) var<storage, read> xbc: array<f32>;
 @group(0) @binding(2) var<storage, read_write> cb: array<f32>;
 
+#include "tile.wgsl"
+
+// One workgroup per (b, g, chunk, 64 × 64 tile of (i, j)): C_i · B_j as the
+// tiled product [Q × N] · [N × Q]; tiles wholly above the diagonal (j > i
+// everywhere) are skipped, since only j ≤ i is ever read.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let idx = wg_index(wid, nwg) * WG + lid;
-    let QQ = P.Q * P.Q;
-    if (idx >= P.B * P.G * P.nc * QQ) {
+    let tiles = (P.Q + TILE - 1u) / TILE;
+    var g = wg_index(wid, nwg);
+    if (g >= P.B * P.G * P.nc * tiles * tiles) {
         return;
     }
-    let i = (idx % QQ) / P.Q;
-    let j = idx % P.Q;
-    let bgc = idx / QQ;
-    let c = bgc % P.nc;
-    let bg = bgc / P.nc;
-    let g = bg % P.G;
+    let jt = g % tiles;
+    g /= tiles;
+    let it = g % tiles;
+    g /= tiles;
+    let c = g % P.nc;
+    let bg = g / P.nc;
+    let grp = bg % P.G;
     let b = bg / P.G;
-    let ti = c * P.Q + i;
-    let tj = c * P.Q + j;
-    if (j > i || ti >= P.L) {
+    let cs0 = c * P.Q;
+    let qc = chunk_end(c) - cs0; // tokens in this chunk
+    let i0 = it * TILE;
+    let j0 = jt * TILE;
+    if (j0 > i0 + TILE - 1u || i0 >= qc || j0 >= qc) {
         return;
     }
-    let co = (b * P.L + ti) * P.CD + P.I + P.GN + g * P.N;
-    let bo = (b * P.L + tj) * P.CD + P.I + g * P.N;
-    var s = 0.0;
-    for (var n = 0u; n < P.N; n++) {
-        s += xbc[co + n] * xbc[bo + n];
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    var acc: array<f32, 16>;
+    for (var k = 0u; k < 16u; k++) {
+        acc[k] = 0.0;
     }
-    cb[idx] = s;
+    let cofs = P.I + P.GN + grp * P.N;
+    let bofs = P.I + grp * P.N;
+    for (var n0 = 0u; n0 < P.N; n0 += TSTEP) {
+        for (var e = lid; e < TILE * TSTEP; e += WG) {
+            let r = e / TSTEP;
+            let n = e % TSTEP;
+            var cv = 0.0;
+            var bv = 0.0;
+            if (n0 + n < P.N) {
+                if (i0 + r < qc) {
+                    cv = xbc[(b * P.L + cs0 + i0 + r) * P.CD + cofs + n0 + n];
+                }
+                if (j0 + r < qc) {
+                    bv = xbc[(b * P.L + cs0 + j0 + r) * P.CD + bofs + n0 + n];
+                }
+            }
+            tile_l[n * TPAD + r] = cv;
+            tile_r[n * TPAD + r] = bv;
+        }
+        workgroupBarrier();
+        tile_fma(&acc, tx, ty);
+        workgroupBarrier();
+    }
+    let cbo = ((b * P.G + grp) * P.nc + c) * P.Q;
+    for (var a = 0u; a < 4u; a++) {
+        let i = i0 + ty + 16u * a;
+        for (var k = 0u; k < 4u; k++) {
+            let j = j0 + tx + 16u * k;
+            if (i < qc && j <= i) {
+                cb[(cbo + i) * P.Q + j] = acc[a * 4u + k];
+            }
+        }
+    }
 }
 #endif
 
@@ -123,31 +189,72 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(3) var<storage, read> cumb: array<f32>;
 @group(0) @binding(4) var<storage, read_write> cs: array<f32>;
 
+#include "tile.wgsl"
+
+// One workgroup per (b, h, chunk, 64 × 64 tile of (p, n)): the chunk's own
+// state Σ_t w_t · x_t[p] · B_t[n], w_t = exp(cum_last − cum_t) · dt_t, as the
+// tiled product [P × Q] · [Q × N], 16 tokens a step.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let idx = wg_index(wid, nwg) * WG + lid;
-    let PN = P.P * P.N;
-    if (idx >= P.B * P.H * P.nc * PN) {
+    let ptiles = (P.P + TILE - 1u) / TILE;
+    let ntiles = (P.N + TILE - 1u) / TILE;
+    var g = wg_index(wid, nwg);
+    if (g >= P.B * P.H * P.nc * ptiles * ntiles) {
         return;
     }
-    let p = (idx % PN) / P.N;
-    let n = idx % P.N;
-    let bhc = idx / PN;
-    let c = bhc % P.nc;
-    let bh = bhc / P.nc;
+    let nt = g % ntiles;
+    g /= ntiles;
+    let pt = g % ptiles;
+    g /= ptiles;
+    let c = g % P.nc;
+    let bh = g / P.nc;
     let b = bh / P.H;
     let h = bh % P.H;
-    let g = h / P.hpg;
+    let grp = h / P.hpg;
+    let p0 = pt * TILE;
+    let n0 = nt * TILE;
     let t1 = chunk_end(c);
     let last = cumb[bh * P.L + t1 - 1u];
-    var s = 0.0;
-    for (var t = c * P.Q; t < t1; t++) {
-        let row = (b * P.L + t) * P.CD;
-        let w = exp(last - cumb[bh * P.L + t]) * dtb[bh * P.L + t];
-        s += w * xbc[row + h * P.P + p] * xbc[row + P.I + g * P.N + n];
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    var acc: array<f32, 16>;
+    for (var k = 0u; k < 16u; k++) {
+        acc[k] = 0.0;
     }
-    cs[idx] = s;
+    for (var s0 = c * P.Q; s0 < t1; s0 += TSTEP) {
+        for (var e = lid; e < TILE * TSTEP; e += WG) {
+            let k = e / TILE;
+            let r = e % TILE;
+            let t = s0 + k;
+            var xv = 0.0;
+            var bv = 0.0;
+            if (t < t1) {
+                let row = (b * P.L + t) * P.CD;
+                if (p0 + r < P.P) {
+                    xv = exp(last - cumb[bh * P.L + t]) * dtb[bh * P.L + t] * xbc[row + h * P.P + p0 + r];
+                }
+                if (n0 + r < P.N) {
+                    bv = xbc[row + P.I + grp * P.N + n0 + r];
+                }
+            }
+            tile_l[k * TPAD + r] = xv;
+            tile_r[k * TPAD + r] = bv;
+        }
+        workgroupBarrier();
+        tile_fma(&acc, tx, ty);
+        workgroupBarrier();
+    }
+    let so = (bh * P.nc + c) * P.P;
+    for (var a = 0u; a < 4u; a++) {
+        let p = p0 + ty + 16u * a;
+        for (var k = 0u; k < 4u; k++) {
+            let n = n0 + tx + 16u * k;
+            if (p < P.P && n < P.N) {
+                cs[(so + p) * P.N + n] = acc[a * 4u + k];
+            }
+        }
+    }
 }
 #endif
 
@@ -194,19 +301,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 // so a workgroup computes a tile of OT tokens × OP channels like a matmul:
 // the left factor (C, or M made on the fly, each exp once per workgroup
 // rather than once per channel) and the right factor go through workgroup
-// memory in steps of OJ; each invocation accumulates 4 tokens × 4 channels,
-// ty + 16a and tx + 16b. Steps past the tile's last token are skipped (M is
-// lower triangular).
-const OT: u32 = 64u;
-const OP: u32 = 64u;
-const OJ: u32 = 16u;
-const LS: u32 = OT + 1u; // padded rows of the tiles
-const RS: u32 = OP + 1u;
-const LT: u32 = OJ * LS;
-const RT: u32 = OJ * RS;
+// memory (tile.wgsl, 64 tokens × 64 channels per workgroup). Steps past the
+// tile's last token are skipped (M is lower triangular).
+#include "tile.wgsl"
 
-var<workgroup> left: array<f32, LT>;  // [OJ][LS]: the left factor, step-major
-var<workgroup> right: array<f32, RT>; // [OJ][RS]: the right factor
+const OT: u32 = TILE;
+const OP: u32 = TILE;
+const OJ: u32 = TSTEP;
+
 var<workgroup> cum_row: array<f32, OT>;
 
 @compute @workgroup_size(WG)
@@ -260,7 +362,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (t0 + r < tend && n0 + n < P.N) {
                 v = xbc[(b * P.L + t0 + r) * P.CD + P.I + P.GN + grp * P.N + n0 + n];
             }
-            left[n * LS + r] = v;
+            tile_l[n * TPAD + r] = v;
         }
         for (var e = lid; e < OP * OJ; e += WG) {
             let q = e / OJ;
@@ -269,17 +371,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (p0 + q < P.P && n0 + n < P.N) {
                 v = cs[(so + p0 + q) * P.N + n0 + n];
             }
-            right[n * RS + q] = v;
+            tile_r[n * TPAD + q] = v;
         }
         workgroupBarrier();
-        for (var k = 0u; k < OJ; k++) {
-            for (var i = 0u; i < 4u; i++) {
-                let l = left[k * LS + ty + 16u * i];
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = fma(l, right[k * RS + tx + 16u * j], acc[i * 4u + j]);
-                }
-            }
-        }
+        tile_fma(&acc, tx, ty);
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
@@ -301,7 +396,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (t < tend && j <= t) {
                 v = exp(cum_row[r] - cumb[bh * P.L + j]) * cb[(cbo + t - cs0) * P.Q + j - cs0] * dtb[bh * P.L + j];
             }
-            left[jj * LS + r] = v;
+            tile_l[jj * TPAD + r] = v;
         }
         for (var e = lid; e < OP * OJ; e += WG) {
             let jj = e / OP;
@@ -311,17 +406,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (j < tend && p0 + q < P.P) {
                 v = xbc[(b * P.L + j) * P.CD + h * P.P + p0 + q];
             }
-            right[jj * RS + q] = v;
+            tile_r[jj * TPAD + q] = v;
         }
         workgroupBarrier();
-        for (var k = 0u; k < OJ; k++) {
-            for (var i = 0u; i < 4u; i++) {
-                let l = left[k * LS + ty + 16u * i];
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = fma(l, right[k * RS + tx + 16u * j], acc[i * 4u + j]);
-                }
-            }
-        }
+        tile_fma(&acc, tx, ty);
         workgroupBarrier();
     }
 

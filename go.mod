@@ -5,4 +5,5 @@ go 1.26
 require (
 	github.com/cogentcore/webgpu v0.23.0
 	github.com/dlclark/regexp2/v2 v2.13.0
+	github.com/syumai/workers v0.33.0
 )

@@ -17,7 +17,7 @@ fuzztime=${FUZZTIME:-8s}
 
 echo "== go vet"
 go vet ./...
-GOOS=js GOARCH=wasm go vet ./loader/ ./model/... ./tokenizer/ ./wgsl/ ./cpu/ ./wasm/
+GOOS=js GOARCH=wasm go vet ./loader/ ./model/... ./tokenizer/ ./wgsl/ ./cpu/ ./wasm/ ./serve/...
 
 echo "== go test (native)"
 if [ -f "$lavapipe" ] && [ -z "${VK_ICD_FILENAMES:-}" ]; then

@@ -24,7 +24,8 @@
 //     ETag ("…-gzip") and Vary: Accept-Encoding. Compressed copies are kept
 //     in memory (64 MiB in all). Weights (.safetensors and any other binary)
 //     and ranged requests are always sent as they are, so byte offsets keep
-//     their meaning.
+//     their meaning. Options.NoGzip turns this off where something in front
+//     compresses (the Cloudflare Worker).
 //   - CORS for any origin (GET, HEAD, OPTIONS; Range and the conditional
 //     headers allowed; Content-Length, Content-Range, ETag and Accept-Ranges
 //     exposed), so a page elsewhere can load models from here.
@@ -37,6 +38,11 @@
 //     percent-encoded), backslashes and NUL give 400; model folders are
 //     opened through os.Root, which refuses symbolic links that lead out
 //     of the folder (404).
+//
+// The files may come from any fs.FS. Files of an object store can give
+// their own ETag and send their bytes without Read (ETagFile,
+// RangeWriterFile): serve/worker runs this Handler as a Cloudflare Worker
+// with the demo and the models in R2 that way.
 package serve
 
 import (
@@ -83,6 +89,10 @@ type Options struct {
 	// ContentETags makes every ETag the sha256 of the file (computed once
 	// per file version and remembered) instead of size and mtime.
 	ContentETags bool
+	// NoGzip sends text assets as they are. For hosts that compress at the
+	// edge, or where compressing per request costs too much CPU (a Worker
+	// starts a fresh instance per request, so a cache would never hit).
+	NoGzip bool
 	// AllowOrigin is sent as Access-Control-Allow-Origin; "" means "*".
 	AllowOrigin string
 	// ErrorLog receives errors worth an operator's attention (a file that
@@ -312,13 +322,13 @@ func (h *Handler) tryFile(w http.ResponseWriter, r *http.Request, src source, na
 		h.internal(w, name, err)
 		return true
 	}
-	etag, err := h.etag(src.id, name, st, content)
+	etag, err := h.etag(src.id, name, f, st, content)
 	if err != nil {
 		h.internal(w, name, err)
 		return true
 	}
 	hd := w.Header()
-	if compressible(name) {
+	if compressible(name) && !h.opt.NoGzip {
 		hd.Add("Vary", "Accept-Encoding")
 		if r.Header.Get("Range") == "" && acceptsGzip(r) && st.Size() >= 256 && st.Size() <= h.gz.maxFile {
 			gz, err := h.gz.get(src.id+"\x00"+name+"\x00"+etag, content)
@@ -345,8 +355,22 @@ func (h *Handler) tryFile(w http.ResponseWriter, r *http.Request, src source, na
 		r = r.Clone(r.Context())
 		r.Header.Del("Range")
 	}
+	if rf, ok := f.(RangeWriterFile); ok && isReadSeeker(f) { // then content is f
+		own := &ownContent{content}
+		w = &rangeWriter{ResponseWriter: w, file: rf, content: own, onError: func(err error) {
+			if h.opt.ErrorLog != nil {
+				h.opt.ErrorLog.Printf("serve: send %s: %v", name, err)
+			}
+		}}
+		content = own
+	}
 	http.ServeContent(w, r, name, st.ModTime(), content)
 	return true
+}
+
+func isReadSeeker(f fs.File) bool {
+	_, ok := f.(io.ReadSeeker)
+	return ok
 }
 
 func (h *Handler) internal(w http.ResponseWriter, name string, err error) {
@@ -380,9 +404,13 @@ type etagKey struct {
 	modTime int64
 }
 
-// etag is the file's strong ETag: size and mtime, or the sha256 of its
-// content when ContentETags is set or it has no mtime (embedded files).
-func (h *Handler) etag(src, name string, st fs.FileInfo, content io.ReadSeeker) (string, error) {
+// etag is the file's strong ETag: its own (ETagFile), size and mtime, or
+// the sha256 of its content when ContentETags is set or it has no mtime
+// (embedded files).
+func (h *Handler) etag(src, name string, f fs.File, st fs.FileInfo, content io.ReadSeeker) (string, error) {
+	if ef, ok := f.(ETagFile); ok {
+		return ef.ETag()
+	}
 	mt := st.ModTime()
 	if !h.opt.ContentETags && !mt.IsZero() {
 		return fmt.Sprintf(`"%x-%x"`, st.Size(), mt.UnixNano()), nil

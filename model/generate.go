@@ -197,7 +197,18 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 	next, free := m.picker(o.Sampling)
 	defer free()
 	var res Result
-	emitted := 0 // bytes of text already passed to OnText
+	emitted := 0 // bytes of res.Text already passed to OnText
+	// Text is decoded incrementally, as streaming decoders do, so a long
+	// generation costs linear, not quadratic, time: each token decodes only
+	// the window ids[prefix:], and what it adds beyond the text of
+	// ids[prefix:read] is new. Decoding from a token before the new ones keeps
+	// what depends on context (a stripped leading space, bytes of one
+	// character split across tokens) the same in both.
+	prefix, read := 0, 0
+	maxStop := 0
+	for _, s := range o.StopStrings {
+		maxStop = max(maxStop, len(s))
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -221,10 +232,16 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 			}
 		}
 		if o.Decode != nil {
-			res.Text = o.Decode(res.IDs)
-			if cut, ok := findStop(res.Text, o.StopStrings); ok {
-				res.Text, res.Reason = res.Text[:cut], "stop"
-				break
+			known := o.Decode(res.IDs[prefix:read])
+			window := o.Decode(res.IDs[prefix:])
+			if len(window) > len(known) && strings.HasPrefix(window, known) && !strings.HasSuffix(window, "\uFFFD") {
+				from := max(0, len(res.Text)-maxStop+1) // a stop string may straddle the old end
+				res.Text += window[len(known):]
+				prefix, read = read, len(res.IDs)
+				if cut, ok := findStop(res.Text[from:], o.StopStrings); ok {
+					res.Text, res.Reason = res.Text[:from+cut], "stop"
+					break
+				}
 			}
 			if o.OnText != nil {
 				safe := stableLen(res.Text, o.StopStrings)
@@ -242,9 +259,18 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 		}
 		ids = []int32{int32(id)}
 	}
-	if o.OnText != nil && len(res.Text) > emitted {
-		if err := o.OnText(res.Text[emitted:]); err != nil {
-			return res, err
+	if o.Decode != nil {
+		// The whole text, decoded at once, is the result: the same as the
+		// window's in all but contrived cases, and then it is what counts.
+		streamed := res.Text
+		res.Text = o.Decode(res.IDs)
+		if cut, ok := findStop(res.Text, o.StopStrings); ok {
+			res.Text, res.Reason = res.Text[:cut], "stop"
+		}
+		if o.OnText != nil && len(res.Text) > emitted && res.Text[:emitted] == streamed[:emitted] {
+			if err := o.OnText(res.Text[emitted:]); err != nil {
+				return res, err
+			}
 		}
 	}
 	return res, nil

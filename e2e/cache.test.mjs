@@ -176,8 +176,11 @@ describe('model cache (Cache API) with the native server', () => {
     assert.equal(revalidated.cache.bytesFetched, 0);
     const weightReqs = modelRequests(mark).filter(isWeights);
     assert.deepEqual(weightReqs.map((q) => q.method).sort(), shards.map(() => 'HEAD'), 'revalidation should HEAD each shard once');
-    assert.ok(modelRequests(mark).filter((q) => !isWeights(q)).every((q) => q.status === 304),
-      'small files should be revalidated with If-None-Match (304)');
+    const small = modelRequests(mark).filter((q) => !isWeights(q));
+    assert.ok(small.filter((q) => !q.path.endsWith('/manifest.json')).every((q) => q.status === 304),
+      `small files should be revalidated with If-None-Match (304): ${JSON.stringify(small)}`);
+    assert.ok(small.some((q) => q.path.endsWith('/manifest.json') && q.status === 404),
+      'the absent manifest.json should be asked for again');
 
     mark = server.requests.length;
     const off = await load(page, { cache: 'off' });

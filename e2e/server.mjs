@@ -27,15 +27,24 @@ function resolve(root, rel) {
  * startServer({staticDir, modelsDir, mounts, port}) → {url, requests, modelDelay, close()}.
  * Serves modelsDir at /models/, each mounts[prefix] folder at its prefix
  * ('/fixtures/') and staticDir for everything else. requests logs every
- * request as {method, path, range, status}; setting modelDelay (ms) slows
- * every /models/ answer, to watch a load progress.
+ * request as {method, path, range, ifRange, status}; setting modelDelay (ms)
+ * slows every /models/ answer, to watch a load progress.
+ *
+ * Files get strong ETags (size and mtime); etagSuffix[path] changes one, as
+ * if the file had been replaced. faults is a list of one-shot failures, each
+ * {path, whole?, status} (answer with that status) or {path, whole?,
+ * dropAfter, change?} (send the headers and dropAfter bytes, then close the
+ * connection; with change, the file's ETag changes too), for GET requests;
+ * whole: only one without Range. The first fault that matches a request is used up.
  */
 export async function startServer({ staticDir, modelsDir, mounts = {}, port = 0 }) {
   const roots = Object.entries({ ...mounts, '/models/': modelsDir });
   const requests = [];
-  const state = { modelDelay: 0 };
+  const state = { modelDelay: 0, etagSuffix: {}, faults: [] };
   const server = createServer(async (req, res) => {
-    const log = { method: req.method, path: req.url, range: req.headers.range ?? null, status: 0 };
+    const log = {
+      method: req.method, path: req.url, range: req.headers.range ?? null, ifRange: req.headers['if-range'] ?? null, status: 0,
+    };
     requests.push(log);
     if (state.modelDelay > 0 && req.url.startsWith('/models/')) {
       await new Promise((ok) => setTimeout(ok, state.modelDelay));
@@ -66,8 +75,24 @@ export async function startServer({ staticDir, modelsDir, mounts = {}, port = 0 
       st = null;
     }
     if (!st || !st.isFile()) return send(404, { 'Content-Type': 'text/plain' }, 'not found\n');
-    const base = { 'Content-Type': types[extname(file)] ?? 'application/octet-stream', 'Accept-Ranges': 'bytes' };
-    const range = req.headers.range;
+    const etag = `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}${state.etagSuffix[path] ?? ''}"`;
+    const base = { 'Content-Type': types[extname(file)] ?? 'application/octet-stream', 'Accept-Ranges': 'bytes', ETag: etag };
+    let range = req.headers.range;
+    const fault = state.faults.findIndex((f) => f.path === path && req.method === 'GET' && !(f.whole && range));
+    if (fault >= 0) {
+      const f = state.faults.splice(fault, 1)[0];
+      if (f.status) return send(f.status, { 'Content-Type': 'text/plain' }, `injected ${f.status}\n`);
+      log.status = 200;
+      res.writeHead(200, { ...base, 'Content-Length': String(st.size), 'Cache-Control': 'no-store' });
+      if (f.change) state.etagSuffix[path] = `-changed${Date.now()}`;
+      const part = createReadStream(file, { start: 0, end: Math.min(f.dropAfter, st.size) - 1 });
+      part.on('end', () => setTimeout(() => res.socket?.destroy(), 50));
+      part.pipe(res, { end: false });
+      return;
+    }
+    if (range && req.headers['if-range'] !== undefined && req.headers['if-range'] !== etag) {
+      range = undefined; // a different version: the whole file (RFC 9110 §13.1.5)
+    }
     if (range) {
       const m = /^bytes=(\d*)-(\d*)$/.exec(range.trim());
       let start, end;

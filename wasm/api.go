@@ -201,6 +201,9 @@ func loadFrom(ctx context.Context, fsys *httpFS, url, device string, onProgress 
 		}
 		return nil, "", loadError(ctx, err)
 	}
+	if err := fsys.loadManifest(); err != nil {
+		return nil, "", loadError(ctx, err)
+	}
 	// Validate the config before touching the GPU, as the CLI does.
 	if _, err := model.LoadConfig(fsys); err != nil {
 		return nil, "", loadError(ctx, fmt.Errorf("config.json: %w", err))

@@ -17,6 +17,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,8 @@ import (
 	"sync"
 	"syscall/js"
 	"time"
+
+	"github.com/mamba2web/mamba2/loader"
 )
 
 // openModelFS returns the model folder at base (an absolute http(s) URL; a
@@ -63,19 +66,43 @@ type httpFS struct {
 	policy cachePolicy
 
 	mu        sync.Mutex
-	small     map[string][]byte      // whole small files, fetched once
-	heads     map[string]head        // lengths and ETags of large files, looked up once
-	cached    map[string]*cacheEntry // large files found in the cache (nil: not there)
-	downloads map[string]*download   // large files being fetched into the cache
-	notes     []string               // why files were not cached
-	fetched   int64                  // weight bytes received from the network
-	fromCache int64                  // weight bytes read from the cache
+	small     map[string][]byte               // whole small files, fetched once
+	heads     map[string]head                 // lengths and ETags of large files, looked up once
+	cached    map[string]*cacheEntry          // large files found in the cache (nil: not there)
+	downloads map[string]*download            // large files being fetched into the cache
+	manifest  map[string]loader.ManifestEntry // manifest.json, when the folder has one
+	notes     []string                        // why files were not cached
+	fetched   int64                           // weight bytes received from the network
+	fromCache int64                           // weight bytes read from the cache
 }
 
 // head is what HEAD says about a file.
 type head struct {
 	size int64
 	etag string
+}
+
+// loadManifest reads the folder's optional manifest.json (loader.ManifestFile:
+// sizes and sha256 of its files), which downloads are then checked against.
+func (h *httpFS) loadManifest() error {
+	data, err := h.readSmall(loader.ManifestFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var m map[string]loader.ManifestEntry
+	if err := json.Unmarshal(data, &m); err != nil {
+		return fmt.Errorf("%s: %v", loader.ManifestFile, err)
+	}
+	for name, e := range m {
+		if e.SHA256 != "" && expectedSHA256(`"`+e.SHA256+`"`) == "" {
+			return fmt.Errorf("%s: %q has sha256 %q, which is not 64 hex digits", loader.ManifestFile, name, e.SHA256)
+		}
+	}
+	h.manifest = m
+	return nil
 }
 
 func (h *httpFS) note(s string) {
@@ -215,6 +242,12 @@ func (h *httpFS) readSmall(name string) ([]byte, error) {
 	var e *cacheEntry
 	if h.cache != nil {
 		e, _ = h.cache.lookup(u)
+		if e != nil && e.missing {
+			if h.policy == cacheUse {
+				return nil, &httpError{msg: u + " does not exist (remembered from an earlier load)", notFound: true}
+			}
+			e = nil
+		}
 		if e != nil && h.policy == cacheUse {
 			if data, err := entryBytes(e); err == nil {
 				h.remember(name, data)
@@ -241,6 +274,11 @@ func (h *httpFS) readSmall(name string) ([]byte, error) {
 		}
 	}
 	if err := r.check(); err != nil {
+		// Remember optional files that are absent (manifest.json, an index
+		// probe); never config.json, whose absence means a wrong URL.
+		if h.cache != nil && errors.Is(err, fs.ErrNotExist) && name != "config.json" {
+			h.cache.putMissing(u) // a failure only costs the request next time
+		}
 		return nil, err
 	}
 	if h.cache != nil {
@@ -380,18 +418,33 @@ func (h *httpFS) open(method, u string, headers map[string]any) (resp js.Value, 
 			init["headers"] = headers
 		}
 		resp, err = await(js.Global().Call("fetch", u, init))
-		if err == nil {
+		if err == nil && (attempt == retries || !transient(resp.Get("status").Int())) {
 			return resp, stop, nil
 		}
 		stop()
 		if h.ctx.Err() != nil {
 			return js.Undefined(), nil, coded(codeAborted, h.ctx.Err())
 		}
-		if attempt == 2 {
+		if attempt == retries {
 			return js.Undefined(), nil, codef(codeBadURL, "could not fetch %s: %v (the server may be down, or a cross-origin server may not allow this page)", u, err)
 		}
-		time.Sleep(time.Duration(200<<attempt) * time.Millisecond) // a transient network error
+		// A network error or a server error that may pass: wait, then again.
+		time.Sleep(time.Duration(250<<attempt) * time.Millisecond)
 	}
+}
+
+// retries is how many times open repeats a request that failed on the
+// network or with a transient server error (waiting 0.25, 0.5, 1 s).
+const retries = 3
+
+// transient reports whether an HTTP status may well be different on the
+// next try: the 5xx answers of an overloaded or restarting server.
+func transient(status int) bool {
+	switch status {
+	case 500, 502, 503, 504:
+		return true
+	}
+	return false
 }
 
 // fetch performs one request with an optional Range. The body is read only

@@ -41,6 +41,8 @@ import (
 	"sync"
 	"syscall/js"
 	"time"
+
+	"github.com/mamba2web/mamba2/loader"
 )
 
 // cacheName is the Cache API cache holding model files; web/mamba2.js lists
@@ -49,9 +51,10 @@ const cacheName = "mamba2-models-v1"
 
 // Headers of a cached response besides the server's ETag and Content-Type.
 const (
-	hdrLength = "Content-Length"
-	hdrStored = "X-Mamba2-Stored" // when it was stored (RFC 3339)
-	hdrSHA256 = "X-Mamba2-SHA256" // the verified digest, when one was known
+	hdrLength  = "Content-Length"
+	hdrStored  = "X-Mamba2-Stored"  // when it was stored (RFC 3339)
+	hdrSHA256  = "X-Mamba2-SHA256"  // the verified digest, when one was known
+	hdrMissing = "X-Mamba2-Missing" // on a remembered 404
 )
 
 // cachePolicy says how a load uses the cache.
@@ -94,9 +97,10 @@ func openWebCache() (*webCache, error) {
 
 // cacheEntry is a stored response.
 type cacheEntry struct {
-	resp js.Value
-	etag string
-	size int64
+	resp    js.Value
+	etag    string
+	size    int64
+	missing bool // a remembered 404 (optional files such as manifest.json)
 }
 
 // lookup returns the entry for u, or nil. An entry without a length (which
@@ -115,7 +119,17 @@ func (w *webCache) lookup(u string) (*cacheEntry, error) {
 		w.remove(u)
 		return nil, nil
 	}
-	return &cacheEntry{resp: r, etag: headerOf(h, "ETag"), size: n}, nil
+	return &cacheEntry{resp: r, etag: headerOf(h, "ETag"), size: n, missing: r.Get("status").Int() == 404}, nil
+}
+
+// putMissing remembers that the server has no file at u, so that a later
+// load under cacheUse need not ask again (and works offline).
+func (w *webCache) putMissing(u string) error {
+	hdr := entryHeaders(0, "", "", "")
+	hdr[hdrMissing] = "1"
+	resp := js.Global().Get("Response").New(js.Null(), map[string]any{"status": 404, "headers": hdr})
+	_, err := await(w.c.Call("put", u, resp))
+	return err
 }
 
 func (w *webCache) remove(u string) {
@@ -258,18 +272,19 @@ type download struct {
 	size int64
 	etag string // from HEAD; the GET must agree
 
-	mu      sync.Mutex // one reader at a time
-	started bool
-	pos     int64     // bytes handed out or skipped
-	body    js.Value  // the body's ReadableStreamDefaultReader
-	stop    func()    // aborts the current request
-	chunk   []byte    // bytes received but not yet taken: [pos, pos+len(chunk))
-	ctrl    js.Value  // the cache's stream; undefined when not caching
-	put     js.Value  // cache.put's promise
-	sum     hash.Hash // over every byte, when want is set
-	want    string    // expected sha256 (hex), or ""
-	err     error     // sticky failure of the download itself
-	retries int
+	mu       sync.Mutex // one reader at a time
+	started  bool
+	pos      int64     // bytes handed out or skipped
+	body     js.Value  // the body's ReadableStreamDefaultReader
+	stop     func()    // aborts the current request
+	chunk    []byte    // bytes received but not yet taken: [pos, pos+len(chunk))
+	ctrl     js.Value  // the cache's stream; undefined when not caching
+	put      js.Value  // cache.put's promise
+	sum      hash.Hash // over every byte, when want is set
+	want     string    // expected sha256 (hex), or ""
+	wantFrom string    // where want comes from, for errors
+	err      error     // sticky failure of the download itself
+	retries  int
 }
 
 // errBehind says a range starts before the download's position; the caller
@@ -338,7 +353,16 @@ func (d *download) begin() error {
 		return fmt.Errorf("%s: the server sent %d bytes but reported %d before; load again", d.url, n, d.size)
 	}
 	d.body, d.stop = resp.Get("body").Call("getReader"), stop
-	d.want = expectedSHA256(d.etag)
+	d.want, d.wantFrom = expectedSHA256(d.etag), "the server's ETag"
+	if m, ok := d.h.manifest[d.name]; ok {
+		if m.Size != nil && *m.Size != d.size {
+			stop()
+			return fmt.Errorf("%s: the server has %d bytes but %s says %d", d.url, d.size, loader.ManifestFile, *m.Size)
+		}
+		if m.SHA256 != "" {
+			d.want, d.wantFrom = strings.ToLower(m.SHA256), loader.ManifestFile
+		}
+	}
 	if d.want != "" {
 		d.sum = sha256.New()
 	}
@@ -427,7 +451,7 @@ func (d *download) resume(at int64) error {
 func (d *download) complete() error {
 	if d.sum != nil {
 		if got := hex.EncodeToString(d.sum.Sum(nil)); got != d.want {
-			return fmt.Errorf("%s is corrupt: its sha256 is %s, but the server's ETag says %s", d.url, got, d.want)
+			return fmt.Errorf("%s is corrupt: its sha256 is %s, but %s says %s", d.url, got, d.wantFrom, d.want)
 		}
 	}
 	if d.ctrl.Truthy() {

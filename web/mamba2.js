@@ -152,7 +152,7 @@ export async function listCache() {
   const models = new Map();
   for (const req of await cache.keys()) {
     const resp = await cache.match(req);
-    if (!resp) continue; // deleted meanwhile
+    if (!resp || resp.status === 404) continue; // deleted meanwhile, or a remembered absence
     const base = req.url.slice(0, req.url.lastIndexOf('/') + 1);
     const bytes = Number(resp.headers.get('Content-Length')) || 0;
     let m = models.get(base);
@@ -187,7 +187,9 @@ export async function clearCache(url) {
   }
   let n = 0;
   for (const req of await cache.keys()) {
-    if (req.url.startsWith(prefix) && (await cache.delete(req))) n++;
+    if (!req.url.startsWith(prefix)) continue;
+    const file = (await cache.match(req))?.status !== 404; // not a remembered absence
+    if ((await cache.delete(req)) && file) n++;
   }
   return n;
 }

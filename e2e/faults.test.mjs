@@ -1,0 +1,148 @@
+// Loading weights over a faulty network in headless Chromium, with the
+// browser cache on: every load ends with the right model or a clear error,
+// and the cache never keeps a partial, corrupt or mixed file.
+import { after, before, beforeEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PROMPT, buildWeb, launch, nativeGenerate, openPage, root, serve } from './lib.mjs';
+
+const N = 8;
+const modelDir = join(root, 'models/mamba2-go-tiny');
+const files = readdirSync(modelDir).filter((f) => f !== 'README.md');
+const shards = files.filter((f) => f.endsWith('.safetensors')).sort();
+const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
+
+let server, browser, page, expected;
+const fixtures = mkdtempSync(join(tmpdir(), 'mamba2-faults-'));
+
+// copyModel writes a copy of the tiny model to fixtures/name, with a
+// manifest.json when given one, and without the files in leave.
+function copyModel(name, { manifest, leave = [] } = {}) {
+  const dir = join(fixtures, name);
+  mkdirSync(dir, { recursive: true });
+  for (const f of files) if (!leave.includes(f)) copyFileSync(join(modelDir, f), join(dir, f));
+  if (manifest) writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
+  return `/fixtures/${name}/`;
+}
+
+before(async () => {
+  console.log(`# ${await buildWeb()}`);
+  [expected, server, browser] = await Promise.all([
+    nativeGenerate(PROMPT, N), serve({ '/fixtures/': fixtures }), launch(),
+  ]);
+  page = await openPage(browser, server.url);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.close();
+  rmSync(fixtures, { recursive: true, force: true });
+});
+
+beforeEach(async () => {
+  server.faults.length = 0;
+  await page.evaluate(async () => (await import('./mamba2.js')).clearCache());
+});
+
+// load loads url on the CPU and generates N greedy tokens; it reports the
+// text or the error, and the sha256 and length of every cached body.
+async function load(url) {
+  return page.evaluate(async ({ url, prompt, n }) => {
+    const { loadModel, listCache } = await import('./mamba2.js');
+    const out = { cached: {} };
+    try {
+      const m = await loadModel(url, { device: 'cpu' });
+      out.text = await m.complete(prompt, { maxNewTokens: n, temperature: 0 });
+      out.note = m.note;
+      await m.dispose();
+    } catch (e) {
+      out.error = `${e.code}: ${e.message}`;
+    }
+    const cache = await caches.open('mamba2-models-v1');
+    for (const model of await listCache()) {
+      for (const f of model.files) {
+        const body = await (await cache.match(f.url)).arrayBuffer();
+        const d = await crypto.subtle.digest('SHA-256', body);
+        out.cached[f.name] = { bytes: body.byteLength, sha256: [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, '0')).join('') };
+      }
+    }
+    return out;
+  }, { url, prompt: PROMPT, n: N });
+}
+
+// assertCacheExact checks that every cached file is the file itself.
+function assertCacheExact(cached, dir = modelDir) {
+  for (const [name, c] of Object.entries(cached)) {
+    const want = readFileSync(join(dir, name));
+    assert.equal(c.bytes, want.length, `cached ${name} has ${c.bytes} of ${want.length} bytes`);
+    assert.equal(c.sha256, sha256(want), `cached ${name} differs from the file`);
+  }
+}
+
+describe('weights over a faulty network (browser cache on)', () => {
+  test('a connection closed mid-body resumes with Range + If-Range; the cached file is exact', async () => {
+    const path = `/models/mamba2-go-tiny/${shards[2]}`;
+    server.faults.push({ path, whole: true, dropAfter: 1 << 20 });
+    const mark = server.requests.length;
+    const r = await load('/models/mamba2-go-tiny/');
+    assert.equal(r.error, undefined);
+    assert.equal(r.text, expected.text);
+    assert.equal(server.faults.length, 0, 'the fault was not triggered');
+    const resumed = server.requests.slice(mark).filter((q) => q.path === path && q.range?.endsWith('-') && q.range !== 'bytes=0-');
+    assert.equal(resumed.length, 1, `no resumption: ${JSON.stringify(server.requests.slice(mark).filter((q) => q.path === path))}`);
+    assert.ok(resumed[0].ifRange, 'the resumption did not send If-Range');
+    assert.equal(resumed[0].status, 206);
+    assert.deepEqual(Object.keys(r.cached).filter((f) => f.endsWith('.safetensors')).sort(), shards);
+    assertCacheExact(r.cached);
+  });
+
+  test('a 500 answer is retried', async () => {
+    const path = `/models/mamba2-go-tiny/${shards[1]}`;
+    server.faults.push({ path, whole: true, status: 500 }, { path, whole: true, status: 503 });
+    const r = await load('/models/mamba2-go-tiny/');
+    assert.equal(r.error, undefined);
+    assert.equal(r.text, expected.text);
+    assert.equal(server.faults.length, 0, 'the faults were not triggered');
+    assertCacheExact(r.cached);
+  });
+
+  test('a file that changes while it downloads fails the load, and none of it is cached', async () => {
+    const path = `/models/mamba2-go-tiny/${shards[3]}`;
+    server.faults.push({ path, whole: true, dropAfter: 1 << 20, change: true });
+    const r = await load('/models/mamba2-go-tiny/');
+    assert.match(r.error ?? '', /changed on the server while loading/);
+    assert.ok(!(shards[3] in r.cached), `${shards[3]} was cached`);
+    assertCacheExact(r.cached);
+    // Loading again reads the new version whole.
+    const again = await load('/models/mamba2-go-tiny/');
+    assert.equal(again.error, undefined);
+    assert.equal(again.text, expected.text);
+    assertCacheExact(again.cached);
+  });
+
+  test('manifest.json: a wrong sha256 fails the load and caches nothing of that file; the right one passes', async () => {
+    const bad = copyModel('bad-sha', { manifest: { [shards[0]]: { sha256: 'ab'.repeat(32) } } });
+    const r = await load(bad);
+    assert.match(r.error ?? '', new RegExp(`${shards[0]} is corrupt: its sha256 is [0-9a-f]{64}, but manifest\\.json says (ab){32}`));
+    assert.ok(!(shards[0] in r.cached), `${shards[0]} was cached`);
+    const manifest = Object.fromEntries(shards.map((f) => {
+      const b = readFileSync(join(modelDir, f));
+      return [f, { size: b.length, sha256: sha256(b) }];
+    }));
+    const good = copyModel('good-sha', { manifest });
+    const ok = await load(good);
+    assert.equal(ok.error, undefined);
+    assert.equal(ok.text, expected.text);
+    assertCacheExact(ok.cached, join(fixtures, 'good-sha'));
+  });
+
+  test('a missing shard is a clear not-found error', async () => {
+    const url = copyModel('no-shard', { leave: [shards[4]] });
+    const r = await load(url);
+    assert.match(r.error ?? '', new RegExp(`^not-found: .*${shards[4]}.*404`));
+    assert.deepEqual(Object.keys(r.cached).filter((f) => f.endsWith('.safetensors')), []);
+  });
+});

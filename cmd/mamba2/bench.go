@@ -24,6 +24,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	lengths := fs.String("prompt-lengths", "128,512,2048", "prefill lengths to time")
 	decode := fs.Int("decode-tokens", 64, "decode steps to time")
 	reps := fs.Int("reps", 5, "repetitions per prefill length")
+	chunk := fs.Int("prefill-chunk", 0, "tokens per forward call of a long prompt (0: the model's default)")
 	profile := fs.Bool("profile", false, "also time every kernel on the device (WebGPU timestamp queries), in extra runs after the timed ones")
 	asJSON := fs.Bool("json", false, "print the figures as JSON")
 	if err := parse(fs, args); err != nil {
@@ -79,6 +80,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	defer m.Backend.Close()
 	m.GatedNorm = gn
+	m.PrefillChunk = *chunk
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	randomIDs := func(n int) []int32 {

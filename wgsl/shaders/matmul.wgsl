@@ -111,6 +111,43 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 // rows) and W as the right (its rows are output columns).
 #include "tile.wgsl"
 
+// load_x reads this invocation's four elements of the x slice at k0: tokens
+// (lid + 256i) / 16, k (lid + 256i) % 16 (consecutive invocations, consecutive
+// words); zero outside x.
+fn load_x(t0: u32, k0: u32, lid: u32) -> array<f32, 4> {
+    var v: array<f32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        let e = lid + i * WG;
+        let t = t0 + e / TSTEP;
+        let k = k0 + e % TSTEP;
+        v[i] = 0.0;
+        if (t < P.T && k < P.K) {
+            v[i] = x[t * P.K + k];
+        }
+    }
+    return v;
+}
+
+// load_w reads this invocation's two pairs of the W slice at k0 (one word
+// each when packed); zero outside W.
+fn load_w(n0: u32, k0: u32, lid: u32) -> array<vec2<f32>, 2> {
+    var v: array<vec2<f32>, 2>;
+    for (var i = 0u; i < 2u; i++) {
+        let e = lid + i * WG;
+        let n = n0 + e / (TSTEP / 2u);
+        let k = k0 + (e % (TSTEP / 2u)) * 2u;
+        v[i] = vec2<f32>(0.0, 0.0);
+        if (n < P.N && k < P.K) {
+            if (k + 1u < P.K) {
+                v[i] = w_get2(n * P.stride + k);
+            } else {
+                v[i].x = w_get(n * P.stride + k);
+            }
+        }
+    }
+    return v;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -127,37 +164,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = 0u; i < 16u; i++) {
         acc[i] = 0.0;
     }
+    // Software pipelining: the next step's slices are read from memory into
+    // registers while this step's are multiplied out of workgroup memory.
+    var xr = load_x(t0, 0u, lid);
+    var wr = load_w(n0, 0u, lid);
     for (var k0 = 0u; k0 < P.K; k0 += TSTEP) {
-        // x: 64 tokens × 16 k, read along k (consecutive words).
-        for (var i = 0u; i < (TILE * TSTEP) / WG; i++) {
+        // x: 64 tokens × 16 k; W: 64 rows × 16 k, two k per word.
+        for (var i = 0u; i < 4u; i++) {
             let e = lid + i * WG;
-            let r = e / TSTEP;
-            let k = e % TSTEP;
-            let t = t0 + r;
-            var v = 0.0;
-            if (t < P.T && k0 + k < P.K) {
-                v = x[t * P.K + k0 + k];
-            }
-            tile_l[k * TPAD + r] = v;
+            tile_l[(e % TSTEP) * TPAD + e / TSTEP] = xr[i];
         }
-        // W: 64 rows × 16 k, two k per read (one word when packed).
-        for (var i = 0u; i < (TILE * TSTEP / 2u) / WG; i++) {
+        for (var i = 0u; i < 2u; i++) {
             let e = lid + i * WG;
             let r = e / (TSTEP / 2u);
             let k = (e % (TSTEP / 2u)) * 2u;
-            let n = n0 + r;
-            var v = vec2<f32>(0.0, 0.0);
-            if (n < P.N && k0 + k < P.K) {
-                if (k0 + k + 1u < P.K) {
-                    v = w_get2(n * P.stride + k0 + k);
-                } else {
-                    v.x = w_get(n * P.stride + k0 + k);
-                }
-            }
-            tile_r[k * TPAD + r] = v.x;
-            tile_r[(k + 1u) * TPAD + r] = v.y;
+            tile_r[k * TPAD + r] = wr[i].x;
+            tile_r[(k + 1u) * TPAD + r] = wr[i].y;
         }
         workgroupBarrier();
+        if (k0 + TSTEP < P.K) {
+            xr = load_x(t0, k0 + TSTEP, lid);
+            wr = load_w(n0, k0 + TSTEP, lid);
+        }
         tile_fma(&acc, tx, ty);
         workgroupBarrier();
     }

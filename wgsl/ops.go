@@ -176,13 +176,62 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
 	if T <= matvecTokens {
 		d, cols, toks = defs(wt.format.define(), "MATVEC"), 4, 4
 	}
+	// A prompt whose product has too few tiles to fill the GPU is cut along
+	// k: partial products into scratch, then matmul_sum.wgsl adds them.
+	splits, kper := 1, K
+	if T > matvecTokens {
+		splits, kper = splitK(T, N, K, b.maxBinding)
+	}
+	dst := o.parts[0]
+	if splits > 1 {
+		sc := b.scratchFor("matmul.partial", splits*T*N)
+		if sc == nil {
+			return
+		}
+		dst = sc.parts[0]
+	}
 	for _, p := range parts {
-		groups := ceilDiv(uint32(p.rows), cols) * ceilDiv(uint32(T), toks)
+		groups := ceilDiv(uint32(p.rows), cols) * ceilDiv(uint32(T), toks) * uint32(splits)
 		b.dispatchAs("matmul.wgsl", d, wt.role,
-			[]bind{ro(xt.parts[0]), ro(p), b.opt(bt), rw(o.parts[0])},
-			params{uint32(T), uint32(p.rows), uint32(K), uint32(stride), uint32(N), uint32(p.row0), b2u(bt != nil)},
+			[]bind{ro(xt.parts[0]), ro(p), b.opt(bt), rw(dst)},
+			params{uint32(T), uint32(p.rows), uint32(K), uint32(stride), uint32(N), uint32(p.row0),
+				b2u(bt != nil && splits == 1), uint32(kper), uint32(T * N)},
 			groups)
 	}
+	if splits > 1 {
+		b.dispatchAs("matmul_sum.wgsl", defs(), wt.role,
+			[]bind{ro(dst), b.opt(bt), rw(o.parts[0])},
+			params{uint32(T), uint32(N), uint32(splits), uint32(T * N), b2u(bt != nil)},
+			ceilDiv(uint32(T*N), 256))
+	}
+}
+
+// Split-k (matmul.wgsl): a product is split when it has fewer than
+// splitTiles 64 × 64 output tiles (about two workgroups per compute unit of
+// a large GPU), into at most maxSplits ranges of at least minSplitK.
+const (
+	splitTiles = 256
+	minSplitK  = 256
+	maxSplits  = 8
+)
+
+// splitK returns how many k ranges of kper (a multiple of 16) a prompt's
+// product of T tokens, N columns and depth K is cut into; 1 and K for none.
+// The partial products must fit one binding of maxBinding bytes.
+func splitK(T, N, K int, maxBinding uint64) (splits, kper int) {
+	tiles := ((T + 63) / 64) * ((N + 63) / 64)
+	if tiles >= splitTiles || K < 2*minSplitK {
+		return 1, K
+	}
+	s := min((splitTiles+tiles-1)/tiles, K/minSplitK, maxSplits)
+	for s > 1 && uint64(s*T*N)*4 > maxBinding {
+		s--
+	}
+	if s <= 1 {
+		return 1, K
+	}
+	kper = ((K+s-1)/s + 15) / 16 * 16
+	return (K + kper - 1) / kper, kper
 }
 
 // Conv implements model.Backend: the causal depthwise conv of the xBC

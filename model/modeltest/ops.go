@@ -280,6 +280,8 @@ func (h *opsHarness) matMul(t *testing.T) {
 		{1, 33, 17}, {2, 129, 70}, {3, 5, 1}, {4, 64, 256}, {5, 33, 17}, {70, 129, 71}, {1, 300, 255}, {9, 7, 130},
 		// 128 tokens and more: WebGPU's large-tile kernel, with ragged edges.
 		{128, 128, 16}, {131, 257, 33}, {260, 5, 3},
+		// Deep and narrow: WebGPU splits k and sums the partial products.
+		{9, 70, 600}, {130, 33, 1100}, {6, 20, 1031},
 	}
 	for i, s := range shapes {
 		for _, dt := range dtypes {

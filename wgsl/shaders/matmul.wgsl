@@ -11,7 +11,11 @@
 //           weight), then a tree reduction in workgroup memory. Each weight
 //           word is read once per TB tokens.
 //   (else)  prompts: the 64 × 64 tiled product of tile.wgsl (64 tokens ×
-//           64 columns per workgroup). A 128 × 128 tile with 8 × 8 outputs
+//           64 columns per workgroup). When that makes too few workgroups
+//           to fill the GPU (a short prompt, few output columns), k is
+//           split into ranges of kper, each workgroup writes its partial
+//           product to its own slice of out (pstride apart), and
+//           matmul_sum.wgsl adds them up. A 128 × 128 tile with 8 × 8 outputs
 //           per invocation measured no faster on an H200: for the out_proj
 //           of small models it leaves most of the GPU idle.
 // Sums are in f32 in a different order than the CPU's; the difference is
@@ -28,6 +32,8 @@ struct Params {
     ldo: u32,      // columns of out
     col0: u32,     // first output column of this part
     has_bias: u32,
+    kper: u32,     // tiled: k per split (K when not split)
+    pstride: u32,  // tiled, split: floats between the partial products
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -113,15 +119,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 // load_x reads this invocation's four elements of the x slice at k0: tokens
 // (lid + 256i) / 16, k (lid + 256i) % 16 (consecutive invocations, consecutive
-// words); zero outside x.
-fn load_x(t0: u32, k0: u32, lid: u32) -> array<f32, 4> {
+// words); zero outside x and from ke on.
+fn load_x(t0: u32, k0: u32, ke: u32, lid: u32) -> array<f32, 4> {
     var v: array<f32, 4>;
     for (var i = 0u; i < 4u; i++) {
         let e = lid + i * WG;
         let t = t0 + e / TSTEP;
         let k = k0 + e % TSTEP;
         v[i] = 0.0;
-        if (t < P.T && k < P.K) {
+        if (t < P.T && k < ke) {
             v[i] = x[t * P.K + k];
         }
     }
@@ -129,16 +135,17 @@ fn load_x(t0: u32, k0: u32, lid: u32) -> array<f32, 4> {
 }
 
 // load_w reads this invocation's two pairs of the W slice at k0 (one word
-// each when packed); zero outside W.
-fn load_w(n0: u32, k0: u32, lid: u32) -> array<vec2<f32>, 2> {
+// each when packed); zero outside W and from ke on. ke is even or K, so a
+// pair never straddles two splits.
+fn load_w(n0: u32, k0: u32, ke: u32, lid: u32) -> array<vec2<f32>, 2> {
     var v: array<vec2<f32>, 2>;
     for (var i = 0u; i < 2u; i++) {
         let e = lid + i * WG;
         let n = n0 + e / (TSTEP / 2u);
         let k = k0 + (e % (TSTEP / 2u)) * 2u;
         v[i] = vec2<f32>(0.0, 0.0);
-        if (n < P.N && k < P.K) {
-            if (k + 1u < P.K) {
+        if (n < P.N && k < ke) {
+            if (k + 1u < ke) {
                 v[i] = w_get2(n * P.stride + k);
             } else {
                 v[i].x = w_get(n * P.stride + k);
@@ -152,12 +159,17 @@ fn load_w(n0: u32, k0: u32, lid: u32) -> array<vec2<f32>, 2> {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let col_tiles = (P.N + TILE - 1u) / TILE;
-    let g = wg_index(wid, nwg);
+    let tiles = col_tiles * ((P.T + TILE - 1u) / TILE);
+    var g = wg_index(wid, nwg);
+    let split = g / tiles; // which k range, when the product is split
+    g = g % tiles;
     let t0 = (g / col_tiles) * TILE;
     let n0 = (g % col_tiles) * TILE;
-    if (t0 >= P.T) {
+    let kb = split * P.kper;
+    if (kb >= P.K) {
         return;
     }
+    let ke = min(kb + P.kper, P.K);
     let tx = lid % 16u;
     let ty = lid / 16u;
     var acc: array<f32, 16>;
@@ -166,9 +178,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     // Software pipelining: the next step's slices are read from memory into
     // registers while this step's are multiplied out of workgroup memory.
-    var xr = load_x(t0, 0u, lid);
-    var wr = load_w(n0, 0u, lid);
-    for (var k0 = 0u; k0 < P.K; k0 += TSTEP) {
+    var xr = load_x(t0, kb, ke, lid);
+    var wr = load_w(n0, kb, ke, lid);
+    for (var k0 = kb; k0 < ke; k0 += TSTEP) {
         // x: 64 tokens × 16 k; W: 64 rows × 16 k, two k per word.
         for (var i = 0u; i < 4u; i++) {
             let e = lid + i * WG;
@@ -182,9 +194,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             tile_r[(k + 1u) * TPAD + r] = wr[i].y;
         }
         workgroupBarrier();
-        if (k0 + TSTEP < P.K) {
-            xr = load_x(t0, k0 + TSTEP, lid);
-            wr = load_w(n0, k0 + TSTEP, lid);
+        if (k0 + TSTEP < ke) {
+            xr = load_x(t0, k0 + TSTEP, ke, lid);
+            wr = load_w(n0, k0 + TSTEP, ke, lid);
         }
         tile_fma(&acc, tx, ty);
         workgroupBarrier();
@@ -198,7 +210,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 if (P.has_bias == 1u) {
                     v += bias[P.col0 + n];
                 }
-                out[t * P.ldo + P.col0 + n] = v;
+                out[split * P.pstride + t * P.ldo + P.col0 + n] = v;
             }
         }
     }

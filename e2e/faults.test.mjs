@@ -99,6 +99,25 @@ describe('weights over a faulty network (browser cache on)', () => {
     assertCacheExact(r.cached);
   });
 
+  test('weight files download in parallel, at most three at once', async () => {
+    server.modelDelay = 150; // every answer waits, so overlapping downloads show
+    const mark = server.requests.length;
+    let r;
+    try {
+      r = await load('/models/mamba2-go-tiny/');
+    } finally {
+      server.modelDelay = 0;
+    }
+    assert.equal(r.error, undefined);
+    assert.equal(r.text, expected.text);
+    const whole = server.requests.slice(mark).filter((q) => q.path.endsWith('.safetensors') && q.method === 'GET' && !q.range);
+    assert.equal(whole.length, shards.length, 'each shard should be fetched whole once');
+    let most = 0;
+    for (const q of whole) most = Math.max(most, whole.filter((o) => o.start < q.end && q.start < o.end).length);
+    assert.ok(most >= 2 && most <= 3, `${most} shard downloads overlapped at most`);
+    assertCacheExact(r.cached);
+  });
+
   test('a 500 answer is retried', async () => {
     const path = `/models/mamba2-go-tiny/${shards[1]}`;
     server.faults.push({ path, whole: true, status: 500 }, { path, whole: true, status: 503 });

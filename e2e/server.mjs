@@ -27,7 +27,8 @@ function resolve(root, rel) {
  * startServer({staticDir, modelsDir, mounts, port}) → {url, requests, modelDelay, close()}.
  * Serves modelsDir at /models/, each mounts[prefix] folder at its prefix
  * ('/fixtures/') and staticDir for everything else. requests logs every
- * request as {method, path, range, ifRange, status}; setting modelDelay (ms)
+ * request as {method, path, range, ifRange, status, start, end} (times in
+ * ms from performance.now()); setting modelDelay (ms)
  * slows every /models/ answer, to watch a load progress.
  *
  * Files get strong ETags (size and mtime); etagSuffix[path] changes one, as
@@ -44,8 +45,10 @@ export async function startServer({ staticDir, modelsDir, mounts = {}, port = 0 
   const server = createServer(async (req, res) => {
     const log = {
       method: req.method, path: req.url, range: req.headers.range ?? null, ifRange: req.headers['if-range'] ?? null, status: 0,
+      start: performance.now(), end: 0,
     };
     requests.push(log);
+    res.on('close', () => { log.end = performance.now(); });
     if (state.modelDelay > 0 && req.url.startsWith('/models/')) {
       await new Promise((ok) => setTimeout(ok, state.modelDelay));
     }

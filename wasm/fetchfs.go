@@ -65,15 +65,16 @@ type httpFS struct {
 	cache  *webCache // nil: no cache
 	policy cachePolicy
 
-	mu        sync.Mutex
-	small     map[string][]byte               // whole small files, fetched once
-	heads     map[string]head                 // lengths and ETags of large files, looked up once
-	cached    map[string]*cacheEntry          // large files found in the cache (nil: not there)
-	downloads map[string]*download            // large files being fetched into the cache
-	manifest  map[string]loader.ManifestEntry // manifest.json, when the folder has one
-	notes     []string                        // why files were not cached
-	fetched   int64                           // weight bytes received from the network
-	fromCache int64                           // weight bytes read from the cache
+	mu           sync.Mutex
+	small        map[string][]byte               // whole small files, fetched once
+	heads        map[string]head                 // lengths and ETags of large files, looked up once
+	cached       map[string]*cacheEntry          // large files found in the cache (nil: not there)
+	downloads    map[string]*download            // large files being fetched into the cache
+	prefetchOnce sync.Once                       // starts prefetch with the first download
+	manifest     map[string]loader.ManifestEntry // manifest.json, when the folder has one
+	notes        []string                        // why files were not cached
+	fetched      int64                           // weight bytes received from the network
+	fromCache    int64                           // weight bytes read from the cache
 }
 
 // head is what HEAD says about a file.

@@ -36,6 +36,7 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -284,6 +285,7 @@ type download struct {
 	want     string    // expected sha256 (hex), or ""
 	wantFrom string    // where want comes from, for errors
 	err      error     // sticky failure of the download itself
+	stored   *blobFile // the committed cache entry, once the whole file is in it
 	retries  int
 }
 
@@ -335,6 +337,7 @@ func (d *download) take(off int64, max int) ([]byte, error) {
 // begin sends the GET and, unless the cache is off for this file, opens the
 // cache entry's stream.
 func (d *download) begin() error {
+	d.h.prefetchOnce.Do(func() { go d.h.prefetch() })
 	resp, stop, err := d.h.open("GET", d.url, nil)
 	if err != nil {
 		return err
@@ -481,17 +484,95 @@ func (d *download) finish() error {
 	if !d.started || d.err != nil {
 		return d.err
 	}
+	return d.drain()
+}
+
+// drain reads the rest of the file into the cache and waits for the entry;
+// then later reads of the file come from it (d.stored). d.mu is held.
+func (d *download) drain() error {
 	for d.pos < d.size {
 		if _, err := d.take(d.pos, 1<<20); err != nil {
 			return err
 		}
 	}
-	if d.put.Truthy() {
-		if _, err := await(d.put); err != nil {
-			d.h.note(quotaNote(d.name, d.size, err))
+	if !d.put.Truthy() || d.stored != nil {
+		return nil
+	}
+	if _, err := await(d.put); err != nil {
+		d.h.note(quotaNote(d.name, d.size, err))
+		d.put = js.Undefined()
+		return nil
+	}
+	if e, err := d.h.cache.lookup(d.url); err == nil && e != nil && !e.missing {
+		if blob, err := await(e.resp.Call("blob")); err == nil && int64(blob.Get("size").Float()) == d.size {
+			d.stored = &blobFile{name: d.name, blob: blob, size: d.size}
 		}
 	}
 	return nil
+}
+
+// prefetch downloads the whole file into the cache ahead of the loader,
+// unless the loader has begun it already. It reports false when the file
+// cannot be cached (then the loader reads the response itself, in order, and
+// prefetching more would only hold connections open).
+func (d *download) prefetch() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.started {
+		return true
+	}
+	d.started = true
+	if err := d.begin(); err != nil {
+		d.fail(err)
+		return false
+	}
+	if !d.ctrl.Truthy() {
+		return false
+	}
+	if err := d.drain(); err != nil {
+		return false // d.err is set: the loader reports it
+	}
+	return true
+}
+
+// prefetchLimit is how many weight files are downloaded into the cache
+// ahead of the loader at once, besides the one it is reading.
+const prefetchLimit = 2
+
+// prefetch downloads the weight files, in order, into the cache while the
+// loader reads the first: up to prefetchLimit at a time. A file the loader
+// reaches while it is still downloading waits for it, then comes from the
+// cache; one the loader reaches first is read as it arrives.
+func (h *httpFS) prefetch() {
+	h.mu.Lock()
+	ds := make([]*download, 0, len(h.downloads))
+	for _, d := range h.downloads {
+		ds = append(ds, d)
+	}
+	h.mu.Unlock()
+	sort.Slice(ds, func(i, j int) bool { return ds[i].name < ds[j].name })
+	next := make(chan *download)
+	var stop sync.Once
+	quit := make(chan struct{})
+	for range prefetchLimit {
+		go func() {
+			for d := range next {
+				if !d.prefetch() {
+					stop.Do(func() { close(quit) })
+				}
+			}
+		}()
+	}
+	defer close(next)
+	for _, d := range ds {
+		select {
+		case next <- d:
+		case <-quit:
+			return
+		case <-h.ctx.Done():
+			return
+		}
+	}
 }
 
 // expectedSHA256 returns the digest an ETag stands for, when it is one (the
@@ -511,10 +592,11 @@ func expectedSHA256(etag string) string {
 // downloadRange reads [off, off+n) of a file being downloaded: from the
 // download when it has not passed off yet, else with a Range request.
 type downloadRange struct {
-	f   *cachingFile
-	off int64
-	end int64
-	own bool // reading with Range requests
+	f    *cachingFile
+	off  int64
+	end  int64
+	own  bool        // not from the download: from the cache or with Range requests
+	from io.ReaderAt // where, then
 }
 
 func (r *downloadRange) Read(p []byte) (int, error) {
@@ -536,8 +618,11 @@ func (r *downloadRange) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		r.own = true
+		if d.stored != nil { // prefetched into the cache
+			r.from = d.stored
+		}
 	}
-	n, err := r.f.remote.ReadAt(p[:want], r.off)
+	n, err := r.from.ReadAt(p[:want], r.off)
 	r.off += int64(n)
 	if err == io.EOF && n > 0 {
 		err = nil
@@ -564,7 +649,7 @@ func (f *cachingFile) OpenRange(off, n int64) (io.ReadCloser, error) {
 	if off < 0 || n < 0 || off+n > f.remote.size {
 		return nil, fmt.Errorf("%s: range %d+%d outside its %d bytes", f.remote.name, off, n, f.remote.size)
 	}
-	return &downloadRange{f: f, off: off, end: off + n}, nil
+	return &downloadRange{f: f, off: off, end: off + n, from: f.remote}, nil
 }
 
 func headerOf(h js.Value, name string) string {

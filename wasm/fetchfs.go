@@ -520,14 +520,23 @@ type remoteFile struct {
 func (f *remoteFile) Stat() (fs.FileInfo, error) { return fileInfo{f.name, f.size}, nil }
 func (f *remoteFile) Close() error               { return nil }
 
-func (f *remoteFile) ReadAt(p []byte, off int64) (int, error) {
+// span is how many of want bytes at off a ReadAt of a file of size bytes
+// returns, or the error it returns instead.
+func span(name string, size, off int64, want int) (int, error) {
 	if off < 0 {
-		return 0, &fs.PathError{Op: "readat", Path: f.name, Err: fs.ErrInvalid}
+		return 0, &fs.PathError{Op: "readat", Path: name, Err: fs.ErrInvalid}
 	}
-	if off >= f.size {
+	if off >= size {
 		return 0, io.EOF
 	}
-	n := int(min(int64(len(p)), f.size-off))
+	return int(min(int64(want), size-off)), nil
+}
+
+func (f *remoteFile) ReadAt(p []byte, off int64) (int, error) {
+	n, err := span(f.name, f.size, off, len(p))
+	if err != nil {
+		return 0, err
+	}
 	if f.whole != nil {
 		copy(p, f.whole[off:])
 	} else if n > 0 {

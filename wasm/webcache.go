@@ -228,13 +228,10 @@ func (f *blobFile) Stat() (fs.FileInfo, error) { return fileInfo{f.name, f.size}
 func (f *blobFile) Close() error               { return nil }
 
 func (f *blobFile) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, &fs.PathError{Op: "readat", Path: f.name, Err: fs.ErrInvalid}
+	n, err := span(f.name, f.size, off, len(p))
+	if err != nil {
+		return 0, err
 	}
-	if off >= f.size {
-		return 0, io.EOF
-	}
-	n := int(min(int64(len(p)), f.size-off))
 	buf, err := await(f.blob.Call("slice", float64(off), float64(off+int64(n))).Call("arrayBuffer"))
 	if err != nil {
 		return 0, fmt.Errorf("reading the cached copy of %s: %v (the browser may have evicted it; load again)", f.name, err)

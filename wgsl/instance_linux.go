@@ -65,6 +65,9 @@ import (
 // error. The instance handle is wrapped in the binding's Instance type,
 // which is one pointer field (checked here); nil means "not available".
 func vulkanInstance() *wgpu.Instance {
+	// wgpu's warnings are about presenting to windows (missing swapchain
+	// extensions), which compute never does; errors still show.
+	wgpu.SetLogLevel(wgpu.LogLevelError)
 	type instance struct{ ref unsafe.Pointer }
 	if unsafe.Sizeof(wgpu.Instance{}) != unsafe.Sizeof(instance{}) {
 		return nil

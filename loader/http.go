@@ -225,24 +225,48 @@ func (h *HTTPFS) loadManifest() error {
 		}
 		return err
 	}
+	m, err := ParseManifest(data)
+	if err != nil {
+		return fmt.Errorf("%s: %v", h.fileURL(ManifestFile), err)
+	}
+	h.manifest = m
+	return nil
+}
+
+// ParseManifest reads a manifest.json (ManifestFile), checking that every
+// sha256 is 64 hex digits (returned in lower case) and no size is negative.
+func ParseManifest(data []byte) (map[string]ManifestEntry, error) {
 	var m map[string]ManifestEntry
 	if err := json.Unmarshal(data, &m); err != nil {
-		return fmt.Errorf("%s: %v", h.fileURL(ManifestFile), err)
+		return nil, err
 	}
 	for name, e := range m {
 		if e.SHA256 != "" {
 			if b, err := hex.DecodeString(e.SHA256); err != nil || len(b) != 32 {
-				return fmt.Errorf("%s: %q: sha256 %q is not 64 hex digits", h.fileURL(ManifestFile), name, e.SHA256)
+				return nil, fmt.Errorf("%q: sha256 %q is not 64 hex digits", name, e.SHA256)
 			}
 			e.SHA256 = strings.ToLower(e.SHA256)
 			m[name] = e
 		}
 		if e.Size != nil && *e.Size < 0 {
-			return fmt.Errorf("%s: %q: negative size", h.fileURL(ManifestFile), name)
+			return nil, fmt.Errorf("%q: negative size", name)
 		}
 	}
-	h.manifest = m
-	return nil
+	return m, nil
+}
+
+// ETagDigest returns the sha256 (lower-case hex) that a strong ETag stands
+// for when it is one, as Hugging Face's are for weight files and `mamba2
+// serve`'s for content-addressed files; "" otherwise.
+func ETagDigest(etag string) string {
+	if strings.HasPrefix(etag, "W/") {
+		return ""
+	}
+	t := strings.Trim(etag, `"`)
+	if b, err := hex.DecodeString(t); err != nil || len(b) != 32 {
+		return ""
+	}
+	return strings.ToLower(t)
 }
 
 // Open opens a file of the model folder. The first Open of a name asks the
@@ -451,10 +475,8 @@ func (h *HTTPFS) applyManifest(e *remoteFile) error {
 		}
 	}
 	if !h.opt.NoETagDigest {
-		if t := strings.Trim(e.strongETag(), `"`); len(t) == 64 {
-			if _, err := hex.DecodeString(t); err == nil {
-				e.sha256 = strings.ToLower(t)
-			}
+		if d := ETagDigest(e.etag); d != "" {
+			e.sha256 = d
 		}
 	}
 	return nil

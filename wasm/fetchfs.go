@@ -17,7 +17,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -93,14 +92,9 @@ func (h *httpFS) loadManifest() error {
 	if err != nil {
 		return err
 	}
-	var m map[string]loader.ManifestEntry
-	if err := json.Unmarshal(data, &m); err != nil {
-		return fmt.Errorf("%s: %v", loader.ManifestFile, err)
-	}
-	for name, e := range m {
-		if e.SHA256 != "" && expectedSHA256(`"`+e.SHA256+`"`) == "" {
-			return fmt.Errorf("%s: %q has sha256 %q, which is not 64 hex digits", loader.ManifestFile, name, e.SHA256)
-		}
+	m, err := loader.ParseManifest(data)
+	if err != nil {
+		return fmt.Errorf("%s%s: %v", h.base, loader.ManifestFile, err)
 	}
 	h.manifest = m
 	return nil

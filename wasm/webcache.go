@@ -353,14 +353,14 @@ func (d *download) begin() error {
 		return fmt.Errorf("%s: the server sent %d bytes but reported %d before; load again", d.url, n, d.size)
 	}
 	d.body, d.stop = resp.Get("body").Call("getReader"), stop
-	d.want, d.wantFrom = expectedSHA256(d.etag), "the server's ETag"
+	d.want, d.wantFrom = loader.ETagDigest(d.etag), "the server's ETag"
 	if m, ok := d.h.manifest[d.name]; ok {
 		if m.Size != nil && *m.Size != d.size {
 			stop()
 			return fmt.Errorf("%s: the server has %d bytes but %s says %d", d.url, d.size, loader.ManifestFile, *m.Size)
 		}
 		if m.SHA256 != "" {
-			d.want, d.wantFrom = strings.ToLower(m.SHA256), loader.ManifestFile
+			d.want, d.wantFrom = m.SHA256, loader.ManifestFile
 		}
 	}
 	if d.want != "" {
@@ -570,20 +570,6 @@ func (h *httpFS) prefetch() {
 			return
 		}
 	}
-}
-
-// expectedSHA256 returns the digest an ETag stands for, when it is one (the
-// Hugging Face convention for weight files, and what `mamba2 serve` sends
-// for content-addressed files).
-func expectedSHA256(etag string) string {
-	t := strings.Trim(strings.TrimPrefix(etag, "W/"), `"`)
-	if len(t) != 64 || strings.HasPrefix(etag, "W/") {
-		return ""
-	}
-	if _, err := hex.DecodeString(t); err != nil {
-		return ""
-	}
-	return strings.ToLower(t)
 }
 
 // downloadRange reads [off, off+n) of a file being downloaded: from the

@@ -110,3 +110,26 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestPrefillChunk(t *testing.T) {
+	tests := []struct {
+		shape string
+		batch int
+		want  int
+	}{
+		{"130m", 1, 2048},      // 3352 floats a position: 2048 fit easily
+		{"1.3b", 1, 2048},      // 8512 floats: 70 MiB at 2048
+		{"1.3b", 4, 768},       // four sequences: 985 fit, cut to whole 256-token chunks
+		{"codestral", 1, 1792}, // 18560 floats: 1808 fit
+	}
+	for _, tt := range tests {
+		m := &Model{Config: Shapes[tt.shape]}
+		if got := m.prefillChunk(tt.batch); got != tt.want {
+			t.Errorf("%s, batch %d: prefill chunk %d, want %d", tt.shape, tt.batch, got, tt.want)
+		}
+	}
+	m := &Model{Config: Shapes["130m"], PrefillChunk: 100}
+	if got := m.prefillChunk(1); got != 100 {
+		t.Errorf("PrefillChunk 100 gives %d", got)
+	}
+}

@@ -149,7 +149,7 @@ func (s *State) Forward(ids []int32, mask []float32, lastOnly bool) (Tensor, err
 	if mask != nil && len(mask) != len(ids) {
 		return nil, fmt.Errorf("forward: mask has %d entries for %d ids", len(mask), len(ids))
 	}
-	if n := s.m.prefillChunk(); L > n && lastOnly {
+	if n := s.m.prefillChunk(B); L > n && lastOnly {
 		// Long prompts go through in pieces; the state carries between them.
 		for start := 0; start < L; start += n {
 			end := min(start+n, L)

@@ -17,7 +17,8 @@ type Model struct {
 	Weights   *Weights
 	GatedNorm GatedNorm
 	// PrefillChunk bounds how many positions per sequence one forward call
-	// processes, so activations stay bounded for long prompts. Zero means 512.
+	// processes, so activations stay bounded for long prompts. Zero picks
+	// the most (up to 2048) that keep every activation within 128 MiB.
 	PrefillChunk int
 }
 
@@ -71,9 +72,26 @@ func Load(fsys fs.FS, b Backend, progress func(Progress)) (*Model, error) {
 	return &Model{Config: cfg, Backend: b, Weights: w}, nil
 }
 
-func (m *Model) prefillChunk() int {
+// Default prefill chunks: at most maxPrefillChunk positions, and no
+// activation over maxActivationBytes, the storage binding size every WebGPU
+// device offers. Long chunks keep a large GPU busy (on an H200, 2048-token
+// chunks prefill 130m half again as fast as 512-token ones).
+const (
+	maxPrefillChunk    = 2048
+	maxActivationBytes = 128 << 20
+)
+
+// prefillChunk is how many positions per sequence a forward call of a
+// batch of sequences processes at most.
+func (m *Model) prefillChunk(batch int) int {
 	if m.PrefillChunk > 0 {
 		return m.PrefillChunk
 	}
-	return 512
+	c := m.Config
+	widest := max(c.ProjDim(), c.ConvDim(), c.Inner(), c.Hidden) // floats per position
+	n := min(maxPrefillChunk, maxActivationBytes/(4*max(batch, 1)*max(widest, 1)))
+	if c.ChunkSize > 0 && n >= c.ChunkSize {
+		n -= n % c.ChunkSize // whole SSD chunks
+	}
+	return max(n, 1)
 }

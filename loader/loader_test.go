@@ -200,18 +200,31 @@ func FuzzParseHeader(f *testing.F) {
 		f.Add(data[:8+n/2])
 	}
 	f.Add(file(entry{"a": entry{"dtype": "BF16", "shape": []int{3}, "data_offsets": []int{0, 6}}}, make([]byte, 6)))
+	// Near misses of the tiling and duplicate-name rules, for the mutator
+	// to start from.
+	f.Add(rawFile(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, 8))
+	f.Add(rawFile(`{"z":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F16","shape":[2],"data_offsets":[4,8]}}`, 8))
+	f.Add(rawFile(`{"__metadata__":{"k":"v"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}  `, 6))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		infos, err := ParseHeader("fuzz", b, int64(len(b)))
 		if err != nil {
 			return
 		}
-		// Whatever is accepted must be self-consistent and inside the file.
-		var end int64
+		// Whatever is accepted must be self-consistent and tile the data
+		// section exactly: each tensor starts where the one before ended,
+		// the first at the start of the data, the last at the end of the
+		// file; names are unique.
+		end := int64(8 + binary.LittleEndian.Uint64(b))
+		names := map[string]bool{}
 		for _, in := range infos {
-			if in.Begin < end || in.Begin+in.Size > int64(len(b)) || in.Elements()*int64(in.DType.Size()) != in.Size {
+			if in.Begin != end || in.Begin+in.Size > int64(len(b)) || in.Elements()*int64(in.DType.Size()) != in.Size || names[in.Name] {
 				t.Fatalf("accepted inconsistent tensor %+v", in)
 			}
+			names[in.Name] = true
 			end = in.Begin + in.Size
+		}
+		if end != int64(len(b)) {
+			t.Fatalf("accepted %d bytes after the last tensor", int64(len(b))-end)
 		}
 	})
 }

@@ -7,8 +7,10 @@ package model
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"strconv"
 )
 
 // Config is a Mamba-2 configuration in the runtime's own terms (SPEC §1.1).
@@ -60,13 +62,19 @@ type hfConfig struct {
 	ChunkSize        *int            `json:"chunk_size"`
 	UseBias          *bool           `json:"use_bias"`
 	UseConvBias      *bool           `json:"use_conv_bias"`
-	Eps              *float64        `json:"layer_norm_epsilon"`
+	Eps              json.RawMessage `json:"layer_norm_epsilon"`
 	TimeStepLimit    json.RawMessage `json:"time_step_limit"`
 	TieWordEmbedding *bool           `json:"tie_word_embeddings"`
 	RMSNorm          *bool           `json:"rms_norm"`
 	BOS              *int            `json:"bos_token_id"`
 	EOS              json.RawMessage `json:"eos_token_id"`
 	PAD              *int            `json:"pad_token_id"`
+
+	// Used only to initialise weights for training; checked, not kept.
+	TimeStepMin      json.RawMessage `json:"time_step_min"`
+	TimeStepMax      json.RawMessage `json:"time_step_max"`
+	TimeStepFloor    json.RawMessage `json:"time_step_floor"`
+	InitializerRange json.RawMessage `json:"initializer_range"`
 
 	// state-spaces (mamba_ssm) names
 	DModel           *int            `json:"d_model"`
@@ -77,15 +85,20 @@ type hfConfig struct {
 }
 
 type ssmCfg struct {
-	Layer     string `json:"layer"`
-	DState    *int   `json:"d_state"`
-	DConv     *int   `json:"d_conv"`
-	Expand    *int   `json:"expand"`
-	HeadDim   *int   `json:"headdim"`
-	NGroups   *int   `json:"ngroups"`
-	ChunkSize *int   `json:"chunk_size"`
-	Bias      *bool  `json:"bias"`
-	ConvBias  *bool  `json:"conv_bias"`
+	Layer     string          `json:"layer"`
+	DState    *int            `json:"d_state"`
+	DConv     *int            `json:"d_conv"`
+	Expand    *int            `json:"expand"`
+	HeadDim   *int            `json:"headdim"`
+	NGroups   *int            `json:"ngroups"`
+	ChunkSize *int            `json:"chunk_size"`
+	Bias      *bool           `json:"bias"`
+	ConvBias  *bool           `json:"conv_bias"`
+	DtLimit   json.RawMessage `json:"dt_limit"` // mamba_ssm's name for time_step_limit
+	// Used only to initialise weights for training; checked, not kept.
+	DtMin       json.RawMessage `json:"dt_min"`
+	DtMax       json.RawMessage `json:"dt_max"`
+	DtInitFloor json.RawMessage `json:"dt_init_floor"`
 }
 
 // ParseConfig reads a config.json in the Hugging Face format or the original
@@ -96,7 +109,13 @@ func ParseConfig(data []byte) (Config, error) {
 	var h hfConfig
 	if err := json.Unmarshal(data, &h); err != nil {
 		fixed := replacePythonLiterals(data)
-		if err2 := json.Unmarshal(fixed, &h); err2 != nil {
+		if bytes.Equal(fixed, data) {
+			return Config{}, fmt.Errorf("config.json: %v", err)
+		}
+		h = hfConfig{}
+		if err := json.Unmarshal(fixed, &h); err != nil {
+			// Reported for the fixed text: the first error may only be
+			// the literal.
 			return Config{}, fmt.Errorf("config.json: %v", err)
 		}
 	}
@@ -140,7 +159,6 @@ func (h hfConfig) huggingFace() (Config, error) {
 		ChunkSize:     or(h.ChunkSize, 256),
 		UseBias:       or(h.UseBias, false),
 		ConvBias:      or(h.UseConvBias, true),
-		Eps:           or(h.Eps, 1e-5),
 		TieEmbeddings: or(h.TieWordEmbedding, false),
 		BOS:           or(h.BOS, 0),
 		PAD:           or(h.PAD, 1),
@@ -150,7 +168,14 @@ func (h hfConfig) huggingFace() (Config, error) {
 	if c.EOS, err = parseEOS(h.EOS, c.EOS); err != nil {
 		return Config{}, err
 	}
-	c.TimeStepMin, c.TimeStepMax, err = parseLimit(h.TimeStepLimit)
+	if c.Eps, err = optionalFloat("layer_norm_epsilon", h.Eps, 1e-5); err != nil {
+		return Config{}, err
+	}
+	if c.TimeStepMin, c.TimeStepMax, err = parseLimit("time_step_limit", h.TimeStepLimit); err != nil {
+		return Config{}, err
+	}
+	err = checkInitFloats([]namedFloat{{"time_step_min", h.TimeStepMin}, {"time_step_max", h.TimeStepMax},
+		{"time_step_floor", h.TimeStepFloor}, {"initializer_range", h.InitializerRange}})
 	return c, err
 }
 
@@ -178,8 +203,12 @@ func (h hfConfig) original() (Config, error) {
 		return Config{}, fmt.Errorf("config.json: vocab_size is missing")
 	}
 	v := *h.VocabSize
-	if m := or(h.PadVocabMultiple, 8); m > 0 && v%m != 0 {
-		v += m - v%m
+	m := or(h.PadVocabMultiple, 8)
+	if m > MaxVocab {
+		return Config{}, fmt.Errorf("config.json: pad_vocab_size_multiple = %d is above the limit of %d", m, MaxVocab)
+	}
+	if m > 0 && v > 0 && v <= MaxVocab && v%m != 0 {
+		v += m - v%m // both bounded, so this cannot overflow; Validate bounds the result
 	}
 	c := Config{
 		VocabSize:      v,
@@ -194,18 +223,32 @@ func (h hfConfig) original() (Config, error) {
 		UseBias:        or(s.Bias, false),
 		ConvBias:       or(s.ConvBias, true),
 		Eps:            1e-5,
-		TimeStepMin:    0,
-		TimeStepMax:    math.Inf(1),
 		TieEmbeddings:  or(h.TieEmbeddings, true),
 		BOS:            0,
 		EOS:            0,
 		PAD:            0,
 		OriginalNaming: true,
 	}
+	var err error
+	if c.TimeStepMin, c.TimeStepMax, err = parseLimit("ssm_cfg.dt_limit", s.DtLimit); err != nil {
+		return Config{}, err
+	}
+	if err := checkInitFloats([]namedFloat{{"ssm_cfg.dt_min", s.DtMin}, {"ssm_cfg.dt_max", s.DtMax},
+		{"ssm_cfg.dt_init_floor", s.DtInitFloor}}); err != nil {
+		return Config{}, err
+	}
 	if c.HeadDim <= 0 {
 		return Config{}, fmt.Errorf("config.json: ssm_cfg.headdim must be positive, got %d", c.HeadDim)
 	}
-	c.Heads = c.Expand * c.Hidden / c.HeadDim
+	// The heads are derived; Validate reports an out-of-range d_model or
+	// expand (before the heads) when this product is not computed.
+	if c.Hidden > 0 && c.Hidden <= MaxHidden && c.Expand > 0 && c.Expand <= MaxExpand {
+		if inner := c.Expand * c.Hidden; inner%c.HeadDim != 0 {
+			return Config{}, fmt.Errorf("config.json: ssm_cfg.expand × d_model = %d × %d = %d is not a multiple of ssm_cfg.headdim = %d",
+				c.Expand, c.Hidden, inner, c.HeadDim)
+		}
+		c.Heads = c.Expand * c.Hidden / c.HeadDim
+	}
 	return c, nil
 }
 
@@ -225,40 +268,97 @@ func parseEOS(raw json.RawMessage, def int) (int, error) {
 	return 0, fmt.Errorf("config.json: eos_token_id must be an integer or a list of integers, got %s", raw)
 }
 
-// parseLimit reads time_step_limit, written as [lo, hi] where each bound is
-// a number, a bare Infinity (already made parseable), or {"__float__": "Infinity"}.
-func parseLimit(raw json.RawMessage) (lo, hi float64, err error) {
-	if len(raw) == 0 || string(raw) == "null" {
+// parseLimit reads the dt clamp range (time_step_limit, or mamba_ssm's
+// dt_limit), written as [lo, hi] where each bound is a number, a bare
+// Infinity (already made parseable), or {"__float__": "Infinity"}. Absent,
+// it is [0, +Inf], the default of both references. The range itself is
+// checked by Validate.
+func parseLimit(name string, raw json.RawMessage) (lo, hi float64, err error) {
+	if isNull(raw) {
 		return 0, math.Inf(1), nil
 	}
 	var parts []json.RawMessage
 	if err := json.Unmarshal(raw, &parts); err != nil || len(parts) != 2 {
-		return 0, 0, fmt.Errorf("config.json: time_step_limit must be a pair [min, max], got %s", raw)
+		return 0, 0, fmt.Errorf("config.json: %s must be a pair [min, max], got %s", name, raw)
 	}
 	var v [2]float64
 	for i, p := range parts {
 		if v[i], err = parseFloat(p); err != nil {
-			return 0, 0, fmt.Errorf("config.json: time_step_limit[%d]: %v", i, err)
+			return 0, 0, fmt.Errorf("config.json: %s[%d]: %v", name, i, err)
 		}
-	}
-	if math.IsNaN(v[0]) || math.IsNaN(v[1]) || v[0] > v[1] {
-		return 0, 0, fmt.Errorf("config.json: time_step_limit [%v, %v] is not a valid range", v[0], v[1])
 	}
 	return v[0], v[1], nil
 }
 
+// optionalFloat parses a float field, def when absent or null.
+func optionalFloat(name string, raw json.RawMessage, def float64) (float64, error) {
+	if isNull(raw) {
+		return def, nil
+	}
+	f, err := parseFloat(raw)
+	if err != nil {
+		return 0, fmt.Errorf("config.json: %s: %v", name, err)
+	}
+	return f, nil
+}
+
+type namedFloat struct {
+	name string
+	raw  json.RawMessage
+}
+
+// checkInitFloats checks fields that only initialise weights for training
+// (the dt range of the initial dt_bias, the init std): inference ignores
+// their values, but a file holding NaN, an infinity or a negative number
+// there is malformed, and is refused rather than carried along.
+func checkInitFloats(fs []namedFloat) error {
+	for _, f := range fs {
+		v, err := optionalFloat(f.name, f.raw, 0)
+		if err != nil {
+			return err
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			return fmt.Errorf("config.json: %s must be a finite number >= 0, got %v", f.name, v)
+		}
+	}
+	return nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+// parseFloat reads a float as Python's json module writes it: a number, a
+// bare Infinity/-Infinity/NaN (already turned into a string by
+// replacePythonLiterals), or transformers' {"__float__": "Infinity"}. A
+// number too large for a float64, such as 1e999, is ±Inf, as Python reads
+// it; the field's own check then decides whether an infinity is allowed.
 func parseFloat(raw json.RawMessage) (float64, error) {
+	raw = bytes.TrimSpace(raw)
 	var f float64
 	if json.Unmarshal(raw, &f) == nil {
 		return f, nil
+	}
+	if len(raw) > 0 && (raw[0] == '-' || '0' <= raw[0] && raw[0] <= '9') && json.Valid(raw) {
+		// A JSON number encoding/json refused: only an overflow does that.
+		if v, err := strconv.ParseFloat(string(raw), 64); errors.Is(err, strconv.ErrRange) {
+			return v, nil
+		}
 	}
 	var obj struct {
 		F *string `json:"__float__"`
 	}
 	var s string
 	if json.Unmarshal(raw, &obj) == nil && obj.F != nil {
-		s = *obj.F
-	} else if json.Unmarshal(raw, &s) != nil {
+		// Python's float() of the string: a number or inf/nan spelling.
+		v, err := strconv.ParseFloat(*obj.F, 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
+			return 0, fmt.Errorf("{\"__float__\": %q} is not a number", *obj.F)
+		}
+		return v, nil
+	}
+	if json.Unmarshal(raw, &s) != nil {
 		return 0, fmt.Errorf("%s is not a number", raw)
 	}
 	switch s {
@@ -313,34 +413,141 @@ func replacePythonLiterals(data []byte) []byte {
 	return out.Bytes()
 }
 
-// Validate checks that the dimensions are positive and consistent, naming the
-// offending field.
-func (c Config) Validate() error {
-	pos := []struct {
-		name string
-		v    int
-	}{
-		{"vocab_size", c.VocabSize}, {"hidden_size", c.Hidden}, {"num_hidden_layers", c.Layers},
-		{"state_size", c.State}, {"expand", c.Expand}, {"num_heads", c.Heads}, {"head_dim", c.HeadDim},
-		{"n_groups", c.Groups}, {"conv_kernel", c.ConvKernel}, {"chunk_size", c.ChunkSize},
+// Limits on a config's numbers. config.json is untrusted input, and the
+// runtime allocates per-layer tables, recurrent state and GPU buffers from
+// these counts, some before any tensor of the checkpoint is looked at; each
+// limit is far above every released Mamba-2 (SPEC §1.2: at most 64 layers,
+// D = 4096, N = 128, V = 50288) and low enough that a hostile file fails
+// here, with the field named, instead of in an allocation.
+const (
+	// MaxLayers bounds num_hidden_layers (n_layer): 16 times the 64 of
+	// the largest release. Weight bindings are built per layer.
+	MaxLayers = 1024
+	// MaxHidden bounds hidden_size (d_model), D: 16 times Codestral's 4096.
+	MaxHidden = 1 << 16
+	// MaxVocab bounds vocab_size, V: 4M, 16 times the largest vocabularies
+	// in use (256k). The logits of one position are V floats.
+	MaxVocab = 1 << 22
+	// MaxExpand bounds expand: every release uses 2.
+	MaxExpand = 16
+	// MaxInner bounds num_heads, head_dim and n_groups, none of which can
+	// exceed the inner width I = expand·D = H·P, and so not expand·D at
+	// their limits.
+	MaxInner = MaxExpand * MaxHidden
+	// MaxState bounds state_size, N: 8 times the 128 of every release.
+	// (The WebGPU recurrence kernel holds up to 512 per head row in
+	// registers and reports a larger N itself.)
+	MaxState = 1024
+	// MaxConvKernel bounds conv_kernel, K: releases use 4 (mamba_ssm's
+	// fused kernel allows at most 4); the WebGPU conv keeps K values per
+	// channel in registers.
+	MaxConvKernel = 64
+	// MaxChunkSize bounds chunk_size, Q: releases use 256. A chunk is a
+	// Q×Q block of the SSD passes; prompts are prefilled at most 2048
+	// positions at a time, so a larger Q changes nothing.
+	MaxChunkSize = 4096
+	// MaxTensorElements bounds the elements of any one tensor the config
+	// implies (the embedding V·D, in_proj, out_proj, conv1d, one layer's
+	// SSM state): the WebGPU backend indexes buffers with 32-bit integers
+	// and refuses larger tensors, and every count stays an int32 on the
+	// GPU side. Codestral's largest, in_proj, has 18560·4096 = 76M.
+	MaxTensorElements = math.MaxInt32
+	// MaxStateElements bounds the recurrent state of one sequence over all
+	// layers, Layers·(H·P·N + (K−1)·ConvDim) floats, which NewState
+	// allocates with no checkpoint bytes behind it: 1G floats (4 GiB),
+	// 15 times Codestral's 69M.
+	MaxStateElements = 1 << 30
+	// MaxEps bounds layer_norm_epsilon: releases use 1e-5; an epsilon
+	// above the mean square of unit-scale activations would swamp the
+	// normalisation.
+	MaxEps = 1.0
+)
+
+// fieldNames are the config.json names of Config's fields, in the format the
+// config came from, for error messages.
+type fieldNames struct {
+	vocab, hidden, layers, state, expand, heads, headDim, groups, conv, chunk, eps, limit string
+}
+
+func (c Config) names() fieldNames {
+	if c.OriginalNaming {
+		return fieldNames{"vocab_size (padded)", "d_model", "n_layer", "ssm_cfg.d_state", "ssm_cfg.expand",
+			"the head count (expand × d_model / headdim)", "ssm_cfg.headdim", "ssm_cfg.ngroups", "ssm_cfg.d_conv",
+			"ssm_cfg.chunk_size", "layer_norm_epsilon", "ssm_cfg.dt_limit"}
 	}
-	for _, p := range pos {
+	return fieldNames{"vocab_size", "hidden_size", "num_hidden_layers", "state_size", "expand",
+		"num_heads", "head_dim", "n_groups", "conv_kernel", "chunk_size", "layer_norm_epsilon", "time_step_limit"}
+}
+
+// Validate checks that the dimensions are positive, within the limits above
+// and consistent, and that the float fields are in range, naming the
+// offending field. Every Config the runtime uses passes it (ParseConfig,
+// LoadWeights and NewRandom call it).
+func (c Config) Validate() error {
+	n := c.names()
+	for _, p := range []struct {
+		name   string
+		v, max int
+	}{
+		{n.vocab, c.VocabSize, MaxVocab}, {n.hidden, c.Hidden, MaxHidden}, {n.layers, c.Layers, MaxLayers},
+		{n.state, c.State, MaxState}, {n.expand, c.Expand, MaxExpand}, {n.heads, c.Heads, MaxInner},
+		{n.headDim, c.HeadDim, MaxInner}, {n.groups, c.Groups, MaxInner}, {n.conv, c.ConvKernel, MaxConvKernel},
+		{n.chunk, c.ChunkSize, MaxChunkSize},
+	} {
 		if p.v <= 0 {
 			return fmt.Errorf("config.json: %s must be positive, got %d", p.name, p.v)
 		}
-		if p.v > 1<<24 {
-			return fmt.Errorf("config.json: %s = %d is implausibly large", p.name, p.v)
+		if p.v > p.max {
+			return fmt.Errorf("config.json: %s = %d is above the limit of %d", p.name, p.v, p.max)
 		}
 	}
-	if c.Heads*c.HeadDim != c.Expand*c.Hidden {
-		return fmt.Errorf("config.json: num_heads × head_dim = %d × %d = %d must equal expand × hidden_size = %d × %d = %d",
-			c.Heads, c.HeadDim, c.Heads*c.HeadDim, c.Expand, c.Hidden, c.Expand*c.Hidden)
+	// Every field is now below 2^23, so products of up to three of them
+	// fit in an int64 whatever the size of int.
+	V, D, L, N, E := int64(c.VocabSize), int64(c.Hidden), int64(c.Layers), int64(c.State), int64(c.Expand)
+	H, P, G, K := int64(c.Heads), int64(c.HeadDim), int64(c.Groups), int64(c.ConvKernel)
+	if H*P != E*D {
+		return fmt.Errorf("config.json: %s × %s = %d × %d = %d must equal %s × %s = %d × %d = %d",
+			n.heads, n.headDim, H, P, H*P, n.expand, n.hidden, E, D, E*D)
 	}
-	if c.Heads%c.Groups != 0 {
-		return fmt.Errorf("config.json: num_heads = %d is not divisible by n_groups = %d", c.Heads, c.Groups)
+	if H%G != 0 {
+		return fmt.Errorf("config.json: %s = %d is not divisible by %s = %d", n.heads, H, n.groups, G)
 	}
-	if !(c.Eps > 0) || math.IsInf(c.Eps, 0) {
-		return fmt.Errorf("config.json: layer_norm_epsilon must be positive, got %v", c.Eps)
+	I := H * P
+	CD := I + 2*G*N
+	PD := 2*I + 2*G*N + H
+	for _, t := range []struct {
+		what       string
+		rows, cols int64
+	}{
+		{fmt.Sprintf("the embedding, %s × %s", n.vocab, n.hidden), V, D},
+		{fmt.Sprintf("in_proj, (2·I + 2·G·N + H) × %s", n.hidden), PD, D},
+		{fmt.Sprintf("out_proj, %s × I", n.hidden), D, I},
+		{fmt.Sprintf("conv1d, (I + 2·G·N) × %s", n.conv), CD, K},
+		{fmt.Sprintf("a layer's SSM state, I × %s", n.state), I, N},
+	} {
+		if t.rows*t.cols > MaxTensorElements {
+			return fmt.Errorf("config.json: %s = %d × %d = %d elements, above the limit of %d for one tensor",
+				t.what, t.rows, t.cols, t.rows*t.cols, int64(MaxTensorElements))
+		}
+	}
+	if st := L * (I*N + (K-1)*CD); st > MaxStateElements {
+		return fmt.Errorf("config.json: the recurrent state of one sequence, %s × (I·N + (K−1)·(I + 2·G·N)), is %d floats, above the limit of %d",
+			n.layers, st, MaxStateElements)
+	}
+	// Norms compute in float32: an epsilon that rounds to 0 there lets an
+	// all-zero row divide 0 by 0.
+	if !(c.Eps > 0 && c.Eps <= MaxEps) {
+		return fmt.Errorf("config.json: %s must be in (0, %v], got %v", n.eps, MaxEps, c.Eps)
+	}
+	if float32(c.Eps) == 0 {
+		return fmt.Errorf("config.json: %s = %v is 0 as a float32, in which the norms compute", n.eps, c.Eps)
+	}
+	// dt = softplus(...) is never negative: a clamp range must start at a
+	// finite lo >= 0 and end at a hi above 0 (+Inf means no upper bound).
+	lo, hi := c.TimeStepMin, c.TimeStepMax
+	if math.IsNaN(lo) || math.IsNaN(hi) || math.IsInf(lo, 0) || lo < 0 || hi < lo || !(hi > 0) {
+		return fmt.Errorf("config.json: %s [%v, %v] is not a valid range: want 0 <= min <= max, min finite, max > 0",
+			n.limit, lo, hi)
 	}
 	for _, id := range []struct {
 		name string

@@ -90,6 +90,15 @@ type Progress struct {
 // the backend. A missing or misshapen tensor is an error naming it.
 // progress, when not nil, is called after every chunk; Done never decreases.
 func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progress)) (*Weights, error) {
+	// The tables below grow with the layer count, so the config's counts
+	// are bounded first, and a config promising more layers than the
+	// checkpoint holds fails on its last layer before anything is built.
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if last := fmt.Sprintf("backbone.layers.%d.mixer.in_proj.weight", c.Layers-1); !has(ck, last) {
+		return nil, fmt.Errorf("checkpoint lacks tensor %s, but config.json has %d layers", last, c.Layers)
+	}
 	w := &Weights{}
 	bs := c.bindings(w)
 	infos := make([]loader.Info, len(bs))
@@ -167,4 +176,9 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progr
 		w.LMHead = w.Embed
 	}
 	return w, nil
+}
+
+func has(ck *loader.Checkpoint, name string) bool {
+	_, ok := ck.Info(name)
+	return ok
 }

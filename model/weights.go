@@ -2,6 +2,7 @@ package model
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -87,7 +88,9 @@ type Progress struct {
 
 // LoadWeights checks every tensor the config implies against the checkpoint
 // (presence and shape, all before any data moves) and then hands each one to
-// the backend. A missing or misshapen tensor is an error naming it.
+// the backend. A missing or misshapen tensor is an error naming it, and so
+// is a NaN or infinite value, found as the bytes stream past (before the
+// backend sees them) by its exponent bits.
 // progress, when not nil, is called after every chunk; Done never decreases.
 func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progress)) (*Weights, error) {
 	// The tables below grow with the layer count, so the config's counts
@@ -152,10 +155,16 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progr
 				progress(Progress{Done: base + k, Total: total, File: in.File, FileDone: fileBase + k, FileTotal: fileTotal[in.File]})
 			}
 		}
+		var bad error // a non-finite value, reported as it is rather than as the backend wraps it
 		t, err := b.Weight(WeightSpec{
 			Name: in.Name, DType: in.DType, Shape: shape,
 			Stream: func(fn func(off int64, b []byte) error) error {
+				scan := finiteScan{es: in.DType.Size()}
 				return ck.Stream(in.Name, 0, func(off int64, b []byte) error {
+					if i, ok := scan.next(in.DType, b); !ok {
+						bad = nonFiniteError(in, i, scan.bits)
+						return bad
+					}
 					if err := fn(off, b); err != nil {
 						return err
 					}
@@ -164,6 +173,12 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progr
 				})
 			},
 		})
+		if bad != nil {
+			if err == nil {
+				b.Free(t)
+			}
+			return nil, bad
+		}
 		if err != nil {
 			return nil, fmt.Errorf("loading %s: %w", in.Name, err)
 		}
@@ -181,4 +196,121 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progr
 func has(ck *loader.Checkpoint, name string) bool {
 	_, ok := ck.Info(name)
 	return ok
+}
+
+// finiteScan finds the first NaN or infinity in a tensor streamed in chunks.
+// Chunks from loader.Checkpoint.Stream hold whole elements, but an element
+// split across two chunks is still checked whole.
+type finiteScan struct {
+	es   int     // element size in bytes
+	done int64   // elements checked so far
+	part [4]byte // the start of an element split across chunks
+	np   int     // bytes in part
+	bits uint32  // the bits of the bad element, once found
+}
+
+// next checks the chunk b. It returns false and the index of the first bad
+// element in the whole tensor when the chunk holds one.
+func (s *finiteScan) next(dt loader.DType, b []byte) (int64, bool) {
+	if s.es == 0 {
+		return 0, true
+	}
+	if s.np > 0 {
+		k := copy(s.part[s.np:s.es], b)
+		s.np += k
+		b = b[k:]
+		if s.np < s.es {
+			return 0, true
+		}
+		s.np = 0
+		if j := firstNonFinite(dt, s.part[:s.es]); j >= 0 {
+			s.bits = elementBits(dt, s.part[:s.es])
+			return s.done, false
+		}
+		s.done++
+	}
+	whole := len(b) - len(b)%s.es
+	if j := firstNonFinite(dt, b[:whole]); j >= 0 {
+		s.bits = elementBits(dt, b[j*s.es:])
+		return s.done + int64(j), false
+	}
+	s.done += int64(whole / s.es)
+	s.np = copy(s.part[:], b[whole:])
+	return 0, true
+}
+
+func elementBits(dt loader.DType, b []byte) uint32 {
+	if dt == loader.F32 {
+		return binary.LittleEndian.Uint32(b)
+	}
+	return uint32(binary.LittleEndian.Uint16(b))
+}
+
+// nonFiniteError names the tensor, its file and the element.
+func nonFiniteError(in loader.Info, i int64, bits uint32) error {
+	var mant, sign uint32
+	switch in.DType {
+	case loader.F32:
+		mant, sign = bits&0x7fffff, bits>>31
+	case loader.F16:
+		mant, sign = bits&0x3ff, bits>>15
+	case loader.BF16:
+		mant, sign = bits&0x7f, bits>>15
+	}
+	what := "NaN"
+	if mant == 0 {
+		what = "+Inf"
+		if sign != 0 {
+			what = "-Inf"
+		}
+	}
+	return fmt.Errorf("%s: tensor %s (%s %v) holds %s at element %d: weights must be finite",
+		in.File, in.Name, in.DType, in.Shape, what, i)
+}
+
+// firstNonFinite returns the index of the first element of b (little-endian
+// values of type dt; len(b) a multiple of the element size) whose exponent
+// bits are all ones, a NaN or an infinity, or -1 when there is none.
+//
+// It tests a 64-bit word of 2 or 4 elements at a time: with e the exponent
+// mask in every lane, y = (x & e) ^ e has a zero lane exactly where an
+// exponent is all ones, and since no lane of y has its top bit set,
+// (y - 1 in every lane) sets a lane's top bit only when some lane is zero.
+// That costs a few integer operations per word, next to reading the bytes
+// from the file; only a word that holds a bad element is looked at closer.
+func firstNonFinite(dt loader.DType, b []byte) int {
+	var e, ones, top uint64
+	var es int
+	switch dt {
+	case loader.F32:
+		e, ones, top, es = 0x7f800000_7f800000, 0x00000001_00000001, 0x80000000_80000000, 4
+	case loader.F16:
+		e, ones, top, es = 0x7c00_7c00_7c00_7c00, 0x0001_0001_0001_0001, 0x8000_8000_8000_8000, 2
+	case loader.BF16:
+		e, ones, top, es = 0x7f80_7f80_7f80_7f80, 0x0001_0001_0001_0001, 0x8000_8000_8000_8000, 2
+	default:
+		return -1
+	}
+	i := 0
+	for ; i+32 <= len(b); i += 32 {
+		y0 := binary.LittleEndian.Uint64(b[i:])&e ^ e
+		y1 := binary.LittleEndian.Uint64(b[i+8:])&e ^ e
+		y2 := binary.LittleEndian.Uint64(b[i+16:])&e ^ e
+		y3 := binary.LittleEndian.Uint64(b[i+24:])&e ^ e
+		if ((y0-ones)|(y1-ones)|(y2-ones)|(y3-ones))&top != 0 {
+			break
+		}
+	}
+	for ; i+es <= len(b); i += es {
+		var v uint64
+		if es == 4 {
+			v = uint64(binary.LittleEndian.Uint32(b[i:]))
+		} else {
+			v = uint64(binary.LittleEndian.Uint16(b[i:]))
+		}
+		if m := e & (1<<(8*es) - 1); v&m == m {
+			return i / es
+		}
+	}
+	return -1
 }

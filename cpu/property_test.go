@@ -107,18 +107,17 @@ func TestPrefillThenDecode(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := []int32{1, 5, 9, 2, 33, 7, 7, 0, 12, 19, 30, 4, 4}
-	whole, _ := m.NewState(1).Forward(ids, nil, false)
-	want, _ := m.Backend.Read(whole)
+	want, _ := m.NewState(1).Logits(ids, nil)
 	for _, prefix := range []int{1, 3, 4, 9} {
 		st := m.NewState(1)
-		out, _ := st.Forward(ids[:prefix], nil, true)
+		out, _ := st.Forward(ids[:prefix], nil)
 		got, _ := m.Backend.Read(out)
 		V := c.VocabSize
 		if d := maxDiff(got, want[(prefix-1)*V:prefix*V]); d > 1e-5 {
 			t.Errorf("prefix %d: last logits differ by %g", prefix, d)
 		}
 		for i := prefix; i < len(ids); i++ {
-			out, _ := st.Forward(ids[i:i+1], nil, true)
+			out, _ := st.Forward(ids[i:i+1], nil)
 			got, _ := m.Backend.Read(out)
 			if d := maxDiff(got, want[i*V:(i+1)*V]); d > 1e-5 {
 				t.Errorf("prefix %d, decoded position %d: logits differ by %g", prefix, i, d)
@@ -127,7 +126,7 @@ func TestPrefillThenDecode(t *testing.T) {
 	}
 	// A long prompt split into pieces (PrefillChunk) gives the same last logits.
 	m.PrefillChunk = 3
-	out, _ := m.NewState(1).Forward(ids, nil, true)
+	out, _ := m.NewState(1).Forward(ids, nil)
 	got, _ := m.Backend.Read(out)
 	if d := maxDiff(got, want[len(want)-c.VocabSize:]); d > 1e-5 {
 		t.Errorf("prefill in pieces: last logits differ by %g", d)

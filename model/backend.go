@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"time"
 
 	"github.com/mamba2web/mamba2/loader"
@@ -126,4 +127,30 @@ type Profiler interface {
 	// Profile returns the time of each kernel recorded since the last call,
 	// by kernel name, and starts counting afresh.
 	Profile() map[string]KernelTime
+}
+
+// ErrDeviceLost is wrapped by the errors of a backend whose device is gone:
+// the driver reset it, a GPU watchdog or the browser reclaimed it, or it
+// stopped answering. Nothing on that backend works any more; open a new one
+// and load the model again.
+var ErrDeviceLost = errors.New("the GPU device was lost")
+
+// SubmissionBudget is the device time one submission of a prompt aims at.
+// A GPU runs a submission to its end, and drivers and browsers give up on
+// work that runs for seconds (Windows resets a GPU after 2 s; some engines
+// return zeros after 5 s), so long prompts go through in pieces sized from
+// measured timings, each layer of a piece submitted on its own. A quarter
+// of a second keeps a wide margin below every watchdog and costs a fast GPU
+// nothing: there the pieces are limited by memory long before time.
+const SubmissionBudget = 250 * time.Millisecond
+
+// Pacer is an optional Backend extension for backends that queue work for a
+// device and run it later (WebGPU). Forward uses it to keep submissions
+// short (SubmissionBudget).
+type Pacer interface {
+	// Flush submits the operations issued so far without waiting.
+	Flush()
+	// Sync submits the operations issued so far and waits until the device
+	// has finished them all.
+	Sync() error
 }

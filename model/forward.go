@@ -3,6 +3,8 @@ package model
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 )
 
 // GatedNorm selects how the gated RMSNorm groups channels (SPEC §2.2).
@@ -44,6 +46,7 @@ type State struct {
 	conv    []Tensor
 	ssm     []Tensor
 	scratch map[int]*scratch // per positions-per-call, allocated once
+	sizes   []int            // the call sizes over 1 in scratch, least recent first
 	closed  bool
 }
 
@@ -83,14 +86,21 @@ func (s *State) Close() error {
 		b.Free(s.conv[l])
 		b.Free(s.ssm[l])
 	}
-	for _, sc := range s.scratch {
-		for _, t := range []Tensor{sc.ids, sc.mask, sc.h, sc.u, sc.proj, sc.xbc, sc.y, sc.g,
-			sc.delta, sc.last, sc.logitsLast, sc.logitsAll} {
-			b.Free(t) // logitsAll may be nil, which Free ignores
-		}
+	for L := range s.scratch {
+		s.freeScratch(L)
 	}
 	s.conv, s.ssm, s.scratch = nil, nil, nil
 	return nil
+}
+
+// freeScratch frees the activations of calls of L positions.
+func (s *State) freeScratch(L int) {
+	sc := s.scratch[L]
+	for _, t := range []Tensor{sc.ids, sc.mask, sc.h, sc.u, sc.proj, sc.xbc, sc.y, sc.g,
+		sc.delta, sc.last, sc.logitsLast, sc.logitsAll} {
+		s.m.Backend.Free(t) // logitsAll may be nil, which Free ignores
+	}
+	delete(s.scratch, L)
 }
 
 // Reset clears the state so the next call starts new sequences.
@@ -102,9 +112,24 @@ func (s *State) Reset() {
 	s.Pos = 0
 }
 
+// maxScratch is how many call sizes besides one position keep their
+// activations: a prompt's full pieces, its last piece, and one more. Others
+// are freed, so prompts of ever new lengths do not pile up device memory.
+const maxScratch = 3
+
 func (s *State) scratchFor(L int) *scratch {
 	if sc, ok := s.scratch[L]; ok {
+		if L > 1 {
+			s.sizes = append(slices.DeleteFunc(s.sizes, func(n int) bool { return n == L }), L)
+		}
 		return sc
+	}
+	if L > 1 {
+		if len(s.sizes) == maxScratch {
+			s.freeScratch(s.sizes[0])
+			s.sizes = s.sizes[1:]
+		}
+		s.sizes = append(s.sizes, L)
 	}
 	c, b, B := s.m.Config, s.m.Backend, s.Batch
 	T := B * L
@@ -126,44 +151,109 @@ func (s *State) scratchFor(L int) *scratch {
 }
 
 // Forward runs L = len(ids)/Batch positions of every sequence (ids is
-// row-major [B, L]), continuing from the state, and returns the logits: of
-// every position ([B·L, V]) or, with lastOnly, of the last one ([B, V]).
-// mask ([B, L], 1 for a token, 0 for left padding) may be nil.
+// row-major [B, L]), continuing from the state, and returns the logits of
+// the last position of each ([B, V]). mask ([B, L], 1 for a token, 0 for
+// left padding) may be nil.
+//
+// Long prompts go through in pieces, the state carrying between them:
+// pieces are bounded by memory (PrefillChunk) and, on a device backend
+// (Pacer), by time (SubmissionBudget).
 //
 // The returned tensor belongs to the state and is overwritten by the next
 // call; Read it before then.
-func (s *State) Forward(ids []int32, mask []float32, lastOnly bool) (Tensor, error) {
+func (s *State) Forward(ids []int32, mask []float32) (Tensor, error) {
+	L, err := s.check(ids, mask)
+	if err != nil {
+		return nil, err
+	}
+	return s.pieces(ids, mask, L, true, nil)
+}
+
+// Logits is Forward returning the logits of every position, on the host:
+// [B·L, V] row-major, sequence by sequence. They are read back piece by
+// piece, so no device buffer holds them all.
+func (s *State) Logits(ids []int32, mask []float32) ([]float32, error) {
+	L, err := s.check(ids, mask)
+	if err != nil {
+		return nil, err
+	}
+	B, V := s.Batch, s.m.Config.VocabSize
+	all := make([]float32, B*L*V)
+	_, err = s.pieces(ids, mask, L, false, func(start, n int, logits []float32) {
+		for b := range B {
+			copy(all[(b*L+start)*V:(b*L+start+n)*V], logits[b*n*V:(b+1)*n*V])
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return all, nil
+}
+
+// check validates the arguments of Forward and Logits and returns L.
+func (s *State) check(ids []int32, mask []float32) (int, error) {
 	if s.closed {
-		return nil, errors.New("forward: the state is closed")
+		return 0, errors.New("forward: the state is closed")
 	}
 	B := s.Batch
 	if len(ids) == 0 || len(ids)%B != 0 {
-		return nil, fmt.Errorf("forward: %d ids do not split into %d sequences", len(ids), B)
+		return 0, fmt.Errorf("forward: %d ids do not split into %d sequences", len(ids), B)
 	}
-	L := len(ids) / B
 	for _, id := range ids {
 		if id < 0 || int(id) >= s.m.Config.VocabSize {
-			return nil, fmt.Errorf("forward: token id %d is outside the vocabulary of %d", id, s.m.Config.VocabSize)
+			return 0, fmt.Errorf("forward: token id %d is outside the vocabulary of %d", id, s.m.Config.VocabSize)
 		}
 	}
 	if mask != nil && len(mask) != len(ids) {
-		return nil, fmt.Errorf("forward: mask has %d entries for %d ids", len(mask), len(ids))
+		return 0, fmt.Errorf("forward: mask has %d entries for %d ids", len(mask), len(ids))
 	}
-	if n := s.m.prefillChunk(B); L > n && lastOnly {
-		// Long prompts go through in pieces; the state carries between them.
-		for start := 0; start < L; start += n {
-			end := min(start+n, L)
-			pid, pmask := piece(ids, B, L, start, end), []float32(nil)
+	return len(ids) / B, nil
+}
+
+// pieces runs the L positions in pieces and returns the last piece's
+// logits tensor. With all, every position's logits are computed and each
+// piece's are read back and handed to all(start, n, logits).
+func (s *State) pieces(ids []int32, mask []float32, L int, lastOnly bool, all func(start, n int, logits []float32)) (Tensor, error) {
+	m, B := s.m, s.Batch
+	limit := m.prefillChunk(B)
+	if !lastOnly {
+		// The logits of a piece are one activation too.
+		limit = max(1, min(limit, maxActivationBytes/(4*B*max(1, m.Config.VocabSize))))
+	}
+	pacer, paced := m.Backend.(Pacer)
+	paced = paced && L > 1 // one decoded token is one submission
+	var out Tensor
+	for start := 0; start < L; {
+		n := min(L-start, limit)
+		if paced {
+			n = min(n, m.pace.piece(limit, B, m.Config.ChunkSize))
+		}
+		pid, pmask := ids, mask
+		if n < L {
+			pid = piece(ids, B, L, start, start+n)
 			if mask != nil {
-				pmask = piece(mask, B, L, start, end)
-			}
-			out := s.step(pid, pmask, end-start, true)
-			if end == L {
-				return out, nil
+				pmask = piece(mask, B, L, start, start+n)
 			}
 		}
+		began := time.Now()
+		out = s.step(pid, pmask, n, lastOnly, pacer)
+		if paced {
+			if err := pacer.Sync(); err != nil {
+				return nil, err
+			}
+			m.pace.observe(B*n, m.Config.Layers+1, time.Since(began)) // run flushes after each layer
+
+		}
+		if !lastOnly {
+			logits, err := m.Backend.Read(out)
+			if err != nil {
+				return nil, err
+			}
+			all(start, n, logits)
+		}
+		start += n
 	}
-	return s.step(ids, mask, L, lastOnly), nil
+	return out, nil
 }
 
 // piece returns columns [start, end) of the row-major [B, L] array x.
@@ -175,7 +265,7 @@ func piece[T any](x []T, B, L, start, end int) []T {
 	return out
 }
 
-func (s *State) step(ids []int32, mask []float32, L int, lastOnly bool) Tensor {
+func (s *State) step(ids []int32, mask []float32, L int, lastOnly bool, p Pacer) Tensor {
 	sc := s.scratchFor(L)
 	s.m.Backend.WriteIDs(sc.ids, ids)
 	var m Tensor
@@ -183,11 +273,13 @@ func (s *State) step(ids []int32, mask []float32, L int, lastOnly bool) Tensor {
 		s.m.Backend.Write(sc.mask, mask)
 		m = sc.mask
 	}
-	return s.run(sc, L, m, lastOnly)
+	return s.run(sc, L, m, lastOnly, p)
 }
 
 // run is the forward pass of SPEC §2, with the token ids already in sc.ids.
-func (s *State) run(sc *scratch, L int, mask Tensor, lastOnly bool) Tensor {
+// With a Pacer and more than one position, each layer is submitted on its
+// own, so no submission runs long whatever the piece.
+func (s *State) run(sc *scratch, L int, mask Tensor, lastOnly bool, p Pacer) Tensor {
 	m, b, c := s.m, s.m.Backend, s.m.Config
 	eps := float32(c.Eps)
 	groups := c.Groups
@@ -206,6 +298,9 @@ func (s *State) run(sc *scratch, L int, mask Tensor, lastOnly bool) Tensor {
 		b.GatedNorm(sc.g, sc.y, sc.proj, w.MixNorm, groups, eps) // rmsnorm(y·silu(z))·w
 		b.MatMul(sc.delta, sc.g, w.OutProj, w.OutBias)
 		delta = sc.delta
+		if p != nil && L > 1 {
+			p.Flush()
+		}
 	}
 	b.RMSNorm(sc.u, sc.h, delta, m.Weights.NormF, nil, eps)
 	s.Pos += L

@@ -213,7 +213,7 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		out, err := st.Forward(ids, nil, true)
+		out, err := st.Forward(ids, nil)
 		if err != nil {
 			return res, err
 		}

@@ -20,6 +20,8 @@ type Model struct {
 	// processes, so activations stay bounded for long prompts. Zero picks
 	// the most (up to 2048) that keep every activation within 128 MiB.
 	PrefillChunk int
+
+	pace pace // piece sizes for a device backend (Pacer)
 }
 
 // LoadConfig reads and validates config.json from fsys.

@@ -1,9 +1,14 @@
 package model
 
 import (
+	"bufio"
 	"encoding/binary"
+	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/mamba2web/mamba2/loader"
 )
@@ -32,8 +37,25 @@ func NewRandom(c Config, b Backend, dtype loader.DType, seed uint64) (*Model, er
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	rng := rand.New(rand.NewPCG(seed, 1))
 	w := &Weights{}
+	err := c.randomTensors(w, dtype, seed, func(spec WeightSpec, dst *Tensor) error {
+		t, err := b.Weight(spec)
+		*dst = t
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c.TieEmbeddings {
+		w.LMHead = w.Embed
+	}
+	return &Model{Config: c, Backend: b, Weights: w}, nil
+}
+
+// randomTensors hands each tensor of config c, in binding order, with its
+// seeded random contents as a stream of dtype values, to fn.
+func (c Config) randomTensors(w *Weights, dtype loader.DType, seed uint64, fn func(spec WeightSpec, dst *Tensor) error) error {
+	rng := rand.New(rand.NewPCG(seed, 1))
 	for _, bd := range c.bindings(w) {
 		shape := bd.use
 		if shape == nil {
@@ -44,7 +66,7 @@ func NewRandom(c Config, b Backend, dtype loader.DType, seed uint64) (*Model, er
 			n *= d
 		}
 		gen := randomInit(bd.names[0], shape, rng)
-		t, err := b.Weight(WeightSpec{Name: bd.names[0], DType: dtype, Shape: shape,
+		spec := WeightSpec{Name: bd.names[0], DType: dtype, Shape: bd.shape,
 			Stream: func(fn func(off int64, b []byte) error) error {
 				es := dtype.Size()
 				const chunk = 1 << 16
@@ -59,16 +81,97 @@ func NewRandom(c Config, b Backend, dtype loader.DType, seed uint64) (*Model, er
 					}
 				}
 				return nil
-			}})
-		if err != nil {
-			return nil, err
+			}}
+		spec.Shape = shape
+		if err := fn(spec, bd.dst); err != nil {
+			return err
 		}
-		*bd.dst = t
 	}
-	if c.TieEmbeddings {
-		w.LMHead = w.Embed
+	return nil
+}
+
+// WriteRandom writes a checkpoint folder of config c into dir: config.json
+// in transformers' format and one model.safetensors of dtype holding
+// NewRandom's weights for seed (a model loaded from it is NewRandom's).
+// Tests and benchmarks use it for models of any shape on disk.
+func WriteRandom(dir string, c Config, dtype loader.DType, seed uint64) error {
+	if err := c.Validate(); err != nil {
+		return err
 	}
-	return &Model{Config: c, Backend: b, Weights: w}, nil
+	limit := []float64{c.TimeStepMin, c.TimeStepMax}
+	if math.IsInf(c.TimeStepMax, 1) {
+		limit = nil // JSON has no infinity: absent means (0, inf)
+	}
+	cfg := map[string]any{
+		"model_type": "mamba2", "vocab_size": c.VocabSize, "hidden_size": c.Hidden,
+		"num_hidden_layers": c.Layers, "state_size": c.State, "expand": c.Expand,
+		"num_heads": c.Heads, "head_dim": c.HeadDim, "n_groups": c.Groups,
+		"conv_kernel": c.ConvKernel, "chunk_size": c.ChunkSize, "use_bias": c.UseBias,
+		"use_conv_bias": c.ConvBias, "layer_norm_epsilon": c.Eps,
+		"tie_word_embeddings": c.TieEmbeddings, "bos_token_id": c.BOS,
+		"eos_token_id": c.EOS, "pad_token_id": c.PAD, "rms_norm": true,
+	}
+	if limit != nil {
+		cfg["time_step_limit"] = limit
+	}
+	js, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), js, 0o644); err != nil {
+		return err
+	}
+	// The header first: every tensor's place, in the order they follow.
+	type entry struct {
+		DType   string   `json:"dtype"`
+		Shape   []int    `json:"shape"`
+		Offsets [2]int64 `json:"data_offsets"`
+	}
+	header := map[string]any{}
+	var specs []WeightSpec
+	var off int64
+	err = c.randomTensors(&Weights{}, dtype, seed, func(spec WeightSpec, _ *Tensor) error {
+		n := int64(dtype.Size())
+		for _, d := range spec.Shape {
+			n *= int64(d)
+		}
+		shape := spec.Shape
+		if strings.HasSuffix(spec.Name, "conv1d.weight") {
+			shape = []int{shape[0], 1, shape[1]} // the checkpoint's [C, 1, K]
+		}
+		header[spec.Name] = entry{DType: string(dtype), Shape: shape, Offsets: [2]int64{off, off + n}}
+		off += n
+		specs = append(specs, spec)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	hj, err := json.Marshal(header)
+	if err != nil {
+		return err
+	}
+	for len(hj)%8 != 0 {
+		hj = append(hj, ' ')
+	}
+	f, err := os.Create(filepath.Join(dir, "model.safetensors"))
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(f)
+	binary.Write(bw, binary.LittleEndian, uint64(len(hj)))
+	bw.Write(hj)
+	for _, spec := range specs {
+		if err := spec.Stream(func(_ int64, b []byte) error { _, err := bw.Write(b); return err }); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // randomInit returns the generator of element j of the named tensor.

@@ -38,6 +38,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cogentcore/webgpu/wgpu"
 	"github.com/mamba2web/mamba2/model"
@@ -65,6 +66,9 @@ type Options struct {
 	// profiled run is slower than a plain one. Without Profile nothing of
 	// this exists: the feature is not requested and dispatches share a pass.
 	Profile bool
+	// MaxWait, when not zero, replaces MaxWait as the longest wait for one
+	// submission (tests shorten it).
+	MaxWait time.Duration
 }
 
 // Stats counts what the backend has created and done, so tests can check
@@ -99,6 +103,12 @@ type Backend struct {
 
 	err     error          // the first error since the last Read
 	pending []func() error // error checks of submitted work (js error scopes)
+	lost    *deviceLoss    // set when the device is lost
+	broken  error          // set by stop: nothing works any more
+	hung    bool           // a wait ran out: the device may still be running
+
+	rec     submission // the submission being recorded
+	lastSub submission // the last one submitted
 
 	// recording
 	enc   *wgpu.CommandEncoder
@@ -134,12 +144,13 @@ type Backend struct {
 // New opens the default WebGPU adapter and device. Without one it returns
 // an error that starts with "no WebGPU adapter:".
 func New(opts Options) (*Backend, error) {
-	plat, dev, adapterLimits, info, timestamps, err := openDevice(opts.Profile)
+	lost := &deviceLoss{}
+	plat, dev, adapterLimits, info, timestamps, err := openDevice(opts.Profile, lost)
 	if err != nil {
 		return nil, err
 	}
 	b := &Backend{
-		opts: opts, plat: plat, dev: dev, queue: dev.GetQueue(), info: info,
+		opts: opts, plat: plat, dev: dev, queue: dev.GetQueue(), info: info, lost: lost,
 		AdapterLimits: adapterLimits,
 		Limits:        dev.GetLimits().Limits,
 		pipes:         map[pipeKey]*pipeline{},
@@ -238,6 +249,17 @@ func (b *Backend) Close() error {
 		return nil
 	}
 	b.closed = true
+	if b.hung {
+		// The device did not answer: it may still be running work that
+		// uses these buffers, and freeing them (or the device) under it is
+		// what crashes drivers. They go with the process.
+		return nil
+	}
+	if b.enc == nil && b.broken == nil {
+		// wgpu-native releases the device with a blocking wait of its own
+		// (the one that gives up after 5 s); let nothing be running then.
+		_ = b.waitIdle()
+	}
 	if b.pass != nil {
 		endPass(b.pass)
 		b.pass.Release()
@@ -597,6 +619,13 @@ func (b *Backend) readBack(t *tensor) ([]byte, error) {
 	if b.closed {
 		return nil, errors.New("wgsl: the backend is closed")
 	}
+	if b.broken != nil {
+		return nil, b.broken
+	}
+	if err := b.lost.get(); err != nil {
+		b.stop(err)
+		return nil, err
+	}
 	if t == nil {
 		b.failf("read: nil tensor")
 	}
@@ -646,25 +675,16 @@ func (b *Backend) readBack(t *tensor) ([]byte, error) {
 }
 
 // mapRead waits for the submitted work and returns a copy of the first
-// size bytes of the MapRead buffer buf.
+// size bytes of the MapRead buffer buf (mapBuffer, per platform, waits).
 func (b *Backend) mapRead(buf *wgpu.Buffer, size uint64) ([]byte, error) {
-	done := false
-	status := wgpu.BufferMapAsyncStatusSuccess
-	err := buf.MapAsync(wgpu.MapModeRead, 0, size, func(s wgpu.BufferMapAsyncStatus) {
-		status, done = s, true
-	})
-	if err != nil {
-		return nil, fmt.Errorf("wgsl: mapping a read-back buffer: %v", err)
+	if b.broken != nil {
+		return nil, b.broken
 	}
-	for !done {
-		b.dev.Poll(true, nil) // natively this runs the callback; in js MapAsync already waited
+	out, err := b.mapBuffer(buf, size)
+	if err != nil && errIsLost(err) {
+		b.stop(err)
 	}
-	if status != wgpu.BufferMapAsyncStatusSuccess {
-		return nil, fmt.Errorf("wgsl: mapping a read-back buffer failed: %v", status)
-	}
-	out := slices.Clone(buf.GetMappedRange(0, uint(size)))
-	buf.Unmap()
-	return out, nil
+	return out, err
 }
 
 // ---- pipelines and bind groups ---------------------------------------------
@@ -848,6 +868,10 @@ func (b *Backend) dispatchAs(shader string, d defines, note string, binds []bind
 		b.failf("%s: the backend is closed", shader)
 		return
 	}
+	if b.broken != nil {
+		b.fail(b.broken)
+		return
+	}
 	if groups == 0 {
 		return
 	}
@@ -907,6 +931,11 @@ func (b *Backend) dispatchAs(shader string, d defines, note string, binds []bind
 	b.pass.SetBindGroup(0, group, []uint32{uint32(off)})
 	b.pass.DispatchWorkgroups(x, y, 1)
 	b.stats.Dispatches++
+	if b.rec.dispatches == 0 {
+		b.rec.first = pipe.name
+	}
+	b.rec.last = pipe.name
+	b.rec.dispatches++
 	if b.prof.on {
 		// The dispatch gets a pass of its own, closed by a timestamp.
 		if err := endPass(b.pass); err != nil {
@@ -949,6 +978,7 @@ func (b *Backend) submit(extra func(*wgpu.CommandEncoder) error) {
 	cmd, err := enc.Finish(nil)
 	if err != nil {
 		b.fail(fmt.Errorf("wgsl: recording commands: %v", err))
+		b.rec = submission{}
 		b.slots = 0
 		b.prof.discard()
 		b.pending = append(b.pending, b.plat.pop())
@@ -965,6 +995,8 @@ func (b *Backend) submit(extra func(*wgpu.CommandEncoder) error) {
 	b.queue.Submit(cmd)
 	b.pending = append(b.pending, b.plat.pop())
 	b.stats.Submissions++
+	b.rec.seq = b.stats.Submissions
+	b.lastSub, b.rec = b.rec, submission{}
 	b.releaseDead()
 	if timed {
 		b.prof.collect(b)

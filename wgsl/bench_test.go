@@ -22,7 +22,7 @@ func BenchmarkDecode(b *testing.B) {
 	be, m := loadTiny(b, Options{})
 	st := m.NewState(1)
 	idT := be.Alloc(model.I32, 1)
-	out, err := st.Forward([]int32{1, 2, 3, 4}, nil, true)
+	out, err := st.Forward([]int32{1, 2, 3, 4}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func BenchmarkDecode(b *testing.B) {
 	id := ids[0]
 	b.ResetTimer()
 	for range b.N {
-		out, err := st.Forward([]int32{id}, nil, true)
+		out, err := st.Forward([]int32{id}, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -59,7 +59,7 @@ func benchPrefill(b *testing.B, opts Options, L int) {
 	b.ResetTimer()
 	for range b.N {
 		st.Reset()
-		out, err := st.Forward(prompt, nil, true)
+		out, err := st.Forward(prompt, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

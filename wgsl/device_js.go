@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall/js"
+	"unsafe"
 
 	"github.com/cogentcore/webgpu/jsx"
 	"github.com/cogentcore/webgpu/wgpu"
@@ -20,9 +21,38 @@ type platform struct {
 
 // openDevice opens the device with openJSDevice. Kernels cannot be timed
 // in js (errNoTimestamps), so the timestamp-query feature is never asked for.
-func openDevice(bool) (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, error, error) {
+// The device's lost promise reports into lost.
+func openDevice(_ bool, lost *deviceLoss) (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, error, error) {
 	p, d, l, i, err := openJSDevice()
+	if err == nil {
+		watchLoss(p.dev, lost)
+	}
 	return p, d, l, i, errNoTimestamps, err
+}
+
+// watchLoss records the loss of dev in lost when its lost promise settles,
+// unless the loss is the backend's own destroy() at Close.
+func watchLoss(dev js.Value, lost *deviceLoss) {
+	var onLost js.Func
+	onLost = js.FuncOf(func(_ js.Value, args []js.Value) any {
+		defer onLost.Release()
+		reason, msg := "unknown", ""
+		if len(args) > 0 && args[0].Type() == js.TypeObject {
+			if r := args[0].Get("reason"); r.Type() == js.TypeString {
+				reason = r.String()
+			}
+			if m := args[0].Get("message"); m.Type() == js.TypeString {
+				msg = m.String()
+			}
+		}
+		if reason != "destroyed" {
+			lost.set(lostError(reason, msg))
+		}
+		return nil
+	})
+	if p := dev.Get("lost"); p.Type() == js.TypeObject {
+		p.Call("then", onLost)
+	}
 }
 
 // openJSDevice talks to navigator.gpu directly instead of through the
@@ -117,7 +147,58 @@ func jsInfo(adapter js.Value) wgpu.AdapterInfo {
 	return info
 }
 
-func (platform) release() {}
+// release destroys the device, so the browser frees its memory at once
+// rather than when the page's garbage collector finds it.
+func (p platform) release() {
+	if p.dev.Truthy() {
+		p.dev.Call("destroy")
+	}
+}
+
+// jsBuffer is the GPUBuffer behind a binding's Buffer, whose only field
+// is that JS value (checked by the two array sizes below at compile time).
+func jsBuffer(buf *wgpu.Buffer) js.Value { return *(*js.Value)(unsafe.Pointer(buf)) }
+
+var (
+	_ [unsafe.Sizeof(wgpu.Buffer{}) - unsafe.Sizeof(js.Value{})]struct{}
+	_ [unsafe.Sizeof(js.Value{}) - unsafe.Sizeof(wgpu.Buffer{})]struct{}
+)
+
+// mapBuffer maps buf and returns a copy of its first size bytes. It calls
+// mapAsync itself: the binding's MapAsync reports success even when the
+// promise is rejected (a lost device), and its GetMappedRange would then
+// throw.
+func (b *Backend) mapBuffer(buf *wgpu.Buffer, size uint64) ([]byte, error) {
+	jb := jsBuffer(buf)
+	v, ok := jsx.Await(jb.Call("mapAsync", uint32(wgpu.MapModeRead), 0, size))
+	if !ok {
+		if err := b.lost.get(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("wgsl: mapping the read-back of %s failed: %s", b.lastSub, describe(v))
+	}
+	if err := b.lost.get(); err != nil {
+		return nil, err
+	}
+	src := js.Global().Get("Uint8Array").New(jb.Call("getMappedRange", 0, size))
+	out := make([]byte, src.Length())
+	js.CopyBytesToGo(out, src)
+	jb.Call("unmap")
+	return out, nil
+}
+
+// waitIdle waits until the device has finished all submitted work.
+func (b *Backend) waitIdle() error {
+	v, ok := jsx.Await(b.plat.dev.Get("queue").Call("onSubmittedWorkDone"))
+	if err := b.lost.get(); err != nil {
+		b.stop(err)
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("wgsl: waiting for %s failed: %s", b.lastSub, describe(v))
+	}
+	return nil
+}
 
 // push opens error scopes for out-of-memory and validation errors.
 func (p platform) push() {

@@ -5,6 +5,7 @@ package wgsl
 import (
 	"fmt"
 	"runtime"
+	"slices"
 
 	"github.com/cogentcore/webgpu/wgpu"
 )
@@ -74,7 +75,7 @@ type platform struct {
 // has it; tsErr is nil when the device has it and says why not otherwise.
 // (wgpu-native v22 lets a command encoder write timestamps with that
 // feature alone; it has no separate "inside encoders" feature.)
-func openDevice(timestamps bool) (p platform, dev *wgpu.Device, limits wgpu.Limits, info wgpu.AdapterInfo, tsErr error, err error) {
+func openDevice(timestamps bool, _ *deviceLoss) (p platform, dev *wgpu.Device, limits wgpu.Limits, info wgpu.AdapterInfo, tsErr error, err error) {
 	inst, err := createInstance()
 	if err != nil {
 		return p, nil, limits, info, nil, fmt.Errorf("no WebGPU adapter: %v (%s)", err, adapterHint)
@@ -88,6 +89,9 @@ func openDevice(timestamps bool) (p platform, dev *wgpu.Device, limits wgpu.Limi
 		return p, nil, limits, info, nil, fmt.Errorf("no WebGPU adapter: %v (%s)", err, adapterHint)
 	}
 	info = adapter.GetInfo()
+	// No DeviceLostCallback: the binding passes the Go pointer of its
+	// handle to C (cgo rejects that at run time) and lets it dangle. A lost
+	// device shows natively in the status of a map or a work-done wait.
 	desc := &wgpu.DeviceDescriptor{Label: "mamba2"}
 	tsErr = fmt.Errorf("timestamp queries were not requested")
 	if timestamps {
@@ -125,3 +129,47 @@ func noError() error { return nil }
 
 // endPass ends a compute pass; natively validation errors surface here.
 func endPass(p *wgpu.ComputePassEncoder) error { return p.End() }
+
+// mapBuffer maps the first size bytes of the MapRead buffer buf once the
+// work submitted before has finished, and returns a copy of them. It polls
+// (await) rather than block in wgpu: see wait.go.
+func (b *Backend) mapBuffer(buf *wgpu.Buffer, size uint64) ([]byte, error) {
+	done := false
+	status := wgpu.BufferMapAsyncStatusSuccess
+	err := buf.MapAsync(wgpu.MapModeRead, 0, size, func(s wgpu.BufferMapAsyncStatus) {
+		status, done = s, true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wgsl: mapping a read-back buffer: %v", err)
+	}
+	if err := b.await(func() bool { return done }); err != nil {
+		return nil, err
+	}
+	switch status {
+	case wgpu.BufferMapAsyncStatusSuccess:
+	case wgpu.BufferMapAsyncStatusDeviceLost:
+		return nil, lostError("map", "the device was lost while "+b.lastSub.String()+" ran")
+	default:
+		return nil, fmt.Errorf("wgsl: mapping the read-back of %s failed: %v", b.lastSub, status)
+	}
+	out := slices.Clone(buf.GetMappedRange(0, uint(size)))
+	buf.Unmap()
+	return out, nil
+}
+
+// waitIdle waits until the device has finished all submitted work.
+func (b *Backend) waitIdle() error {
+	done := false
+	status := wgpu.QueueWorkDoneStatusSuccess
+	b.queue.OnSubmittedWorkDone(func(s wgpu.QueueWorkDoneStatus) { status, done = s, true })
+	if err := b.await(func() bool { return done }); err != nil {
+		return err
+	}
+	if status == wgpu.QueueWorkDoneStatusDeviceLost {
+		return lostError("queue", "the device was lost while "+b.lastSub.String()+" ran")
+	}
+	if status != wgpu.QueueWorkDoneStatusSuccess {
+		return fmt.Errorf("wgsl: waiting for %s failed: %v", b.lastSub, status)
+	}
+	return nil
+}

@@ -9,7 +9,8 @@ package wgsl
 func wgpuLive(b *Backend, live func() map[string]int) func() map[string]int {
 	return func() map[string]int {
 		m := live()
-		b.dev.Poll(true, nil)
+		_ = b.waitIdle()
+		b.dev.Poll(false, nil)
 		if r := b.plat.inst.GenerateReport(); r.Vulkan != nil {
 			m["wgpu buffers"] = int(r.Vulkan.Buffers.NumAllocated)
 			m["wgpu bind groups"] = int(r.Vulkan.BindGroups.NumAllocated)

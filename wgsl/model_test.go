@@ -119,7 +119,7 @@ func TestSplitParts(t *testing.T) {
 // decodeStep runs one token through the state and samples on the device.
 func decodeStep(t *testing.T, b *Backend, st *model.State, idT model.Tensor, id int32, s model.Sampling, u float32) int32 {
 	t.Helper()
-	out, err := st.Forward([]int32{id}, nil, true)
+	out, err := st.Forward([]int32{id}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestDecodeSteadyState(t *testing.T) {
 	for _, s := range []model.Sampling{{}, {Temperature: 0.8, TopK: 40, TopP: 0.9}} {
 		st := m.NewState(1)
 		idT := b.Alloc(model.I32, 1)
-		out, err := st.Forward(prompt, nil, true)
+		out, err := st.Forward(prompt, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

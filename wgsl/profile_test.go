@@ -45,7 +45,14 @@ func TestProfile(t *testing.T) {
 	defer sq.Close()
 	forward := func(m *model.Model, st *model.State, ids []int32, lastOnly bool) []float32 {
 		t.Helper()
-		out, err := st.Forward(ids, nil, lastOnly)
+		if !lastOnly {
+			logits, err := st.Logits(ids, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return logits
+		}
+		out, err := st.Forward(ids, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -116,7 +116,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	defer st.Close()
 	prefill := func(ids []int32) error {
 		st.Reset()
-		out, err := st.Forward(ids, nil, true)
+		out, err := st.Forward(ids, nil)
 		if err == nil {
 			_, err = m.Backend.Read(out)
 		}
@@ -147,7 +147,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	decodeRun := func(n int, profiled bool) ([]time.Duration, map[string]model.KernelTime, error) {
 		st := m.NewState(1)
 		defer st.Close()
-		out, err := st.Forward(randomIDs(16), nil, true)
+		out, err := st.Forward(randomIDs(16), nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -167,7 +167,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			if err != nil {
 				return nil, nil, err
 			}
-			if out, err = st.Forward([]int32{int32(next)}, nil, true); err != nil {
+			if out, err = st.Forward([]int32{int32(next)}, nil); err != nil {
 				return nil, nil, err
 			}
 			if i > 0 {

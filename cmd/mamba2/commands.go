@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"slices"
 	"strings"
 
 	"github.com/mamba2web/mamba2/model"
@@ -37,18 +39,29 @@ func cmdLogits(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	for i, v := range ids {
 		in[i] = int32(v)
 	}
-	out, err := m.NewState(1).Forward(in, nil, *last)
-	if err != nil {
-		return err
-	}
-	flat, err := m.Backend.Read(out)
-	if err != nil {
+	st := m.NewState(1)
+	defer st.Close()
+	var flat []float32
+	if *last {
+		out, err := st.Forward(in, nil)
+		if err != nil {
+			return err
+		}
+		if flat, err = m.Backend.Read(out); err != nil {
+			return err
+		}
+	} else if flat, err = st.Logits(in, nil); err != nil {
 		return err
 	}
 	V := m.Config.VocabSize
 	rows := make([][]float32, 0, len(flat)/V)
 	for i := 0; i < len(flat); i += V {
-		rows = append(rows, flat[i:i+V])
+		row := flat[i : i+V]
+		if j := slices.IndexFunc(row, func(v float32) bool { return math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) }); j >= 0 {
+			pos := i/V + len(ids) - len(flat)/V
+			return fmt.Errorf("logits: the model computed %v for token %d at position %d (the weights or the config overflow float32)", row[j], j, pos)
+		}
+		rows = append(rows, row)
 	}
 	return writeJSON(stdout, map[string]any{"logits": rows})
 }

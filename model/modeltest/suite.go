@@ -31,11 +31,7 @@ func checkFixture(t *testing.T, m *model.Model, fx Fixture, tol float64) {
 	V := m.Config.VocabSize
 	// Every position of the long prompt.
 	st := m.NewState(1)
-	out, err := st.Forward(fx.PromptIDs, nil, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := m.Backend.Read(out)
+	all, err := st.Logits(fx.PromptIDs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,11 +46,7 @@ func checkFixture(t *testing.T, m *model.Model, fx Fixture, tol float64) {
 
 	// Every position of the short prompt.
 	st = m.NewState(1)
-	out, err = st.Forward(fx.GreedyPromptIDs, nil, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	short, err := m.Backend.Read(out)
+	short, err := st.Logits(fx.GreedyPromptIDs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +84,7 @@ func checkFixture(t *testing.T, m *model.Model, fx Fixture, tol float64) {
 			mask = append(mask, fx.BatchMask[b]...)
 		}
 		st := m.NewState(B)
-		out, err := st.Forward(ids, mask, true)
+		out, err := st.Forward(ids, mask)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -60,6 +60,9 @@ func Argmax(logits []float32) int {
 //     the kept total; return the token where u · (prefix total) falls.
 //
 // idx is scratch space that may be nil; the grown slice is returned for reuse.
+//
+// The row must pass CheckLogits, as Sampler.Sample and the host Picker
+// check; what SampleRow returns for a row that does not means nothing.
 func SampleRow(logits []float32, s Sampling, u float64, idx []int) (int, []int) {
 	if s.Temperature == 0 {
 		return Argmax(logits), idx
@@ -127,14 +130,66 @@ func (s *Sampler) Uniform() float32 {
 	}
 }
 
-// Sample picks a token id from one row of logits.
-func (s *Sampler) Sample(logits []float32) int {
+// Sample picks a token id from one row of logits. A row CheckLogits
+// refuses is an error (a *LogitsError), and no random number is drawn.
+func (s *Sampler) Sample(logits []float32) (int, error) {
+	if err := CheckLogits(logits); err != nil {
+		return 0, err
+	}
 	if s.opts.Temperature == 0 {
-		return Argmax(logits)
+		return Argmax(logits), nil
 	}
 	var id int
 	id, s.idx = SampleRow(logits, s.opts, float64(s.Uniform()), s.idx)
-	return id
+	return id, nil
+}
+
+// LogitsError reports a row of logits that no token can be chosen from.
+type LogitsError struct {
+	// Step is the pick that met the row, counting from 1 (the first token
+	// after the prompt); 0 when not known.
+	Step int
+	// ID is the first token whose logit is What; -1 when the row holds no
+	// finite logit at all.
+	ID   int
+	What string // "NaN" or "+Inf"; "-Inf" when every logit is -Inf
+}
+
+func (e *LogitsError) Error() string {
+	s := "model produced " + e.What + " logits"
+	if e.ID < 0 {
+		s = "model produced no finite logit (all " + e.What + ")"
+	}
+	if e.Step > 0 {
+		s += fmt.Sprintf(" at step %d", e.Step)
+	}
+	if e.ID >= 0 {
+		s += fmt.Sprintf(" (first at token id %d)", e.ID)
+	}
+	return s
+}
+
+// CheckLogits returns a *LogitsError when no token can be chosen from row:
+// when it holds a NaN or a +Inf (in a forward pass, what an overflow
+// leaves, even from finite weights: softmax has no value there), or when
+// no logit is finite. -Inf logits next to finite ones are fine (they
+// only rule tokens out). Argmax and SampleRow expect rows that pass.
+func CheckLogits(row []float32) error {
+	finite := false
+	for i, v := range row {
+		switch {
+		case v != v:
+			return &LogitsError{ID: i, What: "NaN"}
+		case v > math.MaxFloat32:
+			return &LogitsError{ID: i, What: "+Inf"}
+		case v >= -math.MaxFloat32:
+			finite = true
+		}
+	}
+	if !finite {
+		return &LogitsError{ID: -1, What: "-Inf"}
+	}
+	return nil
 }
 
 // Options control Generate.
@@ -295,14 +350,21 @@ func (m *Model) picker(o Sampling) (pick func(logits Tensor) (int, error), free 
 	return m.hostSample(sampler), func() {}
 }
 
-// hostSample reads the logits back and samples on the CPU.
+// hostSample reads the logits back and samples on the CPU. A row it cannot
+// sample from is a *LogitsError carrying the step: the count of its calls.
 func (m *Model) hostSample(s *Sampler) func(Tensor) (int, error) {
+	step := 0
 	return func(out Tensor) (int, error) {
+		step++
 		logits, err := m.Backend.Read(out)
 		if err != nil {
 			return 0, err
 		}
-		return s.Sample(logits), nil
+		id, err := s.Sample(logits)
+		if le, ok := err.(*LogitsError); ok {
+			le.Step = step
+		}
+		return id, err
 	}
 }
 

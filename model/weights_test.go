@@ -85,11 +85,13 @@ func tinyTensors() []struct {
 	return ts
 }
 
-// poison replaces one element of a tensor with raw bits.
+// poison replaces one element of a tensor (every element, with all) with
+// raw bits.
 type poison struct {
 	tensor string
 	index  int
 	bits   uint32
+	all    bool
 }
 
 // tinyCheckpoint writes tinyConfig's weights as one safetensors file of
@@ -106,7 +108,7 @@ func tinyCheckpoint(t *testing.T, dt loader.DType, p poison) fstest.MapFS {
 		begin := len(data)
 		for i := range n {
 			v := float32(i%7)/8 - 0.375
-			if ts.name == p.tensor && i == p.index {
+			if ts.name == p.tensor && (i == p.index || p.all) {
 				if dt == loader.F32 {
 					data = binary.LittleEndian.AppendUint32(data, p.bits)
 				} else {
@@ -149,18 +151,18 @@ func TestLoadNonFinite(t *testing.T) {
 		{loader.F32, poison{}, ""},
 		{loader.F16, poison{}, ""},
 		{loader.BF16, poison{}, ""},
-		{loader.F32, poison{"backbone.embeddings.weight", 0, 0x7fc00000},
+		{loader.F32, poison{tensor: "backbone.embeddings.weight", index: 0, bits: 0x7fc00000},
 			"model.safetensors: tensor backbone.embeddings.weight (F32 [16 8]) holds NaN at element 0: weights must be finite"},
-		{loader.F32, poison{"backbone.embeddings.weight", 127, 0xff800000}, "backbone.embeddings.weight (F32 [16 8]) holds -Inf at element 127"},
-		{loader.F32, poison{"backbone.layers.1.mixer.in_proj.weight", 300, 0x7f800000}, "backbone.layers.1.mixer.in_proj.weight (F32 [44 8]) holds +Inf at element 300"},
-		{loader.F16, poison{"backbone.layers.0.mixer.D", 3, 0x7e00}, "backbone.layers.0.mixer.D (F16 [4]) holds NaN at element 3"},
-		{loader.F16, poison{"backbone.layers.1.mixer.conv1d.weight", 95, 0xfc00}, "backbone.layers.1.mixer.conv1d.weight (F16 [24 1 4]) holds -Inf at element 95"},
-		{loader.BF16, poison{"backbone.norm_f.weight", 5, 0x7f80}, "backbone.norm_f.weight (BF16 [8]) holds +Inf at element 5"},
-		{loader.BF16, poison{"backbone.layers.1.mixer.A_log", 1, 0xffc1}, "backbone.layers.1.mixer.A_log (BF16 [4]) holds NaN at element 1"},
+		{loader.F32, poison{tensor: "backbone.embeddings.weight", index: 127, bits: 0xff800000}, "backbone.embeddings.weight (F32 [16 8]) holds -Inf at element 127"},
+		{loader.F32, poison{tensor: "backbone.layers.1.mixer.in_proj.weight", index: 300, bits: 0x7f800000}, "backbone.layers.1.mixer.in_proj.weight (F32 [44 8]) holds +Inf at element 300"},
+		{loader.F16, poison{tensor: "backbone.layers.0.mixer.D", index: 3, bits: 0x7e00}, "backbone.layers.0.mixer.D (F16 [4]) holds NaN at element 3"},
+		{loader.F16, poison{tensor: "backbone.layers.1.mixer.conv1d.weight", index: 95, bits: 0xfc00}, "backbone.layers.1.mixer.conv1d.weight (F16 [24 1 4]) holds -Inf at element 95"},
+		{loader.BF16, poison{tensor: "backbone.norm_f.weight", index: 5, bits: 0x7f80}, "backbone.norm_f.weight (BF16 [8]) holds +Inf at element 5"},
+		{loader.BF16, poison{tensor: "backbone.layers.1.mixer.A_log", index: 1, bits: 0xffc1}, "backbone.layers.1.mixer.A_log (BF16 [4]) holds NaN at element 1"},
 		// The largest finite values are not errors.
-		{loader.F32, poison{"backbone.layers.0.mixer.D", 0, 0x7f7fffff}, ""},
-		{loader.F16, poison{"backbone.layers.0.mixer.D", 0, 0xfbff}, ""},
-		{loader.BF16, poison{"backbone.layers.0.mixer.D", 0, 0x7f7f}, ""},
+		{loader.F32, poison{tensor: "backbone.layers.0.mixer.D", index: 0, bits: 0x7f7fffff}, ""},
+		{loader.F16, poison{tensor: "backbone.layers.0.mixer.D", index: 0, bits: 0xfbff}, ""},
+		{loader.BF16, poison{tensor: "backbone.layers.0.mixer.D", index: 0, bits: 0x7f7f}, ""},
 	}
 	for _, tt := range tests {
 		fsys := tinyCheckpoint(t, tt.dt, tt.p)

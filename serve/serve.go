@@ -4,11 +4,13 @@
 // What clients get, and why:
 //
 //   - Byte ranges. The loader reads each tensor with one Range request, so
-//     a single range gets 206 with Content-Range, an unsatisfiable one 416
-//     with "Content-Range: bytes */size". A request for several ranges gets
-//     the whole file with 200 (RFC 9110 lets a server ignore Range): no
-//     client of ours asks for more than one, and multipart answers are a
-//     cheap way to make a server do a lot of work.
+//     a single range gets 206 with Content-Range, an unsatisfiable or
+//     malformed one (bytes=-0, bytes=5-2, a start past the end) 416 with
+//     "Content-Range: bytes */size". A request for several ranges, or in a
+//     unit other than bytes, gets the whole file with 200 (RFC 9110 lets a
+//     server ignore Range, and requires it for unknown units): no client
+//     of ours asks for more than one, and multipart answers are a cheap way
+//     to make a server do a lot of work. fixRange says what exactly.
 //   - Strong ETags, so If-Range and If-None-Match work: for files from a
 //     folder, "size-mtime" (hex; the same file with the same size and
 //     modification time in nanoseconds is taken to be the same bytes, as
@@ -35,9 +37,20 @@
 //     Cross-Origin-Resource-Policy: cross-origin on everything, so such a
 //     page may load these files.
 //   - No path leaves its root: "..", "." and empty segments (also when
-//     percent-encoded), backslashes and NUL give 400; model folders are
-//     opened through os.Root, which refuses symbolic links that lead out
-//     of the folder (404).
+//     percent-encoded), backslashes and NUL give 400; model folders (and
+//     Options.StaticDir) are opened through os.Root, which refuses
+//     symbolic links that lead out of the folder (404).
+//   - Dotfiles are never served: a path with any segment that begins with
+//     "." (.git/config, .env, .ssh/…) gets the 404 of a missing file, so
+//     that whether it exists is not revealed either.
+//   - Only regular files are served. A FIFO, socket or device under a
+//     served folder gets 404 without ever being opened (opening a FIFO
+//     blocks until a writer comes, which would pin the request).
+//   - Responses that make no progress are cut: the write deadline of the
+//     connection is WriteIdleTimeout ahead and moves forward as each piece
+//     of the body goes out, so a client that never reads frees its
+//     goroutine and file, while a slow download that keeps moving is never
+//     cut. NewServer makes an http.Server with the other timeouts.
 //
 // The files may come from any fs.FS. Files of an object store can give
 // their own ETag and send their bytes without Read (ETagFile,
@@ -64,6 +77,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mamba2web/mamba2/models"
 )
@@ -86,6 +100,15 @@ type Options struct {
 	// Static is served at /: the demo page, its module, worker and wasm.
 	// "/" and "/dir/" serve index.html. With none, / answers a short note.
 	Static fs.FS
+	// StaticDir is a folder to serve at / instead of Static (set one or
+	// neither). It is opened with os.OpenRoot, like ModelsDir: symbolic
+	// links pointing outside it are not followed, and its files are opened
+	// non-blocking, so a FIFO swapped in for a file cannot hang a request.
+	StaticDir string
+	// WriteIdleTimeout cuts a response that sends nothing for this long
+	// (see the package comment); 0 means WriteIdleTimeout, a negative value
+	// sets no deadline.
+	WriteIdleTimeout time.Duration
 	// ContentETags makes every ETag the sha256 of the file (computed once
 	// per file version and remembered) instead of size and mtime.
 	ContentETags bool
@@ -106,15 +129,18 @@ type Handler struct {
 	root    *os.Root
 	sources []source // model folder sources, in order of precedence
 	tiny    *source
+	static  *source
 	etags   sync.Map // etagKey → string
 	gz      *gzCache
 }
 
 // source is a file system with a name that keys its ETags (an fs.FS
-// need not be comparable: fstest.MapFS is a map).
+// need not be comparable: fstest.MapFS is a map). root is set when fsys
+// is root.FS(): files are then opened through root, non-blocking.
 type source struct {
 	id   string
 	fsys fs.FS
+	root *os.Root
 }
 
 // New makes a Handler. Close it to release ModelsDir.
@@ -131,23 +157,50 @@ func New(o Options) (*Handler, error) {
 		if h.root, err = os.OpenRoot(o.ModelsDir); err != nil {
 			return nil, fmt.Errorf("models folder: %w", err)
 		}
-		h.sources = append(h.sources, source{"dir", h.root.FS()})
+		h.sources = append(h.sources, source{"dir", h.root.FS(), h.root})
 	}
 	if o.Models != nil {
-		h.sources = append(h.sources, source{"models", o.Models})
+		h.sources = append(h.sources, source{"models", o.Models, nil})
 	}
 	if !o.NoEmbedded {
-		h.tiny = &source{"embedded", models.Tiny()}
+		h.tiny = &source{"embedded", models.Tiny(), nil}
+	}
+	switch {
+	case o.StaticDir != "" && o.Static != nil:
+		h.Close()
+		return nil, errors.New("serve: set Options.Static or Options.StaticDir, not both")
+	case o.StaticDir != "":
+		st, err := os.Stat(o.StaticDir)
+		if err == nil && !st.IsDir() {
+			err = fmt.Errorf("%s is not a folder", o.StaticDir)
+		}
+		var root *os.Root
+		if err == nil {
+			root, err = os.OpenRoot(o.StaticDir)
+		}
+		if err != nil {
+			h.Close()
+			return nil, fmt.Errorf("static folder: %w", err)
+		}
+		h.static = &source{"static", root.FS(), root}
+	case o.Static != nil:
+		h.static = &source{"static", o.Static, nil}
 	}
 	return h, nil
 }
 
-// Close releases the models folder.
+// Close releases the models folder and StaticDir.
 func (h *Handler) Close() error {
+	var err error
 	if h.root != nil {
-		return h.root.Close()
+		err = h.root.Close()
 	}
-	return nil
+	if h.static != nil && h.static.root != nil {
+		if cerr := h.static.root.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
 }
 
 // ModelNames lists the models served, sorted.
@@ -182,6 +235,11 @@ const (
 )
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	idle := h.opt.WriteIdleTimeout
+	if idle == 0 {
+		idle = WriteIdleTimeout
+	}
+	w = newIdleWriter(w, idle)
 	hd := w.Header()
 	origin := h.opt.AllowOrigin
 	if origin == "" {
@@ -212,6 +270,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	segs, dir, ok := splitPath(r.URL.Path)
 	if !ok {
 		http.Error(w, "bad path", http.StatusBadRequest)
+		return
+	}
+	if hidden(segs) {
+		http.NotFound(w, r)
 		return
 	}
 	if len(segs) > 0 && segs[0] == "models" {
@@ -277,7 +339,7 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, segs []str
 
 func (h *Handler) serveStatic(w http.ResponseWriter, r *http.Request, segs []string, dir bool) {
 	w.Header().Set("Cache-Control", "no-cache")
-	if h.opt.Static == nil {
+	if h.static == nil {
 		if len(segs) == 0 {
 			body := "mamba2 serve: models are listed at /models/\n"
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -297,7 +359,7 @@ func (h *Handler) serveStatic(w http.ResponseWriter, r *http.Request, segs []str
 	if dir {
 		name = path.Join(name, "index.html")
 	}
-	if !h.tryFile(w, r, source{"static", h.opt.Static}, name) {
+	if !h.tryFile(w, r, *h.static, name) {
 		http.NotFound(w, r)
 	}
 }
@@ -305,18 +367,15 @@ func (h *Handler) serveStatic(w http.ResponseWriter, r *http.Request, segs []str
 // tryFile serves name from fsys when it is a regular file there, and
 // reports whether it did (answered, error included).
 func (h *Handler) tryFile(w http.ResponseWriter, r *http.Request, src source, name string) bool {
-	f, err := src.fsys.Open(name)
+	f, st, err := src.openRegular(name)
 	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) && h.opt.ErrorLog != nil && !strings.Contains(err.Error(), "escapes") {
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errNotRegular) && h.opt.ErrorLog != nil && !strings.Contains(err.Error(), "escapes") {
 			h.opt.ErrorLog.Printf("serve: open %s: %v", name, err)
 		}
-		return false // missing, or refused (a link out of the root): the same 404
+		return false // missing, special, or refused (a link out of the root): the same 404
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() {
-		return false
-	}
+	r = fixRange(r, st.Size())
 	content, err := seekable(f, st.Size())
 	if err != nil {
 		h.internal(w, name, err)
@@ -349,11 +408,6 @@ func (h *Handler) tryFile(w http.ResponseWriter, r *http.Request, src source, na
 	hd.Set("ETag", etag)
 	if ct := contentType(name); ct != "" {
 		hd.Set("Content-Type", ct)
-	}
-	if rg := r.Header.Get("Range"); strings.Contains(rg, ",") {
-		// Several ranges: answer the whole file (see the package comment).
-		r = r.Clone(r.Context())
-		r.Header.Del("Range")
 	}
 	if rf, ok := f.(RangeWriterFile); ok && isReadSeeker(f) { // then content is f
 		own := &ownContent{content}

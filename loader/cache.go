@@ -27,9 +27,12 @@ import (
 // URL, ETag, size and sha256. A download goes to a temporary file in the
 // same folder, is synced to disk and verified (size, and sha256 when
 // known), and only then renamed into place, and its record written the
-// same way: a crash or a failed check leaves at most a temporary ".part-"
-// file, which no lookup uses and Clear removes. A new version of a URL
-// replaces the old one, so the cache holds one copy per URL.
+// same way: a crash or a failed check leaves at most a part file, which no
+// lookup uses and Clear removes. A download cut off (Ctrl-C, a dead
+// network, a kill) of a file with a strong ETag leaves a ".resume-" part
+// that the next download continues, when the server still has that
+// version; see part.go. A new version of a URL replaces the old one, so
+// the cache holds one copy per URL.
 //
 // Several processes may share a cache: renames are atomic, so they never
 // see a half-written file; at worst two of them download the same file.
@@ -61,7 +64,9 @@ func NewCache(dir string) (*Cache, error) {
 	if err := os.MkdirAll(sub, 0o755); err != nil {
 		return nil, explainDisk(sub, err)
 	}
-	return &Cache{dir: sub}, nil
+	c := &Cache{dir: sub}
+	c.sweep()
+	return c, nil
 }
 
 // Dir is the folder that holds the cached files.
@@ -237,7 +242,7 @@ func (c *Cache) Clear() error {
 	var first error
 	for _, de := range des {
 		n := de.Name()
-		ours := strings.HasPrefix(n, ".part-") || isBlobName(n) ||
+		ours := strings.HasPrefix(n, ".part-") || strings.HasPrefix(n, ".resume-") || isBlobName(n) ||
 			(strings.HasSuffix(n, ".json") && isHex(strings.TrimSuffix(n, ".json"), 32))
 		if !ours || de.IsDir() {
 			continue
@@ -256,65 +261,78 @@ func isHex(s string, n int) bool {
 
 // download fetches e whole into the cache (one streamed GET, resumed from
 // the last byte if it breaks), verifies it and returns the path of the
-// copy. On any failure nothing of it stays in the cache.
+// copy. It goes through a part file (see part.go): a download interrupted
+// by the context, the network or a kill leaves a part that the next
+// download of the same version continues; any other failure leaves
+// nothing. Only verified bytes are ever renamed into the cache.
 func (h *HTTPFS) download(ctx context.Context, e *remoteFile) (string, error) {
 	c := h.opt.Cache
-	tmp, err := os.CreateTemp(c.dir, ".part-*")
-	if err != nil {
-		return "", explainDisk(c.dir, err)
-	}
-	kept := false
-	defer func() {
-		if !kept {
-			tmp.Close()
-			os.Remove(tmp.Name())
+	for try := 0; ; try++ {
+		p, err := c.openPart(e)
+		if err != nil {
+			return "", err
 		}
-	}()
-	r := h.openRange(e, 0, e.size)
+		resumed := p.written > 0
+		dst, err := h.fill(ctx, e, p)
+		if err != nil && resumed && try == 0 && errors.Is(err, ErrIntegrity) {
+			// The bytes kept from before do not check out (a disk error, a
+			// part edited by hand): the part is gone, so once from zero.
+			continue
+		}
+		return dst, err
+	}
+}
+
+// fill completes p with bytes [p.written, e.size) of e, verifies the whole
+// and renames it into the cache. p is kept for resuming when the download
+// is cut off, removed when what arrived is wrong.
+func (h *HTTPFS) fill(ctx context.Context, e *remoteFile, p *part) (string, error) {
+	c := h.opt.Cache
+	if p.written > 0 {
+		h.received(e, p.written, false) // progress starts where the part ends
+	}
+	r := h.openRange(e, p.written, e.size)
 	r.ctx = ctx
 	defer r.Close()
-	sum := sha256.New()
 	buf := make([]byte, 1<<20)
-	var written int64
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			if _, werr := tmp.Write(buf[:n]); werr != nil {
+			if werr := p.write(buf[:n]); werr != nil {
+				p.keep()
 				return "", explainDisk(c.dir, werr)
 			}
-			sum.Write(buf[:n])
-			written += int64(n)
 		}
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
+			if errors.Is(err, ErrChanged) || errors.Is(err, ErrIntegrity) {
+				p.discard() // of a version that is gone
+			} else {
+				p.keep() // cancelled, or the network failed: resumable
+			}
 			return "", err
 		}
 	}
 	if e.size == 0 {
 		h.report(e.name, 0, 0)
 	}
-	got := hex.EncodeToString(sum.Sum(nil))
-	if written != e.size {
-		return "", &HTTPError{Method: http.MethodGet, URL: e.url, Err: fmt.Errorf("%w: received %d bytes, the file has %d", ErrIntegrity, written, e.size)}
+	got := hex.EncodeToString(p.sum.Sum(nil))
+	if p.written != e.size {
+		p.discard()
+		return "", &HTTPError{Method: http.MethodGet, URL: e.url, Err: fmt.Errorf("%w: received %d bytes, the file has %d", ErrIntegrity, p.written, e.size)}
 	}
 	if e.sha256 != "" && got != e.sha256 {
+		p.discard()
 		return "", &HTTPError{Method: http.MethodGet, URL: e.url, Err: fmt.Errorf("%w: sha256 of the download is %s, expected %s", ErrIntegrity, got, e.sha256)}
-	}
-	if err := tmp.Sync(); err != nil {
-		return "", explainDisk(c.dir, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return "", explainDisk(c.dir, err)
 	}
 	v := e.validator()
 	blob := blobName(e.url, v, e.name)
 	dst := filepath.Join(c.dir, blob)
-	if err := os.Rename(tmp.Name(), dst); err != nil {
+	if err := p.commit(dst); err != nil {
 		return "", explainDisk(c.dir, err)
 	}
-	kept = true
 	old, oldErr := c.readMeta(c.metaPath(e.url))
 	if err := c.writeMeta(cacheMeta{URL: e.url, ETag: v, Size: e.size, SHA256: got, Fetched: time.Now().UTC(), Blob: blob}); err != nil {
 		os.Remove(dst)

@@ -21,9 +21,14 @@ type HTTPOptions struct {
 	// Client sends every request; nil means http.DefaultClient. Under
 	// GOOS=js it goes through the browser's fetch.
 	Client *http.Client
-	// Header is added to every request, e.g. an Authorization bearer token
-	// for a gated Hugging Face repository. Go's client drops Authorization on
-	// a redirect to another host, so the token does not leak to the CDN.
+	// Header is added to every request to the model URL's origin, e.g. an
+	// Authorization bearer token for a gated Hugging Face repository. A
+	// redirect to any other origin (another scheme, host or port: a CDN, a
+	// subdomain, http:// instead of https://) gets none of these headers,
+	// nor Authorization, Proxy-Authorization or Cookie, also when a later
+	// redirect comes back (Go's client alone would keep them for another
+	// port, another scheme or a subdomain). Under GOOS=js the browser
+	// follows redirects itself and drops Authorization across origins.
 	Header http.Header
 	// Progress, when set, is called as bytes of a file arrive: file is the
 	// name inside the model folder, done the bytes of it received so far and
@@ -40,9 +45,18 @@ type HTTPOptions struct {
 	// Backoff is the first wait between retries; 0 means 250 ms.
 	Backoff time.Duration
 	// StallTimeout aborts (and then resumes) a response whose body sends
-	// nothing for this long; 0 means 60 s. The context passed to OpenURL
-	// still bounds the whole load.
+	// nothing for this long; 0 means DefaultStallTimeout. The context
+	// passed to OpenURL still bounds the whole load.
 	StallTimeout time.Duration
+	// HeaderTimeout aborts (and then retries) a request whose response
+	// headers have not come this long after it was sent; 0 means
+	// DefaultHeaderTimeout.
+	HeaderTimeout time.Duration
+	// OnRetry, when set, is called before each retry with the failure that
+	// caused it (an *HTTPError, which names the method and URL), the number
+	// of the retry (1 for the first) and the wait before it, so that a
+	// command line can say why a load is slow instead of staying silent.
+	OnRetry func(err error, retry int, wait time.Duration)
 	// Cache, when set, keeps whole files on disk keyed by URL and ETag, so a
 	// second load costs only one HEAD per file (native builds).
 	Cache *Cache
@@ -61,6 +75,20 @@ type HTTPOptions struct {
 	// NoManifest skips the request for manifest.json.
 	NoManifest bool
 }
+
+// DefaultHeaderTimeout is how long a request waits for the response
+// headers before it is abandoned and retried. A server that accepts the
+// connection and never answers would otherwise hold the load until the
+// stall timeout on every try; Hugging Face and its CDN answer within a
+// second or two even when cold, so 30 s only fires on a server that is
+// not going to answer.
+const DefaultHeaderTimeout = 30 * time.Second
+
+// DefaultStallTimeout is how long a response body may send nothing before
+// the request is abandoned and resumed from the next byte: long enough for
+// a congested link or a CDN fetching from its origin, short enough that a
+// dead connection is noticed.
+const DefaultStallTimeout = 60 * time.Second
 
 // ManifestFile is the optional file, next to config.json, that lists each
 // file's size and sha256 so downloads can be verified end to end:
@@ -196,6 +224,7 @@ func OpenURL(ctx context.Context, base string, o HTTPOptions) (*HTTPFS, error) {
 	if h.client == nil {
 		h.client = http.DefaultClient
 	}
+	h.client = guardRedirects(h.client, o.Header)
 	if !o.NoManifest {
 		if err := h.loadManifest(); err != nil {
 			return nil, err
@@ -417,6 +446,9 @@ func (h *HTTPFS) head(ctx context.Context, name, u string) (*remoteFile, error) 
 		if err := h.probe(ctx, e); err != nil || e.missing != nil {
 			return e, err
 		}
+	}
+	if limit := sideFileLimit(name); limit > 0 && e.size > limit {
+		return nil, &HTTPError{Method: http.MethodGet, URL: u, Err: fmt.Errorf("%w: the server gives its size as %d bytes, more than the %d allowed for %s; not downloading it", ErrTooLarge, e.size, limit, path.Base(name))}
 	}
 	if err := h.applyManifest(e); err != nil {
 		return nil, err

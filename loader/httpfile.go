@@ -85,7 +85,7 @@ func identity(resp *http.Response) bool {
 	return !resp.Uncompressed && (ce == "" || strings.EqualFold(ce, "identity"))
 }
 
-var errStalled = errors.New("no data arrived for too long")
+var errStalled = errors.New("timed out")
 
 func (h *HTTPFS) retries() int {
 	switch {
@@ -101,14 +101,28 @@ func (h *HTTPFS) stallTimeout() time.Duration {
 	if h.opt.StallTimeout > 0 {
 		return h.opt.StallTimeout
 	}
-	return 60 * time.Second
+	return DefaultStallTimeout
+}
+
+func (h *HTTPFS) headerTimeout() time.Duration {
+	if h.opt.HeaderTimeout > 0 {
+		return h.opt.HeaderTimeout
+	}
+	return DefaultHeaderTimeout
+}
+
+// retrying tells OnRetry about a retry that is about to wait d.
+func (h *HTTPFS) retrying(err error, retry int, d time.Duration) {
+	if h.opt.OnRetry != nil {
+		h.opt.OnRetry(err, retry, d)
+	}
 }
 
 // sleep waits before retry number attempt (1, 2, …): Backoff doubled each
 // time, capped at 10 s, with ±25 % jitter so that many clients do not retry
-// in step; at least hint (from Retry-After). It returns early, with the
-// cause, when ctx ends.
-func (h *HTTPFS) sleep(ctx context.Context, attempt int, hint time.Duration) error {
+// in step; at least hint (from Retry-After). It tells OnRetry about cause
+// first, and returns early, with the cause, when ctx ends.
+func (h *HTTPFS) sleep(ctx context.Context, attempt int, hint time.Duration, cause error) error {
 	d := h.opt.Backoff
 	if d <= 0 {
 		d = 250 * time.Millisecond
@@ -119,6 +133,7 @@ func (h *HTTPFS) sleep(ctx context.Context, attempt int, hint time.Duration) err
 	d = min(d, 10*time.Second)
 	d = d*3/4 + time.Duration(rand.Int64N(int64(d)/2+1))
 	d = max(d, min(hint, time.Minute))
+	h.retrying(cause, attempt, d)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -129,9 +144,10 @@ func (h *HTTPFS) sleep(ctx context.Context, attempt int, hint time.Duration) err
 	}
 }
 
-// send makes one request. Its body is watched: when no byte arrives for
-// StallTimeout, the request is aborted, so a silent connection becomes an
-// error that can be retried instead of a hang.
+// send makes one request. It is aborted when its response headers do not
+// come within HeaderTimeout, and its body is watched: when no byte arrives
+// for StallTimeout, the request is aborted, so a silent server or
+// connection becomes an error that can be retried instead of a hang.
 func (h *HTTPFS) send(ctx context.Context, method, u string, hdr http.Header) (*http.Response, error) {
 	rctx, cancel := context.WithCancelCause(ctx)
 	req, err := http.NewRequestWithContext(rctx, method, u, nil)
@@ -145,15 +161,15 @@ func (h *HTTPFS) send(ctx context.Context, method, u string, hdr http.Header) (*
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
-	stall := h.stallTimeout()
-	t := time.AfterFunc(stall, func() { cancel(errStalled) })
+	stall, wait := h.stallTimeout(), h.headerTimeout()
+	t := time.AfterFunc(wait, func() { cancel(errStalled) })
 	resp, err := h.client.Do(req)
 	if err != nil {
 		t.Stop()
 		cause := context.Cause(rctx)
 		cancel(nil)
 		if errors.Is(cause, errStalled) {
-			return nil, fmt.Errorf("no answer within %v: %w", stall, errStalled)
+			return nil, fmt.Errorf("no answer (response headers) within %v: %w", wait, errStalled)
 		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
@@ -161,6 +177,9 @@ func (h *HTTPFS) send(ctx context.Context, method, u string, hdr http.Header) (*
 		}
 		return nil, err
 	}
+	// From here the timer watches the body. Should the header timeout fire
+	// just now, the body's first read fails as stalled, and is retried.
+	t.Reset(stall)
 	resp.Body = &watchedBody{rc: resp.Body, t: t, stall: stall, ctx: rctx, cancel: cancel}
 	return resp, nil
 }
@@ -204,7 +223,7 @@ func (h *HTTPFS) roundTrip(ctx context.Context, method, u string, hdr http.Heade
 				last.Attempts = attempt
 				return nil, last
 			}
-			if err := h.sleep(ctx, attempt, hint); err != nil {
+			if err := h.sleep(ctx, attempt, hint, last); err != nil {
 				return nil, &HTTPError{Method: method, URL: u, Status: last.Status, Err: fmt.Errorf("%w (while waiting to retry after: %v)", err, last)}
 			}
 		}
@@ -494,7 +513,8 @@ func (r *rangeReader) open() error {
 			if r.fails > r.h.retries() {
 				return &HTTPError{Method: http.MethodGet, URL: r.e.url, Status: r.status, Err: r.lastErr, Attempts: r.fails}
 			}
-			if err := r.h.sleep(r.ctx, r.fails, 0); err != nil {
+			cause := &HTTPError{Method: http.MethodGet, URL: r.e.url, Status: r.status, Err: r.lastErr}
+			if err := r.h.sleep(r.ctx, r.fails, 0, cause); err != nil {
 				return &HTTPError{Method: http.MethodGet, URL: r.e.url, Err: err}
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mamba2web/mamba2/cpu"
 	"github.com/mamba2web/mamba2/loader"
@@ -66,7 +67,7 @@ func (m *modelFlags) source(ctx context.Context, stderr io.Writer) (fs.FS, strin
 	if !st.IsDir() {
 		return nil, "", fmt.Errorf("model %s is not a folder", m.model)
 	}
-	return os.DirFS(m.model), m.model, nil
+	return loader.DirFS(m.model), m.model, nil // refuses FIFOs and devices instead of hanging on them
 }
 
 // openBackend picks the backend; auto prefers WebGPU and falls back to the
@@ -166,7 +167,9 @@ func openURL(ctx context.Context, url string, stderr io.Writer) (fs.FS, string, 
 	if err != nil {
 		return nil, "", err
 	}
-	o := loader.HTTPOptions{Cache: cache}
+	o := loader.HTTPOptions{Cache: cache, OnRetry: func(err error, n int, wait time.Duration) {
+		fmt.Fprintf(stderr, "mamba2: %v; retry %d in %v\n", err, n, wait.Round(time.Millisecond))
+	}}
 	if tok := os.Getenv("HF_TOKEN"); tok != "" {
 		o.Header = http.Header{"Authorization": {"Bearer " + tok}}
 	}

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"syscall"
 )
 
 var commands = map[string]func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error{
@@ -37,7 +38,9 @@ var commands = map[string]func(ctx context.Context, args []string, stdin io.Read
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	// SIGTERM as well as Ctrl-C cancels the context, so downloads stop
+	// cleanly (a partial file is kept only in its resumable form).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
 		msg := strings.ReplaceAll(err.Error(), "\n", " ")

@@ -8,7 +8,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -27,14 +26,9 @@ func cmdServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	o := serve.Options{ModelsDir: *modelsDir, ErrorLog: log.New(stderr, "mamba2 serve: ", log.LstdFlags)}
-	if *static != "" {
-		root, err := os.OpenRoot(*static)
-		if err != nil {
-			return fmt.Errorf("--static: %v", err)
-		}
-		defer root.Close()
-		o.Static = root.FS() // links out of the folder are not followed
-	}
+	// Links out of the folder are not followed; dotfiles and anything but
+	// regular files are not served.
+	o.StaticDir = *static
 	h, err := serve.New(o)
 	if err != nil {
 		return err
@@ -48,12 +42,8 @@ func cmdServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if *accessLog {
 		handler = logRequests(h, stdout)
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          o.ErrorLog,
-	}
+	srv := serve.NewServer(*addr, handler) // header, idle and per-write timeouts
+	srv.ErrorLog = o.ErrorLog
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "mamba2 serve: listening on %s/\n", base)
 	for _, name := range h.ModelNames() {

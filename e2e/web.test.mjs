@@ -339,6 +339,49 @@ describe('mamba2.js API', () => {
     assert.equal(r.device, 'webgpu', `auto chose ${r.device}: ${r.note}`);
     await page.close();
   });
+
+  test('a lost GPU device rejects with device-lost; the model loads again from the cache', async () => {
+    const page = await openPage(browser, server.url);
+    const r = await page.evaluate(async () => {
+      // Keep the workers the module starts, to simulate a driver reset in one.
+      const workers = [];
+      const Base = window.Worker;
+      window.Worker = class extends Base {
+        constructor(...args) { super(...args); workers.push(this); }
+      };
+      const { loadModel } = await import('./mamba2.js');
+      const opts = { maxNewTokens: 2, temperature: 0 };
+      const model = await loadModel('/models/mamba2-go-tiny/', { device: 'webgpu' });
+      const before = await model.complete('package main', opts);
+      workers.at(-1).postMessage({ type: 'lose-device' });
+      const failures = [];
+      for (let i = 0; i < 2; i++) {
+        try {
+          await model.complete('package main', opts);
+          failures.push(null);
+        } catch (e) {
+          failures.push({ code: e.code, message: e.message });
+        }
+      }
+      await model.dispose();
+      const again = await loadModel('/models/mamba2-go-tiny/', { device: 'webgpu' });
+      const after = await again.complete('package main', opts);
+      const out = { before, failures, after, cache: again.cache, device: again.device };
+      await again.dispose();
+      return out;
+    });
+    for (const f of r.failures) {
+      assert.ok(f, 'a generation on a lost device succeeded');
+      assert.equal(f.code, 'device-lost', f.message);
+      assert.match(f.message, /GPU device was lost.*load the model again/);
+    }
+    assert.equal(r.device, 'webgpu');
+    assert.equal(r.after, r.before, 'the reloaded model gives another text');
+    assert.equal(r.cache.bytesFetched, 0, 'the reload fetched weights instead of taking them from the cache');
+    assert.ok(r.cache.bytesCached > 0);
+    assert.deepEqual(page.errors, []);
+    await page.close();
+  });
 });
 
 describe('without WebGPU', () => {

@@ -304,7 +304,7 @@ func gpuCheck() error {
 	case "out-of-memory":
 		return codef(codeTooBig, "the model does not fit in this GPU's memory (WebGPU: %s)", msg)
 	case "lost":
-		return codef(codeInternal, "the GPU device was lost: %s", msg)
+		return codef(codeLost, "the GPU device was lost (%s); load the model again: its weights come from the browser cache", msg)
 	}
 	return codef(codeInternal, "WebGPU reported a %s error: %s", kind, msg)
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"syscall/js"
 	"time"
 
@@ -165,6 +166,9 @@ func (s *session) generate(ctx context.Context, ids []int, o model.Options, onTe
 	}
 	reason := res.Reason
 	if err != nil {
+		if errors.Is(err, model.ErrDeviceLost) {
+			return nil, codef(codeLost, "%v; load the model again: its weights come from the browser cache", err)
+		}
 		if ctx.Err() == nil {
 			return nil, coded(codeInternal, err)
 		}

@@ -20,6 +20,7 @@ const (
 	codeAborted  = "aborted"      // cancelled through abort()
 	codeBadArg   = "bad-argument" // a call with meaningless arguments
 	codeDisposed = "disposed"     // the model was disposed
+	codeLost     = "device-lost"  // the GPU device is gone: load the model again
 	codeInternal = "internal"     // a bug: a Go panic
 )
 

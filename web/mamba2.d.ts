@@ -15,12 +15,14 @@ export type Device = 'auto' | 'webgpu' | 'cpu';
  * - 'disposed': the model was disposed;
  * - 'worker': the worker or the wasm could not be loaded;
  * - 'aborted': a load or generation was cancelled inside the runtime;
+ * - 'device-lost': the GPU device was lost (a driver reset, a GPU watchdog, the browser reclaiming it);
+ *   this model cannot run any more: load it again (its weights come from the cache, no page reload needed);
  * - 'internal': a bug.
  * Aborting through an AbortSignal rejects with the signal's reason (a DOMException named 'AbortError').
  */
 export type Mamba2ErrorCode =
   | 'bad-url' | 'not-found' | 'http' | 'no-webgpu' | 'too-big' | 'bad-model'
-  | 'bad-argument' | 'disposed' | 'worker' | 'aborted' | 'internal' | 'unsupported';
+  | 'bad-argument' | 'disposed' | 'worker' | 'aborted' | 'device-lost' | 'internal' | 'unsupported';
 
 export class Mamba2Error extends Error {
   readonly name: 'Mamba2Error';

@@ -8,6 +8,9 @@
 //   {type: 'generate', id, handle, prompt, options} → text events
 //   {type: 'encode' | 'decode' | 'dispose', id, handle, text | ids}
 //   {type: 'abort', target}                      (no reply)
+//   {type: 'lose-device'}                        (no reply) destroys every GPU
+//     device of the worker, as a driver reset or a GPU watchdog would; for
+//     tests of what a lost device does (a 'device-lost' error, a reload)
 // Replies (worker → page):
 //   {type: 'progress', id, done, total, file, fileDone, fileTotal}
 //   {type: 'text', id, piece, tokens}
@@ -137,6 +140,10 @@ self.onmessage = (event) => {
   const msg = event.data;
   if (msg.type === 'abort') {
     runtime?.then((go) => go.abort(msg.target)).catch(() => {});
+    return;
+  }
+  if (msg.type === 'lose-device') {
+    for (const w of devices) w.device.destroy();
     return;
   }
   pending.add(msg.id);

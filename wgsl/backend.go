@@ -294,7 +294,11 @@ func (b *Backend) Close() error {
 		b.dev.Release()
 	}
 	b.plat.release()
-	return b.takeErr()
+	err := b.takeErr()
+	if b.broken != nil {
+		return nil // the loss was reported by the call that found it
+	}
+	return err
 }
 
 // ---- tensors ---------------------------------------------------------------

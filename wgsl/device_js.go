@@ -14,9 +14,11 @@ import (
 
 const adapterHint = "the browser needs WebGPU (navigator.gpu); headless Chromium needs --enable-unsafe-webgpu"
 
-// platform holds the JS device, for the error scopes the binding lacks.
+// platform holds the JS device, for the error scopes the binding lacks,
+// and the record of its loss.
 type platform struct {
-	dev js.Value
+	dev  js.Value
+	lost *deviceLoss
 }
 
 // openDevice opens the device with openJSDevice. Kernels cannot be timed
@@ -25,13 +27,15 @@ type platform struct {
 func openDevice(_ bool, lost *deviceLoss) (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, error, error) {
 	p, d, l, i, err := openJSDevice()
 	if err == nil {
+		p.lost = lost
 		watchLoss(p.dev, lost)
 	}
 	return p, d, l, i, errNoTimestamps, err
 }
 
-// watchLoss records the loss of dev in lost when its lost promise settles,
-// unless the loss is the backend's own destroy() at Close.
+// watchLoss records the loss of dev in lost when its lost promise settles
+// (a destroy() by anyone but Close is a loss too: tests simulate a driver
+// reset so).
 func watchLoss(dev js.Value, lost *deviceLoss) {
 	var onLost js.Func
 	onLost = js.FuncOf(func(_ js.Value, args []js.Value) any {
@@ -45,9 +49,7 @@ func watchLoss(dev js.Value, lost *deviceLoss) {
 				msg = m.String()
 			}
 		}
-		if reason != "destroyed" {
-			lost.set(lostError(reason, msg))
-		}
+		lost.set(lostError(reason, msg)) // ignored after Close began
 		return nil
 	})
 	if p := dev.Get("lost"); p.Type() == js.TypeObject {
@@ -150,6 +152,9 @@ func jsInfo(adapter js.Value) wgpu.AdapterInfo {
 // release destroys the device, so the browser frees its memory at once
 // rather than when the page's garbage collector finds it.
 func (p platform) release() {
+	if p.lost != nil {
+		p.lost.close()
+	}
 	if p.dev.Truthy() {
 		p.dev.Call("destroy")
 	}

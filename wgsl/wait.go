@@ -52,14 +52,21 @@ var ErrDeviceLost = model.ErrDeviceLost
 // deviceLoss records that the device was lost. The native callback may run
 // on a driver thread, hence the mutex.
 type deviceLoss struct {
-	mu  sync.Mutex
-	err error
+	mu      sync.Mutex
+	err     error
+	closing bool // Close is destroying the device on purpose
+}
+
+func (l *deviceLoss) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closing = true
 }
 
 func (l *deviceLoss) set(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.err == nil {
+	if l.err == nil && !l.closing {
 		l.err = err
 	}
 }

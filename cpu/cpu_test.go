@@ -19,3 +19,5 @@ func TestOps(t *testing.T) {
 func TestFree(t *testing.T) {
 	modeltest.RunFree(t, cpu.New(), nil)
 }
+
+func TestOverflow(t *testing.T) { modeltest.RunOverflow(t, cpu.New()) }

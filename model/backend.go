@@ -104,8 +104,9 @@ type Backend interface {
 // logits. Generate uses it when the backend has it.
 type DeviceSampler interface {
 	// Sample writes into ids ([B], I32) the token chosen from each row of
-	// logits ([B, V]) as SampleRow does, with u[b] in [0, 1) as row b's
-	// random number.
+	// logits ([B, V]) as Sampler.Sample does, with u[b] in [0, 1) as row
+	// b's random number; for a row CheckLogits refuses it writes
+	// LogitsCode of its error, a negative number (DecodeLogits reads it).
 	Sample(ids, logits Tensor, s Sampling, u []float32)
 	// ReadIDs waits for every operation issued so far and returns ids.
 	ReadIDs(ids Tensor) ([]int32, error)

@@ -169,6 +169,32 @@ func (e *LogitsError) Error() string {
 	return s
 }
 
+// LogitsCode is how a DeviceSampler reports a refused row in place of a
+// token: -1 - (kind + 3·ID), kind 0 for NaN, 1 for +Inf, 2 for no finite
+// logit (ID 0). Vocabularies are far below 2^29 tokens, so it fits.
+func LogitsCode(e *LogitsError) int32 {
+	switch e.What {
+	case "NaN":
+		return -1 - 3*int32(e.ID)
+	case "+Inf":
+		return -1 - (1 + 3*int32(e.ID))
+	}
+	return -1 - 2
+}
+
+// DecodeLogits turns a negative id from a DeviceSampler back into the
+// *LogitsError it stands for.
+func DecodeLogits(code int32) *LogitsError {
+	n := -1 - int(code)
+	switch n % 3 {
+	case 0:
+		return &LogitsError{ID: n / 3, What: "NaN"}
+	case 1:
+		return &LogitsError{ID: n / 3, What: "+Inf"}
+	}
+	return &LogitsError{ID: -1, What: "-Inf"}
+}
+
 // CheckLogits returns a *LogitsError when no token can be chosen from row:
 // when it holds a NaN or a +Inf (in a forward pass, what an overflow
 // leaves, even from finite weights: softmax has no value there), or when
@@ -375,7 +401,9 @@ func (m *Model) deviceSample(ds DeviceSampler, s *Sampler, o Sampling) (func(Ten
 	idT := m.Backend.Alloc(I32, 1)
 	u := []float32{0}
 	free := func() { m.Backend.Free(idT) }
+	step := 0
 	return func(out Tensor) (int, error) {
+		step++
 		if o.Temperature != 0 {
 			u[0] = s.Uniform()
 		}
@@ -383,6 +411,11 @@ func (m *Model) deviceSample(ds DeviceSampler, s *Sampler, o Sampling) (func(Ten
 		ids, err := ds.ReadIDs(idT)
 		if err != nil {
 			return 0, err
+		}
+		if ids[0] < 0 {
+			le := DecodeLogits(ids[0])
+			le.Step = step
+			return 0, le
 		}
 		return int(ids[0]), nil
 	}, free

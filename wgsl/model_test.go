@@ -280,3 +280,7 @@ func TestSmallArena(t *testing.T) {
 		}
 	}
 }
+
+// TestOverflow: logits that overflow are refused by the device sampler
+// (greedy and sampled), as by the host one.
+func TestOverflow(t *testing.T) { modeltest.RunOverflow(t, open(t, Options{})) }

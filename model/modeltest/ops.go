@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"math/rand/v2"
 	"testing"
 
@@ -460,7 +461,9 @@ func (h *opsHarness) last(t *testing.T) {
 }
 
 // sample checks DeviceSampler.Sample against model.Argmax and
-// model.SampleRow on the same logits and random numbers.
+// model.SampleRow on the same logits and random numbers, and that rows
+// model.CheckLogits refuses (NaN, +Inf, nothing finite) come back as
+// model.LogitsCode of the same error.
 func (h *opsHarness) sample(t *testing.T, ds model.DeviceSampler) {
 	const V = 1000
 	nan := float32(math.NaN())
@@ -471,8 +474,21 @@ func (h *opsHarness) sample(t *testing.T, ds model.DeviceSampler) {
 	r[5], r[9], r[700] = 4, 4, 3.5 // a tie for the maximum: the lower id wins
 	rows = append(rows, r)
 	r = base()
-	r[0], r[700], r[3] = nan, 5, nan // NaN never wins
+	r[700], r[3], r[0] = 5, nan, nan // refused: NaN at id 0
 	rows = append(rows, r)
+	r = base()
+	r[900], r[41] = inf, nan // refused: NaN at id 41 comes first
+	rows = append(rows, r)
+	r = base()
+	r[12] = inf // refused: +Inf at 12
+	rows = append(rows, r)
+	r = make([]float32, V)
+	for i := range r {
+		r[i] = -inf
+	}
+	rows = append(rows, r) // refused: nothing finite
+	r[500] = -7
+	rows = append(rows, slices.Clone(r)) // one finite logit among -Inf: it wins
 	rows = append(rows, make([]float32, V)) // all equal: id 0
 	r = make([]float32, V)
 	for i := range r {
@@ -533,7 +549,9 @@ func (h *opsHarness) sampleRows(t *testing.T, ds model.DeviceSampler, name strin
 	}
 	for b, row := range rows {
 		var want int
-		if s.Temperature == 0 {
+		if le, ok := model.CheckLogits(row).(*model.LogitsError); ok {
+			want = int(model.LogitsCode(le))
+		} else if s.Temperature == 0 {
 			want = model.Argmax(row)
 		} else {
 			want, _ = model.SampleRow(row, s, float64(u[b]), nil)

@@ -1,7 +1,10 @@
-// sample.wgsl: DeviceSampler.Sample, model.SampleRow on the GPU for each row
-// of logits, with u[row] the row's uniform number:
-//   - temperature 0: Argmax, the lowest id among the largest values; NaN
-//     never wins (an all-NaN row gives 0);
+// sample.wgsl: DeviceSampler.Sample, model.Sampler.Sample on the GPU for
+// each row of logits, with u[row] the row's uniform number:
+//   - a row no token can be chosen from (model.CheckLogits: a NaN or a +Inf,
+//     or no finite logit) gets the negative code of model.LogitsCode, -1 -
+//     (kind + 3·id) with kind 0 for NaN, 1 for +Inf, 2 for all -Inf, id the
+//     first bad token (0 for kind 2), instead of a token;
+//   - temperature 0: Argmax, the lowest id among the largest values;
 //   - otherwise: rank the non-NaN tokens by logit, highest first, lower id
 //     first on ties; keep the first TopK (all when 0); weigh each by
 //     exp((l − l_max)/T); with 0 < TopP < 1 keep the shortest prefix whose
@@ -155,6 +158,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let out_row = P.row0 + r;
     var row = Row(out_row * P.V, 0.0);
+
+    // A row to refuse: its first NaN or +Inf, or no finite logit at all.
+    var bad = 0xffffffffu;
+    var fin = 0u;
+    for (var i = lid; i < P.V; i += WG) {
+        let v = logits[row.base + i];
+        let b = bitcast<u32>(v);
+        if (is_nan(v) || b == 0x7f800000u) {
+            bad = min(bad, i);
+        }
+        if ((b & 0x7f800000u) != 0x7f800000u) {
+            fin = 1u;
+        }
+    }
+    bad = wg_min_u(lid, bad);
+    fin = wg_max_u(lid, fin);
+    if (bad != 0xffffffffu || fin == 0u) {
+        if (lid == 0u) {
+            var code = 2u; // every logit is -Inf
+            if (bad != 0xffffffffu) {
+                code = select(1u, 0u, is_nan(logits[row.base + bad])) + 3u * bad;
+            }
+            ids[out_row] = -1 - i32(code);
+        }
+        return;
+    }
 
     // The largest key, and how many tokens are not NaN.
     var mk = 0u;

@@ -4,8 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"slices"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/mamba2web/mamba2/cpu"
@@ -488,7 +488,7 @@ func (h *opsHarness) sample(t *testing.T, ds model.DeviceSampler) {
 	}
 	rows = append(rows, r) // refused: nothing finite
 	r[500] = -7
-	rows = append(rows, slices.Clone(r)) // one finite logit among -Inf: it wins
+	rows = append(rows, slices.Clone(r))    // one finite logit among -Inf: it wins
 	rows = append(rows, make([]float32, V)) // all equal: id 0
 	r = make([]float32, V)
 	for i := range r {

@@ -10,6 +10,9 @@ import (
 
 // cmdCache lists or empties the cache of models downloaded over HTTP.
 func cmdCache(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		args = []string{"list", "--help"}
+	}
 	if len(args) == 0 || (args[0] != "list" && args[0] != "clear") {
 		return fmt.Errorf("cache: want `mamba2 cache list` or `mamba2 cache clear` [--cache-dir DIR]")
 	}

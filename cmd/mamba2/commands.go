@@ -88,7 +88,7 @@ func (g *genFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&g.topK, "top-k", 0, "keep the K most likely tokens (0: all)")
 	fs.Float64Var(&g.topP, "top-p", 1, "keep the most likely tokens up to this probability mass")
 	fs.Uint64Var(&g.seed, "seed", 0, "random seed for sampling")
-	fs.Var(&g.stops, "stop", "stop when the text contains this string (repeatable)")
+	fs.Var(&g.stops, "stop", "stop when the text contains this `string` (repeatable)")
 }
 
 func (g *genFlags) options() (model.Options, error) {

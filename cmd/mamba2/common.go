@@ -44,7 +44,10 @@ func newFlags(name string) *flag.FlagSet {
 
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%s: %v", fs.Name(), err)
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp{fs}
+		}
+		return fmt.Errorf("%s: %v (see mamba2 %s --help)", fs.Name(), err, fs.Name())
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))

@@ -50,18 +50,37 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "-h", "--help":
 		fmt.Fprint(stdout, usage)
-		if len(args) == 0 {
-			return errors.New("no command given")
-		}
 		return nil
+	case "-version", "--version", "version":
+		fmt.Fprintln(stdout, versionString())
+		return nil
+	case "help":
+		if len(args) == 1 {
+			fmt.Fprint(stdout, usage)
+			return nil
+		}
+		if _, ok := commands[args[1]]; !ok {
+			return fmt.Errorf("help: unknown command %q (want one of: %s)", args[1], commandNames())
+		}
+		return run(ctx, helpFor(args[1], args[2:]), stdin, stdout, stderr)
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		return fmt.Errorf("unknown command %q (want one of: %s)", args[0], commandNames())
+		return fmt.Errorf("unknown command %q (want one of: %s; mamba2 help lists them)", args[0], commandNames())
 	}
-	return cmd(ctx, args[1:], stdin, stdout, stderr)
+	err := cmd(ctx, args[1:], stdin, stdout, stderr)
+	if h, ok := isHelp(err); ok {
+		writeHelp(stdout, h.fs)
+		return nil
+	}
+	return err
 }
 
 func commandNames() string {
@@ -82,4 +101,6 @@ const usage = `mamba2: Mamba-2 language models on WebGPU or the CPU
   mamba2 cache    list|clear [--cache-dir DIR]          models downloaded over HTTP
 
 Without --model, the embedded mamba2-go-tiny model (Go source code) is used.
+mamba2 help CMD (or mamba2 CMD --help) shows every flag of a command, its
+default and an example; mamba2 --version prints the version.
 `

@@ -69,7 +69,16 @@ type Options struct {
 	// MaxWait, when not zero, replaces MaxWait as the longest wait for one
 	// submission (tests shorten it).
 	MaxWait time.Duration
+	// RefuseSoftware makes New fail with ErrSoftwareAdapter when the best
+	// adapter runs on the CPU (Mesa's lavapipe, SwiftShader, a browser's
+	// fallback adapter): there the CPU backend is many times faster, so
+	// "auto" choices ask for a real GPU and fall back to the CPU instead.
+	RefuseSoftware bool
 }
+
+// ErrSoftwareAdapter is matched by New's error when Options.RefuseSoftware
+// turned down an adapter that runs on the CPU.
+var ErrSoftwareAdapter = errors.New("the only WebGPU adapter is a software renderer on the CPU")
 
 // Stats counts what the backend has created and done, so tests can check
 // that steady-state decoding creates nothing and that freeing gives
@@ -149,6 +158,11 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.RefuseSoftware && IsSoftware(info) {
+		dev.Release()
+		plat.release()
+		return nil, fmt.Errorf("%w: %s", ErrSoftwareAdapter, describeAdapter(info))
+	}
 	b := &Backend{
 		opts: opts, plat: plat, dev: dev, queue: dev.GetQueue(), info: info, lost: lost,
 		AdapterLimits: adapterLimits,
@@ -208,6 +222,26 @@ const maxStorageBindings = 7
 
 // Adapter describes the adapter in use (in js, what GPUAdapter.info tells).
 func (b *Backend) Adapter() wgpu.AdapterInfo { return b.info }
+
+// IsSoftware reports whether an adapter runs on the CPU: its type is CPU
+// (lavapipe and SwiftShader report so through Vulkan; browsers mark their
+// fallback adapter), or its name is one of the known software renderers.
+func IsSoftware(info wgpu.AdapterInfo) bool {
+	if info.AdapterType == wgpu.AdapterTypeCPU {
+		return true
+	}
+	name := strings.ToLower(info.Name + " " + info.DriverDescription + " " + info.VendorName)
+	for _, s := range []string{"llvmpipe", "lavapipe", "swiftshader", "softpipe", "microsoft basic render"} {
+		if strings.Contains(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// Describe names the adapter in use for a message: its name, backend and
+// type.
+func (b *Backend) Describe() string { return describeAdapter(b.info) }
 
 // describeAdapter names an adapter for a message.
 func describeAdapter(info wgpu.AdapterInfo) string {

@@ -1,9 +1,12 @@
 package wgsl
 
 import (
+	"errors"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/cogentcore/webgpu/wgpu"
 
 	"github.com/mamba2web/mamba2/model"
 	"github.com/mamba2web/mamba2/model/modeltest"
@@ -69,3 +72,33 @@ func TestPreprocess(t *testing.T) {
 }
 
 var _ model.Backend = (*Backend)(nil)
+
+// TestIsSoftware: the adapters "auto" turns down.
+func TestIsSoftware(t *testing.T) {
+	tests := []struct {
+		info wgpu.AdapterInfo
+		want bool
+	}{
+		{wgpu.AdapterInfo{Name: "llvmpipe (LLVM 15.0.6, 256 bits)", AdapterType: wgpu.AdapterTypeCPU}, true},
+		{wgpu.AdapterInfo{Name: "SwiftShader Device (Subzero)", AdapterType: wgpu.AdapterTypeCPU}, true},
+		{wgpu.AdapterInfo{Name: "", VendorName: "google", DriverDescription: "SwiftShader driver", AdapterType: wgpu.AdapterTypeUnknown}, true},
+		{wgpu.AdapterInfo{Name: "Microsoft Basic Render Driver", AdapterType: wgpu.AdapterTypeUnknown}, true},
+		{wgpu.AdapterInfo{Name: "NVIDIA H200", AdapterType: wgpu.AdapterTypeDiscreteGPU}, false},
+		{wgpu.AdapterInfo{Name: "Apple M2", AdapterType: wgpu.AdapterTypeIntegratedGPU}, false},
+		{wgpu.AdapterInfo{VendorName: "nvidia", AdapterType: wgpu.AdapterTypeUnknown}, false}, // a browser's real GPU
+	}
+	for _, tt := range tests {
+		if got := IsSoftware(tt.info); got != tt.want {
+			t.Errorf("IsSoftware(%+v) = %v, want %v", tt.info, got, tt.want)
+		}
+	}
+	// RefuseSoftware turns down exactly those.
+	b := open(t, Options{})
+	other, err := New(Options{RefuseSoftware: true})
+	if err == nil {
+		other.Close()
+	}
+	if soft := IsSoftware(b.Adapter()); soft != errors.Is(err, ErrSoftwareAdapter) {
+		t.Errorf("adapter %s (software: %v): New with RefuseSoftware gave %v", b.Describe(), soft, err)
+	}
+}

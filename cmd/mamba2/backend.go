@@ -1,19 +1,56 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/mamba2web/mamba2/cpu"
 	"github.com/mamba2web/mamba2/model"
 	"github.com/mamba2web/mamba2/wgsl"
 )
 
-// newWebGPU opens the WebGPU backend on the first adapter (a discrete GPU
-// when there is one); profile asks for kernel timing (bench --profile).
-var newWebGPU = func(profile bool) (model.Backend, error) {
+// newWebGPU opens the WebGPU backend on the best adapter (a discrete GPU
+// when there is one); profile asks for kernel timing (bench --profile),
+// refuseSoftware turns down adapters that run on the CPU.
+var newWebGPU = func(profile, refuseSoftware bool) (*wgsl.Backend, error) {
 	quietWSI()
-	return wgsl.New(wgsl.Options{Profile: profile})
+	return wgsl.New(wgsl.Options{Profile: profile, RefuseSoftware: refuseSoftware})
+}
+
+// openBackend picks the backend. "auto" takes a real GPU through WebGPU,
+// else the CPU backend: a software WebGPU adapter (lavapipe, SwiftShader)
+// is many times slower than the CPU backend, so it runs only when asked
+// for by name. The choice and its reason go to stderr.
+func openBackend(name string, profile bool, stderr io.Writer) (model.Backend, error) {
+	switch name {
+	case "cpu":
+		return cpu.New(), nil
+	case "webgpu":
+		b, err := newWebGPU(profile, false)
+		if err != nil {
+			return nil, err
+		}
+		if wgsl.IsSoftware(b.Adapter()) {
+			fmt.Fprintf(stderr, "mamba2: WebGPU runs on %s, a software renderer; --backend cpu is faster here\n", b.Describe())
+		}
+		return b, nil
+	case "auto", "":
+		b, err := newWebGPU(profile, true)
+		switch {
+		case err == nil:
+			fmt.Fprintf(stderr, "mamba2: using WebGPU on %s\n", b.Describe())
+			return b, nil
+		case errors.Is(err, wgsl.ErrSoftwareAdapter):
+			fmt.Fprintf(stderr, "mamba2: using the CPU backend: %v, slower than the CPU backend (--backend webgpu runs on it anyway)\n", err)
+		default:
+			fmt.Fprintf(stderr, "mamba2: using the CPU backend: WebGPU is unavailable (%v)\n", err)
+		}
+		return cpu.New(), nil
+	}
+	return nil, fmt.Errorf("backend %q: want auto, cpu or webgpu", name)
 }
 
 // quietWSI gives Mesa's Vulkan window-system layer the runtime folder it

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mamba2web/mamba2/cpu"
 	"github.com/mamba2web/mamba2/loader"
 	"github.com/mamba2web/mamba2/model"
 	"github.com/mamba2web/mamba2/models"
@@ -71,25 +70,6 @@ func (m *modelFlags) source(ctx context.Context, stderr io.Writer) (fs.FS, strin
 		return nil, "", fmt.Errorf("model %s is not a folder", m.model)
 	}
 	return loader.DirFS(m.model), m.model, nil // refuses FIFOs and devices instead of hanging on them
-}
-
-// openBackend picks the backend; auto prefers WebGPU and falls back to the
-// CPU with a one-line notice on stderr.
-func openBackend(name string, profile bool, stderr io.Writer) (model.Backend, error) {
-	switch name {
-	case "cpu":
-		return cpu.New(), nil
-	case "webgpu":
-		return newWebGPU(profile)
-	case "auto", "":
-		b, err := newWebGPU(profile)
-		if err == nil {
-			return b, nil
-		}
-		fmt.Fprintf(stderr, "mamba2: WebGPU unavailable (%v); using the CPU backend\n", err)
-		return cpu.New(), nil
-	}
-	return nil, fmt.Errorf("backend %q: want auto, cpu or webgpu", name)
 }
 
 // load opens the backend and the model, and the tokenizer when the folder

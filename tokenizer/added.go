@@ -135,7 +135,11 @@ func newAddedVocab(list []addedTokenJSON, m *bpeModel, norm normalizer) (*addedV
 		}
 		content := t.content
 		if norm != nil {
-			content = norm.normalize(piece{text: content, id: -1, first: true}).text
+			p, err := norm.normalize(piece{text: content, id: -1, first: true})
+			if err != nil {
+				return nil, fmt.Errorf("added token %.40q: %w", t.content, err)
+			}
+			content = p.text
 		}
 		av.norm.add(content, id)
 	}
@@ -143,7 +147,11 @@ func newAddedVocab(list []addedTokenJSON, m *bpeModel, norm normalizer) (*addedV
 	if norm != nil {
 		for _, ref := range av.byID {
 			if ref.tok.normalized {
-				ref.decode = norm.normalize(piece{text: ref.tok.content, id: -1, first: true}).text
+				p, err := norm.normalize(piece{text: ref.tok.content, id: -1, first: true})
+				if err != nil {
+					return nil, fmt.Errorf("added token %.40q: %w", ref.tok.content, err)
+				}
+				ref.decode = p.text
 			}
 		}
 	}

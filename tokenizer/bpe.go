@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,13 @@ import (
 // far below it; the bound keeps a corrupt file from making Load allocate
 // gigabytes for the id-to-token table.
 const maxTokenID = 1<<24 - 1
+
+// MaxMerges bounds the merges of a BPE model: 4M, some ten times the
+// largest lists in use (a few hundred thousand; SentencePiece conversions
+// list more merges than tokens). Merges are read one at a time, so a file
+// of millions of tiny merges fails here rather than after gigabytes of
+// allocation.
+const MaxMerges = 1 << 22
 
 // bpeModel is the BPE model of tokenizer.json: a vocabulary plus an ordered
 // list of merges, applied to each word independently.
@@ -72,7 +80,7 @@ func parseModel(raw json.RawMessage) (*bpeModel, error) {
 		return nil, errors.New("model: missing type")
 	}
 	if v.Type != "" && v.Type != "BPE" {
-		return nil, fmt.Errorf("unsupported model %q (only BPE is supported)", v.Type)
+		return nil, fmt.Errorf("unsupported model %.40q (only BPE is supported)", v.Type)
 	}
 	if v.Dropout != nil && *v.Dropout != 0 {
 		// Dropout makes encoding random; the reference library
@@ -99,10 +107,10 @@ func parseModel(raw json.RawMessage) (*bpeModel, error) {
 	maxID := -1
 	for tok, id := range v.Vocab {
 		if id < 0 || id > maxTokenID {
-			return nil, fmt.Errorf("model BPE: vocab id %d of %q out of range", id, tok)
+			return nil, fmt.Errorf("model BPE: vocab id %d of %.40q out of range", id, tok)
 		}
 		if !utf8.ValidString(tok) {
-			return nil, fmt.Errorf("model BPE: vocab token %q is not valid UTF-8", tok)
+			return nil, fmt.Errorf("model BPE: vocab token %.40q is not valid UTF-8", tok)
 		}
 		maxID = max(maxID, id)
 	}
@@ -115,7 +123,7 @@ func parseModel(raw json.RawMessage) (*bpeModel, error) {
 	m.has = make([]bool, maxID+1)
 	for tok, id := range v.Vocab {
 		if m.has[id] {
-			return nil, fmt.Errorf("model BPE: id %d used by both %q and %q", id, m.tokens[id], tok)
+			return nil, fmt.Errorf("model BPE: id %d used by both %.40q and %.40q", id, m.tokens[id], tok)
 		}
 		m.tokens[id], m.has[id] = tok, true
 	}
@@ -124,7 +132,7 @@ func parseModel(raw json.RawMessage) (*bpeModel, error) {
 		if !ok {
 			// The reference library fails on the first unknown
 			// character instead; failing early is clearer.
-			return nil, fmt.Errorf("model BPE: unk_token %q not in vocab", *v.UnkToken)
+			return nil, fmt.Errorf("model BPE: unk_token %.40q not in vocab", *v.UnkToken)
 		}
 		m.unk = id
 	}
@@ -135,60 +143,85 @@ func parseModel(raw json.RawMessage) (*bpeModel, error) {
 		}
 		m.byteIDs[b] = id
 	}
-	pairs, err := parseMerges(v.Merges)
-	if err != nil {
-		return nil, err
-	}
-	m.merges = make(map[uint64]mergeRule, len(pairs))
-	for rank, p := range pairs {
-		a, ok1 := v.Vocab[p[0]]
-		b, ok2 := v.Vocab[p[1]]
+	m.merges = map[uint64]mergeRule{}
+	err := parseMerges(v.Merges, func(rank int, l, r string) error {
+		a, ok1 := v.Vocab[l]
+		b, ok2 := v.Vocab[r]
 		if !ok1 || !ok2 {
-			return nil, fmt.Errorf("model BPE: merge %d (%q %q) uses a token not in vocab", rank, p[0], p[1])
+			return fmt.Errorf("model BPE: merge %d (%.40q %.40q) uses a token not in vocab", rank, l, r)
 		}
-		right := p[1]
+		right := r
 		if m.prefix != "" {
 			right = strings.TrimPrefix(right, m.prefix)
 		}
-		id, ok := v.Vocab[p[0]+right]
+		id, ok := v.Vocab[l+right]
 		if !ok {
-			return nil, fmt.Errorf("model BPE: merge %d (%q %q) makes %q, which is not in vocab", rank, p[0], p[1], p[0]+right)
+			return fmt.Errorf("model BPE: merge %d (%.40q %.40q) makes %.40q, which is not in vocab", rank, l, r, l+right)
 		}
 		// A repeated pair keeps its last rank, as in the reference
 		// library's hash map.
 		m.merges[pairKey(a, b)] = mergeRule{rank: int32(rank), id: int32(id)}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return m, nil
 }
 
-// parseMerges accepts both merge formats: ["a b", ...] (where the pair is
-// split at its single space) and [["a", "b"], ...].
-func parseMerges(raw json.RawMessage) ([][2]string, error) {
+// parseMerges calls add for each merge in order, accepting both formats:
+// ["a b", ...] (where the pair is split at its single space) and
+// [["a", "b"], ...]. It reads the list one token at a time, holding no
+// copy of it, and stops after MaxMerges.
+func parseMerges(raw json.RawMessage, add func(rank int, a, b string) error) error {
 	if isNull(raw) {
-		return nil, nil
+		return nil
 	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(raw, &items); err != nil {
-		return nil, fmt.Errorf("model BPE: merges: %w", err)
+	d := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := d.Token(); err != nil || tok != json.Delim('[') {
+		return fmt.Errorf("model BPE: merges: want a list, got %.40s", raw)
 	}
-	out := make([][2]string, len(items))
-	for i, it := range items {
-		var s string
-		if err := json.Unmarshal(it, &s); err == nil {
-			parts := strings.Split(s, " ")
-			if len(parts) != 2 {
-				return nil, fmt.Errorf("model BPE: merge %d %q is not two tokens separated by one space", i, s)
+	for i := 0; d.More(); i++ {
+		if i == MaxMerges {
+			return fmt.Errorf("model BPE: more than %d merges (tokenizer.MaxMerges)", MaxMerges)
+		}
+		bad := func() error { return fmt.Errorf("model BPE: merge %d is neither \"a b\" nor [\"a\", \"b\"]", i) }
+		tok, err := d.Token()
+		if err != nil {
+			return bad()
+		}
+		var a, b string
+		switch tok := tok.(type) {
+		case string:
+			var ok bool
+			a, b, ok = strings.Cut(tok, " ")
+			if !ok || strings.Contains(b, " ") {
+				return fmt.Errorf("model BPE: merge %d %.40q is not two tokens separated by one space", i, tok)
 			}
-			out[i] = [2]string{parts[0], parts[1]}
-			continue
+		case json.Delim:
+			if tok != '[' {
+				return bad()
+			}
+			var parts [3]json.Token
+			for k := range parts {
+				if parts[k], err = d.Token(); err != nil {
+					return bad()
+				}
+			}
+			var ok1, ok2 bool
+			a, ok1 = parts[0].(string)
+			b, ok2 = parts[1].(string)
+			if !ok1 || !ok2 || parts[2] != json.Delim(']') {
+				return bad()
+			}
+		default:
+			return bad()
 		}
-		var pair []string
-		if err := json.Unmarshal(it, &pair); err != nil || len(pair) != 2 {
-			return nil, fmt.Errorf("model BPE: merge %d is neither \"a b\" nor [\"a\", \"b\"]", i)
+		if err := add(i, a, b); err != nil {
+			return err
 		}
-		out[i] = [2]string{pair[0], pair[1]}
 	}
-	return out, nil
+	return nil
 }
 
 // tokenize appends the ids of one word to dst.

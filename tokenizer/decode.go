@@ -12,16 +12,21 @@ import (
 // Decoders work on the whole list because some of them join or reorder
 // (ByteFallback, Fuse), and a Sequence feeds each one's output to the next.
 type decoder interface {
-	decodeChain(tokens []string) []string
+	// decodeChain fails only when a regex search hits its bounds; the
+	// tokens are then returned as they came.
+	decodeChain(tokens []string) ([]string, error)
 }
 
 type seqDecoder []decoder
 
-func (s seqDecoder) decodeChain(tokens []string) []string {
+func (s seqDecoder) decodeChain(tokens []string) ([]string, error) {
 	for _, d := range s {
-		tokens = d.decodeChain(tokens)
+		var err error
+		if tokens, err = d.decodeChain(tokens); err != nil {
+			return tokens, err
+		}
 	}
-	return tokens
+	return tokens, nil
 }
 
 // byteLevelDecoder undoes the byte-to-character mapping and reads the bytes
@@ -31,7 +36,7 @@ func (s seqDecoder) decodeChain(tokens []string) []string {
 // raw UTF-8 instead.
 type byteLevelDecoder struct{}
 
-func (byteLevelDecoder) decodeChain(tokens []string) []string {
+func (byteLevelDecoder) decodeChain(tokens []string) ([]string, error) {
 	var buf []byte
 	for _, t := range tokens {
 		start := len(buf)
@@ -44,7 +49,7 @@ func (byteLevelDecoder) decodeChain(tokens []string) []string {
 			buf = append(buf, b)
 		}
 	}
-	return []string{lossyUTF8(buf)}
+	return []string{lossyUTF8(buf)}, nil
 }
 
 // metaspaceDecoder turns the replacement character back into spaces. In
@@ -55,7 +60,7 @@ type metaspaceDecoder struct {
 	scheme string
 }
 
-func (d metaspaceDecoder) decodeChain(tokens []string) []string {
+func (d metaspaceDecoder) decodeChain(tokens []string) ([]string, error) {
 	out := make([]string, len(tokens))
 	for i, t := range tokens {
 		repl := " "
@@ -64,7 +69,7 @@ func (d metaspaceDecoder) decodeChain(tokens []string) []string {
 		}
 		out[i] = strings.ReplaceAll(t, string(d.rep), repl)
 	}
-	return out
+	return out, nil
 }
 
 type replaceDecoder struct {
@@ -72,12 +77,15 @@ type replaceDecoder struct {
 	content string
 }
 
-func (d replaceDecoder) decodeChain(tokens []string) []string {
+func (d replaceDecoder) decodeChain(tokens []string) ([]string, error) {
 	out := make([]string, len(tokens))
 	for i, t := range tokens {
-		out[i] = replaceAll(t, d.pat, d.content)
+		var err error
+		if out[i], err = replaceAll(t, d.pat, d.content); err != nil {
+			return tokens, fmt.Errorf("decoder Replace: %w", err)
+		}
 	}
-	return out
+	return out, nil
 }
 
 // byteFallbackDecoder turns runs of "<0xXX>" tokens into the string their
@@ -85,7 +93,7 @@ func (d replaceDecoder) decodeChain(tokens []string) []string {
 // as in the reference library.
 type byteFallbackDecoder struct{}
 
-func (byteFallbackDecoder) decodeChain(tokens []string) []string {
+func (byteFallbackDecoder) decodeChain(tokens []string) ([]string, error) {
 	out := make([]string, 0, len(tokens))
 	var run []byte
 	flush := func() {
@@ -110,7 +118,7 @@ func (byteFallbackDecoder) decodeChain(tokens []string) []string {
 		out = append(out, t)
 	}
 	flush()
-	return out
+	return out, nil
 }
 
 // fallbackByte parses "<0xXX>". The two characters are read with Rust's
@@ -136,8 +144,8 @@ func fallbackByte(t string) (byte, bool) {
 // fuseDecoder joins all tokens into one.
 type fuseDecoder struct{}
 
-func (fuseDecoder) decodeChain(tokens []string) []string {
-	return []string{strings.Join(tokens, "")}
+func (fuseDecoder) decodeChain(tokens []string) ([]string, error) {
+	return []string{strings.Join(tokens, "")}, nil
 }
 
 // stripDecoder removes up to start copies of content from the beginning of
@@ -148,7 +156,7 @@ type stripDecoder struct {
 	start, stop int
 }
 
-func (d stripDecoder) decodeChain(tokens []string) []string {
+func (d stripDecoder) decodeChain(tokens []string) ([]string, error) {
 	out := make([]string, len(tokens))
 	for i, t := range tokens {
 		rs := []rune(t)
@@ -162,14 +170,14 @@ func (d stripDecoder) decodeChain(tokens []string) []string {
 		}
 		out[i] = string(rs[lo:hi])
 	}
-	return out
+	return out, nil
 }
 
 // bpeSuffixDecoder is the "BPEDecoder": the end-of-word suffix becomes a
 // space, except in the last token.
 type bpeSuffixDecoder struct{ suffix string }
 
-func (d bpeSuffixDecoder) decodeChain(tokens []string) []string {
+func (d bpeSuffixDecoder) decodeChain(tokens []string) ([]string, error) {
 	out := make([]string, len(tokens))
 	for i, t := range tokens {
 		repl := " "
@@ -178,7 +186,7 @@ func (d bpeSuffixDecoder) decodeChain(tokens []string) []string {
 		}
 		out[i] = strings.ReplaceAll(t, d.suffix, repl)
 	}
-	return out
+	return out, nil
 }
 
 // parseDecoder builds a decoder from its JSON; nil means none.

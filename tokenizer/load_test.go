@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -129,8 +130,13 @@ func FuzzLoad(f *testing.F) {
 		if err != nil {
 			return
 		}
-		// Whatever loads must encode and decode without panicking.
-		ids := tk.Encode("Hello, wörld! 123 <s> <|endoftext|>  \n\t👩‍💻")
+		// Whatever loads must encode and decode without panicking; the
+		// only error Encode may meet is a regex giving up.
+		ids, err := tk.EncodeChecked("Hello, wörld! 123 <s> <|endoftext|>  \n\t👩‍💻")
+		var le *RegexLimitError
+		if err != nil && !errors.As(err, &le) {
+			t.Fatalf("EncodeChecked: %v", err)
+		}
 		for _, id := range ids {
 			if _, ok := tk.Token(id); !ok || id >= tk.VocabSize() {
 				t.Fatalf("Encode returned id %d without a token", id)
@@ -150,7 +156,10 @@ func FuzzEncode(f *testing.F) {
 	ms := load(f, "metaspace-bpe.json")
 	f.Fuzz(func(t *testing.T, s string) {
 		for _, tk := range []*Tokenizer{tiny, bl} {
-			ids := tk.Encode(s)
+			ids, err := tk.EncodeChecked(s)
+			if err != nil {
+				t.Fatalf("EncodeChecked(%q): %v", s, err)
+			}
 			got := tk.Decode(ids)
 			if utf8.ValidString(s) && got != s {
 				t.Fatalf("Decode(Encode(%q)) = %q", s, got)

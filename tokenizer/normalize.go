@@ -28,27 +28,31 @@ type piece struct {
 // as in the reference library (so Prepend also prepends after a special
 // token).
 type normalizer interface {
-	normalize(p piece) piece
+	// normalize fails only when a regex search hits its bounds.
+	normalize(p piece) (piece, error)
 }
 
 type seqNormalizer []normalizer
 
-func (s seqNormalizer) normalize(p piece) piece {
+func (s seqNormalizer) normalize(p piece) (piece, error) {
 	for _, n := range s {
-		p = n.normalize(p)
+		var err error
+		if p, err = n.normalize(p); err != nil {
+			return p, err
+		}
 	}
-	return p
+	return p, nil
 }
 
 // prependNormalizer prepends a string to non-empty text (SentencePiece's
 // "dummy prefix", usually "▁").
 type prependNormalizer struct{ prefix string }
 
-func (n prependNormalizer) normalize(p piece) piece {
+func (n prependNormalizer) normalize(p piece) (piece, error) {
 	if p.text != "" {
 		p.text = n.prefix + p.text
 	}
-	return p
+	return p, nil
 }
 
 type replaceNormalizer struct {
@@ -56,9 +60,12 @@ type replaceNormalizer struct {
 	content string
 }
 
-func (n replaceNormalizer) normalize(p piece) piece {
-	p.text = replaceAll(p.text, n.pat, n.content)
-	return p
+func (n replaceNormalizer) normalize(p piece) (piece, error) {
+	var err error
+	if p.text, err = replaceAll(p.text, n.pat, n.content); err != nil {
+		return p, fmt.Errorf("normalizer Replace: %w", err)
+	}
+	return p, nil
 }
 
 // lowercaseNormalizer applies Rust's char::to_lowercase to each character.
@@ -66,15 +73,15 @@ func (n replaceNormalizer) normalize(p piece) piece {
 // lowercase form has two characters.
 type lowercaseNormalizer struct{}
 
-func (lowercaseNormalizer) normalize(p piece) piece {
+func (lowercaseNormalizer) normalize(p piece) (piece, error) {
 	p.text = strings.Map(unicode.ToLower, strings.ReplaceAll(p.text, "\u0130", "i\u0307"))
-	return p
+	return p, nil
 }
 
 // stripNormalizer removes whitespace from either end.
 type stripNormalizer struct{ left, right bool }
 
-func (n stripNormalizer) normalize(p piece) piece {
+func (n stripNormalizer) normalize(p piece) (piece, error) {
 	if n.left {
 		t := strings.TrimLeftFunc(p.text, unicode.IsSpace)
 		if len(t) != len(p.text) {
@@ -86,16 +93,16 @@ func (n stripNormalizer) normalize(p piece) piece {
 	if n.right {
 		p.text = strings.TrimRightFunc(p.text, unicode.IsSpace)
 	}
-	return p
+	return p, nil
 }
 
 // byteLevelNormalizer is the ByteLevel normalizer: the byte-to-character
 // mapping of the ByteLevel pre-tokenizer, without any splitting.
 type byteLevelNormalizer struct{}
 
-func (byteLevelNormalizer) normalize(p piece) piece {
+func (byteLevelNormalizer) normalize(p piece) (piece, error) {
 	p.text = byteLevelEncode(p.text)
-	return p
+	return p, nil
 }
 
 // parseNormalizer builds a normalizer from its JSON; nil means none.

@@ -4,17 +4,51 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/dlclark/regexp2/v2"
+)
+
+// Bounds on one regex search, so that a tokenizer.json whose pattern
+// backtracks catastrophically (^(\w+\s?)*$ on a long line of words that
+// ends in a symbol takes exponential time) fails instead of hanging. The
+// reference library's engine is bounded too: Oniguruma gives up a search
+// after 10,000,000 backtracking retries by default
+// (ONIG_DEFAULT_RETRY_LIMIT_IN_MATCH), and the onig crate the Rust
+// tokenizers library searches with then panics. regexp2 counts no
+// retries, so here the bounds are the time of a search and the size of its
+// backtracking stack, and going over either is an error.
+const (
+	// MaxMatchTime bounds the search for one match. The patterns
+	// tokenizers ship (GPT-2, Llama 3, o200k splits) find a match in
+	// microseconds, in time linear in the match (100,000 spaces take the
+	// GPT-2 split under a millisecond); ten million retries are a fraction
+	// of a second of work. One second leaves room for regexp2 being slower
+	// than Oniguruma and for a loaded machine, and still ends an
+	// exponential search in a second instead of minutes.
+	//
+	// regexp2 reads the time from a clock goroutine, which on GOARCH=wasm
+	// (one thread, no preemption) cannot run while a search does: there
+	// the limit never fires, and compileRegex refuses the patterns that
+	// can backtrack exponentially instead (see backtrackRisk).
+	MaxMatchTime = time.Second
+	// MaxBacktrackStack bounds the backtracking stack of one search, in
+	// regexp2's slots of one int (8 bytes): 64 MiB. The patterns of the
+	// oracle tokenizers need at most about 250 slots whatever the input
+	// length (measured on runs of 100 to 100,000 characters); a
+	// capturing loop such as (.)* needs about 6 slots a character, so
+	// even it still matches over a million characters at once.
+	MaxBacktrackStack = 1 << 23
 )
 
 // A pattern finds the non-overlapping matches of a Split pre-tokenizer or a
 // Replace normalizer/decoder in a string, as byte offsets, in the order the
 // reference library finds them.
 type pattern interface {
-	find(s string) [][2]int
+	find(s string) ([][2]int, error)
 }
 
 // regexPattern is a regular expression from tokenizer.json. The reference
@@ -23,23 +57,52 @@ type pattern interface {
 // look-ahead, (?i:...), \s with Unicode White_Space), and Multiline gives ^
 // and $ their Ruby meaning of line anchors.
 type regexPattern struct {
-	re *regexp2.Regexp
+	re   *regexp2.Regexp
+	expr string // as written in tokenizer.json, for errors
 }
 
 func compileRegex(expr string) (*regexPattern, error) {
-	expr, err := translateRegex(expr)
+	if noMatchTimeout {
+		if why := backtrackRisk(expr); why != "" {
+			return nil, fmt.Errorf("%s; on %s/wasm no time limit can stop a search, so such patterns are refused", why, runtime.GOOS)
+		}
+	}
+	return compileRegexLimits(expr, MaxMatchTime, MaxBacktrackStack)
+}
+
+// noMatchTimeout is true where MaxMatchTime cannot interrupt a search: on
+// wasm, the Go runtime neither preempts a goroutine nor runs another one
+// in parallel, so regexp2's clock stands still while it searches.
+const noMatchTimeout = runtime.GOARCH == "wasm"
+
+// compileRegexLimits is compileRegex with other bounds, for tests.
+func compileRegexLimits(expr string, timeout time.Duration, stack int) (*regexPattern, error) {
+	tr, err := translateRegex(expr)
 	if err != nil {
 		return nil, err
 	}
-	re, err := regexp2.Compile(expr, regexp2.Multiline,
-		// With a stack limit regexp2 gives up (an error, not a
-		// match) on input needing deep backtracking; Oniguruma as
-		// the reference library uses it does not.
-		regexp2.OptionMaxBacktrackingStackSize(-1))
+	re, err := regexp2.Compile(tr, regexp2.Multiline, regexp2.OptionMaxBacktrackingStackSize(stack))
 	if err != nil {
 		return nil, err
 	}
-	return &regexPattern{re: re}, nil
+	re.MatchTimeout = timeout
+	return &regexPattern{re: re, expr: expr}, nil
+}
+
+// RegexLimitError reports a regex search that hit MaxMatchTime or
+// MaxBacktrackStack: the tokenizer's pattern is unfit for the input.
+type RegexLimitError struct {
+	Pattern string // the regex as written in tokenizer.json
+	Runes   int    // the length of the text searched, in characters
+	Stack   bool   // the stack limit, not the time limit, was hit
+}
+
+func (e *RegexLimitError) Error() string {
+	why := fmt.Sprintf("found no match within %v (tokenizer.MaxMatchTime)", MaxMatchTime)
+	if e.Stack {
+		why = fmt.Sprintf("needed more than %d backtracking stack slots (tokenizer.MaxBacktrackStack)", MaxBacktrackStack)
+	}
+	return fmt.Sprintf("regex %.200q gave up on a %d-character text: it %s", e.Pattern, e.Runes, why)
 }
 
 // find iterates like the onig crate's find_iter, which tokenizers uses: an
@@ -47,10 +110,10 @@ func compileRegex(expr string) (*regexPattern, error) {
 // one character. regexp2 works on runes, so the string is decoded here once
 // (an invalid byte becomes one U+FFFD rune, as in a []rune conversion) and
 // rune indices are mapped back to byte offsets.
-func (p *regexPattern) find(s string) [][2]int {
+func (p *regexPattern) find(s string) ([][2]int, error) {
 	if s == "" {
 		// The reference library never searches an empty string.
-		return nil
+		return nil, nil
 	}
 	runes := make([]rune, 0, len(s))
 	offs := make([]int, 0, len(s)+1)
@@ -66,9 +129,11 @@ func (p *regexPattern) find(s string) [][2]int {
 	lastEnd, lastMatchEnd := 0, -1
 	for lastEnd <= len(runes) {
 		m, err := p.re.FindRunesMatchStartingAt(runes, lastEnd)
-		if err != nil || m == nil {
-			// Without a stack limit or timeout regexp2 reports no
-			// errors; stopping is the only safe answer if it did.
+		if err != nil {
+			// regexp2's own message quotes the whole input.
+			return nil, &RegexLimitError{Pattern: p.expr, Runes: len(runes), Stack: errors.Is(err, regexp2.ErrBacktrackingStackLimit)}
+		}
+		if m == nil {
 			break
 		}
 		start, end := m.RuneIndex, m.RuneIndex+m.RuneLength
@@ -79,7 +144,7 @@ func (p *regexPattern) find(s string) [][2]int {
 		lastEnd, lastMatchEnd = end, end
 		out = append(out, [2]int{offs[start], offs[end]})
 	}
-	return out
+	return out, nil
 }
 
 // literalPattern is a {"String": ...} pattern. The reference library
@@ -89,7 +154,7 @@ type literalPattern struct {
 	lit string
 }
 
-func (p *literalPattern) find(s string) [][2]int {
+func (p *literalPattern) find(s string) ([][2]int, error) {
 	var out [][2]int
 	if p.lit == "" {
 		// The empty regex matches at every character boundary.
@@ -98,12 +163,12 @@ func (p *literalPattern) find(s string) [][2]int {
 			_, n := utf8.DecodeRuneInString(s[i:])
 			i += n
 		}
-		return append(out, [2]int{len(s), len(s)})
+		return append(out, [2]int{len(s), len(s)}), nil
 	}
 	for i := 0; ; {
 		j := strings.Index(s[i:], p.lit)
 		if j < 0 {
-			return out
+			return out, nil
 		}
 		out = append(out, [2]int{i + j, i + j + len(p.lit)})
 		i += j + len(p.lit)
@@ -115,7 +180,7 @@ func (p *literalPattern) find(s string) [][2]int {
 // WhitespaceSplit and CharDelimiterSplit.
 type funcPattern func(r rune) bool
 
-func (f funcPattern) find(s string) [][2]int {
+func (f funcPattern) find(s string) ([][2]int, error) {
 	var out [][2]int
 	for i := 0; i < len(s); {
 		r, n := utf8.DecodeRuneInString(s[i:])
@@ -124,7 +189,7 @@ func (f funcPattern) find(s string) [][2]int {
 		}
 		i += n
 	}
-	return out
+	return out, nil
 }
 
 // parsePattern reads the {"String": "..."} or {"Regex": "..."} objects used
@@ -159,13 +224,17 @@ type span struct {
 // findSpans covers s with its matches and the gaps between them, like the
 // Pattern::find_matches of the reference library (including a single empty,
 // unmatched span for the empty string). invert swaps the flags.
-func findSpans(p pattern, s string, invert bool) []span {
+func findSpans(p pattern, s string, invert bool) ([]span, error) {
 	if s == "" {
-		return []span{{0, 0, invert}}
+		return []span{{0, 0, invert}}, nil
+	}
+	ms, err := p.find(s)
+	if err != nil {
+		return nil, err
 	}
 	var out []span
 	prev := 0
-	for _, m := range p.find(s) {
+	for _, m := range ms {
 		if m[0] != prev {
 			out = append(out, span{prev, m[0], invert})
 		}
@@ -175,7 +244,7 @@ func findSpans(p pattern, s string, invert bool) []span {
 	if prev != len(s) {
 		out = append(out, span{prev, len(s), invert})
 	}
-	return out
+	return out, nil
 }
 
 // splitBehavior says what a split does with the delimiters it finds.
@@ -208,8 +277,11 @@ func parseBehavior(s string) (splitBehavior, error) {
 // splitBy cuts s at the matches of p according to behavior and returns the
 // non-empty pieces as byte ranges, exactly as NormalizedString::split in the
 // reference library groups its spans.
-func splitBy(s string, p pattern, behavior splitBehavior, invert bool) [][2]int {
-	spans := findSpans(p, s, invert)
+func splitBy(s string, p pattern, behavior splitBehavior, invert bool) ([][2]int, error) {
+	spans, err := findSpans(p, s, invert)
+	if err != nil {
+		return nil, err
+	}
 	type part struct {
 		start, end int
 		drop       bool
@@ -266,20 +338,21 @@ func splitBy(s string, p pattern, behavior splitBehavior, invert bool) [][2]int 
 			out = append(out, [2]int{p.start, p.end})
 		}
 	}
-	return out
+	return out, nil
 }
 
-// replaceAll replaces every match of p in s with content.
-func replaceAll(s string, p pattern, content string) string {
+// replaceAll replaces every match of p in s with content. On an error s is
+// returned unchanged.
+func replaceAll(s string, p pattern, content string) (string, error) {
 	if s == "" {
-		return s
+		return s, nil
 	}
 	if lp, ok := p.(*literalPattern); ok && lp.lit != "" {
-		return strings.ReplaceAll(s, lp.lit, content)
+		return strings.ReplaceAll(s, lp.lit, content), nil
 	}
-	ms := p.find(s)
-	if len(ms) == 0 {
-		return s
+	ms, err := p.find(s)
+	if err != nil || len(ms) == 0 {
+		return s, err
 	}
 	var sb strings.Builder
 	prev := 0
@@ -289,5 +362,5 @@ func replaceAll(s string, p pattern, content string) string {
 		prev = m[1]
 	}
 	sb.WriteString(s[prev:])
-	return sb.String()
+	return sb.String(), nil
 }

@@ -11,8 +11,9 @@ import (
 // A preTokenizer cuts the text of a piece into words; the model then
 // encodes each word on its own, so no token ever spans two words.
 type preTokenizer interface {
-	// split appends the words of p (a text piece) to out.
-	split(p piece, out []piece) []piece
+	// split appends the words of p (a text piece) to out. It fails only
+	// when a regex search hits its bounds.
+	split(p piece, out []piece) ([]piece, error)
 }
 
 // appendRanges appends the sub-pieces of p at ranges, with text mapped by
@@ -30,17 +31,20 @@ func appendRanges(out []piece, p piece, s string, ranges [][2]int, f func(string
 
 type seqPreTokenizer []preTokenizer
 
-func (s seqPreTokenizer) split(p piece, out []piece) []piece {
+func (s seqPreTokenizer) split(p piece, out []piece) ([]piece, error) {
 	cur := []piece{p}
 	var next []piece
 	for _, pt := range s {
 		next = next[:0]
 		for _, q := range cur {
-			next = pt.split(q, next)
+			var err error
+			if next, err = pt.split(q, next); err != nil {
+				return out, err
+			}
 		}
 		cur, next = next, cur
 	}
-	return append(out, cur...)
+	return append(out, cur...), nil
 }
 
 // gpt2Split is the GPT-2 pre-tokenization regex used by ByteLevel: English
@@ -66,16 +70,19 @@ type byteLevelPre struct {
 	useRegex       bool
 }
 
-func (b byteLevelPre) split(p piece, out []piece) []piece {
+func (b byteLevelPre) split(p piece, out []piece) ([]piece, error) {
 	s := p.text
 	if b.addPrefixSpace && !strings.HasPrefix(s, " ") {
 		s = " " + s
 	}
 	ranges := [][2]int{{0, len(s)}}
 	if b.useRegex {
-		ranges = splitBy(s, gpt2Pattern, splitIsolated, false)
+		var err error
+		if ranges, err = splitBy(s, gpt2Pattern, splitIsolated, false); err != nil {
+			return out, fmt.Errorf("pre_tokenizer ByteLevel: %w", err)
+		}
 	}
-	return appendRanges(out, p, s, ranges, byteLevelEncode)
+	return appendRanges(out, p, s, ranges, byteLevelEncode), nil
 }
 
 // splitPre is the Split pre-tokenizer.
@@ -85,8 +92,12 @@ type splitPre struct {
 	invert   bool
 }
 
-func (sp splitPre) split(p piece, out []piece) []piece {
-	return appendRanges(out, p, p.text, splitBy(p.text, sp.pat, sp.behavior, sp.invert), nil)
+func (sp splitPre) split(p piece, out []piece) ([]piece, error) {
+	ranges, err := splitBy(p.text, sp.pat, sp.behavior, sp.invert)
+	if err != nil {
+		return out, fmt.Errorf("pre_tokenizer Split: %w", err)
+	}
+	return appendRanges(out, p, p.text, ranges, nil), nil
 }
 
 // metaspacePre is SentencePiece-style pre-tokenization: spaces become the
@@ -98,19 +109,19 @@ type metaspacePre struct {
 	doSplit bool
 }
 
-func (m metaspacePre) split(p piece, out []piece) []piece {
+func (m metaspacePre) split(p piece, out []piece) ([]piece, error) {
 	s := strings.ReplaceAll(p.text, " ", m.rep)
 	if !strings.HasPrefix(s, m.rep) && (m.scheme == "always" || (m.scheme == "first" && p.first)) {
 		s = m.rep + s
 	}
 	if s == "" {
-		return out
+		return out, nil
 	}
 	ranges := [][2]int{{0, len(s)}}
 	if m.doSplit {
-		ranges = splitBy(s, &literalPattern{lit: m.rep}, splitMergedWithNext, false)
+		ranges, _ = splitBy(s, &literalPattern{lit: m.rep}, splitMergedWithNext, false) // a literal never fails
 	}
-	return appendRanges(out, p, s, ranges, nil)
+	return appendRanges(out, p, s, ranges, nil), nil
 }
 
 // funcPre splits on characters chosen by a predicate (Digits, Punctuation,
@@ -120,8 +131,9 @@ type funcPre struct {
 	behavior splitBehavior
 }
 
-func (fp funcPre) split(p piece, out []piece) []piece {
-	return appendRanges(out, p, p.text, splitBy(p.text, fp.f, fp.behavior, false), nil)
+func (fp funcPre) split(p piece, out []piece) ([]piece, error) {
+	ranges, _ := splitBy(p.text, fp.f, fp.behavior, false) // a predicate never fails
+	return appendRanges(out, p, p.text, ranges, nil), nil
 }
 
 // isPunctuation is the reference library's punctuation test: ASCII

@@ -193,3 +193,131 @@ var wordClass = func() string {
 	}
 	return sb.String()
 }()
+
+// backtrackRisk reports why expr may take exponential time in a
+// backtracking engine such as regexp2, or "" when it sees no reason. The
+// shapes it looks for are a group repeated many times (*, +, {n,} or more
+// than maxSafeRepeat) that itself holds a repetition or an alternation, as
+// in (\w+\s?)* and (a|b|ab)*: the ways to split a text among the
+// repetitions then grow exponentially with its length. It is conservative:
+// (?:ab|cd)* is reported although it cannot backtrack much. The patterns
+// tokenizers ship repeat only characters and classes, and pass.
+func backtrackRisk(expr string) string {
+	type frame struct {
+		start    int
+		rep, alt bool // holds a repetition / an alternation
+	}
+	stack := []frame{{start: 0}}
+	var closed frame    // the group that ended just before a quantifier
+	afterGroup := false // the previous atom was a group
+	for i := 0; i < len(expr); i++ {
+		c := expr[i]
+		top := &stack[len(stack)-1]
+		switch c {
+		case '\\':
+			i++
+			if i+1 < len(expr) && strings.IndexByte("pPx", expr[i]) >= 0 && expr[i+1] == '{' {
+				if end := strings.IndexByte(expr[i:], '}'); end >= 0 {
+					i += end
+				}
+			}
+			afterGroup = false
+			continue
+		case '[':
+			i++
+			if i < len(expr) && expr[i] == '^' {
+				i++
+			}
+			if i < len(expr) && expr[i] == ']' {
+				i++ // a leading ] is a literal
+			}
+			for i < len(expr) && expr[i] != ']' {
+				if expr[i] == '\\' {
+					i++
+				}
+				i++
+			}
+			afterGroup = false
+			continue
+		case '(':
+			stack = append(stack, frame{start: i})
+			afterGroup = false
+			continue
+		case ')':
+			if len(stack) > 1 {
+				closed = *top
+				stack = stack[:len(stack)-1]
+				p := &stack[len(stack)-1]
+				p.rep = p.rep || closed.rep
+				p.alt = p.alt || closed.alt
+				afterGroup = true
+			}
+			continue
+		case '|':
+			top.alt = true
+			afterGroup = false
+			continue
+		}
+		hi, n := quantifier(expr[i:])
+		if n == 0 {
+			afterGroup = false
+			continue
+		}
+		if hi < 0 || hi > 1 {
+			top.rep = true
+			if afterGroup && (closed.rep || closed.alt) && (hi < 0 || hi > maxSafeRepeat) {
+				what := "a repetition"
+				if !closed.rep {
+					what = "an alternation"
+				}
+				end := i + n
+				return fmt.Sprintf("the group %q repeats %s, which can backtrack exponentially", expr[closed.start:end], what)
+			}
+		}
+		i += n - 1
+		if i+1 < len(expr) && (expr[i+1] == '?' || expr[i+1] == '+') {
+			i++ // lazy or possessive
+		}
+		afterGroup = false
+	}
+	return ""
+}
+
+// maxSafeRepeat is the most repetitions of a group holding a repetition
+// or an alternation that backtrackRisk lets pass: a bounded count keeps
+// the ways to split a text bounded too.
+const maxSafeRepeat = 8
+
+// quantifier parses a quantifier at the start of s (*, +, ?, {n}, {n,},
+// {n,m}) and returns its upper bound (-1 for none) and its length, or
+// n = 0 when s does not start with one.
+func quantifier(s string) (hi, n int) {
+	switch s[0] {
+	case '*', '+':
+		return -1, 1
+	case '?':
+		return 1, 1
+	case '{':
+		end := strings.IndexByte(s, '}')
+		if end < 0 {
+			return 0, 0
+		}
+		a, b, comma := strings.Cut(s[1:end], ",")
+		x, err := strconv.Atoi(a)
+		if err != nil || x < 0 {
+			return 0, 0
+		}
+		if !comma {
+			return x, end + 1
+		}
+		if b == "" {
+			return -1, end + 1
+		}
+		y, err := strconv.Atoi(b)
+		if err != nil || y < x {
+			return 0, 0
+		}
+		return y, end + 1
+	}
+	return 0, 0
+}

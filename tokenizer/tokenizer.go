@@ -33,6 +33,13 @@
 // assigned after Go's Unicode version (15.0 for Go 1.26), which Oniguruma
 // may already classify. testdata/oracle.json, produced by the Rust library,
 // checks thousands of encodings and decodings.
+//
+// A tokenizer.json is untrusted input: Load refuses files over
+// MaxTokenizerJSON bytes and more than MaxMerges merges, and each regex
+// search is bounded by MaxMatchTime and MaxBacktrackStack, past which
+// EncodeChecked and DecodeChecked return a *RegexLimitError naming the
+// pattern (on wasm, where no time limit can fire, Load refuses the
+// patterns that can backtrack exponentially instead).
 package tokenizer
 
 import (
@@ -80,14 +87,22 @@ func LoadFile(path string) (*Tokenizer, error) {
 	return t, nil
 }
 
-// Load parses a tokenizer.json. It fails on malformed JSON, on
-// inconsistent contents (an id used twice, a merge or unk_token naming an
-// unknown token, ids out of range) and on any component this package does
-// not implement.
+// MaxTokenizerJSON bounds the size of the tokenizer.json Load reads. The
+// largest in use are around 35 MB (Gemma 3's 262k tokens); Load needs a
+// few times the file's size in memory, so a bound on the file bounds it.
+const MaxTokenizerJSON = 64 << 20
+
+// Load parses a tokenizer.json. It fails on a file over MaxTokenizerJSON
+// bytes, on malformed JSON, on inconsistent contents (an id used twice, a
+// merge or unk_token naming an unknown token, ids out of range, more than
+// MaxMerges merges) and on any component this package does not implement.
 func Load(r io.Reader) (*Tokenizer, error) {
-	data, err := io.ReadAll(r)
+	data, err := io.ReadAll(io.LimitReader(r, MaxTokenizerJSON+1))
 	if err != nil {
 		return nil, err
+	}
+	if len(data) > MaxTokenizerJSON {
+		return nil, fmt.Errorf("tokenizer.json: larger than %d bytes (tokenizer.MaxTokenizerJSON)", MaxTokenizerJSON)
 	}
 	var f fileJSON
 	if err := json.Unmarshal(data, &f); err != nil {
@@ -134,14 +149,31 @@ func Load(r io.Reader) (*Tokenizer, error) {
 // UTF-8, which the reference cannot receive, is processed as it is: an
 // invalid byte counts as U+FFFD for splitting, and byte-level tokenizers
 // keep it in the ids (Decode, which returns valid UTF-8, shows U+FFFD).
+//
+// Encode returns nil when a regex of the tokenizer gives up on the text
+// (MaxMatchTime, MaxBacktrackStack); EncodeChecked says so instead.
 func (t *Tokenizer) Encode(text string) []int {
-	return t.EncodeWith(text, true)
+	ids, _ := t.EncodeWithChecked(text, true)
+	return ids
 }
 
 // EncodeWith is Encode with the choice of add_special_tokens: false leaves
 // out what the post-processor would add (special tokens written in the
 // text are still recognized).
 func (t *Tokenizer) EncodeWith(text string, addSpecialTokens bool) []int {
+	ids, _ := t.EncodeWithChecked(text, addSpecialTokens)
+	return ids
+}
+
+// EncodeChecked is Encode, but returns the error (a *RegexLimitError,
+// wrapped with the component) when a regex of the tokenizer gives up on
+// the text, rather than nil ids. It is the only way Encode can fail.
+func (t *Tokenizer) EncodeChecked(text string) ([]int, error) {
+	return t.EncodeWithChecked(text, true)
+}
+
+// EncodeWithChecked is EncodeWith with the error of EncodeChecked.
+func (t *Tokenizer) EncodeWithChecked(text string, addSpecialTokens bool) ([]int, error) {
 	ids := []int{}
 	if text != "" {
 		// Cut out the added tokens that match the raw text, then
@@ -155,7 +187,10 @@ func (t *Tokenizer) EncodeWith(text string, addSpecialTokens bool) []int {
 				continue
 			}
 			if t.norm != nil {
-				p = t.norm.normalize(p)
+				var err error
+				if p, err = t.norm.normalize(p); err != nil {
+					return nil, fmt.Errorf("tokenizer: %w", err)
+				}
 			}
 			pieces = t.added.split(p, t.added.norm, pieces)
 		}
@@ -163,8 +198,11 @@ func (t *Tokenizer) EncodeWith(text string, addSpecialTokens bool) []int {
 		for _, p := range pieces {
 			if p.id >= 0 || t.pre == nil {
 				words = append(words, p)
-			} else {
-				words = t.pre.split(p, words)
+				continue
+			}
+			var err error
+			if words, err = t.pre.split(p, words); err != nil {
+				return nil, fmt.Errorf("tokenizer: %w", err)
 			}
 		}
 		for _, w := range words {
@@ -178,7 +216,7 @@ func (t *Tokenizer) EncodeWith(text string, addSpecialTokens bool) []int {
 	if addSpecialTokens && t.post != nil {
 		ids = t.post.process(ids)
 	}
-	return ids
+	return ids, nil
 }
 
 // Decode returns the text of ids as the reference library's
@@ -197,8 +235,9 @@ func (t *Tokenizer) DecodeWith(ids []int, skipSpecialTokens bool) string {
 	return s
 }
 
-// DecodeChecked is Decode, but fails if an id names no token. The text
-// decoded from the valid ids is returned either way.
+// DecodeChecked is Decode, but fails if an id names no token or a regex of
+// a Replace decoder gives up (see MaxMatchTime). The text decoded from the
+// valid ids is returned either way, without that replacement.
 func (t *Tokenizer) DecodeChecked(ids []int) (string, error) {
 	return t.decode(ids, false)
 }
@@ -225,7 +264,11 @@ func (t *Tokenizer) decode(ids []int, skipSpecial bool) (string, error) {
 	if t.dec == nil {
 		return strings.Join(tokens, " "), err
 	}
-	return strings.Join(t.dec.decodeChain(tokens), ""), err
+	out, derr := t.dec.decodeChain(tokens)
+	if derr != nil {
+		err = fmt.Errorf("tokenizer: %w", derr)
+	}
+	return strings.Join(out, ""), err
 }
 
 // VocabSize returns one more than the largest id in use (model vocabulary

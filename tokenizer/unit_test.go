@@ -221,8 +221,8 @@ func TestTranslateRegex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := p.find("a\u200db²"); len(got) != 2 || got[1] != [2]int{4, 7} {
-		t.Errorf(`\w+ matches %v`, got)
+	if got, err := p.find("a\u200db²"); err != nil || len(got) != 2 || got[1] != [2]int{4, 7} {
+		t.Errorf(`\w+ matches %v, %v`, got, err)
 	}
 }
 
@@ -242,7 +242,11 @@ func TestSplitBehaviors(t *testing.T) {
 	}
 	for _, c := range cases {
 		var got []string
-		for _, r := range splitBy(s, dash, c.b, false) {
+		ranges, err := splitBy(s, dash, c.b, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range ranges {
 			got = append(got, s[r[0]:r[1]])
 		}
 		if !slices.Equal(got, c.want) {
@@ -255,7 +259,11 @@ func TestGPT2Split(t *testing.T) {
 	// Byte offsets must survive multi-byte runes around the matches.
 	s := "héllo  wörld's 日本 👩‍💻!!  \n"
 	var got []string
-	for _, r := range splitBy(s, gpt2Pattern, splitIsolated, false) {
+	ranges, err := splitBy(s, gpt2Pattern, splitIsolated, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range ranges {
 		got = append(got, s[r[0]:r[1]])
 	}
 	want := []string{"héllo", " ", " wörld", "'s", " 日本", " 👩\u200d💻!!", "  \n"}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -241,9 +242,42 @@ type Options struct {
 
 // Result is what Generate produced.
 type Result struct {
-	IDs    []int  // new token ids, without a stop id
+	// IDs are the new token ids, without a stop id. After a stop string,
+	// they are the tokens of Text: the shortest prefix whose decoding
+	// covers it (when the stop string begins inside a token, that token is
+	// the last, and only its part before the stop string is in Text).
+	IDs    []int
 	Text   string // their text, cut before a stop string (needs Decode)
 	Reason string // "eos", "stop", "length"
+	Timing Timing
+}
+
+// Timing says where a generation's time went.
+type Timing struct {
+	PromptTokens int
+	// FirstToken is the time from the call to the first new token chosen:
+	// the prompt's prefill and one sampling step.
+	FirstToken time.Duration
+	// Decode is the time from the first new token to the last: the steps
+	// that chose every other token (Steps of them).
+	Decode time.Duration
+	Steps  int
+}
+
+// PrefillRate is prompt tokens per second, counted up to the first token.
+func (t Timing) PrefillRate() float64 {
+	if t.FirstToken <= 0 {
+		return 0
+	}
+	return float64(t.PromptTokens) / t.FirstToken.Seconds()
+}
+
+// DecodeRate is tokens per second after the first one.
+func (t Timing) DecodeRate() float64 {
+	if t.Decode <= 0 || t.Steps == 0 {
+		return 0
+	}
+	return float64(t.Steps) / t.Decode.Seconds()
 }
 
 // Generate continues prompt (token ids) with one sequence. The prompt is
@@ -290,6 +324,9 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 	for _, s := range o.StopStrings {
 		maxStop = max(maxStop, len(s))
 	}
+	start := time.Now()
+	res.Timing.PromptTokens = len(prompt)
+	var first time.Time
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -301,6 +338,13 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 		id, err := next(out)
 		if err != nil {
 			return res, err
+		}
+		if now := time.Now(); first.IsZero() {
+			first = now
+			res.Timing.FirstToken = now.Sub(start)
+		} else {
+			res.Timing.Steps++
+			res.Timing.Decode = now.Sub(first)
 		}
 		if isStop(id, stop) {
 			res.Reason = "eos"
@@ -352,6 +396,9 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 			if err := o.OnText(res.Text[emitted:]); err != nil {
 				return res, err
 			}
+		}
+		if res.Reason == "stop" {
+			res.IDs = res.IDs[:tokensFor(res.IDs, res.Text, o.Decode)]
 		}
 	}
 	return res, nil
@@ -419,6 +466,22 @@ func (m *Model) deviceSample(ds DeviceSampler, s *Sampler, o Sampling) (func(Ten
 		}
 		return int(ids[0]), nil
 	}, free
+}
+
+// tokensFor returns how many of ids, from the first, it takes for their
+// decoding to cover text (a prefix of the decoding of all of them): the
+// decoding of a prefix grows with the prefix, so a binary search finds it.
+func tokensFor(ids []int, text string, decode func([]int) string) int {
+	lo, hi := 0, len(ids) // decode(ids[:hi]) covers text
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if len(decode(ids[:mid])) >= len(text) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return hi
 }
 
 func isStop(id int, stop []int) bool {

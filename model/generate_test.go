@@ -3,6 +3,7 @@ package model_test
 import (
 	"context"
 	"io/fs"
+	"slices"
 	"strings"
 	"testing"
 
@@ -86,6 +87,15 @@ func TestGenerateStreaming(t *testing.T) {
 			}
 			if got := strings.Join(pieces, ""); got != cut {
 				t.Errorf("seed %d, stop %q: pieces join to %q, want %q", seed, stop, got, cut)
+			}
+			// The ids are the text's: their decoding covers it, and one
+			// fewer does not.
+			n := len(res2.IDs)
+			if all := decode(res2.IDs); !strings.HasPrefix(all, cut) || (n > 0 && len(decode(res2.IDs[:n-1])) >= len(cut)) {
+				t.Errorf("seed %d, stop %q: ids %v decode to %q for the text %q", seed, stop, res2.IDs, all, cut)
+			}
+			if !slices.Equal(res2.IDs, res.IDs[:n]) {
+				t.Errorf("seed %d, stop %q: ids %v are not the start of %v", seed, stop, res2.IDs, res.IDs)
 			}
 		}
 	}

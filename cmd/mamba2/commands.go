@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 
@@ -74,7 +75,9 @@ type genFlags struct {
 	topK        int
 	topP        float64
 	seed        uint64
+	seedSet     bool // --seed was given; otherwise a seed is drawn
 	stops       stringList
+	stats       bool
 }
 
 type stringList []string
@@ -87,11 +90,18 @@ func (g *genFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&g.temperature, "temperature", 0, "sampling temperature; 0 is greedy")
 	fs.IntVar(&g.topK, "top-k", 0, "keep the K most likely tokens (0: all)")
 	fs.Float64Var(&g.topP, "top-p", 1, "keep the most likely tokens up to this probability mass")
-	fs.Uint64Var(&g.seed, "seed", 0, "random seed for sampling")
+	fs.Uint64Var(&g.seed, "seed", 0, "random seed for sampling (default: drawn at random, printed by --json)")
 	fs.Var(&g.stops, "stop", "stop when the text contains this `string` (repeatable)")
+	fs.BoolVar(&g.stats, "stats", false, "print prefill and decode speed and the time to the first token on stderr")
 }
 
-func (g *genFlags) options() (model.Options, error) {
+// options reads the flags of fs (parsed) into generation options; without
+// --seed it draws one, so that sampled runs differ unless asked not to.
+func (g *genFlags) options(fs *flag.FlagSet) (model.Options, error) {
+	fs.Visit(func(f *flag.Flag) { g.seedSet = g.seedSet || f.Name == "seed" })
+	if !g.seedSet {
+		g.seed = rand.Uint64() >> 11 // 53 bits: exact as a JSON number in JavaScript too
+	}
 	if g.maxNew <= 0 {
 		return model.Options{}, fmt.Errorf("--max-new-tokens must be positive, got %d", g.maxNew)
 	}
@@ -122,7 +132,7 @@ func cmdGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if hasIDs == hasPrompt {
 		return errors.New("generate: give exactly one of --ids and --prompt")
 	}
-	opts, err := g.options()
+	opts, err := g.options(fs)
 	if err != nil {
 		return err
 	}
@@ -140,7 +150,7 @@ func cmdGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	} else if ids, err = parseIDs(*idsFlag); err != nil {
 		return err
 	}
-	return generate(ctx, m, tok, ids, opts, *asJSON, stdout)
+	return generate(ctx, m, tok, ids, opts, *asJSON, g.stats, stdout, stderr)
 }
 
 func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -151,7 +161,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	opts, err := g.options()
+	opts, err := g.options(fs)
 	if err != nil {
 		return err
 	}
@@ -167,7 +177,7 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if tok == nil {
 		return errors.New("run needs a tokenizer.json in the model folder")
 	}
-	if err := generate(ctx, m, tok, tok.Encode(string(text)), opts, false, stdout); err != nil {
+	if err := generate(ctx, m, tok, tok.Encode(string(text)), opts, false, g.stats, stdout, stderr); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintln(stdout)
@@ -176,7 +186,10 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 
 // generate runs the model and streams text (or ids, without a tokenizer), or
 // prints one JSON object at the end.
-func generate(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, ids []int, o model.Options, asJSON bool, stdout io.Writer) error {
+//
+// With --json the object also holds the seed when sampling, so a run can be
+// repeated; stats prints the run's speed on stderr.
+func generate(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, ids []int, o model.Options, asJSON, stats bool, stdout, stderr io.Writer) error {
 	if len(ids) == 0 {
 		return errors.New("the prompt is empty")
 	}
@@ -207,12 +220,21 @@ func generate(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, ids
 	if err != nil {
 		return err
 	}
+	if stats {
+		t := res.Timing
+		fmt.Fprintf(stderr, "mamba2: prefill %d tokens at %.0f tok/s, first token after %.1f ms; decode %d tokens at %.1f tok/s (%s)\n",
+			t.PromptTokens, t.PrefillRate(), float64(t.FirstToken.Microseconds())/1000, t.Steps, t.DecodeRate(), m.Backend.Name())
+	}
 	if asJSON {
 		out := res.IDs
 		if out == nil {
 			out = []int{}
 		}
-		return writeJSON(stdout, map[string]any{"ids": out, "text": res.Text})
+		v := map[string]any{"ids": out, "text": res.Text}
+		if o.Temperature > 0 {
+			v["seed"] = o.Seed
+		}
+		return writeJSON(stdout, v)
 	}
 	if tok == nil {
 		_, err = fmt.Fprintln(stdout)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -146,7 +147,9 @@ func cmdGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		if tok == nil {
 			return errors.New("--prompt needs a tokenizer.json in the model folder (or use --ids)")
 		}
-		ids = tok.Encode(*prompt)
+		if ids, err = tok.EncodeChecked(*prompt); err != nil {
+			return err
+		}
 	} else if ids, err = parseIDs(*idsFlag); err != nil {
 		return err
 	}
@@ -177,7 +180,11 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if tok == nil {
 		return errors.New("run needs a tokenizer.json in the model folder")
 	}
-	if err := generate(ctx, m, tok, tok.Encode(string(text)), opts, false, g.stats, stdout, stderr); err != nil {
+	ids, err := tok.EncodeChecked(string(text))
+	if err != nil {
+		return err
+	}
+	if err := generate(ctx, m, tok, ids, opts, false, g.stats, stdout, stderr); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintln(stdout)
@@ -244,11 +251,12 @@ func generate(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, ids
 
 func cmdTokenize(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("tokenize")
-	path := fs.String("tokenizer", "", "tokenizer.json")
+	var tf tokFlags
+	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	tok, err := loadTokenizer(*path)
+	tok, err := tf.load(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -256,7 +264,10 @@ func cmdTokenize(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if err != nil {
 		return err
 	}
-	ids := tok.Encode(string(text))
+	ids, err := tok.EncodeChecked(string(text))
+	if err != nil {
+		return err
+	}
 	if ids == nil {
 		ids = []int{}
 	}
@@ -265,12 +276,13 @@ func cmdTokenize(ctx context.Context, args []string, stdin io.Reader, stdout, st
 
 func cmdDetokenize(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("detokenize")
-	path := fs.String("tokenizer", "", "tokenizer.json")
+	var tf tokFlags
+	tf.register(fs)
 	idsFlag := fs.String("ids", "", "comma-separated token ids")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	tok, err := loadTokenizer(*path)
+	tok, err := tf.load(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -287,13 +299,44 @@ func cmdDetokenize(ctx context.Context, args []string, stdin io.Reader, stdout, 
 	return writeJSON(stdout, map[string]any{"text": text})
 }
 
-func loadTokenizer(path string) (*tokenizer.Tokenizer, error) {
-	if path == "" {
-		return nil, errors.New("--tokenizer FILE is required")
+// tokFlags choose the tokenizer of tokenize and detokenize: a file, or the
+// tokenizer.json of a model folder or URL, by default the embedded model's.
+type tokFlags struct {
+	file  string
+	model modelFlags
+}
+
+func (t *tokFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&t.file, "tokenizer", "", "a tokenizer.json file (instead of --model)")
+	fs.StringVar(&t.model.model, "model", "", "model folder or http(s) URL whose tokenizer.json to use; default: the embedded mamba2-go-tiny")
+}
+
+func (t *tokFlags) load(ctx context.Context, stderr io.Writer) (*tokenizer.Tokenizer, error) {
+	if t.file != "" {
+		if t.model.model != "" {
+			return nil, errors.New("give --tokenizer or --model, not both")
+		}
+		tok, err := tokenizer.LoadFile(t.file)
+		if err != nil {
+			return nil, fmt.Errorf("tokenizer %s: %v", t.file, err)
+		}
+		return tok, nil
 	}
-	tok, err := tokenizer.LoadFile(path)
+	fsys, name, err := t.model.source(ctx, stderr)
 	if err != nil {
-		return nil, fmt.Errorf("tokenizer %s: %v", path, err)
+		return nil, err
+	}
+	f, err := fsys.Open("tokenizer.json")
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s has no tokenizer.json", name)
+		}
+		return nil, err
+	}
+	defer f.Close()
+	tok, err := tokenizer.Load(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: tokenizer.json: %v", name, err)
 	}
 	return tok, nil
 }

@@ -143,6 +143,41 @@ func TestTokenizeRoundTrip(t *testing.T) {
 	}
 }
 
+// TestTokenizeModel: tokenize and detokenize take the tokenizer of a model
+// (--model, by default the embedded one) as well as a file, with the same
+// ids; a model without a tokenizer.json and both flags at once are errors.
+func TestTokenizeModel(t *testing.T) {
+	text := "package main\n\nfunc main() {}\n"
+	file := filepath.Join("..", "..", "models", "mamba2-go-tiny", "tokenizer.json")
+	want, err := runCLI(t, text, "tokenize", "--tokenizer", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"tokenize"}, {"tokenize", "--model", filepath.Join("..", "..", "models", "mamba2-go-tiny")}} {
+		got, err := runCLI(t, text, args...)
+		if err != nil || got != want {
+			t.Errorf("%v: %q (%v), want %q", args, got, err, want)
+		}
+	}
+	var ids struct{ IDs []int }
+	json.Unmarshal([]byte(want), &ids)
+	list := make([]string, len(ids.IDs))
+	for i, v := range ids.IDs {
+		list[i] = itoa(v)
+	}
+	out, err := runCLI(t, "", "detokenize", "--ids", strings.Join(list, ","))
+	var back struct{ Text string }
+	if err != nil || json.Unmarshal([]byte(out), &back) != nil || back.Text != text {
+		t.Errorf("detokenize with the embedded model: %q (%v)", out, err)
+	}
+	if _, err := runCLI(t, "x", "tokenize", "--model", fixtureDir("tiny-g1")); err == nil || !strings.Contains(err.Error(), "has no tokenizer.json") {
+		t.Errorf("a model without a tokenizer: %v", err)
+	}
+	if _, err := runCLI(t, "x", "tokenize", "--model", fixtureDir("tiny-g1"), "--tokenizer", file); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("--model and --tokenizer together: %v", err)
+	}
+}
+
 func TestErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad")
@@ -169,7 +204,7 @@ func TestErrors(t *testing.T) {
 		{[]string{"logits", "--backend", "cpu", "--model", noWeights, "--ids", "1"}, "model.safetensors"},
 		{[]string{"logits", "--backend", "cpu", "--model", fixtureDir("tiny-g1"), "--ids", "1", "--gated-norm", "half"}, "gated norm"},
 		{[]string{"generate", "--backend", "cpu", "--model", fixtureDir("tiny-g1"), "--prompt", "hi"}, "tokenizer.json"},
-		{[]string{"tokenize"}, "--tokenizer FILE is required"},
+		{[]string{"tokenize", "--tokenizer", filepath.Join(bad, "missing.json")}, "missing.json"},
 		{[]string{"tokenize", "--tokenizer", filepath.Join(bad, "config.json")}, "tokenizer"},
 		{[]string{"detokenize", "--tokenizer", filepath.Join("..", "..", "models", "mamba2-go-tiny", "tokenizer.json"), "--ids", "5000000"}, "5000000"},
 		{[]string{"bench", "--shape", "1t"}, "--shape"},

@@ -107,7 +107,10 @@ type DeviceSampler interface {
 	// logits ([B, V]) as Sampler.Sample does, with u[b] in [0, 1) as row
 	// b's random number; for a row CheckLogits refuses it writes
 	// LogitsCode of its error, a negative number (DecodeLogits reads it).
-	Sample(ids, logits Tensor, s Sampling, u []float32)
+	// history ([B, 2, V], nil when s has no penalties) is each row's
+	// record for Sampling.Penalize; the chosen token's count goes up by
+	// one there, so decoding keeps it on the device.
+	Sample(ids, logits, history Tensor, s Sampling, u []float32)
 	// ReadIDs waits for every operation issued so far and returns ids.
 	ReadIDs(ids Tensor) ([]int32, error)
 }

@@ -98,7 +98,7 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 	}
 	st := m.NewState(1)
 	defer st.Close()
-	next, free := m.picker(o.Sampling)
+	next, free := m.picker(o.Sampling, prompt)
 	defer free()
 	var res Result
 	emitted := 0 // bytes of res.Text already passed to OnText

@@ -26,7 +26,7 @@ func BenchmarkDecode(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	be.Sample(idT, out, model.Sampling{}, nil)
+	be.Sample(idT, out, nil, model.Sampling{}, nil)
 	ids, err := be.ReadIDs(idT)
 	if err != nil {
 		b.Fatal(err)
@@ -38,7 +38,7 @@ func BenchmarkDecode(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		be.Sample(idT, out, model.Sampling{}, nil)
+		be.Sample(idT, out, nil, model.Sampling{}, nil)
 		ids, err := be.ReadIDs(idT)
 		if err != nil {
 			b.Fatal(err)
@@ -63,7 +63,7 @@ func benchPrefill(b *testing.B, opts Options, L int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		be.Sample(idT, out, model.Sampling{}, nil)
+		be.Sample(idT, out, nil, model.Sampling{}, nil)
 		if _, err := be.ReadIDs(idT); err != nil {
 			b.Fatal(err)
 		}

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -123,7 +125,7 @@ func decodeStep(t *testing.T, b *Backend, st *model.State, idT model.Tensor, id 
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.Sample(idT, out, s, []float32{u})
+	b.Sample(idT, out, nil, s, []float32{u})
 	ids, err := b.ReadIDs(idT)
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +151,7 @@ func TestDecodeSteadyState(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.Sample(idT, out, s, []float32{0.5})
+		b.Sample(idT, out, nil, s, []float32{0.5})
 		ids, err := b.ReadIDs(idT)
 		if err != nil {
 			t.Fatal(err)
@@ -284,3 +286,45 @@ func TestSmallArena(t *testing.T) {
 // TestOverflow: logits that overflow are refused by the device sampler
 // (greedy and sampled), as by the host one.
 func TestOverflow(t *testing.T) { modeltest.RunOverflow(t, open(t, Options{})) }
+
+// TestGeneratePenalties: greedy generation with repetition, frequency and
+// presence penalties on the device (counted there) gives the CPU backend's
+// ids, and they differ from the unpenalized ones, which repeat.
+func TestGeneratePenalties(t *testing.T) {
+	b := open(t, Options{})
+	gm, err := model.Load(tiny(), b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm, err := model.Load(tiny(), cpu.New(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := []int{1, 17, 300, 42, 9, 1000, 7, 3}
+	n := 24
+	if runtime.GOOS == "js" {
+		n = 8 // SwiftShader under Node decodes a few tokens a second
+	}
+	gen := func(m *model.Model, s model.Sampling) []int {
+		t.Helper()
+		res, err := m.Generate(context.Background(), prompt, model.Options{Sampling: s, MaxNewTokens: n, StopIDs: []int{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.IDs
+	}
+	plain := gen(cm, model.Sampling{})
+	for _, s := range []model.Sampling{
+		{RepetitionPenalty: 1.5},
+		{FrequencyPenalty: 1, PresencePenalty: 0.5},
+		{RepetitionPenalty: 1.2, FrequencyPenalty: 0.4, Temperature: 0.7, MinP: 0.1, Seed: 5},
+	} {
+		want, got := gen(cm, s), gen(gm, s)
+		if !slices.Equal(got, want) {
+			t.Errorf("%+v: device gave %v, CPU %v", s, got, want)
+		}
+		if s.Temperature == 0 && slices.Equal(want, plain) {
+			t.Errorf("%+v: the penalties changed nothing (%v)", s, want)
+		}
+	}
+}

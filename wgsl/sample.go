@@ -8,18 +8,27 @@ import (
 )
 
 // sampleRowsPerDispatch is how many rows' random numbers fit in one
-// parameter slot (12 vec4 in sample.wgsl's Params).
+// parameter slot (12 vec4 in sample.wgsl's Params, after 16 words).
 const sampleRowsPerDispatch = 48
 
 // Sample implements model.DeviceSampler: ids[b] is chosen from logits[b] as
 // model.SampleRow chooses it, with u[b] as the row's random number (unused
 // for greedy). The choice is recorded like any operation, so a decode step
 // that ends with Sample and ReadIDs is one submission reading back B ids.
-func (b *Backend) Sample(ids, logits model.Tensor, s model.Sampling, u []float32) {
+//
+// history ([B, 2, V]) holds what the penalties need; the chosen ids are
+// counted there by the same dispatch.
+func (b *Backend) Sample(ids, logits, history model.Tensor, s model.Sampling, u []float32) {
 	const op = "sample"
 	it, lt := b.need(op, "ids", ids), b.need(op, "logits", logits)
 	if it == nil || lt == nil {
 		return
+	}
+	var ht *tensor
+	if s.Penalized() {
+		if ht = b.need(op, "history", history); ht == nil {
+			return
+		}
 	}
 	if err := s.Validate(); err != nil {
 		b.failf("%s: %v", op, err)
@@ -52,15 +61,33 @@ func (b *Backend) Sample(ids, logits model.Tensor, s model.Sampling, u []float32
 		b.failf("%s: temperature %v is outside float32's range", op, s.Temperature)
 		return
 	}
+	hist := bind{buf: b.dummy, size: 16, write: true}
+	rep, repInv := float32(1), float32(1)
+	if ht != nil {
+		if !b.activation(op, "history", ht, 2*B*V) {
+			return
+		}
+		hist = rw(ht.parts[0])
+		if s.RepetitionPenalty != 0 {
+			rep, repInv = float32(s.RepetitionPenalty), float32(1/s.RepetitionPenalty)
+		}
+	}
+	minp := !greedy && s.MinP > 0
+	mdelta := float32(0)
+	if minp {
+		mdelta = model.MinPDelta(s)
+	}
 	idbits := uint32(bits.Len32(uint32(V)))
 	for r0 := 0; r0 < B; r0 += sampleRowsPerDispatch {
 		rows := min(sampleRowsPerDispatch, B-r0)
-		p := params{uint32(V), uint32(rows), uint32(r0), b2u(greedy), f32bits(temp), topk, f32bits(float32(s.TopP)), idbits}
+		p := params{uint32(V), uint32(rows), uint32(r0), b2u(greedy), f32bits(temp), topk, f32bits(float32(s.TopP)), idbits,
+			b2u(minp), f32bits(mdelta), b2u(ht != nil), f32bits(rep), f32bits(repInv),
+			f32bits(float32(s.FrequencyPenalty)), f32bits(float32(s.PresencePenalty)), 0}
 		if !greedy {
 			for _, v := range u[r0 : r0+rows] {
 				p = append(p, f32bits(v))
 			}
 		}
-		b.dispatch("sample.wgsl", nil, []bind{ro(lt.parts[0]), rw(it.parts[0])}, p, uint32(rows))
+		b.dispatch("sample.wgsl", nil, []bind{ro(lt.parts[0]), rw(it.parts[0]), hist}, p, uint32(rows))
 	}
 }

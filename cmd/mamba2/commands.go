@@ -75,6 +75,10 @@ type genFlags struct {
 	temperature float64
 	topK        int
 	topP        float64
+	minP        float64
+	repetition  float64
+	presence    float64
+	frequency   float64
 	seed        uint64
 	seedSet     bool // --seed was given; otherwise a seed is drawn
 	stops       stringList
@@ -91,6 +95,10 @@ func (g *genFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&g.temperature, "temperature", 0, "sampling temperature; 0 is greedy")
 	fs.IntVar(&g.topK, "top-k", 0, "keep the K most likely tokens (0: all)")
 	fs.Float64Var(&g.topP, "top-p", 1, "keep the most likely tokens up to this probability mass")
+	fs.Float64Var(&g.minP, "min-p", 0, "keep the tokens at least this likely relative to the most likely one (0: all)")
+	fs.Float64Var(&g.repetition, "repetition-penalty", 1, "divide (multiply when negative) the logits of tokens in the prompt or generated, as transformers does (1: none)")
+	fs.Float64Var(&g.presence, "presence-penalty", 0, "lower the logit of every generated token by this, once (OpenAI; -2 to 2)")
+	fs.Float64Var(&g.frequency, "frequency-penalty", 0, "lower the logit of a generated token by this for each time it was generated (OpenAI; -2 to 2)")
 	fs.Uint64Var(&g.seed, "seed", 0, "random seed for sampling (default: drawn at random, printed by --json)")
 	fs.Var(&g.stops, "stop", "stop when the text contains this `string` (repeatable)")
 	fs.BoolVar(&g.stats, "stats", false, "print prefill and decode speed and the time to the first token on stderr")
@@ -107,7 +115,8 @@ func (g *genFlags) options(fs *flag.FlagSet) (model.Options, error) {
 		return model.Options{}, fmt.Errorf("--max-new-tokens must be positive, got %d", g.maxNew)
 	}
 	o := model.Options{
-		Sampling:     model.Sampling{Temperature: g.temperature, TopK: g.topK, TopP: g.topP, Seed: g.seed},
+		Sampling: model.Sampling{Temperature: g.temperature, TopK: g.topK, TopP: g.topP, MinP: g.minP,
+			RepetitionPenalty: g.repetition, PresencePenalty: g.presence, FrequencyPenalty: g.frequency, Seed: g.seed},
 		MaxNewTokens: g.maxNew,
 		StopStrings:  g.stops,
 	}

@@ -507,7 +507,7 @@ func (h *opsHarness) sample(t *testing.T, ds model.DeviceSampler) {
 		r[i] = -1
 	}
 	rows = append(rows, r) // +0 and -0 are equal: the lower id
-	h.sampleRows(t, ds, "greedy", rows, model.Sampling{}, nil)
+	h.sampleRows(t, ds, "greedy", rows, model.Sampling{}, nil, nil)
 
 	// Sampling: logits rounded to quarters, so many tokens tie.
 	rows = nil
@@ -520,34 +520,91 @@ func (h *opsHarness) sample(t *testing.T, ds model.DeviceSampler) {
 	}
 	rows[2][17] = nan
 	us := [][]float32{{0, 0.5, 0.999}, {0.3, 0.77, 0.01}, {0.6180339, 0.1, 0.9}}
+	h.samplePenalties(t, ds)
 	for _, temp := range []float64{0.7, 1.5} {
 		for _, topK := range []int{0, 1, 5, 50} {
 			for _, topP := range []float64{0, 0.3, 0.9} {
-				s := model.Sampling{Temperature: temp, TopK: topK, TopP: topP}
-				for _, u := range us {
-					h.sampleRows(t, ds, fmt.Sprintf("T=%v/k=%d/p=%v/u=%v", temp, topK, topP, u), rows, s, u)
+				for _, minP := range []float64{0, 0.05, 0.5} {
+					s := model.Sampling{Temperature: temp, TopK: topK, TopP: topP, MinP: minP}
+					for _, u := range us {
+						h.sampleRows(t, ds, fmt.Sprintf("T=%v/k=%d/p=%v/minp=%v/u=%v", temp, topK, topP, minP, u), rows, s, u, nil)
+					}
 				}
 			}
 		}
 	}
 }
 
-func (h *opsHarness) sampleRows(t *testing.T, ds model.DeviceSampler, name string, rows [][]float32, s model.Sampling, u []float32) {
+// samplePenalties checks the repetition, presence and frequency penalties
+// (greedy and sampled, with min-p) against Sampling.Penalize on the host,
+// with histories of random counts and prompt tokens.
+func (h *opsHarness) samplePenalties(t *testing.T, ds model.DeviceSampler) {
+	const V = 700
+	var rows, hist [][]float32
+	for range 3 {
+		r := h.rand(V, -4, 4)
+		hr := make([]float32, 2*V)
+		for v := range V {
+			switch h.rng.IntN(6) {
+			case 0:
+				hr[v] = float32(1 + h.rng.IntN(4)) // generated 1-4 times
+			case 1:
+				hr[V+v] = 1 // in the prompt
+			case 2:
+				hr[v], hr[V+v] = 2, 1
+			}
+		}
+		rows, hist = append(rows, r), append(hist, hr)
+	}
+	// The top tokens of row 0 are all penalized: the penalty decides.
+	for v := range 5 {
+		rows[0][v], hist[0][v] = 10, 1
+	}
+	for _, s := range []model.Sampling{
+		{RepetitionPenalty: 1.3},
+		{RepetitionPenalty: 0.7},
+		{PresencePenalty: 1.5},
+		{FrequencyPenalty: 0.6, PresencePenalty: -0.4},
+		{RepetitionPenalty: 1.2, FrequencyPenalty: 2, PresencePenalty: 2},
+		{Temperature: 0.9, RepetitionPenalty: 1.3, FrequencyPenalty: 0.5},
+		{Temperature: 1.2, TopK: 40, TopP: 0.8, MinP: 0.1, PresencePenalty: 1, RepetitionPenalty: 1.1},
+	} {
+		u := []float32{0.25, 0.5, 0.9}
+		h.sampleRows(t, ds, fmt.Sprintf("penalties %+v", s), rows, s, u, hist)
+	}
+}
+
+// sampleRows samples rows on the device and checks each id against the
+// host's choice; hist, when not nil, is each row's [2, V] penalty record,
+// which the device must update by counting its choice.
+func (h *opsHarness) sampleRows(t *testing.T, ds model.DeviceSampler, name string, rows [][]float32, s model.Sampling, u []float32, hist [][]float32) {
 	t.Helper()
 	B, V := len(rows), len(rows[0])
-	var flat []float32
-	for _, r := range rows {
+	var flat, hflat []float32
+	for b, r := range rows {
 		flat = append(flat, r...)
+		if hist != nil {
+			hflat = append(hflat, hist[b]...)
+		}
 	}
 	logits := h.b.Alloc(model.F32, B, V)
 	h.b.Write(logits, flat)
 	ids := h.b.Alloc(model.I32, B)
-	ds.Sample(ids, logits, s, u)
+	var ht model.Tensor
+	if hist != nil {
+		ht = h.b.Alloc(model.F32, B, 2, V)
+		h.b.Write(ht, hflat)
+	}
+	ds.Sample(ids, logits, ht, s, u)
 	got, err := ds.ReadIDs(ids)
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
 	for b, row := range rows {
+		if hist != nil {
+			row = slices.Clone(row)
+			s.Penalize(row, hist[b])
+		}
 		var want int
 		if le, ok := model.CheckLogits(row).(*model.LogitsError); ok {
 			want = int(model.LogitsCode(le))
@@ -559,6 +616,16 @@ func (h *opsHarness) sampleRows(t *testing.T, ds model.DeviceSampler, name strin
 		if b >= len(got) || int(got[b]) != want {
 			t.Errorf("%s: row %d: sampled %v, SampleRow says %d", name, b, got, want)
 		}
+		if hist != nil && want >= 0 {
+			hflat[b*2*V+want]++ // what the device must have counted
+		}
+	}
+	if hist != nil {
+		back, err := h.b.Read(ht)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compare(t, name+": history after the choice", back, hflat, 0)
 	}
 	back, err := h.b.Read(logits)
 	if err != nil {

@@ -1,12 +1,16 @@
 // sample.wgsl: DeviceSampler.Sample, model.Sampler.Sample on the GPU for
-// each row of logits, with u[row] the row's uniform number:
+// each row of logits, with u[row] the row's uniform number. Every logit is
+// read through lg, which applies model.Sampling.Penalize from the row's
+// history when there are penalties (and the chosen token is counted there
+// at the end). Then:
 //   - a row no token can be chosen from (model.CheckLogits: a NaN or a +Inf,
 //     or no finite logit) gets the negative code of model.LogitsCode, -1 -
 //     (kind + 3·id) with kind 0 for NaN, 1 for +Inf, 2 for all -Inf, id the
 //     first bad token (0 for kind 2), instead of a token;
 //   - temperature 0: Argmax, the lowest id among the largest values;
 //   - otherwise: rank the non-NaN tokens by logit, highest first, lower id
-//     first on ties; keep the first TopK (all when 0); weigh each by
+//     first on ties; with MinP keep those at or above l_max + mdelta; keep
+//     the first TopK of them (all when 0); weigh each by
 //     exp((l − l_max)/T); with 0 < TopP < 1 keep the shortest prefix whose
 //     weight reaches TopP of the kept total; return the token where
 //     u · (kept total) falls in the running sum (the last kept token if
@@ -33,12 +37,23 @@ struct Params {
     topk: u32,
     topp: f32,
     idbits: u32,     // bits to bisect an id: 2^idbits > V
+    minp: u32,       // 1: keep only logits ≥ l_max + mdelta
+    mdelta: f32,     // model.MinPDelta: T·ln(MinP)
+    pen: u32,        // 1: penalties, from hist
+    rep: f32,        // repetition penalty, and its float32 inverse
+    repinv: f32,
+    freq: f32,       // frequency and presence penalties
+    pres: f32,
+    pad: u32,
     u: array<vec4<f32>, 12>, // u[row - row0], four per vec4
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ids: array<i32>;
+// [rows, 2, V]: times each token was generated, then 1 for prompt tokens
+// (bound to a stand-in and never read when P.pen is 0).
+@group(0) @binding(3) var<storage, read_write> hist: array<f32>;
 
 const WG: u32 = 256u;
 
@@ -49,7 +64,32 @@ const WG: u32 = 256u;
 // that contain barriers.
 struct Row {
     base: u32,
+    hbase: u32, // the row's history
     lmax: f32,
+}
+
+// lg is logit i of the row, penalized as model.Sampling.Penalize does.
+fn lg(row: Row, i: u32) -> f32 {
+    var l = logits[row.base + i];
+    if (P.pen == 1u) {
+        let c = hist[row.hbase + i];
+        if (c > 0.0 || hist[row.hbase + P.V + i] > 0.0) {
+            if (P.rep != 1.0) {
+                l = select(l * P.rep, l * P.repinv, l > 0.0);
+            }
+            if (c > 0.0) {
+                l = l - (P.freq * c + P.pres);
+            }
+        }
+    }
+    return l;
+}
+
+// count records that the row chose id (invocation 0 of the row only).
+fn count(row: Row, id: u32) {
+    if (P.pen == 1u) {
+        hist[row.hbase + id] = hist[row.hbase + id] + 1.0;
+    }
 }
 
 // okey maps a float to a u32 with the same order (-0 and +0 equal); NaN maps
@@ -88,7 +128,7 @@ fn kept(k: u32, i: u32, kk: u32, ck: u32) -> bool {
 fn count_ge(row: Row, lid: u32, x: u32) -> u32 {
     var n = 0u;
     for (var i = lid; i < P.V; i += WG) {
-        let k = okey(logits[row.base + i]);
+        let k = okey(lg(row, i));
         if (k != 0u && k >= x) {
             n++;
         }
@@ -100,7 +140,7 @@ fn count_ge(row: Row, lid: u32, x: u32) -> u32 {
 fn count_tie(row: Row, lid: u32, x: u32, c: u32, kk: u32, ck: u32) -> u32 {
     var n = 0u;
     for (var i = lid; i < P.V; i += WG) {
-        let k = okey(logits[row.base + i]);
+        let k = okey(lg(row, i));
         if (k == x && i < c && kept(k, i, kk, ck)) {
             n++;
         }
@@ -112,7 +152,7 @@ fn count_tie(row: Row, lid: u32, x: u32, c: u32, kk: u32, ck: u32) -> u32 {
 fn sum_ge(row: Row, lid: u32, x: u32, kk: u32, ck: u32) -> f32 {
     var s = 0.0;
     for (var i = lid; i < P.V; i += WG) {
-        let v = logits[row.base + i];
+        let v = lg(row, i);
         let k = okey(v);
         if (k != 0u && k >= x && kept(k, i, kk, ck)) {
             s += weight(row, v);
@@ -157,13 +197,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let out_row = P.row0 + r;
-    var row = Row(out_row * P.V, 0.0);
+    var row = Row(out_row * P.V, out_row * 2u * P.V, 0.0);
 
     // A row to refuse: its first NaN or +Inf, or no finite logit at all.
     var bad = 0xffffffffu;
     var fin = 0u;
     for (var i = lid; i < P.V; i += WG) {
-        let v = logits[row.base + i];
+        let v = lg(row, i);
         let b = bitcast<u32>(v);
         if (is_nan(v) || b == 0x7f800000u) {
             bad = min(bad, i);
@@ -178,7 +218,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (lid == 0u) {
             var code = 2u; // every logit is -Inf
             if (bad != 0xffffffffu) {
-                code = select(1u, 0u, is_nan(logits[row.base + bad])) + 3u * bad;
+                code = select(1u, 0u, is_nan(lg(row, bad))) + 3u * bad;
             }
             ids[out_row] = -1 - i32(code);
         }
@@ -189,7 +229,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var mk = 0u;
     var cnt = 0u;
     for (var i = lid; i < P.V; i += WG) {
-        let k = okey(logits[row.base + i]);
+        let k = okey(lg(row, i));
         mk = max(mk, k);
         if (k != 0u) {
             cnt++;
@@ -203,22 +243,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // which is also SampleRow's answer for an all-NaN row).
         var first = 0xffffffffu;
         for (var i = lid; i < P.V; i += WG) {
-            if (okey(logits[row.base + i]) == mk) {
+            if (okey(lg(row, i)) == mk) {
                 first = min(first, i);
             }
         }
         first = wg_min_u(lid, first);
         if (lid == 0u) {
-            ids[out_row] = i32(select(first, 0u, first == 0xffffffffu));
+            let pick = select(first, 0u, first == 0xffffffffu);
+            ids[out_row] = i32(pick);
+            count(row, pick);
         }
         return;
     }
     row.lmax = oval(mk);
 
-    // Top-k: the k-th largest key, and among its ties the lowest ids.
+    // Min-p: the tokens at or above l_max + mdelta, all their ties kept.
     var kk = 1u; // every non-NaN key is ≥ 1
     var ck = 0xffffffffu;
-    if (P.topk > 0u && P.topk < cnt) {
+    var n = cnt;
+    if (P.minp == 1u) {
+        kk = max(okey(row.lmax + P.mdelta), 1u);
+        n = count_ge(row, lid, kk);
+    }
+    // Top-k: the k-th largest key, and among its ties the lowest ids (it
+    // is at or above the min-p key when there are more than k of those).
+    if (P.topk > 0u && P.topk < n) {
         var x = 0u;
         for (var bit = 31; bit >= 0; bit--) {
             let cand = x | (1u << u32(bit));
@@ -269,7 +318,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // smallest kept key's highest kept id.
         var lo = 0xffffffffu;
         for (var i = lid; i < P.V; i += WG) {
-            let k = okey(logits[row.base + i]);
+            let k = okey(lg(row, i));
             if (k != 0u && kept(k, i, kk, ck)) {
                 lo = min(lo, k);
             }
@@ -277,7 +326,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         lo = wg_min_u(lid, lo);
         var hi = 0u;
         for (var i = lid; i < P.V; i += WG) {
-            let k = okey(logits[row.base + i]);
+            let k = okey(lg(row, i));
             if (k == lo && kept(k, i, kk, ck)) {
                 hi = max(hi, i);
             }
@@ -286,5 +335,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if (lid == 0u) {
         ids[out_row] = i32(pick);
+        count(row, pick);
     }
 }

@@ -36,7 +36,13 @@ function resolve(root, rel) {
  * {path, whole?, status} (answer with that status) or {path, whole?,
  * dropAfter, change?} (send the headers and dropAfter bytes, then close the
  * connection; with change, the file's ETag changes too), for GET requests;
- * whole: only one without Range. The first fault that matches a request is used up.
+ * whole: only a request for the whole file (no Range, or a Range from byte 0
+ * to the end). Other kinds: {path, stallAfter} (the headers and stallAfter
+ * bytes, then silence with the connection open), {path, hang} (no answer at
+ * all), {path, ignoreRange} (the whole file, 200, whatever the Range),
+ * {path, oversend} (200 with no Content-Length: the file, then oversend
+ * more bytes). head: HEAD requests match too. The first fault that matches a
+ * request is used up, unless it has persist; each counts its hits.
  */
 export async function startServer({ staticDir, modelsDir, mounts = {}, port = 0 }) {
   const roots = Object.entries({ ...mounts, '/models/': modelsDir });
@@ -81,17 +87,37 @@ export async function startServer({ staticDir, modelsDir, mounts = {}, port = 0 
     const etag = `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}${state.etagSuffix[path] ?? ''}"`;
     const base = { 'Content-Type': types[extname(file)] ?? 'application/octet-stream', 'Accept-Ranges': 'bytes', ETag: etag };
     let range = req.headers.range;
-    const fault = state.faults.findIndex((f) => f.path === path && req.method === 'GET' && !(f.whole && range));
+    const whole = !range || range === 'bytes=0-' || range === `bytes=0-${st.size - 1}`;
+    const fault = state.faults.findIndex((f) => f.path === path && (req.method === 'GET' || f.head) && !(f.whole && !whole));
     if (fault >= 0) {
-      const f = state.faults.splice(fault, 1)[0];
+      const f = state.faults[fault];
+      if (!f.persist) state.faults.splice(fault, 1);
+      f.hits = (f.hits ?? 0) + 1;
       if (f.status) return send(f.status, { 'Content-Type': 'text/plain' }, `injected ${f.status}\n`);
-      log.status = 200;
-      res.writeHead(200, { ...base, 'Content-Length': String(st.size), 'Cache-Control': 'no-store' });
-      if (f.change) state.etagSuffix[path] = `-changed${Date.now()}`;
-      const part = createReadStream(file, { start: 0, end: Math.min(f.dropAfter, st.size) - 1 });
-      part.on('end', () => setTimeout(() => res.socket?.destroy(), 50));
-      part.pipe(res, { end: false });
-      return;
+      if (f.hang) return; // no answer at all, until the client gives up
+      if (f.ignoreRange) {
+        range = undefined;
+      } else {
+        log.status = 200;
+        const oversend = f.oversend ?? 0;
+        const headers = { ...base, 'Cache-Control': 'no-store' };
+        if (!oversend) headers['Content-Length'] = String(st.size);
+        res.writeHead(200, headers);
+        if (req.method === 'HEAD') return res.end();
+        if (f.change) state.etagSuffix[path] = `-changed${Date.now()}`;
+        if (oversend) {
+          // The file, then more bytes than it has, without a length.
+          const whole = createReadStream(file);
+          whole.on('end', () => res.end(Buffer.alloc(oversend, 0x20)));
+          whole.pipe(res, { end: false });
+          return;
+        }
+        const cut = f.dropAfter ?? f.stallAfter;
+        const part = createReadStream(file, { start: 0, end: Math.min(cut, st.size) - 1 });
+        if (f.dropAfter !== undefined) part.on('end', () => setTimeout(() => res.socket?.destroy(), 50));
+        part.pipe(res, { end: false }); // stallAfter: the connection stays open, silent
+        return;
+      }
     }
     if (range && req.headers['if-range'] !== undefined && req.headers['if-range'] !== etag) {
       range = undefined; // a different version: the whole file (RFC 9110 §13.1.5)

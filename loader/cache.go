@@ -1,15 +1,12 @@
 package loader
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path"
 	"path/filepath"
@@ -259,82 +256,108 @@ func isHex(s string, n int) bool {
 	return err == nil && len(s) == n
 }
 
-// download fetches e whole into the cache (one streamed GET, resumed from
-// the last byte if it breaks), verifies it and returns the path of the
-// copy. It goes through a part file (see part.go): a download interrupted
-// by the context, the network or a kill leaves a part that the next
-// download of the same version continues; any other failure leaves
-// nothing. Only verified bytes are ever renamed into the cache.
-func (h *HTTPFS) download(ctx context.Context, e *remoteFile) (string, error) {
-	c := h.opt.Cache
-	for try := 0; ; try++ {
-		p, err := c.openPart(e)
-		if err != nil {
-			return "", err
+// The Store methods of a Cache.
+
+var _ Store = (*Cache)(nil)
+
+// Lookup returns the record of u whose file is present with its recorded
+// size (or which says u was missing).
+func (c *Cache) Lookup(u string) (StoreEntry, bool) {
+	m, ok := c.lookup(u)
+	if !ok {
+		return StoreEntry{}, false
+	}
+	if m.Missing {
+		return StoreEntry{Missing: true}, true
+	}
+	return StoreEntry{Size: m.Size, Validator: m.ETag, SHA256: m.SHA256, Local: m.path}, true
+}
+
+// Open opens the cached copy Lookup found.
+func (c *Cache) Open(u string, e StoreEntry) (StoredFile, error) {
+	if e.Local == "" {
+		return nil, fmt.Errorf("%s is not in the cache", u)
+	}
+	return openBlob(e.Local)
+}
+
+// MarkMissing remembers that the server has no file at u.
+func (c *Cache) MarkMissing(u string) { c.markMissing(u) }
+
+// Remove drops the record of u and its file.
+func (c *Cache) Remove(u string) {
+	if m, err := c.readMeta(c.metaPath(u)); err == nil {
+		os.Remove(c.metaPath(u))
+		if !m.Missing {
+			os.Remove(m.path)
 		}
-		resumed := p.written > 0
-		dst, err := h.fill(ctx, e, p)
-		if err != nil && resumed && try == 0 && errors.Is(err, ErrIntegrity) {
-			// The bytes kept from before do not check out (a disk error, a
-			// part edited by hand): the part is gone, so once from zero.
-			continue
-		}
-		return dst, err
 	}
 }
 
-// fill completes p with bytes [p.written, e.size) of e, verifies the whole
-// and renames it into the cache. p is kept for resuming when the download
-// is cut off, removed when what arrived is wrong.
-func (h *HTTPFS) fill(ctx context.Context, e *remoteFile, p *part) (string, error) {
-	c := h.opt.Cache
-	if p.written > 0 {
-		h.received(e, p.written, false) // progress starts where the part ends
+// Create starts a download of u into a part file (see part.go): an
+// interrupted one, aborted as resumable, leaves a part that the next
+// download of the same version continues; any other failure leaves
+// nothing. Only verified bytes are ever renamed into the cache.
+func (c *Cache) Create(u string, want StoreEntry) (StoreWriter, error) {
+	p, err := c.openPart(u, want)
+	if err != nil {
+		return nil, err
 	}
-	r := h.openRange(e, p.written, e.size)
-	r.ctx = ctx
-	defer r.Close()
-	buf := make([]byte, 1<<20)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			if werr := p.write(buf[:n]); werr != nil {
-				p.keep()
-				return "", explainDisk(c.dir, werr)
-			}
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if errors.Is(err, ErrChanged) || errors.Is(err, ErrIntegrity) {
-				p.discard() // of a version that is gone
-			} else {
-				p.keep() // cancelled, or the network failed: resumable
-			}
-			return "", err
-		}
+	return &cacheWriter{c: c, url: u, want: want, p: p}, nil
+}
+
+// cacheWriter is a download into the cache.
+type cacheWriter struct {
+	c    *Cache
+	url  string
+	want StoreEntry
+	p    *part
+	done bool
+}
+
+func (w *cacheWriter) Offset() int64 { return w.p.written }
+
+func (w *cacheWriter) Write(b []byte) (int, error) {
+	if err := w.p.write(b); err != nil {
+		return 0, explainDisk(w.c.dir, err)
 	}
-	if e.size == 0 {
-		h.report(e.name, 0, 0)
+	return len(b), nil
+}
+
+func (w *cacheWriter) Abort(resumable bool) {
+	if w.done {
+		return
 	}
+	w.done = true
+	if resumable {
+		w.p.keep()
+	} else {
+		w.p.discard()
+	}
+}
+
+// Commit verifies the part and renames it into the cache, then writes its
+// record; the record of an older version of the URL goes, with its file.
+func (w *cacheWriter) Commit() (string, error) {
+	c, p := w.c, w.p
+	w.done = true
 	got := hex.EncodeToString(p.sum.Sum(nil))
-	if p.written != e.size {
+	if p.written != w.want.Size {
 		p.discard()
-		return "", &HTTPError{Method: http.MethodGet, URL: e.url, Err: fmt.Errorf("%w: received %d bytes, the file has %d", ErrIntegrity, p.written, e.size)}
+		return "", fmt.Errorf("%w: received %d bytes, the file has %d", ErrIntegrity, p.written, w.want.Size)
 	}
-	if e.sha256 != "" && got != e.sha256 {
+	if w.want.SHA256 != "" && got != w.want.SHA256 {
 		p.discard()
-		return "", &HTTPError{Method: http.MethodGet, URL: e.url, Err: fmt.Errorf("%w: sha256 of the download is %s, expected %s", ErrIntegrity, got, e.sha256)}
+		return "", fmt.Errorf("%w: sha256 of the download is %s, expected %s", ErrIntegrity, got, w.want.SHA256)
 	}
-	v := e.validator()
-	blob := blobName(e.url, v, e.name)
+	v := w.want.Validator
+	blob := blobName(w.url, v, w.url)
 	dst := filepath.Join(c.dir, blob)
 	if err := p.commit(dst); err != nil {
 		return "", explainDisk(c.dir, err)
 	}
-	old, oldErr := c.readMeta(c.metaPath(e.url))
-	if err := c.writeMeta(cacheMeta{URL: e.url, ETag: v, Size: e.size, SHA256: got, Fetched: time.Now().UTC(), Blob: blob}); err != nil {
+	old, oldErr := c.readMeta(c.metaPath(w.url))
+	if err := c.writeMeta(cacheMeta{URL: w.url, ETag: v, Size: w.want.Size, SHA256: got, Fetched: time.Now().UTC(), Blob: blob}); err != nil {
 		os.Remove(dst)
 		return "", err
 	}
@@ -342,7 +365,7 @@ func (h *HTTPFS) fill(ctx context.Context, e *remoteFile, p *part) (string, erro
 		os.Remove(old.path) // the previous version of this URL
 	}
 	syncDir(c.dir)
-	return dst, nil
+	return got, nil
 }
 
 // syncDir makes the renames in dir durable where the system allows it.
@@ -366,12 +389,3 @@ func explainDisk(where string, err error) error {
 }
 
 func openBlob(p string) (*os.File, error) { return os.Open(p) }
-
-// cachedFile is a file read from the cache: an *os.File (so io.ReaderAt)
-// that reports the remote file's name and details.
-type cachedFile struct {
-	*os.File
-	info fileInfo
-}
-
-func (f *cachedFile) Stat() (fs.FileInfo, error) { return f.info, nil }

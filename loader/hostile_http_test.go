@@ -182,7 +182,7 @@ func TestRedirectCredentials(t *testing.T) {
 			mu.Unlock()
 			o := fast()
 			o.NoManifest = true
-			o.Header = http.Header{"Authorization": {"Bearer hf_secret"}, "X-Token": {"t0ken"}}
+			o.Header = map[string]string{"Authorization": "Bearer hf_secret", "X-Token": "t0ken"}
 			h, err := OpenURL(t.Context(), a.URL+"/m", o)
 			if err != nil {
 				t.Fatal(err)

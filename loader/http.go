@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
-	"net/http"
 	"net/url"
 	"path"
 	"strings"
@@ -16,20 +16,23 @@ import (
 )
 
 // HTTPOptions tune an HTTP model source. The zero value is ready to use:
-// http.DefaultClient, 4 retries from 250 ms, no cache.
+// the platform's Transport, 4 retries from 250 ms, no cache.
 type HTTPOptions struct {
-	// Client sends every request; nil means http.DefaultClient. Under
-	// GOOS=js it goes through the browser's fetch.
-	Client *http.Client
-	// Header is added to every request to the model URL's origin, e.g. an
-	// Authorization bearer token for a gated Hugging Face repository. A
-	// redirect to any other origin (another scheme, host or port: a CDN, a
-	// subdomain, http:// instead of https://) gets none of these headers,
-	// nor Authorization, Proxy-Authorization or Cookie, also when a later
-	// redirect comes back (Go's client alone would keep them for another
-	// port, another scheme or a subdomain). Under GOOS=js the browser
-	// follows redirects itself and drops Authorization across origins.
-	Header http.Header
+	// Transport sends every request; nil means the platform's own:
+	// NetTransport(nil, Header) natively (net/http's default client, with
+	// the redirect guard described at Header), FetchTransport under
+	// GOOS=js (the browser's fetch).
+	Transport Transport
+	// Header is added to every request (canonical names), e.g. an
+	// Authorization bearer token for a gated Hugging Face repository.
+	// Natively, a redirect to any other origin (another scheme, host or
+	// port: a CDN, a subdomain, http:// instead of https://) gets none of
+	// these headers, nor Authorization, Proxy-Authorization or Cookie,
+	// also when a later redirect comes back (Go's client alone would keep
+	// them for another port, another scheme or a subdomain). Under GOOS=js
+	// the browser follows redirects itself and drops Authorization across
+	// origins.
+	Header map[string]string
 	// Progress, when set, is called as bytes of a file arrive: file is the
 	// name inside the model folder, done the bytes of it received so far and
 	// total its size. Calls for different files may come from different
@@ -57,14 +60,36 @@ type HTTPOptions struct {
 	// of the retry (1 for the first) and the wait before it, so that a
 	// command line can say why a load is slow instead of staying silent.
 	OnRetry func(err error, retry int, wait time.Duration)
-	// Cache, when set, keeps whole files on disk keyed by URL and ETag, so a
-	// second load costs only one HEAD per file (native builds).
-	Cache *Cache
+	// Cache, when set, keeps whole files keyed by URL and validator (ETag),
+	// so that a second load fetches nothing again: a *Cache (a folder on
+	// disk) natively, NewWebCache (the browser's Cache API) under GOOS=js.
+	// How a stored copy is used is the cache policy:
+	//   - PreferCache ("use"): without asking the server, so no request at
+	//     all for stored files (and remembered absences), which works
+	//     offline;
+	//   - otherwise ("revalidate"): after the server confirmed it is
+	//     current, a HEAD for weights and a conditional GET
+	//     (If-None-Match, answered 304) for the small files;
+	//   - no Cache ("off"): nothing is stored or read back.
+	Cache Store
 	// PreferCache uses a cached copy without asking the server whether it
-	// changed: no request at all for cached files, which works offline. Use
-	// it with revision-pinned URLs (…/resolve/<commit>/), whose files never
-	// change.
+	// changed (see Cache). Use it with revision-pinned URLs
+	// (…/resolve/<commit>/), whose files never change.
 	PreferCache bool
+	// ReadThrough chooses how weight files get into the Cache. Without it
+	// (native programs), a file is downloaded whole into the Cache when
+	// first opened, or by Prefetch, and then read from there. With it (the
+	// browser), a weight file not yet cached is fetched once, whole, as it
+	// is read: its body feeds the reader (Checkpoint.Stream, in file
+	// order) and the Cache at once, so memory stays at a chunk and no
+	// byte is fetched twice; Ahead more files download into the Cache
+	// meanwhile. Finish completes those downloads after a load. The small
+	// files (config, index, tokenizer) go into the Cache whole either way.
+	ReadThrough bool
+	// Ahead is how many weight files a ReadThrough load downloads into the
+	// Cache in parallel, ahead of the one being read; 0 means 2, a
+	// negative value none.
+	Ahead int
 	// NoIfRange leaves If-Range out of ranged requests. A browser must make
 	// a CORS preflight for If-Range; some hosts refuse it there. Changes are
 	// still caught, from the ETag and Content-Range of each 206 answer.
@@ -108,22 +133,37 @@ type ManifestEntry struct {
 // HTTPFS is a model folder on a web server, as an fs.FS. Its files
 // implement io.ReaderAt with Range requests, and OpenRange, which streams a
 // byte range as one request; Checkpoint.Stream uses the latter so that each
-// tensor costs one GET.
+// tensor costs one GET. With a Cache (see HTTPOptions.Cache and
+// ReadThrough), files are read from and stored in it.
+//
+// The same HTTPFS runs natively and in the browser; only the Transport and
+// the Store differ.
 //
 // fs.FS has no context, so the context given to OpenURL bounds every
-// request made through it. Each file is looked up (HEAD) once per HTTPFS;
-// call OpenURL again to see changes on the server.
+// request made through it. Each file is looked up once per HTTPFS; call
+// OpenURL again to see changes on the server.
 type HTTPFS struct {
 	ctx      context.Context
 	base     *url.URL
 	opt      HTTPOptions
-	client   *http.Client
+	tr       Transport
 	manifest map[string]ManifestEntry
 
-	mu      sync.Mutex
-	files   map[string]*remoteFile // resolved files, including ones known to be missing
-	locks   map[string]*sync.Mutex // one resolution (and download) per file at a time
-	fetched map[string]*progress
+	mu        sync.Mutex
+	files     map[string]*remoteFile // resolved files, including ones known to be missing
+	locks     map[string]*sync.Mutex // one resolution (and download) per file at a time
+	fetched   map[string]*progress
+	downloads []*download // ReadThrough downloads, in the order files were opened
+	aheadOnce sync.Once   // starts the downloads ahead with the first one
+	notes     []string
+	stats     LoadStats
+}
+
+// LoadStats counts the bytes of weight files (not the small side files) a
+// load took from the Cache and over the network.
+type LoadStats struct {
+	FromCache int64 // sizes of the weight files read from the Cache
+	Fetched   int64 // weight bytes downloaded whole (into the Cache, or read through)
 }
 
 // remoteFile is what an HTTPFS knows about one file.
@@ -133,9 +173,11 @@ type remoteFile struct {
 	size    int64
 	etag    string // as the server sent it, quotes included; "" when none
 	modTime time.Time
-	sha256  string // expected digest in lower-case hex; "" when unknown
-	local   string // the cached copy, when the file is read from the cache
-	missing error  // set when the server answered 404
+	sha256  string      // expected digest in lower-case hex; "" when unknown
+	sumFrom string      // where sha256 comes from, for errors
+	stored  *StoreEntry // the Cache's copy, when the file is read from it
+	d       *download   // the ReadThrough download of the file, when one
+	missing error       // set when the server answered 404
 }
 
 // strongETag is the validator for If-Range, which only strong ETags may be.
@@ -157,6 +199,11 @@ func (e *remoteFile) validator() string {
 		return fmt.Sprintf("mtime=%d;size=%d", e.modTime.Unix(), e.size)
 	}
 	return ""
+}
+
+// entry is what the Cache must hold of e.
+func (e *remoteFile) entry() StoreEntry {
+	return StoreEntry{Size: e.size, Validator: e.validator(), SHA256: e.sha256}
 }
 
 // IsURL reports whether s names an http or https location rather than a
@@ -218,13 +265,12 @@ func OpenURL(ctx context.Context, base string, o HTTPOptions) (*HTTPFS, error) {
 		return nil, err
 	}
 	h := &HTTPFS{
-		ctx: ctx, base: u, opt: o, client: o.Client,
+		ctx: ctx, base: u, opt: o, tr: o.Transport,
 		files: map[string]*remoteFile{}, locks: map[string]*sync.Mutex{}, fetched: map[string]*progress{},
 	}
-	if h.client == nil {
-		h.client = http.DefaultClient
+	if h.tr == nil {
+		h.tr = defaultTransport(o)
 	}
-	h.client = guardRedirects(h.client, o.Header)
 	if !o.NoManifest {
 		if err := h.loadManifest(); err != nil {
 			return nil, err
@@ -299,8 +345,9 @@ func ETagDigest(etag string) string {
 }
 
 // Open opens a file of the model folder. The first Open of a name asks the
-// server for its size and ETag (or, with a Cache, makes sure a verified
-// copy is on disk); a 404 gives an error that matches fs.ErrNotExist.
+// server for its size and ETag (or, with a Cache, finds its copy there, or
+// downloads it into the Cache); a 404 gives an error that matches
+// fs.ErrNotExist.
 func (h *HTTPFS) Open(name string) (fs.File, error) {
 	if !fs.ValidPath(name) || name == "." {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
@@ -309,10 +356,23 @@ func (h *HTTPFS) Open(name string) (fs.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.local != "" {
-		return openCached(e)
+	if e.stored != nil {
+		f, err := h.openStored(e)
+		if err == nil {
+			return f, nil
+		}
+		return nil, err
 	}
 	return &httpFile{h: h, e: e}, nil
+}
+
+// openStored opens the Cache's copy of e.
+func (h *HTTPFS) openStored(e *remoteFile) (fs.File, error) {
+	f, err := h.opt.Cache.Open(e.url, *e.stored)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cached copy: %w", e.url, err)
+	}
+	return &storedFile{f: f, SectionReader: io.NewSectionReader(f, 0, e.size), info: fileInfo{e}}, nil
 }
 
 // Stat describes a file without reading it (fs.StatFS); it costs the same
@@ -357,6 +417,9 @@ func (h *HTTPFS) resolve(ctx context.Context, name string) (*remoteFile, error) 
 	}
 	h.mu.Lock()
 	h.files[name] = e
+	if e.d != nil {
+		h.downloads = append(h.downloads, e.d)
+	}
 	h.mu.Unlock()
 	return e, e.missing
 }
@@ -368,19 +431,50 @@ func (h *HTTPFS) forget(name string) {
 	h.mu.Unlock()
 }
 
-// lookup finds name on the server, or in the cache. A missing file is
+// isWeights tells the weight files (no size limit) from the small side
+// files, for LoadStats and for ReadThrough.
+func isWeights(name string) bool { return sideFileLimit(name) == 0 }
+
+// useStored makes e read from the Cache's entry m.
+func (h *HTTPFS) useStored(e *remoteFile, m StoreEntry) *remoteFile {
+	e.stored = &m
+	if isWeights(e.name) {
+		h.mu.Lock()
+		h.stats.FromCache += e.size
+		h.mu.Unlock()
+	}
+	h.report(e.name, e.size, e.size)
+	return e
+}
+
+// lookup finds name in the Cache or on the server. A missing file is
 // returned as an entry with missing set, so it is remembered.
 func (h *HTTPFS) lookup(ctx context.Context, name string) (*remoteFile, error) {
 	u := h.fileURL(name)
 	c := h.opt.Cache
-	if c != nil && h.opt.PreferCache {
-		if m, ok := c.lookup(u); ok {
-			if m.Missing {
+	if c != nil {
+		if m, ok := c.Lookup(u); ok {
+			switch {
+			case m.Missing && h.opt.PreferCache:
 				return &remoteFile{name: name, url: u, missing: notFound(u)}, nil
+			case m.Missing:
+			case h.opt.PreferCache:
+				e := &remoteFile{name: name, url: u, size: m.Size, etag: m.Validator, sha256: m.SHA256}
+				if strings.HasPrefix(m.Validator, "mtime=") {
+					e.etag = ""
+				}
+				return h.useStored(e, m), nil
+			case !isWeights(name) && m.Validator != "" && !strings.HasPrefix(m.Validator, "mtime="):
+				// A small file: one conditional GET, which a 304 answers.
+				current, err := h.revalidate(ctx, u, m)
+				if err != nil {
+					return nil, err
+				}
+				if current {
+					e := &remoteFile{name: name, url: u, size: m.Size, etag: m.Validator, sha256: m.SHA256}
+					return h.useStored(e, m), nil
+				}
 			}
-			e := &remoteFile{name: name, url: u, size: m.Size, etag: m.ETag, sha256: m.SHA256, local: m.path}
-			h.report(name, e.size, e.size)
-			return e, nil
 		}
 	}
 	e, err := h.head(ctx, name, u)
@@ -388,24 +482,36 @@ func (h *HTTPFS) lookup(ctx context.Context, name string) (*remoteFile, error) {
 		return nil, err
 	}
 	if e.missing != nil {
-		if c != nil {
-			c.markMissing(u)
+		// Remember an absence (manifest.json, an index probe), but never
+		// config.json's: without it the URL is wrong, and may be right
+		// next time.
+		if c != nil && name != "config.json" {
+			c.MarkMissing(u)
 		}
 		return e, nil
 	}
 	if c == nil {
 		return e, nil
 	}
-	if m, ok := c.lookup(u); ok && !m.Missing && e.validator() != "" && m.ETag == e.validator() && m.Size == e.size &&
+	if m, ok := c.Lookup(u); ok && !m.Missing && e.validator() != "" && m.Validator == e.validator() && m.Size == e.size &&
 		(e.sha256 == "" || m.SHA256 == "" || e.sha256 == m.SHA256) {
-		e.local = m.path
-		h.report(name, e.size, e.size)
+		return h.useStored(e, m), nil
+	}
+	if h.opt.ReadThrough && isWeights(name) {
+		e.d = &download{h: h, e: e}
 		return e, nil
 	}
 	for attempt := 0; ; attempt++ {
-		e.local, err = h.download(ctx, e)
-		if err == nil || !errors.Is(err, ErrChanged) || attempt > 0 {
-			return e, err
+		d := &download{h: h, e: e}
+		err := d.fetchWhole(ctx)
+		if err == nil {
+			if d.stored != nil {
+				e.stored = d.stored
+			}
+			return e, nil
+		}
+		if !errors.Is(err, ErrChanged) || attempt > 0 {
+			return nil, err
 		}
 		// Nothing of this file has been handed out yet: start it again from
 		// scratch, as the version the server now has.
@@ -418,29 +524,44 @@ func (h *HTTPFS) lookup(ctx context.Context, name string) (*remoteFile, error) {
 	}
 }
 
+// revalidate asks the server whether the cached m is still the file at u,
+// with If-None-Match. Any answer but 304 means it is not (the file is then
+// looked up afresh; its body is not used). The request asks for one byte,
+// as the lookups do: a server that compresses small files on the fly gives
+// the compressed variant another ETag (mamba2 serve's "…-gzip"), and sends
+// the file as it is, under the ETag that was stored, only for a range.
+func (h *HTTPFS) revalidate(ctx context.Context, u string, m StoreEntry) (bool, error) {
+	resp, err := h.roundTrip(ctx, methodGet, u, map[string]string{"If-None-Match": m.Validator, "Range": "bytes=0-0"})
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	return resp.Status == statusNotModified, nil
+}
+
 // head learns a file's size and validators: a HEAD request, or, where HEAD
 // is refused or gives no usable length, a GET of its first byte, whose
 // Content-Range carries the full size.
 func (h *HTTPFS) head(ctx context.Context, name, u string) (*remoteFile, error) {
 	e := &remoteFile{name: name, url: u, size: -1}
-	resp, err := h.roundTrip(ctx, http.MethodHead, u, nil)
+	resp, err := h.roundTrip(ctx, methodHead, u, nil)
 	if err != nil {
 		return nil, err
 	}
 	resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-		if resp.ContentLength >= 0 && identity(resp) {
+	switch resp.Status {
+	case statusOK:
+		if resp.ContentLength >= 0 && !resp.Encoded {
 			e.size = resp.ContentLength
 		}
 		e.setValidators(resp.Header)
-	case http.StatusNotFound, http.StatusGone:
-		e.missing = &HTTPError{Method: http.MethodHead, URL: u, Status: resp.StatusCode}
+	case statusNotFound, statusGone:
+		e.missing = &HTTPError{Method: methodHead, URL: u, Status: resp.Status}
 		return e, nil
-	case http.StatusForbidden, http.StatusMethodNotAllowed, http.StatusNotImplemented:
+	case statusForbidden, statusMethodNotAllowed, statusNotImplemented:
 		// Some hosts (signed-URL object stores among them) refuse HEAD.
 	default:
-		return nil, statusError(http.MethodHead, u, resp)
+		return nil, statusError(methodHead, u, resp)
 	}
 	if e.size < 0 {
 		if err := h.probe(ctx, e); err != nil || e.missing != nil {
@@ -448,7 +569,7 @@ func (h *HTTPFS) head(ctx context.Context, name, u string) (*remoteFile, error) 
 		}
 	}
 	if limit := sideFileLimit(name); limit > 0 && e.size > limit {
-		return nil, &HTTPError{Method: http.MethodGet, URL: u, Err: fmt.Errorf("%w: the server gives its size as %d bytes, more than the %d allowed for %s; not downloading it", ErrTooLarge, e.size, limit, path.Base(name))}
+		return nil, &HTTPError{Method: methodGet, URL: u, Err: fmt.Errorf("%w: the server gives its size as %d bytes, more than the %d allowed for %s; not downloading it", ErrTooLarge, e.size, limit, path.Base(name))}
 	}
 	if err := h.applyManifest(e); err != nil {
 		return nil, err
@@ -458,38 +579,38 @@ func (h *HTTPFS) head(ctx context.Context, name, u string) (*remoteFile, error) 
 
 // probe learns the size from a one-byte ranged GET.
 func (h *HTTPFS) probe(ctx context.Context, e *remoteFile) error {
-	resp, err := h.roundTrip(ctx, http.MethodGet, e.url, http.Header{"Range": {"bytes=0-0"}})
+	resp, err := h.roundTrip(ctx, methodGet, e.url, map[string]string{"Range": "bytes=0-0"})
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusPartialContent:
+	switch resp.Status {
+	case statusPartialContent:
 		_, _, total, err := parseContentRange(resp.Header.Get("Content-Range"))
 		if err != nil || total < 0 {
-			return &HTTPError{Method: http.MethodGet, URL: e.url, Status: resp.StatusCode, Err: fmt.Errorf("cannot learn the file size: Content-Range %q", resp.Header.Get("Content-Range"))}
+			return &HTTPError{Method: methodGet, URL: e.url, Status: resp.Status, Err: fmt.Errorf("cannot learn the file size: Content-Range %q (a cross-origin server must expose Content-Range and Content-Length)", resp.Header.Get("Content-Range"))}
 		}
 		e.size = total
-	case http.StatusOK:
-		if resp.ContentLength < 0 || !identity(resp) {
-			return &HTTPError{Method: http.MethodGet, URL: e.url, Status: resp.StatusCode, Err: errors.New("the server gives neither Content-Length nor ranges, so the file size is unknown")}
+	case statusOK:
+		if resp.ContentLength < 0 || resp.Encoded {
+			return &HTTPError{Method: methodGet, URL: e.url, Status: resp.Status, Err: errors.New("the server gives neither Content-Length nor ranges, so the file size is unknown")}
 		}
 		e.size = resp.ContentLength
-	case http.StatusRequestedRangeNotSatisfiable:
+	case statusRangeNotSatisfiable:
 		e.size = 0 // bytes=0-0 of an empty file
-	case http.StatusNotFound, http.StatusGone:
-		e.missing = &HTTPError{Method: http.MethodGet, URL: e.url, Status: resp.StatusCode}
+	case statusNotFound, statusGone:
+		e.missing = &HTTPError{Method: methodGet, URL: e.url, Status: resp.Status}
 		return nil
 	default:
-		return statusError(http.MethodGet, e.url, resp)
+		return statusError(methodGet, e.url, resp)
 	}
 	e.setValidators(resp.Header)
 	return nil
 }
 
-func (e *remoteFile) setValidators(hd http.Header) {
+func (e *remoteFile) setValidators(hd Header) {
 	e.etag = hd.Get("Etag")
-	if t, err := http.ParseTime(hd.Get("Last-Modified")); err == nil {
+	if t, ok := parseHTTPTime(hd.Get("Last-Modified")); ok {
 		e.modTime = t
 	}
 }
@@ -502,13 +623,13 @@ func (h *HTTPFS) applyManifest(e *remoteFile) error {
 			return fmt.Errorf("%s: the server has %d bytes but %s says %d", e.url, e.size, ManifestFile, *m.Size)
 		}
 		if m.SHA256 != "" {
-			e.sha256 = m.SHA256
+			e.sha256, e.sumFrom = m.SHA256, ManifestFile
 			return nil
 		}
 	}
 	if !h.opt.NoETagDigest {
 		if d := ETagDigest(e.etag); d != "" {
-			e.sha256 = d
+			e.sha256, e.sumFrom = d, "the server's ETag"
 		}
 	}
 	return nil
@@ -519,6 +640,34 @@ func (h *HTTPFS) report(name string, done, total int64) {
 	if h.opt.Progress != nil {
 		h.opt.Progress(name, min(done, total), total)
 	}
+}
+
+// note records why something was not cached (Notes).
+func (h *HTTPFS) note(s string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, n := range h.notes {
+		if n == s {
+			return
+		}
+	}
+	h.notes = append(h.notes, s)
+}
+
+// Notes are remarks about the load for its user: files the Cache declined
+// to keep (a full storage quota), each once.
+func (h *HTTPFS) Notes() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.notes...)
+}
+
+// Stats says how many weight bytes came from the Cache and how many over
+// the network so far.
+func (h *HTTPFS) Stats() LoadStats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stats
 }
 
 // progress counts the bytes of one file received so far, across requests.
@@ -559,7 +708,8 @@ func (h *HTTPFS) received(e *remoteFile, n int64, final bool) {
 // fetches what a model load reads: config.json, generation_config.json and
 // tokenizer.json when present, and the weights (model.safetensors, or the
 // index and every shard it names). Each file is one streamed GET (resumed
-// with Range if it breaks), verified and renamed into the cache.
+// with Range if it breaks), verified and committed to the cache; with
+// ReadThrough too, so that Prefetch always leaves the files stored.
 func (h *HTTPFS) Prefetch(ctx context.Context, names ...string) error {
 	if h.opt.Cache == nil {
 		return errors.New("prefetching a model needs a cache (HTTPOptions.Cache)")
@@ -604,7 +754,10 @@ func (h *HTTPFS) Prefetch(ctx context.Context, names ...string) error {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			_, err := h.resolve(ctx, name)
+			e, err := h.resolve(ctx, name)
+			if err == nil && e.d != nil {
+				err = e.d.fetchRest(ctx) // ReadThrough: into the Cache now
+			}
 			if err != nil && !(optional[name] && errors.Is(err, fs.ErrNotExist)) {
 				once.Do(func() { first = err; cancel(err) })
 			}
@@ -646,7 +799,11 @@ func (i fileInfo) Mode() fs.FileMode  { return 0o444 }
 func (i fileInfo) ModTime() time.Time { return i.e.modTime }
 func (i fileInfo) IsDir() bool        { return false }
 func (i fileInfo) Sys() any {
-	return RemoteInfo{URL: i.e.url, ETag: i.e.etag, SHA256: i.e.sha256, Cached: i.e.local}
+	ri := RemoteInfo{URL: i.e.url, ETag: i.e.etag, SHA256: i.e.sha256}
+	if i.e.stored != nil {
+		ri.Cached, ri.Local = true, i.e.stored.Local
+	}
+	return ri
 }
 
 // RemoteInfo is what Sys() of a file's FileInfo returns for an HTTPFS file.
@@ -654,14 +811,17 @@ type RemoteInfo struct {
 	URL    string
 	ETag   string
 	SHA256 string // expected digest, when known
-	Cached string // the cached copy on disk, when read from the cache
+	Cached bool   // read from the Cache
+	Local  string // the cached copy on disk, for a Store that has one
 }
 
-// openCached opens the verified copy of a file in the cache.
-func openCached(e *remoteFile) (fs.File, error) {
-	f, err := openBlob(e.local)
-	if err != nil {
-		return nil, fmt.Errorf("%s: cached copy: %w", e.url, err)
-	}
-	return &cachedFile{File: f, info: fileInfo{e}}, nil
+// storedFile is a file read from the Cache: random access to the stored
+// copy, reporting the remote file's name and details.
+type storedFile struct {
+	f StoredFile
+	*io.SectionReader
+	info fileInfo
 }
+
+func (f *storedFile) Stat() (fs.FileInfo, error) { return f.info, nil }
+func (f *storedFile) Close() error               { return f.f.Close() }

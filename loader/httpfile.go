@@ -10,8 +10,6 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
-	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +41,7 @@ func (e *HTTPError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", e.Method, e.URL)
 	if e.Status != 0 {
-		fmt.Fprintf(&b, ": %d %s", e.Status, http.StatusText(e.Status))
+		fmt.Fprintf(&b, ": %d %s", e.Status, statusText(e.Status))
 	}
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
@@ -56,7 +54,7 @@ func (e *HTTPError) Error() string {
 
 func (e *HTTPError) Unwrap() []error {
 	var errs []error
-	if e.Status == http.StatusNotFound || e.Status == http.StatusGone {
+	if e.Status == statusNotFound || e.Status == statusGone {
 		errs = append(errs, fs.ErrNotExist)
 	}
 	if e.Err != nil {
@@ -66,26 +64,22 @@ func (e *HTTPError) Unwrap() []error {
 }
 
 func notFound(u string) error {
-	return &HTTPError{Method: http.MethodHead, URL: u, Status: http.StatusNotFound, Err: errors.New("remembered from an earlier load (cache)")}
+	return &HTTPError{Method: methodHead, URL: u, Status: statusNotFound, Err: errors.New("remembered from an earlier load (cache)")}
 }
 
-func statusError(method, u string, resp *http.Response) *HTTPError {
-	e := &HTTPError{Method: method, URL: u, Status: resp.StatusCode}
-	switch resp.StatusCode {
-	case http.StatusUnauthorized, http.StatusForbidden:
+func statusError(method, u string, resp *Response) *HTTPError {
+	e := &HTTPError{Method: method, URL: u, Status: resp.Status}
+	switch resp.Status {
+	case statusUnauthorized, statusForbidden:
 		e.Err = errors.New("access denied (a private or gated model needs an access token)")
 	}
 	return e
 }
 
-// identity reports whether the body is the file's bytes as they are, not a
-// compressed encoding of them whose length would mean something else.
-func identity(resp *http.Response) bool {
-	ce := resp.Header.Get("Content-Encoding")
-	return !resp.Uncompressed && (ce == "" || strings.EqualFold(ce, "identity"))
-}
-
-var errStalled = errors.New("timed out")
+// ErrTimeout is matched by the error of a request whose response headers,
+// or the next bytes of whose body, did not come in time (HeaderTimeout,
+// StallTimeout), after the retries.
+var ErrTimeout = errors.New("timed out")
 
 func (h *HTTPFS) retries() int {
 	switch {
@@ -148,13 +142,9 @@ func (h *HTTPFS) sleep(ctx context.Context, attempt int, hint time.Duration, cau
 // come within HeaderTimeout, and its body is watched: when no byte arrives
 // for StallTimeout, the request is aborted, so a silent server or
 // connection becomes an error that can be retried instead of a hang.
-func (h *HTTPFS) send(ctx context.Context, method, u string, hdr http.Header) (*http.Response, error) {
+func (h *HTTPFS) send(ctx context.Context, method, u string, hdr map[string]string) (*Response, error) {
 	rctx, cancel := context.WithCancelCause(ctx)
-	req, err := http.NewRequestWithContext(rctx, method, u, nil)
-	if err != nil {
-		cancel(nil)
-		return nil, err
-	}
+	req := &Request{Method: method, URL: u, Header: make(map[string]string, len(h.opt.Header)+len(hdr))}
 	for k, v := range h.opt.Header {
 		req.Header[k] = v
 	}
@@ -162,18 +152,14 @@ func (h *HTTPFS) send(ctx context.Context, method, u string, hdr http.Header) (*
 		req.Header[k] = v
 	}
 	stall, wait := h.stallTimeout(), h.headerTimeout()
-	t := time.AfterFunc(wait, func() { cancel(errStalled) })
-	resp, err := h.client.Do(req)
+	t := time.AfterFunc(wait, func() { cancel(ErrTimeout) })
+	resp, err := h.tr.RoundTrip(rctx, req)
 	if err != nil {
 		t.Stop()
 		cause := context.Cause(rctx)
 		cancel(nil)
-		if errors.Is(cause, errStalled) {
-			return nil, fmt.Errorf("no answer (response headers) within %v: %w", wait, errStalled)
-		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // the URL is named by the HTTPError around it
+		if errors.Is(cause, ErrTimeout) {
+			return nil, fmt.Errorf("no answer (response headers) within %v: %w", wait, ErrTimeout)
 		}
 		return nil, err
 	}
@@ -199,8 +185,8 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		b.t.Reset(b.stall)
 	}
-	if err != nil && err != io.EOF && errors.Is(context.Cause(b.ctx), errStalled) {
-		err = fmt.Errorf("no data for %v: %w", b.stall, errStalled)
+	if err != nil && err != io.EOF && errors.Is(context.Cause(b.ctx), ErrTimeout) {
+		err = fmt.Errorf("no data for %v: %w", b.stall, ErrTimeout)
 	}
 	return n, err
 }
@@ -214,7 +200,7 @@ func (b *watchedBody) Close() error {
 
 // roundTrip sends a request, trying again after network errors, 429 and
 // 5xx answers. Other answers, errors included, are the caller's to read.
-func (h *HTTPFS) roundTrip(ctx context.Context, method, u string, hdr http.Header) (*http.Response, error) {
+func (h *HTTPFS) roundTrip(ctx context.Context, method, u string, hdr map[string]string) (*Response, error) {
 	var last *HTTPError
 	var hint time.Duration
 	for attempt := 0; ; attempt++ {
@@ -235,14 +221,14 @@ func (h *HTTPFS) roundTrip(ctx context.Context, method, u string, hdr http.Heade
 			last = &HTTPError{Method: method, URL: u, Err: err}
 			continue
 		}
-		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+		if resp.Status == statusTooManyRequests || resp.Status >= 500 {
 			hint = 0
 			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 				hint = time.Duration(s) * time.Second
 			}
 			io.CopyN(io.Discard, resp.Body, 4<<10) // lets a short error page keep the connection
 			resp.Body.Close()
-			last = &HTTPError{Method: method, URL: u, Status: resp.StatusCode}
+			last = &HTTPError{Method: method, URL: u, Status: resp.Status}
 			continue
 		}
 		return resp, nil
@@ -334,7 +320,7 @@ func (f *httpFile) Read(p []byte) (int, error) {
 func (f *httpFile) checkSum() error {
 	if f.sum != nil && f.e.sha256 != "" {
 		if got := hex.EncodeToString(f.sum.Sum(nil)); got != f.e.sha256 {
-			f.sumErr = &HTTPError{Method: http.MethodGet, URL: f.e.url, Err: fmt.Errorf("%w: sha256 is %s, expected %s", ErrIntegrity, got, f.e.sha256)}
+			f.sumErr = &HTTPError{Method: methodGet, URL: f.e.url, Err: fmt.Errorf("%w: sha256 is %s, expected %s (from %s)", ErrIntegrity, got, f.e.sha256, f.e.sumFrom)}
 		}
 	}
 	f.sum = nil
@@ -391,6 +377,9 @@ func (f *httpFile) ReadAt(p []byte, off int64) (int, error) {
 func (f *httpFile) OpenRange(off, n int64) (io.ReadCloser, error) {
 	if off < 0 || n < 0 || off+n > f.e.size {
 		return nil, fmt.Errorf("%s: range [%d, %d) outside the %d-byte file", f.e.url, off, off+n, f.e.size)
+	}
+	if f.e.d != nil {
+		return &downloadRange{f: f, off: off, end: off + n}, nil
 	}
 	return f.h.openRange(f.e, off, off+n), nil
 }
@@ -458,7 +447,7 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 		} else if err != nil {
 			r.closeBody()
 			if r.ctx.Err() != nil {
-				r.sticky = &HTTPError{Method: http.MethodGet, URL: r.e.url, Err: context.Cause(r.ctx)}
+				r.sticky = &HTTPError{Method: methodGet, URL: r.e.url, Err: context.Cause(r.ctx)}
 				if n == 0 {
 					return 0, r.sticky
 				}
@@ -511,11 +500,11 @@ func (r *rangeReader) open() error {
 	for {
 		if r.fails > 0 {
 			if r.fails > r.h.retries() {
-				return &HTTPError{Method: http.MethodGet, URL: r.e.url, Status: r.status, Err: r.lastErr, Attempts: r.fails}
+				return &HTTPError{Method: methodGet, URL: r.e.url, Status: r.status, Err: r.lastErr, Attempts: r.fails}
 			}
-			cause := &HTTPError{Method: http.MethodGet, URL: r.e.url, Status: r.status, Err: r.lastErr}
+			cause := &HTTPError{Method: methodGet, URL: r.e.url, Status: r.status, Err: r.lastErr}
 			if err := r.h.sleep(r.ctx, r.fails, 0, cause); err != nil {
-				return &HTTPError{Method: http.MethodGet, URL: r.e.url, Err: err}
+				return &HTTPError{Method: methodGet, URL: r.e.url, Err: err}
 			}
 		}
 		err := r.try()
@@ -536,17 +525,17 @@ type retryable struct{ err error }
 func (e *retryable) Error() string { return e.err.Error() }
 
 func (r *rangeReader) try() error {
-	hdr := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", r.off, r.end-1)}}
+	hdr := map[string]string{"Range": fmt.Sprintf("bytes=%d-%d", r.off, r.end-1)}
 	if et := r.e.strongETag(); et != "" && !r.h.opt.NoIfRange {
-		hdr.Set("If-Range", et)
+		hdr["If-Range"] = et
 	}
-	resp, err := r.h.roundTrip(r.ctx, http.MethodGet, r.e.url, hdr)
+	resp, err := r.h.roundTrip(r.ctx, methodGet, r.e.url, hdr)
 	if err != nil {
 		return err // roundTrip has already retried
 	}
-	r.status = resp.StatusCode
+	r.status = resp.Status
 	herr := func(err error) *HTTPError {
-		return &HTTPError{Method: http.MethodGet, URL: r.e.url, Status: resp.StatusCode, Err: err}
+		return &HTTPError{Method: methodGet, URL: r.e.url, Status: resp.Status, Err: err}
 	}
 	changed := func(why string) error {
 		resp.Body.Close()
@@ -557,8 +546,8 @@ func (r *rangeReader) try() error {
 	if r.e.etag != "" && etag != "" && etag != r.e.etag {
 		return changed(fmt.Sprintf("ETag was %s, now %s", r.e.etag, etag))
 	}
-	switch resp.StatusCode {
-	case http.StatusPartialContent:
+	switch resp.Status {
+	case statusPartialContent:
 		first, last, total, err := parseContentRange(resp.Header.Get("Content-Range"))
 		switch {
 		case err != nil:
@@ -569,7 +558,7 @@ func (r *rangeReader) try() error {
 		case first != r.off:
 			resp.Body.Close()
 			return &retryable{fmt.Errorf("asked for bytes from %d, got Content-Range %q", r.off, resp.Header.Get("Content-Range"))}
-		case !identity(resp):
+		case resp.Encoded:
 			resp.Body.Close()
 			return herr(fmt.Errorf("the server compressed a byte range (Content-Encoding %q), which cannot be used", resp.Header.Get("Content-Encoding")))
 		case resp.ContentLength >= 0 && resp.ContentLength != last-first+1:
@@ -577,12 +566,12 @@ func (r *rangeReader) try() error {
 			return &retryable{fmt.Errorf("Content-Length %d does not match Content-Range %q", resp.ContentLength, resp.Header.Get("Content-Range"))}
 		}
 		r.body, r.bodyEnd = resp.Body, min(last+1, r.end)
-	case http.StatusOK:
+	case statusOK:
 		// Either the server ignores Range, or If-Range found another version.
 		if r.e.strongETag() != "" && !r.h.opt.NoIfRange && etag == "" {
 			return changed("If-Range failed and the answer has no ETag")
 		}
-		if resp.ContentLength >= 0 && identity(resp) && resp.ContentLength != r.e.size {
+		if resp.ContentLength >= 0 && !resp.Encoded && resp.ContentLength != r.e.size {
 			if r.e.etag == "" {
 				return changed(fmt.Sprintf("size was %d, the whole file is now %d", r.e.size, resp.ContentLength))
 			}
@@ -598,15 +587,15 @@ func (r *rangeReader) try() error {
 			return &retryable{fmt.Errorf("skipping to byte %d of a server that ignores Range: %w", r.off, err)}
 		}
 		r.body, r.bodyEnd = resp.Body, r.end
-	case http.StatusRequestedRangeNotSatisfiable:
+	case statusRangeNotSatisfiable:
 		return changed("the range is past its end now")
-	case http.StatusNotFound, http.StatusGone:
+	case statusNotFound, statusGone:
 		resp.Body.Close()
 		r.h.forget(r.e.name)
 		return herr(fmt.Errorf("%s %w (it is gone)", r.e.name, ErrChanged))
 	default:
 		resp.Body.Close()
-		return statusError(http.MethodGet, r.e.url, resp)
+		return statusError(methodGet, r.e.url, resp)
 	}
 	return nil
 }

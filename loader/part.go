@@ -71,10 +71,10 @@ func (c *Cache) resumePaths(u string) (data, record string) {
 	return base, base + ".json"
 }
 
-// openPart returns the part to download e into (see above).
-func (c *Cache) openPart(e *remoteFile) (*part, error) {
-	if e.strongETag() != "" {
-		p, err := c.openResumable(e)
+// openPart returns the part to download the file at u into (see above).
+func (c *Cache) openPart(u string, want StoreEntry) (*part, error) {
+	if strongValidator(want.Validator) {
+		p, err := c.openResumable(u, want)
 		if err == nil {
 			return p, nil
 		}
@@ -82,7 +82,7 @@ func (c *Cache) openPart(e *remoteFile) (*part, error) {
 			return nil, err
 		}
 	} else {
-		c.dropResumable(e.url) // left by a version that had a strong ETag
+		c.dropResumable(u) // left by a version that had a strong ETag
 	}
 	tmp, err := os.CreateTemp(c.dir, ".part-*")
 	if err != nil {
@@ -91,11 +91,11 @@ func (c *Cache) openPart(e *remoteFile) (*part, error) {
 	return &part{c: c, f: tmp, path: tmp.Name(), sum: sha256.New()}, nil
 }
 
-// openResumable opens and locks the resumable part of e's URL, keeping
-// the synced bytes its record vouches for when the record is of e's
+// openResumable opens and locks the resumable part of u, keeping the
+// synced bytes its record vouches for when the record is of want's
 // version, emptying it otherwise.
-func (c *Cache) openResumable(e *remoteFile) (*part, error) {
-	data, record := c.resumePaths(e.url)
+func (c *Cache) openResumable(u string, want StoreEntry) (*part, error) {
+	data, record := c.resumePaths(u)
 	var f *os.File
 	for attempt := 0; ; attempt++ {
 		var err error
@@ -121,7 +121,7 @@ func (c *Cache) openResumable(e *remoteFile) (*part, error) {
 		}
 	}
 	p := &part{c: c, f: f, path: data, record: record, sum: sha256.New(),
-		rec: partRecord{URL: e.url, Validator: e.validator(), Size: e.size, SHA256: e.sha256}}
+		rec: partRecord{URL: u, Validator: want.Validator, Size: want.Size, SHA256: want.SHA256}}
 	have := int64(0)
 	if old, err := readPartRecord(record); err == nil && old.URL == p.rec.URL && old.Validator == p.rec.Validator &&
 		old.Size == p.rec.Size && old.SHA256 == p.rec.SHA256 && old.Have > 0 && old.Have <= old.Size {
@@ -267,6 +267,13 @@ func (p *part) commit(dst string) error {
 	}
 	p.f.Close() // synced and renamed: an error here changes nothing
 	return nil
+}
+
+// strongValidator reports whether a Store validator is a strong ETag,
+// the only kind that If-Range accepts and so the only kind a download
+// can be resumed under.
+func strongValidator(v string) bool {
+	return v != "" && !strings.HasPrefix(v, "W/") && !strings.HasPrefix(v, "mtime=")
 }
 
 // sweep removes temporary parts that no one has written for staleTemp.

@@ -1,3 +1,5 @@
+//go:build !js
+
 package loader
 
 import (
@@ -18,7 +20,7 @@ var credentialHeaders = []string{"Authorization", "Proxy-Authorization", "Cookie
 // the first one's domain, so on its own it would send a Hugging Face
 // token to another port of the same host, over http:// after a downgrade,
 // or to any subdomain. c's own CheckRedirect, if any, still runs after.
-func guardRedirects(c *http.Client, hdr http.Header) *http.Client {
+func guardRedirects(c *http.Client, hdr map[string]string) *http.Client {
 	guarded := *c
 	next := c.CheckRedirect
 	guarded.CheckRedirect = func(req *http.Request, via []*http.Request) error {

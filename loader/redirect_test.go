@@ -1,3 +1,5 @@
+//go:build !js
+
 package loader
 
 import (
@@ -34,7 +36,7 @@ func TestGuardRedirects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := guardRedirects(&http.Client{}, http.Header{"X-Token": {"t"}})
+			c := guardRedirects(&http.Client{}, map[string]string{"X-Token": "t"})
 			var via []*http.Request
 			for i, u := range tt.chain {
 				pu, err := url.Parse(u)

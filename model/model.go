@@ -56,14 +56,29 @@ func LoadConfig(fsys fs.FS) (Config, error) {
 	return c, nil
 }
 
+// Plan reads and checks all a load needs before a backend is opened or a
+// weight byte moves: config.json (and generation_config.json), every
+// safetensors header (loader.Open) and the tensors the config implies,
+// with their shapes (CheckWeights). LoadWeights(cfg, ck, …) then uploads.
+func Plan(fsys fs.FS) (Config, *loader.Checkpoint, error) {
+	cfg, err := LoadConfig(fsys)
+	if err != nil {
+		return cfg, nil, err
+	}
+	ck, err := loader.Open(fsys)
+	if err != nil {
+		return cfg, nil, err
+	}
+	if err := CheckWeights(cfg, ck); err != nil {
+		return cfg, nil, err
+	}
+	return cfg, ck, nil
+}
+
 // Load reads config.json and the safetensors weights from fsys onto backend.
 // progress, when not nil, is called as the weights go to the backend.
 func Load(fsys fs.FS, b Backend, progress func(Progress)) (*Model, error) {
-	cfg, err := LoadConfig(fsys)
-	if err != nil {
-		return nil, err
-	}
-	ck, err := loader.Open(fsys)
+	cfg, ck, err := Plan(fsys)
 	if err != nil {
 		return nil, err
 	}

@@ -93,39 +93,19 @@ type Progress struct {
 // backend sees them) by its exponent bits.
 // progress, when not nil, is called after every chunk; Done never decreases.
 func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progress)) (*Weights, error) {
-	// The tables below grow with the layer count, so the config's counts
-	// are bounded first, and a config promising more layers than the
-	// checkpoint holds fails on its last layer before anything is built.
-	if err := c.Validate(); err != nil {
+	w := &Weights{}
+	bs, infos, err := c.bind(ck, w)
+	if err != nil {
 		return nil, err
 	}
-	if last := fmt.Sprintf("backbone.layers.%d.mixer.in_proj.weight", c.Layers-1); !has(ck, last) {
-		return nil, fmt.Errorf("checkpoint lacks tensor %s, but config.json has %d layers", last, c.Layers)
-	}
-	w := &Weights{}
-	bs := c.bindings(w)
-	infos := make([]loader.Info, len(bs))
 	var total int64
 	fileTotal := map[string]int64{}
-	for i, bd := range bs {
-		found := false
-		for _, n := range bd.names {
-			if in, ok := ck.Info(n); ok {
-				infos[i], found = in, true
-				break
-			}
-		}
-		if !found {
-			return nil, fmt.Errorf("checkpoint lacks tensor %s", bd.names[0])
-		}
-		if !slices.Equal(infos[i].Shape, bd.shape) {
-			return nil, fmt.Errorf("tensor %s has shape %v, but the config implies %v", infos[i].Name, infos[i].Shape, bd.shape)
-		}
-		total += infos[i].Size
-		fileTotal[infos[i].File] += infos[i].Size
+	for _, in := range infos {
+		total += in.Size
+		fileTotal[in.File] += in.Size
 	}
 	// Stream in file order: over HTTP, a weight file being stored in the
-	// browser cache is read once, front to back (wasm/webcache.go), and on a
+	// browser cache is read once, front to back (loader/download.go), and on a
 	// disk reads stay sequential.
 	order := make([]int, len(bs))
 	for i := range order {
@@ -191,6 +171,45 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progr
 		w.LMHead = w.Embed
 	}
 	return w, nil
+}
+
+// CheckWeights is LoadWeights' check alone: every tensor the config
+// implies is in the checkpoint, with its shape. A load plans with it
+// (config, headers, tensors) before it opens a backend.
+func CheckWeights(c Config, ck *loader.Checkpoint) error {
+	_, _, err := c.bind(ck, &Weights{})
+	return err
+}
+
+// bind finds the checkpoint's tensor for every binding of w.
+func (c Config) bind(ck *loader.Checkpoint, w *Weights) ([]binding, []loader.Info, error) {
+	// The tables below grow with the layer count, so the config's counts
+	// are bounded first, and a config promising more layers than the
+	// checkpoint holds fails on its last layer before anything is built.
+	if err := c.Validate(); err != nil {
+		return nil, nil, err
+	}
+	if last := fmt.Sprintf("backbone.layers.%d.mixer.in_proj.weight", c.Layers-1); !has(ck, last) {
+		return nil, nil, fmt.Errorf("checkpoint lacks tensor %s, but config.json has %d layers", last, c.Layers)
+	}
+	bs := c.bindings(w)
+	infos := make([]loader.Info, len(bs))
+	for i, bd := range bs {
+		found := false
+		for _, n := range bd.names {
+			if in, ok := ck.Info(n); ok {
+				infos[i], found = in, true
+				break
+			}
+		}
+		if !found {
+			return nil, nil, fmt.Errorf("checkpoint lacks tensor %s", bd.names[0])
+		}
+		if !slices.Equal(infos[i].Shape, bd.shape) {
+			return nil, nil, fmt.Errorf("tensor %s has shape %v, but the config implies %v", infos[i].Name, infos[i].Shape, bd.shape)
+		}
+	}
+	return bs, infos, nil
 }
 
 func has(ck *loader.Checkpoint, name string) bool {

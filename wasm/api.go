@@ -101,13 +101,14 @@ func argOr(args []js.Value, i int) js.Value {
 	return js.Undefined()
 }
 
-// loadModel(url, {device, cache, onProgress, job}) → Promise<{handle, device,
-// note, config, hasTokenizer, seconds, cache}>. url is an absolute http(s) URL
-// of a Hugging Face-layout folder. cache is 'use' (default), 'revalidate' or
-// 'off' (see webcache.go); the result's cache says how many weight bytes came
-// from the cache and how many over the network. onProgress(done, total, file,
-// fileDone, fileTotal) gets weight bytes loaded, and the same for the
-// safetensors file being read.
+// loadModel(url, {device, cache, http, onProgress, job}) → Promise<{handle,
+// device, note, config, hasTokenizer, seconds, cache}>. url is an absolute
+// http(s) URL of a Hugging Face-layout folder. cache is 'use' (default),
+// 'revalidate' or 'off' (see cacheOptions); the result's cache says how
+// many weight bytes came from the cache and how many over the network.
+// http is {headerTimeout, stallTimeout (ms), retries}, each optional.
+// onProgress(done, total, file, fileDone, fileTotal) gets weight bytes
+// loaded, and the same for the safetensors file being read.
 func jsLoadModel(_ js.Value, args []js.Value) any {
 	url, opts := argOr(args, 0), argOr(args, 1)
 	ctx, done, err := startJob(opts)
@@ -120,14 +121,15 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 			return nil, codef(codeBadURL, "the model URL must be a string")
 		}
 		start := time.Now()
-		policy, err := parseCachePolicy(optString(opts, "cache", "use"))
+		o, useCache, err := httpOptions(opts)
 		if err != nil {
 			return nil, err
 		}
-		s, note, fsys, err := load(ctx, url.String(), optString(opts, "device", "auto"), policy, optFunc(opts, "onProgress"))
+		r, err := load(ctx, url.String(), optString(opts, "device", "auto"), o, useCache, optFunc(opts, "onProgress"))
 		if err != nil {
 			return nil, err
 		}
+		s := r.s
 		mu.Lock()
 		h := nextID
 		nextID++
@@ -137,7 +139,7 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 		return map[string]any{
 			"handle": h,
 			"device": s.device,
-			"note":   note,
+			"note":   r.note,
 			"config": map[string]any{
 				"vocabSize":  c.VocabSize,
 				"hiddenSize": c.Hidden,
@@ -147,66 +149,178 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 			"hasTokenizer": s.tok != nil,
 			"seconds":      time.Since(start).Seconds(),
 			"cache": map[string]any{
-				"enabled":      fsys.cache != nil,
-				"bytesCached":  float64(fsys.fromCache),
-				"bytesFetched": float64(fsys.fetched),
+				"enabled":      r.cached,
+				"bytesCached":  float64(r.stats.FromCache),
+				"bytesFetched": float64(r.stats.Fetched),
 			},
 		}, nil
 	})
+}
+
+// cacheName is the Cache API cache holding model files; web/mamba2.js lists
+// and clears the same cache.
+const cacheName = "mamba2-models-v1"
+
+// httpOptions reads the cache policy and the http options of loadModel
+// into the loader's options: the browser's fetch (loader's default
+// Transport under js), and, unless the policy is 'off' (useCache false),
+// the Cache API, which load opens. Weight files are read through the
+// cache: fetched once, whole, their body feeding the loader and the cache
+// at once ('use' is PreferCache; 'revalidate' asks the server first).
+func httpOptions(opts js.Value) (o loader.HTTPOptions, useCache bool, err error) {
+	o = loader.HTTPOptions{ReadThrough: true}
+	switch p := optString(opts, "cache", "use"); p {
+	case "", "use":
+		o.PreferCache = true
+	case "revalidate":
+	case "off":
+		return o, false, httpTuning(opts, &o)
+	default:
+		return o, false, codef(codeBadArg, "cache %q: want 'use', 'revalidate' or 'off'", p)
+	}
+	return o, true, httpTuning(opts, &o)
+}
+
+// httpTuning reads loadModel's http option: {headerTimeout, stallTimeout}
+// in milliseconds and retries, each optional (the loader's defaults: 30 s,
+// 60 s, 4).
+func httpTuning(opts js.Value, o *loader.HTTPOptions) error {
+	var hopts js.Value
+	if opts.Truthy() {
+		hopts = opts.Get("http")
+	}
+	if hopts.Truthy() {
+		for _, f := range []struct {
+			key string
+			dst *time.Duration
+		}{{"headerTimeout", &o.HeaderTimeout}, {"stallTimeout", &o.StallTimeout}} {
+			ms, err := optNumber(hopts, f.key, 0)
+			if err != nil || ms < 0 {
+				return codef(codeBadArg, "option http.%s must be a number of milliseconds >= 0", f.key)
+			}
+			*f.dst = time.Duration(ms * float64(time.Millisecond))
+		}
+		n, err := optInt(hopts, "retries", 0)
+		if err != nil {
+			return err
+		}
+		if n <= 0 {
+			n = -1 // 0 retries: the loader's 0 means its default
+		}
+		if _, set := optValue(hopts, "retries"); set {
+			o.Retries = n
+		}
+	}
+	return nil
+}
+
+// optValue returns o[key] and whether it is set (not undefined or null).
+func optValue(o js.Value, key string) (js.Value, bool) {
+	v := o.Get(key)
+	return v, v.Type() != js.TypeUndefined && v.Type() != js.TypeNull
+}
+
+// crossOrigin reports whether the model URL is on another origin than the
+// worker: If-Range then makes every ranged request need a CORS preflight,
+// which some hosts refuse; without it, a change is still caught from the
+// ETag and Content-Range of each answer.
+func crossOrigin(u string) bool {
+	loc := js.Global().Get("location")
+	if loc.Type() != js.TypeObject {
+		return false
+	}
+	parsed, err := parseURL(u)
+	if err != nil {
+		return false
+	}
+	return parsed.Get("origin").String() != loc.Get("origin").String()
+}
+
+// parseURL parses an absolute URL with the platform's URL class.
+func parseURL(s string) (u js.Value, err error) {
+	defer func() {
+		if r := recover(); r != nil { // new URL throws a TypeError
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	return js.Global().Get("URL").New(s), nil
 }
 
 // cpuLimit bounds the float32 weights the CPU backend may hold: wasm32 has a
 // 4 GiB address space, and Go needs room for activations and garbage.
 const cpuLimit = 3 << 30
 
-func load(ctx context.Context, url, device string, policy cachePolicy, onProgress js.Value) (s *session, note string, fsys *httpFS, err error) {
+// loaded is what load returns.
+type loaded struct {
+	s      *session
+	note   string
+	cached bool // the Cache API was used
+	stats  loader.LoadStats
+}
+
+func load(ctx context.Context, url, device string, o loader.HTTPOptions, useCache bool, onProgress js.Value) (*loaded, error) {
 	switch device {
 	case "auto", "webgpu", "cpu":
 	default:
-		return nil, "", nil, codef(codeBadArg, "device %q: want 'auto', 'webgpu' or 'cpu'", device)
-	}
-	var cache *webCache
-	if policy != cacheOff {
-		if cache, err = openWebCache(); err != nil {
-			note = fmt.Sprintf("The browser cache is unavailable (%v); weights are not kept between loads.", err)
-		}
-	}
-	fsys, err = openModelFS(ctx, url, cache, policy)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	s, gpuNote, err := loadFrom(ctx, fsys, url, device, onProgress)
-	if err != nil {
-		fsys.abandon(err)
-		return nil, "", nil, err
-	}
-	if err := fsys.finish(); err != nil {
-		s.m.Backend.Close()
-		return nil, "", nil, loadError(ctx, err)
+		return nil, codef(codeBadArg, "device %q: want 'auto', 'webgpu' or 'cpu'", device)
 	}
 	var notes []string
-	for _, n := range append([]string{note, gpuNote}, fsys.notes...) {
-		if n != "" {
-			notes = append(notes, n)
+	if useCache {
+		store, err := loader.NewWebCache(cacheName)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("The browser cache is unavailable (%v); weights are not kept between loads.", err))
+		} else if store != nil {
+			o.Cache = store
 		}
 	}
-	return s, strings.Join(notes, " "), fsys, nil
+	o.NoIfRange = crossOrigin(url)
+	if _, err := loader.NormalizeURL(url); err != nil {
+		return nil, coded(codeBadURL, err)
+	}
+	fsys, err := loader.OpenURL(ctx, url, o)
+	if err != nil {
+		return nil, loadError(ctx, err)
+	}
+	s, gpuNote, err := loadFrom(ctx, fsys, device, onProgress)
+	if err != nil {
+		fsys.Abort()
+		return nil, err
+	}
+	if err := fsys.Finish(); err != nil {
+		s.m.Backend.Close()
+		return nil, loadError(ctx, err)
+	}
+	var all []string
+	for _, n := range append(append(notes, gpuNote), fsys.Notes()...) {
+		if n != "" {
+			all = append(all, n)
+		}
+	}
+	return &loaded{s: s, note: strings.Join(all, " "), cached: o.Cache != nil, stats: fsys.Stats()}, nil
 }
 
-func loadFrom(ctx context.Context, fsys *httpFS, url, device string, onProgress js.Value) (*session, string, error) {
+// loadFrom plans the load (config.json, tokenizer.json, every safetensors
+// header and the tensors the config needs, all checked before a backend is
+// opened), then uploads the weights.
+func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, onProgress js.Value) (*session, string, error) {
 	// config.json first: a wrong URL is reported as such, before anything else.
-	if _, err := fs.ReadFile(fsys, "config.json"); err != nil {
+	if _, err := fs.Stat(fsys, "config.json"); err != nil {
 		if errors.Is(err, fs.ErrNotExist) && ctx.Err() == nil {
-			return nil, "", codef(codeNotFound, "no model at %s: %v", url, unwrapPath(err))
+			var he *loader.HTTPError
+			if errors.As(err, &he) && he.Status != 0 {
+				return nil, "", codef(codeNotFound, "no model at %s: %s answered HTTP %d %s", fsys.URL(), he.URL, he.Status, loader.StatusText(he.Status))
+			}
+			return nil, "", codef(codeNotFound, "no model at %s: %v", fsys.URL(), unwrapPath(err))
 		}
 		return nil, "", loadError(ctx, err)
 	}
-	if err := fsys.loadManifest(); err != nil {
+	// The plan (model.Plan's steps): config.json, tokenizer.json, every
+	// safetensors header and the tensors the config needs, all read and
+	// checked before a backend is opened. A checkpoint too large for the
+	// CPU backend is refused first, from its headers alone.
+	cfg, err := model.LoadConfig(fsys)
+	if err != nil {
 		return nil, "", loadError(ctx, err)
-	}
-	// Validate the config before touching the GPU, as the CLI does.
-	if _, err := model.LoadConfig(fsys); err != nil {
-		return nil, "", loadError(ctx, fmt.Errorf("config.json: %w", err))
 	}
 	var tok *tokenizer.Tokenizer
 	if data, err := fs.ReadFile(fsys, "tokenizer.json"); err == nil {
@@ -225,14 +339,23 @@ func loadFrom(ctx context.Context, fsys *httpFS, url, device string, onProgress 
 		in, _ := ck.Info(n)
 		elems += in.Elements()
 	}
+	tooBig := func() error {
+		return codef(codeTooBig, "the model does not fit: its %d M parameters need %.1f GiB as float32 on the CPU, more than WebAssembly's memory allows (about %d GiB); use WebGPU or a smaller model",
+			elems/1e6, float64(elems*4)/(1<<30), cpuLimit>>30)
+	}
+	if device == "cpu" && elems*4 > cpuLimit {
+		return nil, "", tooBig()
+	}
+	if err := model.CheckWeights(cfg, ck); err != nil {
+		return nil, "", loadError(ctx, err)
+	}
 	b, name, note, err := openBackend(device)
 	if err != nil {
 		return nil, "", err
 	}
-	if name == "cpu" && elems*4 > cpuLimit {
+	if name == "cpu" && elems*4 > cpuLimit { // 'auto' fell back to the CPU
 		b.Close()
-		return nil, "", codef(codeTooBig, "the model does not fit: its %d M parameters need %.1f GiB as float32 on the CPU, more than WebAssembly's memory allows (about %d GiB); use WebGPU or a smaller model",
-			elems/1e6, float64(elems*4)/(1<<30), cpuLimit>>30)
+		return nil, "", tooBig()
 	}
 	var progress func(model.Progress)
 	if onProgress.Type() == js.TypeFunction {
@@ -240,11 +363,12 @@ func loadFrom(ctx context.Context, fsys *httpFS, url, device string, onProgress 
 			onProgress.Invoke(float64(p.Done), float64(p.Total), p.File, float64(p.FileDone), float64(p.FileTotal))
 		}
 	}
-	m, err := model.Load(fsys, b, progress)
+	w, err := model.LoadWeights(cfg, ck, b, progress)
 	if err != nil {
 		b.Close()
 		return nil, "", loadError(ctx, err)
 	}
+	m := &model.Model{Config: cfg, Backend: b, Weights: w}
 	if name == "webgpu" {
 		if err := gpuCheck(); err != nil {
 			b.Close()
@@ -255,7 +379,10 @@ func loadFrom(ctx context.Context, fsys *httpFS, url, device string, onProgress 
 	return &session{m: m, tok: tok, device: name, lock: make(chan struct{}, 1), ctx: sctx, cancel: cancel}, note, nil
 }
 
-// loadError gives a load failure its code.
+// loadError gives a load failure its code: the loader's errors say what
+// failed (a missing file, an HTTP answer, a network that never answered, a
+// download that changed or did not check out, a side file over its size
+// limit); the rest is the model's (config, weights) or the device's.
 func loadError(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return codef(codeAborted, "loading was aborted")
@@ -263,11 +390,17 @@ func loadError(ctx context.Context, err error) error {
 	if codeOf(err) != "" {
 		return err
 	}
-	var he *httpError
-	if errors.As(err, &he) {
-		if he.notFound {
-			return coded(codeNotFound, err)
-		}
+	var he *loader.HTTPError
+	switch {
+	case errors.Is(err, loader.ErrTooLarge):
+		return coded(codeBadModel, err)
+	case errors.Is(err, fs.ErrNotExist):
+		return coded(codeNotFound, err)
+	case errors.Is(err, loader.ErrChanged), errors.Is(err, loader.ErrIntegrity), errors.Is(err, loader.ErrTimeout):
+		return coded(codeHTTP, err)
+	case errors.As(err, &he) && he.Status == 0:
+		return codef(codeBadURL, "could not fetch %s: %v (the server may be down, or a cross-origin server may not allow this page)", he.URL, err)
+	case errors.As(err, &he):
 		return coded(codeHTTP, err)
 	}
 	msg := err.Error()

@@ -7,10 +7,13 @@ export type Device = 'auto' | 'webgpu' | 'cpu';
  * Error codes of Mamba2Error:
  * - 'bad-url': the URL is malformed, or the server cannot be reached (network error, CORS);
  * - 'not-found': no model at the URL (config.json answered HTTP 404);
- * - 'http': another HTTP failure (for example a 500, or a server without Range support);
+ * - 'http': another HTTP failure: a 5xx that persists after the retries, no answer within the header
+ *   or stall timeout (see LoadOptions.http), a file that changed on the server during the load, or a
+ *   download that does not match its size or sha256 (manifest.json, or an ETag that is one);
  * - 'no-webgpu': device 'webgpu' was asked for and the browser has no usable WebGPU adapter;
  * - 'too-big': the model does not fit the device (GPU buffer limits, WebAssembly memory);
- * - 'bad-model': config.json, the safetensors weights or tokenizer.json were rejected;
+ * - 'bad-model': config.json, the safetensors weights or tokenizer.json were rejected (also a
+ *   config.json, index or tokenizer.json larger than its size limit, refused before it is downloaded);
  * - 'bad-argument': a call with meaningless arguments (empty prompt, topP > 1, …);
  * - 'disposed': the model was disposed;
  * - 'worker': the worker or the wasm could not be loaded;
@@ -76,6 +79,14 @@ export interface LoadOptions {
   cache?: CachePolicy;
   /** Called as the weights arrive. */
   onProgress?: (progress: LoadProgress) => void;
+  /**
+   * Network tuning; every field is optional. A request whose response headers
+   * do not come within headerTimeout ms (default 30000), or whose body sends
+   * nothing for stallTimeout ms (default 60000), is abandoned and retried (a
+   * body resumes where it stopped); failed requests are retried `retries`
+   * times (default 4; 0 for none) with backoff from 250 ms.
+   */
+  http?: { headerTimeout?: number; stallTimeout?: number; retries?: number };
   /** Aborting ends the worker and rejects with the signal's reason. */
   signal?: AbortSignal;
   /** Folder of worker.js, mamba2.wasm and wasm_exec.js; default: next to mamba2.js. */

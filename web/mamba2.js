@@ -10,7 +10,7 @@
 
 const here = import.meta.url;
 
-// The Cache API cache the runtime keeps model files in (wasm/webcache.go).
+// The Cache API cache the runtime keeps model files in (loader/webcache_js.go).
 const CACHE_NAME = 'mamba2-models-v1';
 const CACHE_POLICIES = ['use', 'revalidate', 'off'];
 
@@ -99,6 +99,21 @@ class Connection {
   }
 }
 
+// httpOptions copies the known fields of loadModel's http option (network
+// timeouts and retries), checking that each is a number.
+function httpOptions(http) {
+  if (http === undefined || http === null) return undefined;
+  const out = {};
+  for (const k of ['headerTimeout', 'stallTimeout', 'retries']) {
+    if (http[k] === undefined) continue;
+    if (typeof http[k] !== 'number' || !Number.isFinite(http[k])) {
+      throw new Mamba2Error(`http.${k} must be a finite number`, 'bad-argument');
+    }
+    out[k] = http[k];
+  }
+  return out;
+}
+
 /**
  * Loads a model from a Hugging Face-layout folder URL (config.json,
  * safetensors weights, tokenizer.json) into a new worker.
@@ -112,6 +127,7 @@ export async function loadModel(url, options = {}) {
   if (!CACHE_POLICIES.includes(cache)) {
     throw new Mamba2Error(`cache ${JSON.stringify(cache)}: want 'use', 'revalidate' or 'off'`, 'bad-argument');
   }
+  const http = httpOptions(options.http);
   let modelURL;
   try {
     modelURL = new URL(url, typeof location !== 'undefined' ? location.href : undefined).href;
@@ -128,7 +144,7 @@ export async function loadModel(url, options = {}) {
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await conn.request('init', { wasmURL, wasmExecURL });
-    const info = await conn.request('load', { url: modelURL, device, cache }, (msg) => {
+    const info = await conn.request('load', { url: modelURL, device, cache, http }, (msg) => {
       if (msg.type === 'progress') {
         onProgress?.({ loaded: msg.done, total: msg.total, file: msg.file, fileLoaded: msg.fileDone, fileTotal: msg.fileTotal });
       }

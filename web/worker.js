@@ -4,7 +4,7 @@
 //
 // Protocol (page → worker), every message has a numeric id:
 //   {type: 'init', id, wasmURL, wasmExecURL}
-//   {type: 'load', id, url, device, cache}       → progress events
+//   {type: 'load', id, url, device, cache, http} → progress events
 //   {type: 'generate', id, handle, prompt, options} → text events
 //   {type: 'encode' | 'decode' | 'dispose', id, handle, text | ids}
 //   {type: 'abort', target}                      (no reply)
@@ -116,6 +116,7 @@ async function handle(msg) {
       return go.loadModel(msg.url, {
         device: msg.device,
         cache: msg.cache,
+        http: msg.http,
         job: id,
         onProgress: (done, total, file, fileDone, fileTotal) =>
           self.postMessage({ type: 'progress', id, done, total, file, fileDone, fileTotal }),

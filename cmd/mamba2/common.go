@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -83,8 +82,10 @@ func (m *modelFlags) load(ctx context.Context, stderr io.Writer) (*model.Model, 
 	if err != nil {
 		return nil, nil, err
 	}
-	// Validate the config before touching any GPU.
-	if _, err := model.LoadConfig(fsys); err != nil {
+	// The plan: config, safetensors headers and the tensors the config
+	// needs, all read once and checked before touching any GPU.
+	cfg, ck, err := model.Plan(fsys)
+	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %v", name, err)
 	}
 	var tok *tokenizer.Tokenizer
@@ -101,11 +102,12 @@ func (m *modelFlags) load(ctx context.Context, stderr io.Writer) (*model.Model, 
 	if err != nil {
 		return nil, nil, err
 	}
-	mod, err := model.Load(fsys, b, nil)
+	w, err := model.LoadWeights(cfg, ck, b, nil)
 	if err != nil {
 		b.Close()
 		return nil, nil, fmt.Errorf("%s: %v", name, err)
 	}
+	mod := &model.Model{Config: cfg, Backend: b, Weights: w}
 	mod.GatedNorm = gn
 	return mod, tok, nil
 }
@@ -154,7 +156,7 @@ func openURL(ctx context.Context, url string, stderr io.Writer) (fs.FS, string, 
 		fmt.Fprintf(stderr, "mamba2: %v; retry %d in %v\n", err, n, wait.Round(time.Millisecond))
 	}}
 	if tok := os.Getenv("HF_TOKEN"); tok != "" {
-		o.Header = http.Header{"Authorization": {"Bearer " + tok}}
+		o.Header = map[string]string{"Authorization": "Bearer " + tok}
 	}
 	h, err := loader.OpenURL(ctx, url, o)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall/js"
 	"time"
 )
@@ -48,10 +49,14 @@ func NewWebCache(name string) (Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &webCache{c: c}, nil
+	return &webCache{c: c, blobs: map[string]js.Value{}}, nil
 }
 
-type webCache struct{ c js.Value }
+type webCache struct {
+	c     js.Value
+	mu    sync.Mutex
+	blobs map[string]js.Value // bodies opened so far: a load opens a file once per tensor
+}
 
 func headerOf(h js.Value, name string) string {
 	v := h.Call("get", name)
@@ -91,6 +96,12 @@ func (w *webCache) Lookup(u string) (StoreEntry, bool) {
 }
 
 func (w *webCache) Open(u string, e StoreEntry) (StoredFile, error) {
+	w.mu.Lock()
+	blob, ok := w.blobs[u]
+	w.mu.Unlock()
+	if ok && int64(blob.Get("size").Float()) == e.Size {
+		return &blobFile{url: u, blob: blob, size: e.Size}, nil
+	}
 	r, ok := w.match(u)
 	if !ok {
 		return nil, errors.New("the browser no longer has it (evicted?); load again")
@@ -103,16 +114,28 @@ func (w *webCache) Open(u string, e StoreEntry) (StoredFile, error) {
 		w.Remove(u)
 		return nil, errors.New("the cached copy has the wrong length; load again")
 	}
+	w.mu.Lock()
+	w.blobs[u] = blob // a Blob never changes: later Opens reuse it
+	w.mu.Unlock()
 	return &blobFile{url: u, blob: blob, size: e.Size}, nil
 }
 
+// forget drops the Blob kept for u, whose entry changes.
+func (w *webCache) forget(u string) {
+	w.mu.Lock()
+	delete(w.blobs, u)
+	w.mu.Unlock()
+}
+
 func (w *webCache) MarkMissing(u string) {
+	w.forget(u)
 	hdr := map[string]any{"Content-Length": "0", hdrStored: time.Now().UTC().Format(time.RFC3339), hdrMissing: "1"}
 	resp := js.Global().Get("Response").New(js.Null(), map[string]any{"status": statusNotFound, "headers": hdr})
 	jsAwait(w.c.Call("put", u, resp)) // best effort: a failure costs a request next time
 }
 
 func (w *webCache) Remove(u string) {
+	w.forget(u)
 	jsAwait(w.c.Call("delete", u)) // a failed delete leaves an entry that is still whole
 }
 
@@ -161,6 +184,7 @@ func (e *notStored) Error() string {
 }
 
 func (w *webCache) Create(u string, want StoreEntry) (StoreWriter, error) {
+	w.forget(u)
 	if free, ok := storageFree(); ok && free < want.Size {
 		return nil, &notStored{name: fileName(u), size: want.Size}
 	}

@@ -1,6 +1,6 @@
 // Type declarations for mamba2.js.
 
-/** Where the model runs. 'auto' picks WebGPU when the browser grants an adapter, else the CPU. */
+/** Where the model runs. 'auto' picks WebGPU on a real GPU, else the CPU (a software fallback adapter such as SwiftShader is slower than the CPU path, so only 'webgpu' uses it). */
 export type Device = 'auto' | 'webgpu' | 'cpu';
 
 /**

@@ -325,6 +325,25 @@ func (h *Handler) serveModels(w http.ResponseWriter, r *http.Request, segs []str
 		http.NotFound(w, r)
 		return
 	}
+	if len(segs) >= 5 && segs[2] == "resolve" {
+		// The Hugging Face hub's layout, /models/<org>/<name>/resolve/<rev>/<file>,
+		// so that the server can stand in for the hub (HF_ENDPOINT): from
+		// <org>/<name>/<rev>/ when the folder has one per revision, else
+		// from <org>/<name>/ for the revision main.
+		repo, rev, file := path.Join(segs[0], segs[1]), segs[3], path.Join(segs[4:]...)
+		for _, src := range h.sources {
+			if h.tryFile(w, r, src, path.Join(repo, rev, file)) {
+				return
+			}
+		}
+		if rev == "main" {
+			for _, src := range h.sources {
+				if h.tryFile(w, r, src, path.Join(repo, file)) {
+					return
+				}
+			}
+		}
+	}
 	name, file := segs[0], path.Join(segs[1:]...)
 	for _, src := range h.sources {
 		if h.tryFile(w, r, src, path.Join(name, file)) {

@@ -10,12 +10,19 @@ import (
 	"math"
 	"path"
 	"sort"
+	"strings"
+
+	"github.com/mamba2web/mamba2/loader/pytorch"
 )
 
 // File names in a Hugging Face model folder.
 const (
 	SingleFile = "model.safetensors"
 	IndexFile  = "model.safetensors.index.json"
+	// PyTorch's torch.save files, read only where no safetensors exist
+	// (the original state-spaces checkpoints ship nothing else).
+	PyTorchFile      = "pytorch_model.bin"
+	PyTorchIndexFile = "pytorch_model.bin.index.json"
 )
 
 // Checkpoint is the set of tensors of one model, possibly spread over shards.
@@ -26,28 +33,56 @@ type Checkpoint struct {
 	files   []string
 }
 
-// Open finds the safetensors weights in fsys (model.safetensors, or the index
-// and its shards) and validates every header. A folder holding only pickled
-// PyTorch weights is refused with an explanation, since the runtime never
-// executes pickles.
+// Open finds the weights in fsys and validates every header: safetensors
+// (model.safetensors, or the index and its shards), else PyTorch's
+// pytorch_model.bin (or its index and shards), whose pickle is read by a
+// restricted unpickler that understands tensor storage and nothing else
+// (loader/pytorch): it never runs code, and names any other global it
+// meets.
 func Open(fsys fs.FS) (*Checkpoint, error) {
-	if data, err := fs.ReadFile(fsys, IndexFile); err == nil {
-		return openIndex(fsys, data)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("reading %s: %w", IndexFile, err)
-	}
-	if _, err := fs.Stat(fsys, SingleFile); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			for _, p := range []string{"pytorch_model.bin", "pytorch_model.bin.index.json"} {
-				if _, err := fs.Stat(fsys, p); err == nil {
-					return nil, fmt.Errorf("found %s but no %s: pickled PyTorch weights are not read (they can run code); convert the checkpoint to safetensors", p, SingleFile)
-				}
+	for _, idx := range []string{IndexFile, "", PyTorchIndexFile, PyTorchFile} {
+		if idx == "" { // between the two indexes: the single safetensors file
+			if _, err := fs.Stat(fsys, SingleFile); err == nil {
+				return OpenFiles(fsys, SingleFile)
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return nil, err
 			}
-			return nil, fmt.Errorf("no %s or %s found", SingleFile, IndexFile)
+			continue
 		}
+		if idx == PyTorchFile {
+			if _, err := fs.Stat(fsys, PyTorchFile); err == nil {
+				return OpenFiles(fsys, PyTorchFile)
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return nil, err
+			}
+			continue
+		}
+		data, err := readSideFile(fsys, idx)
+		if err == nil {
+			return openIndex(fsys, idx, data)
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("reading %s: %w", idx, err)
+		}
+	}
+	return nil, fmt.Errorf("no weights found: none of %s, %s, %s or %s", SingleFile, IndexFile, PyTorchFile, PyTorchIndexFile)
+}
+
+// readSideFile reads a small file whole, refusing one over MaxIndexSize.
+func readSideFile(fsys fs.FS, name string) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
 		return nil, err
 	}
-	return OpenFiles(fsys, SingleFile)
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxIndexSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > MaxIndexSize {
+		return nil, fmt.Errorf("%s is larger than the %d bytes an index may have", name, MaxIndexSize)
+	}
+	return data, nil
 }
 
 // OpenFiles reads the headers of the named safetensors files in fsys. A tensor
@@ -55,7 +90,11 @@ func Open(fsys fs.FS) (*Checkpoint, error) {
 func OpenFiles(fsys fs.FS, files ...string) (*Checkpoint, error) {
 	c := &Checkpoint{fsys: fsys, tensors: map[string]Info{}, files: files}
 	for _, f := range files {
-		infos, err := readHeader(fsys, f)
+		read := readHeader
+		if !strings.HasSuffix(f, ".safetensors") {
+			read = readPyTorch
+		}
+		infos, err := read(fsys, f)
 		if err != nil {
 			return nil, err
 		}
@@ -72,19 +111,31 @@ func OpenFiles(fsys fs.FS, files ...string) (*Checkpoint, error) {
 // parseIndex reads the weight map of an index file and lists the shard
 // files it names, sorted, each checked to be a plain relative path.
 func parseIndex(data []byte) (weightMap map[string]string, files []string, err error) {
+	return parseIndexOf(IndexFile, data)
+}
+
+// parseIndexOf is parseIndex for the index file called index.
+func parseIndexOf(index string, data []byte) (weightMap map[string]string, files []string, err error) {
 	var idx struct {
 		WeightMap map[string]string `json:"weight_map"`
 	}
 	if err := json.Unmarshal(data, &idx); err != nil {
-		return nil, nil, fmt.Errorf("%s: %v", IndexFile, err)
+		return nil, nil, fmt.Errorf("%s: %v", index, err)
 	}
 	if len(idx.WeightMap) == 0 {
-		return nil, nil, fmt.Errorf("%s: weight_map is empty", IndexFile)
+		return nil, nil, fmt.Errorf("%s: weight_map is empty", index)
+	}
+	ext := ".safetensors"
+	if index == PyTorchIndexFile {
+		ext = ".bin"
 	}
 	seen := map[string]bool{}
 	for _, f := range idx.WeightMap {
 		if !fs.ValidPath(f) || path.Clean(f) != f {
-			return nil, nil, fmt.Errorf("%s: shard name %q is not a plain relative path", IndexFile, f)
+			return nil, nil, fmt.Errorf("%s: shard name %q is not a plain relative path", index, f)
+		}
+		if !strings.HasSuffix(f, ext) {
+			return nil, nil, fmt.Errorf("%s: shard name %q does not end in %s", index, f, ext)
 		}
 		if !seen[f] {
 			seen[f] = true
@@ -95,8 +146,8 @@ func parseIndex(data []byte) (weightMap map[string]string, files []string, err e
 	return idx.WeightMap, files, nil
 }
 
-func openIndex(fsys fs.FS, data []byte) (*Checkpoint, error) {
-	weightMap, files, err := parseIndex(data)
+func openIndex(fsys fs.FS, index string, data []byte) (*Checkpoint, error) {
+	weightMap, files, err := parseIndexOf(index, data)
 	if err != nil {
 		return nil, err
 	}
@@ -107,10 +158,10 @@ func openIndex(fsys fs.FS, data []byte) (*Checkpoint, error) {
 	for name, f := range weightMap {
 		in, ok := c.tensors[name]
 		if !ok {
-			return nil, fmt.Errorf("%s: tensor %q is mapped to %s, which does not contain it", IndexFile, name, f)
+			return nil, fmt.Errorf("%s: tensor %q is mapped to %s, which does not contain it", index, name, f)
 		}
 		if in.File != f {
-			return nil, fmt.Errorf("%s: tensor %q is mapped to %s but found in %s", IndexFile, name, f, in.File)
+			return nil, fmt.Errorf("%s: tensor %q is mapped to %s but found in %s", index, name, f, in.File)
 		}
 	}
 	return c, nil
@@ -288,4 +339,44 @@ func Float32ToHalf(f float32) uint16 {
 		r++ // may carry into the exponent, which is the correct rounding
 	}
 	return sign | uint16(r)
+}
+
+// readPyTorch lists the tensors of a torch.save file through its
+// directory and pickle only (pytorch.Read); the weights stay where they
+// are, to be streamed like safetensors'. Tied weights share bytes there.
+func readPyTorch(fsys fs.FS, name string) ([]Info, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	ra, ok := f.(io.ReaderAt)
+	if !ok {
+		return nil, fmt.Errorf("%s: cannot be read at offsets (%T), as a PyTorch file must be", name, f)
+	}
+	var head [pytorch.PeekSize]byte
+	n, err := ra.ReadAt(head[:], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if !pytorch.IsPyTorch(head[:n]) {
+		return nil, fmt.Errorf("%s is not a PyTorch checkpoint (neither a torch.save zip nor its legacy format)", name)
+	}
+	ts, err := pytorch.Read(ra, st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	infos := make([]Info, 0, len(ts))
+	for _, t := range ts {
+		dt := DType(t.DType)
+		if dt.Size() == 0 {
+			return nil, fmt.Errorf("%s: tensor %q is %s; the runtime reads F32, F16 and BF16 weights", name, t.Name, t.DType)
+		}
+		infos = append(infos, Info{Name: t.Name, DType: dt, Shape: t.Shape, File: name, Begin: t.Offset, Size: t.Size})
+	}
+	return infos, nil
 }

@@ -438,7 +438,7 @@ func TestHTTPFaults(t *testing.T) {
 		if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), s.base()+"/config.json") || !strings.Contains(err.Error(), "404") {
 			t.Errorf("missing config.json: %v", err)
 		}
-		if _, err := Open(h); err == nil || !strings.Contains(err.Error(), "no model.safetensors or model.safetensors.index.json") {
+		if _, err := Open(h); err == nil || !strings.Contains(err.Error(), "no weights found: none of model.safetensors, model.safetensors.index.json, pytorch_model.bin") {
 			t.Errorf("empty folder: %v", err)
 		}
 		s2 := newFakeServer(t, v1) // no index: Open must go on to model.safetensors

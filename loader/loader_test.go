@@ -146,8 +146,8 @@ func TestSharded(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
-	if _, err := Open(fstest.MapFS{"pytorch_model.bin": {Data: []byte("x")}}); err == nil || !strings.Contains(err.Error(), "pickle") {
-		t.Errorf("pickle-only folder: %v", err)
+	if _, err := Open(fstest.MapFS{"pytorch_model.bin": {Data: []byte("x")}}); err == nil || !strings.Contains(err.Error(), "pytorch_model.bin is not a PyTorch checkpoint") {
+		t.Errorf("a pytorch_model.bin that is none: %v", err)
 	}
 	if _, err := Open(fstest.MapFS{}); err == nil {
 		t.Error("empty folder accepted")

@@ -63,6 +63,14 @@ var help = map[string]helpText{
 		"Serves model folders over HTTP at /models/<name>/ (Range, ETag, CORS) and, with --static, the web demo at /.",
 		[]string{`scripts/build-web.sh && mamba2 serve --static build/web`},
 	},
+	"convert": {
+		"mamba2 convert --model SRC --out DIR [flags]",
+		"Writes a checkpoint (safetensors or pytorch_model.bin) as safetensors in Hugging Face layout, sharded, with manifest.json of sha256s; weights stream through, never whole in memory.",
+		[]string{
+			`mamba2 convert --model ./mamba2-130m --out ./mamba2-130m-st`,
+			`mamba2 convert --model ./model --out ./model-f16 --dtype f16 --shard-size 1000000000`,
+		},
+	},
 	"cache list": {
 		"mamba2 cache list [flags]",
 		"Lists the files of models downloaded over HTTP.",

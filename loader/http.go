@@ -726,6 +726,11 @@ func (h *HTTPFS) Prefetch(ctx context.Context, names ...string) error {
 			names = append(names, n)
 			optional[n] = true
 		}
+		// A folder without config.json is no model (a wrong URL, most
+		// often): say that rather than that it has no weights.
+		if _, err := h.resolve(ctx, "config.json"); err != nil {
+			return err
+		}
 		shards, err := h.weightFiles(ctx)
 		if err != nil {
 			return err
@@ -772,22 +777,32 @@ func (h *HTTPFS) Prefetch(ctx context.Context, names ...string) error {
 
 // weightFiles lists the safetensors files of the folder: the shards named
 // by the index, or model.safetensors.
+//
+// It looks for them as Open does: the safetensors index, model.safetensors,
+// then PyTorch's index and pytorch_model.bin; only a folder with none of
+// them is an error (Open's, when the files are read).
 func (h *HTTPFS) weightFiles(ctx context.Context) ([]string, error) {
-	if _, err := h.resolve(ctx, IndexFile); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return []string{SingleFile}, nil
+	for _, idx := range []string{IndexFile, SingleFile, PyTorchIndexFile, PyTorchFile} {
+		if _, err := h.resolve(ctx, idx); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return nil, err
 		}
-		return nil, err
+		if idx == SingleFile || idx == PyTorchFile {
+			return []string{idx}, nil
+		}
+		data, err := fs.ReadFile(h, idx)
+		if err != nil {
+			return nil, err
+		}
+		_, shards, err := parseIndexOf(idx, data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", h.URL(), err)
+		}
+		return append([]string{idx}, shards...), nil
 	}
-	data, err := fs.ReadFile(h, IndexFile)
-	if err != nil {
-		return nil, err
-	}
-	_, shards, err := parseIndex(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", h.URL(), err)
-	}
-	return append([]string{IndexFile}, shards...), nil
+	return nil, fmt.Errorf("%s: no weights found: none of %s, %s, %s or %s", h.URL(), IndexFile, SingleFile, PyTorchIndexFile, PyTorchFile)
 }
 
 // fileInfo is the fs.FileInfo of a remote file.

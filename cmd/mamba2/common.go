@@ -53,7 +53,9 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// source opens the model folder, or the embedded model when none is named.
+// source opens the model: the embedded one when none is named, a folder,
+// an http(s) URL, or a Hugging Face hub id (org/name[@revision], resolved
+// under $HF_ENDPOINT as the Python stack does) when no folder has that name.
 func (m *modelFlags) source(ctx context.Context, stderr io.Writer) (fs.FS, string, error) {
 	if m.model == "" {
 		return models.Tiny(), "embedded mamba2-go-tiny", nil
@@ -62,6 +64,13 @@ func (m *modelFlags) source(ctx context.Context, stderr io.Writer) (fs.FS, strin
 		return openURL(ctx, m.model, stderr)
 	}
 	st, err := os.Stat(m.model)
+	if errors.Is(err, fs.ErrNotExist) && loader.IsHubID(m.model) {
+		u, err := loader.HubURL(m.model, os.Getenv("HF_ENDPOINT"))
+		if err != nil {
+			return nil, "", err
+		}
+		return openURL(ctx, u, stderr)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("model folder: %v", err)
 	}
@@ -155,7 +164,13 @@ func openURL(ctx context.Context, url string, stderr io.Writer) (fs.FS, string, 
 	o := loader.HTTPOptions{Cache: cache, OnRetry: func(err error, n int, wait time.Duration) {
 		fmt.Fprintf(stderr, "mamba2: %v; retry %d in %v\n", err, n, wait.Round(time.Millisecond))
 	}}
-	if tok := os.Getenv("HF_TOKEN"); tok != "" {
+	// HF_TOKEN is the hub's: it goes to the hub's origin (HF_ENDPOINT's, by
+	// default huggingface.co) and to no other server a URL names.
+	hub := os.Getenv("HF_ENDPOINT")
+	if hub == "" {
+		hub = loader.DefaultHubEndpoint
+	}
+	if tok := os.Getenv("HF_TOKEN"); tok != "" && loader.SameOrigin(url, hub) {
 		o.Header = map[string]string{"Authorization": "Bearer " + tok}
 	}
 	h, err := loader.OpenURL(ctx, url, o)

@@ -221,12 +221,16 @@ func (s *State) pieces(ids []int32, mask []float32, L int, lastOnly bool, all fu
 		limit = max(1, min(limit, maxActivationBytes/(4*B*max(1, m.Config.VocabSize))))
 	}
 	pacer, paced := m.Backend.(Pacer)
-	paced = paced && L > 1 // one decoded token is one submission
+	budget := m.SubmissionBudget
+	if budget == 0 {
+		budget = SubmissionBudget
+	}
+	paced = paced && L > 1 && budget > 0 // one decoded token is one submission
 	var out Tensor
 	for start := 0; start < L; {
 		n := min(L-start, limit)
 		if paced {
-			n = min(n, m.pace.piece(limit, B, m.Config.ChunkSize))
+			n = min(n, m.pace.piece(limit, B, m.Config.ChunkSize, budget))
 		}
 		pid, pmask := ids, mask
 		if n < L {
@@ -241,7 +245,7 @@ func (s *State) pieces(ids []int32, mask []float32, L int, lastOnly bool, all fu
 			if err := pacer.Sync(); err != nil {
 				return nil, err
 			}
-			m.pace.observe(B*n, m.Config.Layers+1, time.Since(began)) // run flushes after each layer
+			m.pace.observe(B*n, m.Config.Layers+1, time.Since(began), budget) // run flushes after each layer
 
 		}
 		if !lastOnly {

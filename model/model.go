@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"time"
 
 	"github.com/mamba2web/mamba2/loader"
 )
@@ -20,6 +21,11 @@ type Model struct {
 	// processes, so activations stay bounded for long prompts. Zero picks
 	// the most (up to 2048) that keep every activation within 128 MiB.
 	PrefillChunk int
+
+	// SubmissionBudget bounds the device time of one submission of a
+	// prompt on a device backend (Pacer); 0 means SubmissionBudget, and a
+	// negative value turns the timing off: pieces as long as memory allows.
+	SubmissionBudget time.Duration
 
 	pace pace // piece sizes for a device backend (Pacer)
 }

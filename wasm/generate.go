@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"syscall/js"
 	"time"
 
@@ -16,9 +17,15 @@ import (
 // (the CPU backend computes without pause).
 const yieldEvery = 25 * time.Millisecond
 
-// generate(handle, prompt, {maxNewTokens, temperature, topK, topP, seed,
-// stop, stopIds, job, onText}) → Promise<{text, ids, reason, promptTokens,
-// newTokens, seconds, firstTokenSeconds, tokensPerSecond}>.
+// generateOptionNames are the options generate reads, as web/options.js
+// names them (its entries marked go); info() reports them so a test can
+// hold the two lists equal.
+var generateOptionNames = []string{"maxNewTokens", "temperature", "topK", "topP", "minP",
+	"repetitionPenalty", "presencePenalty", "frequencyPenalty", "seed", "stop", "stopIds"}
+
+// generate(handle, prompt, {generateOptionNames..., job, onText}) →
+// Promise<{text, ids, reason, seed, promptTokens, newTokens, seconds,
+// firstTokenSeconds, tokensPerSecond}>.
 //
 // prompt is text (needs the model's tokenizer) or an array of token ids.
 // onText(piece, newTokens) receives the text as it becomes final. An aborted
@@ -44,7 +51,9 @@ func jsGenerate(_ js.Value, args []js.Value) any {
 			if s.tok == nil {
 				return nil, codef(codeBadArg, "this model has no tokenizer.json: give the prompt as token ids")
 			}
-			ids = s.tok.Encode(prompt.String())
+			if ids, err = s.tok.EncodeChecked(prompt.String()); err != nil {
+				return nil, coded(codeBadModel, err)
+			}
 		} else if ids, err = intsFromJS(prompt, "prompt"); err != nil {
 			return nil, err
 		}
@@ -87,14 +96,32 @@ func genOptions(opts js.Value) (model.Options, error) {
 	if o.TopP, err = optNumber(opts, "topP", 1); err != nil {
 		return o, err
 	}
-	seed, err := optNumber(opts, "seed", 0)
+	if o.MinP, err = optNumber(opts, "minP", 0); err != nil {
+		return o, err
+	}
+	if o.RepetitionPenalty, err = optNumber(opts, "repetitionPenalty", 1); err != nil {
+		return o, err
+	}
+	if o.PresencePenalty, err = optNumber(opts, "presencePenalty", 0); err != nil {
+		return o, err
+	}
+	if o.FrequencyPenalty, err = optNumber(opts, "frequencyPenalty", 0); err != nil {
+		return o, err
+	}
+	// Without a seed each sampled generation draws one (53 bits, exact in
+	// a JavaScript number); the result reports it, so a run can be repeated.
+	seed, err := optNumber(opts, "seed", -1)
 	if err != nil {
 		return o, err
 	}
-	if seed < 0 || seed != float64(uint64(seed)) {
+	switch {
+	case seed == -1:
+		o.Seed = rand.Uint64() >> 11
+	case seed < 0 || seed != float64(uint64(seed)):
 		return o, codef(codeBadArg, "seed must be a non-negative integer, got %v", seed)
+	default:
+		o.Seed = uint64(seed)
 	}
-	o.Seed = uint64(seed)
 	if opts.Truthy() {
 		if o.StopStrings, err = stringsFromJS(opts.Get("stop"), "stop"); err != nil {
 			return o, err
@@ -179,6 +206,7 @@ func (s *session) generate(ctx context.Context, ids []int, o model.Options, onTe
 		"text":              res.Text,
 		"ids":               intsToJS(res.IDs),
 		"reason":            reason,
+		"seed":              float64(o.Seed),
 		"promptTokens":      len(ids),
 		"newTokens":         len(res.IDs),
 		"seconds":           end.Sub(start).Seconds(),
@@ -211,7 +239,11 @@ func jsEncode(_ js.Value, args []js.Value) any {
 		if text.Type() != js.TypeString {
 			return nil, codef(codeBadArg, "encode wants a string")
 		}
-		return intsToJS(s.tok.Encode(text.String())), nil
+		ids, err := s.tok.EncodeChecked(text.String())
+		if err != nil {
+			return nil, coded(codeBadModel, err)
+		}
+		return intsToJS(ids), nil
 	})
 }
 

@@ -45,6 +45,13 @@ func jsInfo(js.Value, []js.Value) any {
 			"version":   version,
 			"goVersion": runtime.Version(),
 			"webgpu":    nav.Truthy() && nav.Get("gpu").Truthy(),
+			"generateOptions": func() []any {
+				out := make([]any, len(generateOptionNames))
+				for i, n := range generateOptionNames {
+					out[i] = n
+				}
+				return out
+			}(),
 		}, nil
 	})
 }

@@ -20,6 +20,7 @@ export type Device = 'auto' | 'webgpu' | 'cpu';
  * - 'aborted': a load or generation was cancelled inside the runtime;
  * - 'device-lost': the GPU device was lost (a driver reset, a GPU watchdog, the browser reclaiming it);
  *   this model cannot run any more: load it again (its weights come from the cache, no page reload needed);
+ * - 'unsupported': the environment lacks what the runtime needs (no WebAssembly; Node.js, which has no Web Worker);
  * - 'internal': a bug.
  * Aborting through an AbortSignal rejects with the signal's reason (a DOMException named 'AbortError').
  */
@@ -106,7 +107,15 @@ export interface GenerateOptions {
   topK?: number;
   /** Keep the most likely tokens up to this probability mass; default 1. */
   topP?: number;
-  /** Seed of the sampler; the same seed, prompt and options give the same text. Default 0. */
+  /** Keep the tokens at least this likely relative to the most likely one (before topK and topP); 0 (default) keeps all. */
+  minP?: number;
+  /** transformers' repetition penalty: logits of tokens in the prompt or generated are divided by it (multiplied when negative); 1 (default) is none. */
+  repetitionPenalty?: number;
+  /** OpenAI's presence penalty, -2 to 2: a generated token's logit is lowered by it once. Default 0. */
+  presencePenalty?: number;
+  /** OpenAI's frequency penalty, -2 to 2: a generated token's logit is lowered by it for each time it was generated. Default 0. */
+  frequencyPenalty?: number;
+  /** Seed of the sampler (an integer up to 2^53); the same seed, prompt and options give the same text. Default: drawn at random, and reported in the result. */
   seed?: number;
   /** Stop when the text contains one of these; the text before it is kept. */
   stop?: string | string[];
@@ -123,6 +132,8 @@ export interface GenerateResult {
   ids: number[];
   /** Why generation ended. */
   reason: 'eos' | 'stop' | 'length';
+  /** The sampler's seed (drawn when none was given): pass it back to repeat the run. */
+  seed: number;
   promptTokens: number;
   newTokens: number;
   /** Wall time of the whole call, prompt included. */
@@ -182,7 +193,12 @@ export class Model {
   dispose(): Promise<void>;
 }
 
-/** Loads a model from the URL of a Hugging Face-layout folder (config.json, *.safetensors, tokenizer.json). */
+/**
+ * Loads a model from the URL of a Hugging Face-layout folder (config.json,
+ * *.safetensors or pytorch_model.bin, tokenizer.json) into a Web Worker of
+ * its own. Bad options reject with 'bad-argument' naming the option. Browsers
+ * only: in Node.js, which has no Web Worker, it rejects with 'unsupported'.
+ */
 export function loadModel(url: string | URL, options?: LoadOptions): Promise<Model>;
 
 /** Lists the cached model folders of this origin. */

@@ -8,11 +8,12 @@
 // runtime mamba2.wasm on WebGPU or the CPU); this module is a thin proxy that
 // never blocks the page. See mamba2.d.ts for the full API.
 
+import { checkOptions, generateOptions, loadOptions } from './options.js';
+
 const here = import.meta.url;
 
 // The Cache API cache the runtime keeps model files in (loader/webcache_js.go).
 const CACHE_NAME = 'mamba2-models-v1';
-const CACHE_POLICIES = ['use', 'revalidate', 'off'];
 
 /** Errors from the runtime; `code` says what went wrong (see mamba2.d.ts). */
 export class Mamba2Error extends Error {
@@ -30,6 +31,14 @@ function abortError(signal) {
 
 function toError(e) {
   return new Mamba2Error(e.message, e.code);
+}
+
+// checked throws a bad-argument error naming the first option that breaks
+// its rule in options.js.
+function checked(options, schema) {
+  const why = checkOptions(options, schema);
+  if (why) throw new Mamba2Error(why, 'bad-argument');
+  return options ?? {};
 }
 
 // Connection is one worker and its outstanding requests.
@@ -99,45 +108,35 @@ class Connection {
   }
 }
 
-// httpOptions copies the known fields of loadModel's http option (network
-// timeouts and retries), checking that each is a number.
-function httpOptions(http) {
-  if (http === undefined || http === null) return undefined;
-  const out = {};
-  for (const k of ['headerTimeout', 'stallTimeout', 'retries']) {
-    if (http[k] === undefined) continue;
-    if (typeof http[k] !== 'number' || !Number.isFinite(http[k])) {
-      throw new Mamba2Error(`http.${k} must be a finite number`, 'bad-argument');
-    }
-    out[k] = http[k];
-  }
-  return out;
-}
-
 /**
  * Loads a model from a Hugging Face-layout folder URL (config.json,
  * safetensors weights, tokenizer.json) into a new worker.
  */
 export async function loadModel(url, options = {}) {
-  const { device = 'auto', cache = 'use', onProgress, signal } = options;
+  const { device = 'auto', cache = 'use', onProgress, signal, http } = checked(options, loadOptions);
   signal?.throwIfAborted();
-  if (!['auto', 'webgpu', 'cpu'].includes(device)) {
-    throw new Mamba2Error(`device ${JSON.stringify(device)}: want 'auto', 'webgpu' or 'cpu'`, 'bad-argument');
+  if (typeof url !== 'string' && !(url instanceof URL)) {
+    throw new Mamba2Error(`the model URL must be a string or a URL, got ${url === null ? 'null' : typeof url}`, 'bad-url');
   }
-  if (!CACHE_POLICIES.includes(cache)) {
-    throw new Mamba2Error(`cache ${JSON.stringify(cache)}: want 'use', 'revalidate' or 'off'`, 'bad-argument');
+  if (typeof Worker === 'undefined') {
+    // Node has no Web Worker (its worker_threads speak another protocol):
+    // say so plainly instead of a ReferenceError.
+    throw new Mamba2Error('loadModel runs the model in a Web Worker, which this environment lacks (Node.js is not supported yet: run it in a browser, or use the native CLI)', 'unsupported');
   }
-  const http = httpOptions(options.http);
   let modelURL;
   try {
     modelURL = new URL(url, typeof location !== 'undefined' ? location.href : undefined).href;
   } catch {
     throw new Mamba2Error(`model URL ${JSON.stringify(String(url))} is not a valid URL`, 'bad-url');
   }
-  const base = options.baseURL ? new URL(options.baseURL, here) : new URL('./', here);
-  const workerURL = new URL(options.workerURL ?? 'worker.js', base);
-  const wasmURL = new URL(options.wasmURL ?? 'mamba2.wasm', base).href;
-  const wasmExecURL = new URL(options.wasmExecURL ?? 'wasm_exec.js', base).href;
+  // The defaults are spelled new URL('./file', import.meta.url), the form
+  // bundlers (Vite, webpack, Parcel) recognise: they copy the files next to
+  // the bundle and rewrite the URLs.
+  const base = options.baseURL ? new URL(options.baseURL, here) : null;
+  const file = (name, own, bundled) => new URL(own ?? (base ? new URL(name, base) : bundled), base ?? here);
+  const workerURL = file('worker.js', options.workerURL, new URL('./worker.js', import.meta.url));
+  const wasmURL = file('mamba2.wasm', options.wasmURL, new URL('./mamba2.wasm', import.meta.url)).href;
+  const wasmExecURL = file('wasm_exec.js', options.wasmExecURL, new URL('./wasm_exec.js', import.meta.url)).href;
 
   const conn = new Connection(workerURL);
   const onAbort = () => conn.terminate(abortError(signal));
@@ -237,9 +236,19 @@ export class Model {
     return this.#conn;
   }
 
-  /** Streams the continuation of prompt (text or token ids) in pieces. */
+  /**
+   * Streams the continuation of prompt (text or token ids) in pieces. Bad
+   * arguments throw a bad-argument Mamba2Error at once.
+   */
   generate(prompt, options = {}) {
-    return new TextStream(this.#live(), this.#handle, prompt, options);
+    const conn = this.#live();
+    const opts = checked(options, generateOptions);
+    const ids = typeof prompt !== 'string' && prompt !== null && typeof prompt === 'object' && typeof prompt.length === 'number';
+    if (typeof prompt !== 'string' && !(ids && Array.from(prompt).every((n) => Number.isInteger(n) && n >= 0))) {
+      const got = prompt === null ? 'null' : ids ? 'an array with something other than token ids' : typeof prompt === 'number' ? String(prompt) : `a ${typeof prompt}`;
+      throw new Mamba2Error(`the prompt must be a string or an array of token ids, got ${got}`, 'bad-argument');
+    }
+    return new TextStream(conn, this.#handle, prompt, opts);
   }
 
   /** Resolves to the whole continuation of prompt. */
@@ -262,7 +271,6 @@ export class Model {
   }
 }
 
-const GENERATE_OPTIONS = ['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stop', 'stopIds'];
 
 /** An async iterable of text pieces, with the final result as a promise. */
 class TextStream {
@@ -275,7 +283,7 @@ class TextStream {
   constructor(conn, handle, prompt, options) {
     const { signal } = options;
     const sent = {};
-    for (const k of GENERATE_OPTIONS) if (options[k] !== undefined) sent[k] = options[k];
+    for (const [k, rule] of Object.entries(generateOptions)) if (rule.go && options[k] !== undefined) sent[k] = options[k];
     /** Tokens generated so far. */
     this.tokens = 0;
     /** Text generated so far. */

@@ -1,0 +1,126 @@
+// The JavaScript API's contract, checked without a browser: the option
+// tables in web/options.js agree with mamba2.d.ts, web/README.md and the Go
+// runtime (info().generateOptions); every option is validated once, with a
+// bad-argument error naming it; the error codes agree between mamba2.d.ts
+// and web/README.md; the npm package carries its LICENSE and README; an
+// example type-checks with tsc.
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { buildWeb, root, webDir } from './lib.mjs';
+
+const run = promisify(execFile);
+let options, api, dts, readme;
+
+before(async () => {
+  await buildWeb();
+  options = await import(join(webDir, 'options.js'));
+  api = await import(join(webDir, 'mamba2.js'));
+  dts = readFileSync(join(root, 'web', 'mamba2.d.ts'), 'utf8');
+  readme = readFileSync(join(root, 'web', 'README.md'), 'utf8');
+});
+
+// fields lists the members of a TypeScript interface in mamba2.d.ts.
+function fields(name) {
+  const m = dts.match(new RegExp(`export interface ${name} \\{([\\s\\S]*?)\\n\\}`));
+  assert.ok(m, `mamba2.d.ts has no interface ${name}`);
+  return [...m[1].matchAll(/^  (\w+)\??:/gm)].map((x) => x[1]).sort();
+}
+
+test('options.js, mamba2.d.ts, README and the Go runtime name the same options', async () => {
+  assert.deepEqual(Object.keys(options.loadOptions).sort(), fields('LoadOptions'));
+  assert.deepEqual(Object.keys(options.generateOptions).sort(), fields('GenerateOptions'));
+  for (const name of [...Object.keys(options.loadOptions), ...Object.keys(options.generateOptions)]) {
+    assert.match(readme, new RegExp('`' + name + '`'), `web/README.md does not mention ${name}`);
+  }
+  // The runtime reads what options.js sends it (the entries marked go).
+  await import(join(webDir, 'wasm_exec.js'));
+  const go = new globalThis.Go();
+  const { instance } = await WebAssembly.instantiate(readFileSync(join(webDir, 'mamba2.wasm')), go.importObject);
+  globalThis.wasm = { instance };
+  const ready = new Promise((resolve) => { globalThis.mamba2GoReady = resolve; });
+  go.run(instance);
+  await ready;
+  const info = await globalThis.mamba2Go.info();
+  const sent = Object.entries(options.generateOptions).filter(([, r]) => r.go).map(([k]) => k).sort();
+  assert.deepEqual([...info.generateOptions].sort(), sent);
+});
+
+test('every option is checked, with a bad-argument error naming it', () => {
+  const bad = [
+    [options.loadOptions, { onProgress: 'x' }, /onProgress must be a function, got "x"/],
+    [options.loadOptions, { signal: {} }, /signal must be an AbortSignal, got an object/],
+    [options.loadOptions, { device: 'gpu' }, /device must be one of 'auto', 'webgpu', 'cpu', got "gpu"/],
+    [options.loadOptions, { cache: 1 }, /cache must be one of/],
+    [options.loadOptions, { http: { retries: -1 } }, /http.retries must be at least 0/],
+    [options.loadOptions, { http: { timeout: 5 } }, /unknown option http.timeout/],
+    [options.loadOptions, { http: 5 }, /http must be an object/],
+    [options.loadOptions, { baseURL: 7 }, /baseURL must be a URL or a string/],
+    [options.generateOptions, { max_new_tokens: 5 }, /unknown option max_new_tokens \(did you mean maxNewTokens\?\)/],
+    [options.generateOptions, { maxNewTokens: 0 }, /maxNewTokens must be at least 1, got 0/],
+    [options.generateOptions, { maxNewTokens: 2.5 }, /maxNewTokens must be an integer/],
+    [options.generateOptions, { temperature: -1 }, /temperature must be at least 0/],
+    [options.generateOptions, { temperature: NaN }, /temperature must be a finite number/],
+    [options.generateOptions, { topP: 2 }, /topP must be at most 1/],
+    [options.generateOptions, { minP: '0.1' }, /minP must be a finite number, got "0.1"/],
+    [options.generateOptions, { presencePenalty: 3 }, /presencePenalty must be at most 2/],
+    [options.generateOptions, { seed: -1 }, /seed must be at least 0/],
+    [options.generateOptions, { stop: [1] }, /stop must be a string or an array of strings/],
+    [options.generateOptions, { stopIds: [1.5] }, /stopIds must be an array of non-negative integer token ids/],
+    [options.generateOptions, 'x', /options must be an object/],
+  ];
+  for (const [schema, o, want] of bad) {
+    const why = options.checkOptions(o, schema);
+    assert.ok(why, `${JSON.stringify(o)} passed`);
+    assert.match(why, want);
+  }
+  assert.equal(options.checkOptions({ maxNewTokens: 8, temperature: 0.7, stop: 'x', stopIds: [], seed: 3, signal: undefined }, options.generateOptions), null);
+  assert.equal(options.checkOptions(undefined, options.loadOptions), null);
+});
+
+test('loadModel refuses bad options with bad-argument, and Node plainly', async () => {
+  await assert.rejects(api.loadModel('http://127.0.0.1:9/m/', { onProgress: 'x' }), (e) => e.code === 'bad-argument' && /onProgress/.test(e.message));
+  await assert.rejects(api.loadModel(null), (e) => e.code === 'bad-url');
+  await assert.rejects(api.loadModel('http://127.0.0.1:9/m/'), (e) => e.code === 'unsupported' && /Web Worker/.test(e.message));
+});
+
+test('error codes agree between mamba2.d.ts and web/README.md', () => {
+  const union = dts.match(/export type Mamba2ErrorCode =([^;]*);/)[1];
+  const codes = [...union.matchAll(/'([a-z-]+)'/g)].map((m) => m[1]).sort();
+  const listed = readme.match(/whose `code` is one of ([^;]*);/)[1];
+  assert.deepEqual([...listed.matchAll(/`([a-z-]+)`/g)].map((m) => m[1]).sort(), codes);
+  for (const c of codes) assert.match(dts, new RegExp(` \\* - '${c}': `), `mamba2.d.ts does not explain ${c}`);
+});
+
+test('the npm package has a LICENSE, a README and its files; an example type-checks', async () => {
+  const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root });
+  const files = JSON.parse(stdout)[0].files.map((f) => f.path);
+  for (const f of ['LICENSE', 'package.json', 'web/README.md', 'build/web/mamba2.js', 'build/web/options.js', 'build/web/mamba2.d.ts', 'build/web/worker.js', 'build/web/mamba2.wasm', 'build/web/wasm_exec.js']) {
+    assert.ok(files.includes(f), `the package lacks ${f} (has ${files.join(', ')})`);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'mamba2-tsc-'));
+  copyFileSync(join(webDir, 'mamba2.d.ts'), join(dir, 'mamba2.d.ts'));
+  writeFileSync(join(dir, 'example.ts'), `
+import { loadModel, Mamba2Error, type GenerateOptions } from './mamba2.js';
+async function main(signal: AbortSignal): Promise<string> {
+  const model = await loadModel('/models/mamba2-go-tiny/', { device: 'auto', cache: 'use', signal, http: { retries: 2 },
+    onProgress: (p) => console.log(p.loaded / p.total, p.file) });
+  const opts: GenerateOptions = { maxNewTokens: 32, temperature: 0.8, topP: 0.95, minP: 0.05, repetitionPenalty: 1.1, seed: 7, stop: ['\\n\\n'] };
+  let text = '';
+  for await (const piece of model.generate('package main', opts)) text += piece;
+  const r = await model.generate([1, 2, 3], { maxNewTokens: 4 }).result;
+  if (r.reason === 'length') text += r.seed;
+  try { await model.complete('x'); } catch (e) { if (e instanceof Mamba2Error && e.code === 'device-lost') text = ''; }
+  await model.dispose();
+  return text;
+}
+main(new AbortController().signal);
+`);
+  writeFileSync(join(dir, 'mamba2.js'), 'export {};');
+  await run(join(root, 'node_modules', '.bin', 'tsc'), ['--noEmit', '--strict', '--target', 'es2022', '--module', 'es2022',
+    '--moduleResolution', 'bundler', '--lib', 'es2022,dom,dom.iterable', join(dir, 'example.ts')], { cwd: dir });
+});

@@ -169,6 +169,61 @@ describe('demo page', () => {
     await page.close();
   });
 
+  test('a failed load keeps the working model, with one message and a clean output; bad fields are named', async () => {
+    const page = await openPage(browser, server.url);
+    const good = await runDemo(page, { device: 'cpu', maxTokens: 4 });
+    assert.equal(good.state, 'done', good.message);
+    const configs = () => server.requests.filter((q) => q.path.endsWith('/mamba2-go-tiny/config.json')).length;
+    const before = configs();
+
+    await page.fill('#model-url', `${server.url}models/no-such-model/`);
+    await page.click('#load');
+    await page.waitForFunction(() => document.body.dataset.state === 'error', null, { timeout: 60_000 });
+    const failed = await page.evaluate(() => ({
+      message: document.getElementById('message').textContent,
+      banner: !document.getElementById('support').hidden,
+      completion: document.getElementById('completion').textContent,
+      speed: document.getElementById('speed').textContent,
+      device: document.getElementById('device-used').textContent,
+    }));
+    await page.screenshot({ path: screenshotPath('demo-failed-load.png'), fullPage: true });
+    assert.match(failed.message, /No model was found at .*no-such-model/);
+    assert.match(failed.message, /The page still uses the previous model, .*mamba2-go-tiny/);
+    assert.equal(failed.banner, false, 'a banner is shown next to the error');
+    assert.equal(failed.completion, '', 'the previous output is still on screen');
+    assert.equal(failed.speed, '—');
+    assert.equal(failed.device, 'cpu');
+
+    // Back to the working URL: it generates with the kept model, no reload.
+    await page.fill('#model-url', `${server.url}models/mamba2-go-tiny/`);
+    const again = await runDemo(page, { device: 'cpu', maxTokens: 4 });
+    assert.equal(again.state, 'done', again.message);
+    assert.equal(again.completion, good.completion);
+    assert.equal(configs(), before, 'the kept model was loaded again');
+    assert.equal(await page.isHidden('#message'), true);
+
+    // A field out of range is named in the page; nothing runs.
+    await page.fill('#max-tokens', '0');
+    await page.click('#generate');
+    await page.waitForFunction(() => !document.getElementById('field-error').hidden);
+    assert.equal(await page.textContent('#field-error'), 'Max new tokens must be at least 1.');
+    assert.equal(await page.evaluate(() => document.body.dataset.state), 'done');
+    await page.fill('#max-tokens', '4');
+    await page.fill('#model-url', 'not a url');
+    await page.click('#load');
+    assert.match(await page.textContent('#field-error'), /The model URL must be a full URL/);
+    await page.screenshot({ path: screenshotPath('demo-field-error.png'), fullPage: true });
+
+    // The page has an icon.
+    const icon = await page.evaluate(async () => {
+      const href = document.querySelector('link[rel=icon]')?.href;
+      return { href, status: href ? (await fetch(href)).status : 0 };
+    });
+    assert.equal(icon.status, 200, `favicon ${icon.href}`);
+    assert.deepEqual(page.errors, []);
+    await page.close();
+  });
+
   test('a model too big for the device is refused with a plain message', async () => {
     const page = await openPage(browser, server.url);
     const r = await runDemo(page, { url: `${server.url}fixtures/huge/`, device: 'cpu' });

@@ -5,7 +5,8 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   form: $('form'), url: $('model-url'), device: $('device'), prompt: $('prompt'),
   maxTokens: $('max-tokens'), temperature: $('temperature'), topP: $('top-p'), topK: $('top-k'), seed: $('seed'),
-  generate: $('generate'), stop: $('stop'), status: $('status'), message: $('message'), support: $('support'),
+  generate: $('generate'), load: $('load'), stop: $('stop'), status: $('status'), message: $('message'), support: $('support'),
+  fieldError: $('field-error'),
   loading: $('loading'), progress: $('progress'), progressLabel: $('progress-label'),
   cache: $('cache'), weightsFrom: $('weights-from'),
   cacheTotal: $('cache-total'), cacheList: $('cache-list'), clearCache: $('clear-cache'),
@@ -18,11 +19,17 @@ ui.device.value = ['auto', 'webgpu', 'cpu'].includes(params.get('device')) ? par
 ui.prompt.value = params.get('prompt') ?? 'package main\n\nimport (\n';
 ui.cache.value = ['use', 'revalidate', 'off'].includes(params.get('cache')) ? params.get('cache') : 'use';
 
-if (!('gpu' in navigator)) {
-  ui.support.hidden = false;
-  ui.support.textContent = 'This browser does not offer WebGPU, so the model will run on the CPU (slower). '
+const noWebGPU = 'gpu' in navigator ? ''
+  : 'This browser does not offer WebGPU, so the model will run on the CPU (slower). '
     + 'Recent Chrome, Edge and Safari have WebGPU; in Firefox it may need to be turned on.';
+
+// showNote sets the yellow banner: what the page runs on and why. It is
+// hidden while an error is shown, so there is one message at a time.
+function showNote(text) {
+  ui.support.hidden = !text;
+  ui.support.textContent = text;
 }
+showNote(noWebGPU);
 
 let model = null; // the loaded model, reused while URL and device stay the same
 let controller = null; // aborts the current load or generation
@@ -31,13 +38,17 @@ function setState(state, status) {
   document.body.dataset.state = state;
   const busy = state === 'loading' || state === 'generating';
   ui.generate.disabled = busy;
+  ui.load.disabled = busy;
   ui.stop.disabled = !busy;
   if (status !== undefined) ui.status.textContent = status;
 }
 
+// showMessage shows one error a person can act on (the runtime's own words
+// follow in small print, for a bug report), in place of the banner.
 function showMessage(text, details = '') {
   ui.message.hidden = !text;
   ui.message.textContent = text || '';
+  if (text) ui.support.hidden = true;
   if (details) {
     const small = document.createElement('small');
     small.className = 'details';
@@ -73,6 +84,9 @@ function explain(err, url, device) {
       return 'The runtime could not start in this browser.';
     case 'bad-argument':
       return 'Please check the settings.';
+    case 'device-lost':
+      return 'The GPU stopped working for this page (its driver was reset, or the browser reclaimed it). '
+        + 'Press Load to load the model again; its weights come from the cache.';
   }
   return 'Something went wrong.';
 }
@@ -82,19 +96,16 @@ function number(input, fallback) {
   return Number.isFinite(v) ? v : fallback;
 }
 
+// ensureModel returns the model at url on device, loading it when it is not
+// the one in use. The model in use is kept until the new one is ready: a
+// load that fails or is stopped leaves it in place (and says so).
 async function ensureModel(url, device, signal) {
   const cache = ui.cache.value;
   if (model && model.url === new URL(url, location.href).href && model.requested === device) return model;
-  if (model) {
-    const old = model;
-    model = null;
-    await old.dispose();
-  }
   setState('loading', 'Loading the model…');
   ui.loading.hidden = false;
-  ui.progress.removeAttribute('value'); // indeterminate until the first bytes
-  ui.progressLabel.textContent = 'Connecting…';
-  ui.deviceUsed.textContent = '—';
+  ui.progress.removeAttribute('value'); // indeterminate until the first weight bytes
+  ui.progressLabel.textContent = `Starting the runtime, then reading ${new URL(url, location.href).host}'s config.json and the weights' headers…`;
   try {
     const m = await loadModel(url, {
       device,
@@ -103,11 +114,15 @@ async function ensureModel(url, device, signal) {
       onProgress: ({ loaded, total, file, fileLoaded, fileTotal }) => {
         ui.progress.max = total;
         ui.progress.value = loaded;
-        ui.progressLabel.textContent = `${mib(loaded)} of ${mib(total)} (${file}: ${Math.round((100 * fileLoaded) / fileTotal)}%)`;
+        ui.progressLabel.textContent = `Loading the weights: ${mib(loaded)} of ${mib(total)} (${file}: ${Math.round((100 * fileLoaded) / fileTotal)}%)`;
       },
     });
     m.requested = device;
+    const old = model;
     model = m;
+    if (old) await old.dispose();
+    ui.deviceUsed.textContent = m.device === 'webgpu' ? 'webgpu' : 'cpu';
+    ui.deviceUsed.title = m.note;
     const { bytesCached, bytesFetched } = m.cache;
     ui.weightsFrom.textContent = bytesFetched > 0
       ? `network (${mib(bytesFetched)})${bytesCached > 0 ? ` and cache (${mib(bytesCached)})` : ''}`
@@ -116,6 +131,62 @@ async function ensureModel(url, device, signal) {
   } finally {
     ui.loading.hidden = true;
     showCache();
+  }
+}
+
+// clearOutput empties what a previous run left, so a failure does not sit
+// next to an old text and speed.
+function clearOutput() {
+  ui.echo.textContent = '';
+  ui.completion.textContent = '';
+  ui.tokenCount.textContent = '0';
+  ui.speed.textContent = '—';
+}
+
+// fields checks the form's inputs and says in the page which is wrong.
+function fieldsValid() {
+  for (const [input, what] of [[ui.url, 'The model URL'], [ui.maxTokens, 'Max new tokens'], [ui.temperature, 'Temperature'],
+    [ui.topP, 'Top-p'], [ui.topK, 'Top-k'], [ui.seed, 'The seed']]) {
+    if (input.validity.valid) continue;
+    const v = input.validity;
+    const why = v.valueMissing ? 'is required'
+      : v.typeMismatch ? 'must be a full URL, such as https://example.org/models/name/'
+        : v.badInput ? 'must be a number'
+          : v.rangeUnderflow ? `must be at least ${input.min}`
+            : v.rangeOverflow ? `must be at most ${input.max}`
+              : v.stepMismatch ? 'must be a whole number' : 'is not valid';
+    ui.fieldError.hidden = false;
+    ui.fieldError.textContent = `${what} ${why}.`;
+    input.focus();
+    return false;
+  }
+  ui.fieldError.hidden = true;
+  return true;
+}
+
+// load loads (or reloads) the model at the form's URL without generating.
+async function load() {
+  if (!fieldsValid()) return null;
+  showMessage('');
+  controller = new AbortController();
+  const url = ui.url.value.trim();
+  const device = ui.device.value;
+  const previous = model;
+  try {
+    const m = await ensureModel(url, device, controller.signal);
+    showNote(m.note || (m.device === 'cpu' ? noWebGPU : ''));
+    setState('idle', `Ready: ${m.url} on ${m.device === 'webgpu' ? 'the GPU (WebGPU)' : 'the CPU'}.`);
+    return m;
+  } catch (err) {
+    const still = previous ? ` The page still uses the previous model, ${previous.url}.` : '';
+    if (err?.name === 'AbortError') {
+      setState('stopped', `Loading stopped.${still}`);
+      return null;
+    }
+    clearOutput();
+    showMessage(explain(err, url, device) + still, err?.message ?? String(err));
+    setState('error', 'Could not load the model.');
+    return null;
   }
 }
 
@@ -147,25 +218,11 @@ async function showCache() {
 }
 
 async function run() {
-  showMessage('');
-  controller = new AbortController();
+  const m = await load();
+  if (!m) return;
   const { signal } = controller;
-  const url = ui.url.value.trim();
-  const device = ui.device.value;
-  let m;
-  try {
-    m = await ensureModel(url, device, signal);
-  } catch (err) {
-    if (err?.name === 'AbortError') return setState('stopped', 'Loading stopped.');
-    showMessage(explain(err, url, device), err?.message ?? String(err));
-    return setState('error', 'Could not load the model.');
-  }
-  ui.deviceUsed.textContent = m.device === 'webgpu' ? 'webgpu' : 'cpu';
-  ui.deviceUsed.title = m.note;
-  if (m.note) {
-    ui.support.hidden = false;
-    ui.support.textContent = m.note;
-  }
+  const url = m.url;
+  const device = m.requested;
 
   const seed = ui.seed.value === '' ? Math.floor(Math.random() * 2 ** 31) : number(ui.seed, 0);
   const options = {
@@ -210,6 +267,10 @@ ui.form.addEventListener('submit', (e) => {
   run();
 });
 ui.stop.addEventListener('click', () => controller?.abort());
+ui.load.addEventListener('click', () => {
+  if (document.body.dataset.state === 'loading' || document.body.dataset.state === 'generating') return;
+  load();
+});
 ui.prompt.addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) ui.form.requestSubmit();
 });

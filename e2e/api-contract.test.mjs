@@ -88,6 +88,22 @@ test('loadModel refuses bad options with bad-argument, and Node plainly', async 
   await assert.rejects(api.loadModel('http://127.0.0.1:9/m/'), (e) => e.code === 'unsupported' && /Web Worker/.test(e.message));
 });
 
+test('hub ids resolve under the hub; other strings are URLs against the page', () => {
+  const cases = [
+    ['state-spaces/mamba2-130m', undefined, 'https://huggingface.co/state-spaces/mamba2-130m/resolve/main/'],
+    ['org/m@v1.0', 'http://127.0.0.1:8080/models/', 'http://127.0.0.1:8080/models/org/m/resolve/v1.0/'],
+    ['org/m@refs/pr/1', undefined, 'https://huggingface.co/org/m/resolve/refs%2Fpr%2F1/'],
+    ['https://example.org/models/x/', undefined, 'https://example.org/models/x/'],
+    ['http://h/org/name', undefined, 'http://h/org/name'],
+  ];
+  for (const [id, hub, want] of cases) assert.equal(api.resolveModel(id, hub), want, id);
+  // Not hub ids: these need a page to resolve against, which Node lacks.
+  for (const s of ['./org/name/', 'org/name/', '/models/x/', 'a/b/c', 'a/..']) {
+    assert.throws(() => api.resolveModel(s), (e) => e.code === 'bad-url', s);
+  }
+  assert.throws(() => api.resolveModel('a/b', 'not a url'), (e) => e.code === 'bad-argument');
+});
+
 test('error codes agree between mamba2.d.ts and web/README.md', () => {
   const union = dts.match(/export type Mamba2ErrorCode =([^;]*);/)[1];
   const codes = [...union.matchAll(/'([a-z-]+)'/g)].map((m) => m[1]).sort();

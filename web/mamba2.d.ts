@@ -90,6 +90,8 @@ export interface LoadOptions {
   http?: { headerTimeout?: number; stallTimeout?: number; retries?: number };
   /** Aborting ends the worker and rejects with the signal's reason. */
   signal?: AbortSignal;
+  /** Where hub ids (org/name[@revision]) resolve; default 'https://huggingface.co' (a mirror: mamba2 serve's /models). */
+  hub?: string | URL;
   /** Folder of worker.js, mamba2.wasm and wasm_exec.js; default: next to mamba2.js. */
   baseURL?: string | URL;
   /** Overrides for single files, resolved against baseURL. */
@@ -200,6 +202,10 @@ export class Model {
  * only: in Node.js, which has no Web Worker, it rejects with 'unsupported'.
  */
 export function loadModel(url: string | URL, options?: LoadOptions): Promise<Model>;
+
+/** The folder URL loadModel loads for url: a hub id becomes {hub}/org/name/resolve/{revision}/, anything else a URL against the page. */
+export function resolveModel(url: string | URL, hub?: string | URL): string;
+export const DEFAULT_HUB: string;
 
 /** Lists the cached model folders of this origin. */
 export function listCache(): Promise<CachedModel[]>;

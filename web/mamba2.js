@@ -108,6 +108,40 @@ class Connection {
   }
 }
 
+// A Hugging Face hub id, org/name with an optional @revision, as the hub
+// spells them (loader.IsHubID's rule).
+const HUB_ID = /^([A-Za-z0-9][A-Za-z0-9._-]{0,95})\/([A-Za-z0-9][A-Za-z0-9._-]{0,95})(?:@([A-Za-z0-9][A-Za-z0-9._/-]{0,127}))?$/;
+
+/** The hub hub ids resolve under unless loadModel's hub option names a mirror. */
+export const DEFAULT_HUB = 'https://huggingface.co';
+
+/**
+ * Resolves what loadModel takes to the folder URL it loads: a hub id
+ * (org/name or org/name@revision, with no slash at either end) becomes
+ * {hub}/org/name/resolve/{revision or main}/; anything else is a URL,
+ * relative to the page (a relative folder is written ./org/name/ or with a
+ * trailing slash).
+ */
+export function resolveModel(url, hub = DEFAULT_HUB) {
+  const s = String(url);
+  const m = typeof url === 'string' ? s.match(HUB_ID) : null;
+  if (m && !(m[3] ?? '').includes('..') && !(m[3] ?? '').endsWith('/')) {
+    let base;
+    try {
+      base = new URL(hub);
+    } catch {
+      throw new Mamba2Error(`hub ${JSON.stringify(String(hub))} is not a URL`, 'bad-argument');
+    }
+    const root = base.href.replace(/\/+$/, '');
+    return `${root}/${m[1]}/${m[2]}/resolve/${encodeURIComponent(m[3] ?? 'main')}/`;
+  }
+  try {
+    return new URL(s, typeof location !== 'undefined' ? location.href : undefined).href;
+  } catch {
+    throw new Mamba2Error(`model URL ${JSON.stringify(s)} is not a valid URL (nor a hub id, org/name[@revision])`, 'bad-url');
+  }
+}
+
 /**
  * Loads a model from a Hugging Face-layout folder URL (config.json,
  * safetensors weights, tokenizer.json) into a new worker.
@@ -123,12 +157,7 @@ export async function loadModel(url, options = {}) {
     // say so plainly instead of a ReferenceError.
     throw new Mamba2Error('loadModel runs the model in a Web Worker, which this environment lacks (Node.js is not supported yet: run it in a browser, or use the native CLI)', 'unsupported');
   }
-  let modelURL;
-  try {
-    modelURL = new URL(url, typeof location !== 'undefined' ? location.href : undefined).href;
-  } catch {
-    throw new Mamba2Error(`model URL ${JSON.stringify(String(url))} is not a valid URL`, 'bad-url');
-  }
+  const modelURL = resolveModel(url, options.hub);
   // The defaults are spelled new URL('./file', import.meta.url), the form
   // bundlers (Vite, webpack, Parcel) recognise: they copy the files next to
   // the bundle and rewrite the URLs.

@@ -21,6 +21,7 @@ export const loadOptions = {
       retries: { type: 'int', min: 0, max: 100 },
     },
   },
+  hub: { type: 'url' },
   baseURL: { type: 'url' },
   workerURL: { type: 'url' },
   wasmURL: { type: 'url' },

@@ -57,7 +57,7 @@ func Open(fsys fs.FS) (*Checkpoint, error) {
 			}
 			continue
 		}
-		data, err := readSideFile(fsys, idx)
+		data, err := ReadSideFile(fsys, idx)
 		if err == nil {
 			return openIndex(fsys, idx, data)
 		}
@@ -66,23 +66,6 @@ func Open(fsys fs.FS) (*Checkpoint, error) {
 		}
 	}
 	return nil, fmt.Errorf("no weights found: none of %s, %s, %s or %s", SingleFile, IndexFile, PyTorchFile, PyTorchIndexFile)
-}
-
-// readSideFile reads a small file whole, refusing one over MaxIndexSize.
-func readSideFile(fsys fs.FS, name string) ([]byte, error) {
-	f, err := fsys.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxIndexSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > MaxIndexSize {
-		return nil, fmt.Errorf("%s is larger than the %d bytes an index may have", name, MaxIndexSize)
-	}
-	return data, nil
 }
 
 // OpenFiles reads the headers of the named safetensors files in fsys. A tensor

@@ -2,6 +2,9 @@ package loader
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"io/fs"
 	"path"
 	"strings"
 )
@@ -55,4 +58,30 @@ func sideFileLimit(name string) int64 {
 		}
 	}
 	return 0
+}
+
+// ReadSideFile reads a small file of a model folder whole, refusing one
+// larger than its limit (sideFileLimit: MaxConfigSize for config.json and
+// the like) with an error that names it and matches ErrTooLarge, after
+// reading at most one byte past the limit. A local folder has no Content-
+// Length to check first, so this is what keeps a 50 GB config.json out of
+// memory there.
+func ReadSideFile(fsys fs.FS, name string) ([]byte, error) {
+	limit := sideFileLimit(name)
+	if limit == 0 {
+		limit = MaxSideFileSize
+	}
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: %w: more than the %d bytes allowed for it", name, ErrTooLarge, limit)
+	}
+	return data, nil
 }

@@ -32,7 +32,7 @@ type Model struct {
 
 // LoadConfig reads and validates config.json from fsys.
 func LoadConfig(fsys fs.FS) (Config, error) {
-	data, err := fs.ReadFile(fsys, "config.json")
+	data, err := loader.ReadSideFile(fsys, "config.json")
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return Config{}, fmt.Errorf("no config.json in the model folder")
@@ -45,7 +45,11 @@ func LoadConfig(fsys fs.FS) (Config, error) {
 	}
 	// generation_config.json, when present, says which token ends a text;
 	// transformers' generate follows it over config.json.
-	if gen, err := fs.ReadFile(fsys, "generation_config.json"); err == nil {
+	gen, err := loader.ReadSideFile(fsys, "generation_config.json")
+	if errors.Is(err, loader.ErrTooLarge) {
+		return c, err
+	}
+	if err == nil {
 		var g struct {
 			EOS json.RawMessage `json:"eos_token_id"`
 		}

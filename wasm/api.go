@@ -323,7 +323,7 @@ func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, onProgres
 		return nil, "", loadError(ctx, err)
 	}
 	var tok *tokenizer.Tokenizer
-	if data, err := fs.ReadFile(fsys, "tokenizer.json"); err == nil {
+	if data, err := loader.ReadSideFile(fsys, "tokenizer.json"); err == nil {
 		if tok, err = tokenizer.Load(bytes.NewReader(data)); err != nil {
 			return nil, "", codef(codeBadModel, "tokenizer.json: %v", err)
 		}

@@ -102,7 +102,7 @@ func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}
 	}
 	for _, f := range sideFiles {
-		data, err := iofs.ReadFile(fsys, f)
+		data, err := loader.ReadSideFile(fsys, f)
 		if errors.Is(err, iofs.ErrNotExist) {
 			continue
 		}

@@ -57,7 +57,7 @@ go test -count=1 -timeout 30m $gpu_pkgs
 stop_busy
 
 echo "== fuzz (${fuzzscale}x the default counts)"
-for target in loader:FuzzParseHeader:100000 model:FuzzParseConfig:100000 tokenizer:FuzzLoad:3000 tokenizer:FuzzEncode:50000; do
+for target in loader:FuzzParseHeader:100000 loader/pytorch:FuzzRead:50000 loader/pytorch:FuzzPickle:50000 model:FuzzParseConfig:100000 tokenizer:FuzzLoad:3000 tokenizer:FuzzEncode:50000; do
   IFS=: read -r pkg name count <<<"$target"
   go test -run '^$' -fuzz "^${name}\$" -fuzztime "$((count * fuzzscale))x" "./$pkg/"
 done

@@ -265,7 +265,7 @@ func parseEOS(raw json.RawMessage, def int) (int, error) {
 	if json.Unmarshal(raw, &many) == nil && len(many) > 0 {
 		return many[0], nil
 	}
-	return 0, fmt.Errorf("config.json: eos_token_id must be an integer or a list of integers, got %s", raw)
+	return 0, fmt.Errorf("config.json: eos_token_id must be an integer or a list of integers, got %s", shown(raw))
 }
 
 // parseLimit reads the dt clamp range (time_step_limit, or mamba_ssm's
@@ -279,7 +279,7 @@ func parseLimit(name string, raw json.RawMessage) (lo, hi float64, err error) {
 	}
 	var parts []json.RawMessage
 	if err := json.Unmarshal(raw, &parts); err != nil || len(parts) != 2 {
-		return 0, 0, fmt.Errorf("config.json: %s must be a pair [min, max], got %s", name, raw)
+		return 0, 0, fmt.Errorf("config.json: %s must be a pair [min, max], got %s", name, shown(raw))
 	}
 	var v [2]float64
 	for i, p := range parts {
@@ -359,7 +359,7 @@ func parseFloat(raw json.RawMessage) (float64, error) {
 		return v, nil
 	}
 	if json.Unmarshal(raw, &s) != nil {
-		return 0, fmt.Errorf("%s is not a number", raw)
+		return 0, fmt.Errorf("%s is not a number", shown(raw))
 	}
 	switch s {
 	case "Infinity", "inf", "+inf", "+Infinity":
@@ -558,4 +558,19 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// shown renders a raw JSON value for a one-line error message: compacted
+// (a value spread over lines stays one line) and cut at 80 bytes.
+func shown(raw json.RawMessage) string {
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		b.Reset()
+		b.WriteString(strconv.Quote(string(raw)))
+	}
+	out := b.String()
+	if len(out) > 80 {
+		out = out[:77] + "..."
+	}
+	return out
 }

@@ -49,13 +49,13 @@ func TestHTTPTimeouts(t *testing.T) {
 				block(w, r)
 				return true
 			},
-			want: []string{"HEAD", "/m/" + ManifestFile, "no answer (response headers) within 50ms", "gave up after 3 attempts"}},
+			want: []string{"HEAD", "/m/" + ManifestFile, "no answer (response headers) within 400ms", "gave up after 3 attempts"}},
 		{name: "no response headers for a tensor", file: SingleFile, late: true,
 			fault: func(s *fakeServer, w http.ResponseWriter, r *http.Request, name string) bool {
 				block(w, r)
 				return true
 			},
-			want: []string{"GET", "/m/" + SingleFile, "no answer (response headers) within 50ms", "gave up after 3 attempts"}},
+			want: []string{"GET", "/m/" + SingleFile, "no answer (response headers) within 400ms", "gave up after 3 attempts"}},
 		{name: "body never comes", file: SingleFile, late: true,
 			fault: func(s *fakeServer, w http.ResponseWriter, r *http.Request, name string) bool {
 				data, _ := s.get(name)
@@ -64,7 +64,7 @@ func TestHTTPTimeouts(t *testing.T) {
 				http.ServeContent(&stallWriter{w, 0, r.Context()}, r, name, time.Time{}, bytes.NewReader(data))
 				return true
 			},
-			want: []string{"GET", "/m/" + SingleFile, "no data for 50ms", "gave up after 3 attempts"}},
+			want: []string{"GET", "/m/" + SingleFile, "no data for 400ms", "gave up after 3 attempts"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,8 +73,11 @@ func TestHTTPTimeouts(t *testing.T) {
 			var retries []string
 			o := fast()
 			o.Retries = 2
-			o.HeaderTimeout = 50 * time.Millisecond
-			o.StallTimeout = 50 * time.Millisecond
+			// Long enough that a healthy answer on a loaded 2-core machine
+			// never trips them (only the faults may cause retries), short
+			// enough to keep three tries of each fault quick.
+			o.HeaderTimeout = 400 * time.Millisecond
+			o.StallTimeout = 400 * time.Millisecond
 			o.OnRetry = func(err error, retry int, wait time.Duration) {
 				mu.Lock()
 				retries = append(retries, fmt.Sprintf("%d: %v", retry, err))

@@ -391,7 +391,7 @@ func TestMemFaults(t *testing.T) {
 			return resp
 		}
 		st := newMemStore()
-		h, ck, err := memOpen(t, s, HTTPOptions{Cache: st, ReadThrough: true, StallTimeout: 200 * time.Millisecond})
+		h, ck, err := memOpen(t, s, HTTPOptions{Cache: st, ReadThrough: true, StallTimeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,7 @@
 package cpu
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"runtime"
@@ -44,21 +45,105 @@ func (*Backend) Name() string { return "cpu" }
 
 func (*Backend) Close() error { return nil }
 
-// Weight decodes the checkpoint tensor to float32.
+// Weight decodes the tensor to float32. Quantized weights are dequantized
+// row by row with model's formulas (model.DequantizeInt8, DequantizeInt4),
+// the values the GPU's kernels compute in registers, so the CPU stays the
+// oracle for quantized models too.
 func (*Backend) Weight(w model.WeightSpec) (model.Tensor, error) {
-	t := &tensor{shape: slices.Clone(w.Shape), f: make([]float32, size(w.Shape))}
-	es := int64(w.DType.Size())
-	if es == 0 {
-		return nil, fmt.Errorf("unsupported dtype %s", w.DType)
+	if err := w.Check(); err != nil {
+		return nil, fmt.Errorf("cpu: %s: %v", w.Name, err)
 	}
-	err := w.Stream(func(off int64, b []byte) error {
-		if (off+int64(len(b)))/es > int64(len(t.f)) {
-			return fmt.Errorf("more bytes than shape %v holds", w.Shape)
+	t := &tensor{shape: slices.Clone(w.Shape), f: make([]float32, size(w.Shape))}
+	var err error
+	if w.Format.Quantized() {
+		err = dequantize(t.f, w)
+	} else {
+		err = decode(t.f, w)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cpu: %s: %v", w.Name, err)
+	}
+	return t, nil
+}
+
+func decode(dst []float32, w model.WeightSpec) error {
+	dt := w.Format.DType()
+	es := int64(dt.Size())
+	var n int64
+	err := w.Data(func(off int64, b []byte) error {
+		if off%es != 0 || len(b)%int(es) != 0 || (off+int64(len(b)))/es > int64(len(dst)) {
+			return fmt.Errorf("a chunk of %d bytes at %d does not fit shape %v of %s", len(b), off, w.Shape, w.Format)
 		}
-		loader.Decode(t.f[off/es:], w.DType, b)
+		loader.Decode(dst[off/es:], dt, b)
+		n += int64(len(b))
 		return nil
 	})
-	return t, err
+	if err == nil && n != int64(len(dst))*es {
+		err = fmt.Errorf("the stream held %d bytes, shape %v of %s needs %d", n, w.Shape, w.Format, int64(len(dst))*es)
+	}
+	return err
+}
+
+// dequantize reads the packed data whole (the CPU keeps every weight as
+// float32 anyway), then the scales and zeros, then expands each row.
+func dequantize(dst []float32, w model.WeightSpec) error {
+	N, K := w.Rows(), w.Cols()
+	rb := w.Format.RowBytes(K)
+	data, err := readAll(w.Data, N*rb, "data")
+	if err != nil {
+		return err
+	}
+	per := 1
+	if w.Format == model.FormatInt4 {
+		per = model.Groups(K, w.GroupSize)
+	}
+	scales, err := readHalves(w.Scales, N*per, "scales")
+	if err != nil {
+		return err
+	}
+	var zeros []uint16
+	if w.Format == model.FormatInt4 {
+		if zeros, err = readHalves(w.Zeros, N*per, "zeros"); err != nil {
+			return err
+		}
+	}
+	for r := range N {
+		row, q := dst[r*K:(r+1)*K], data[r*rb:(r+1)*rb]
+		if w.Format == model.FormatInt8 {
+			model.DequantizeInt8(row, q, scales[r])
+		} else {
+			model.DequantizeInt4(row, q, w.GroupSize, scales[r*per:(r+1)*per], zeros[r*per:(r+1)*per])
+		}
+	}
+	return nil
+}
+
+func readAll(s model.Stream, n int, what string) ([]byte, error) {
+	out := make([]byte, n)
+	got := 0
+	err := s(func(off int64, b []byte) error {
+		if off != int64(got) || got+len(b) > n {
+			return fmt.Errorf("%s: a chunk of %d bytes at %d, want %d bytes in order", what, len(b), off, n)
+		}
+		got += copy(out[got:], b)
+		return nil
+	})
+	if err == nil && got != n {
+		err = fmt.Errorf("%s: the stream held %d bytes, want %d", what, got, n)
+	}
+	return out, err
+}
+
+func readHalves(s model.Stream, n int, what string) ([]uint16, error) {
+	b, err := readAll(s, 2*n, what)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]uint16, n)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint16(b[2*i:])
+	}
+	return out, nil
 }
 
 func (*Backend) Alloc(kind model.Kind, shape ...int) model.Tensor {

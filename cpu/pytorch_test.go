@@ -18,7 +18,7 @@ import (
 // for bit.
 func TestPyTorchCheckpoints(t *testing.T) {
 	fx := filepath.Join(modeltest.Root(), "fixtures", "tiny-g1")
-	ref, err := model.Load(os.DirFS(fx), cpu.New(), nil)
+	ref, err := model.Load(os.DirFS(fx), cpu.New(), model.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestPyTorchCheckpoints(t *testing.T) {
 		}
 		os.WriteFile(filepath.Join(dir, "pytorch_model.bin"), data, 0o644)
 		os.WriteFile(filepath.Join(dir, "config.json"), config, 0o644)
-		m, err := model.Load(os.DirFS(dir), cpu.New(), nil)
+		m, err := model.Load(os.DirFS(dir), cpu.New(), model.LoadOptions{})
 		if err != nil {
 			t.Fatalf("%s: %v", bin, err)
 		}

@@ -23,7 +23,7 @@ func TestWriteRandom(t *testing.T) {
 			if err := model.WriteRandom(dir, c, dt, 11); err != nil {
 				t.Fatal(err)
 			}
-			loaded, err := model.Load(os.DirFS(dir), New(), nil)
+			loaded, err := model.Load(os.DirFS(dir), New(), model.LoadOptions{})
 			if err != nil {
 				t.Fatalf("%s tied=%v: %v", dt, tied, err)
 			}

@@ -267,6 +267,14 @@ func Decode(dst []float32, dt DType, src []byte) {
 		for i := 0; i+2 <= len(src); i += 2 {
 			dst[i/2] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[i:])) << 16)
 		}
+	case I8:
+		for i, b := range src {
+			dst[i] = float32(int8(b))
+		}
+	case U8:
+		for i, b := range src {
+			dst[i] = float32(b)
+		}
 	}
 }
 

@@ -2,9 +2,8 @@ package model
 
 import (
 	"errors"
+	"fmt"
 	"time"
-
-	"github.com/mamba2web/mamba2/loader"
 )
 
 // Tensor is an array owned by a Backend: float32 activations and state, int32
@@ -23,13 +22,87 @@ const (
 	I32             // int32 token ids
 )
 
-// WeightSpec describes one checkpoint tensor for Backend.Weight. Stream hands
-// over its bytes in order, in chunks, so no backend needs the whole file.
+// Role is what a weight is for. WeightSpec carries it so a backend can
+// pick kernels and name profile entries without parsing tensor names.
+type Role string
+
+// Weight roles.
+const (
+	RoleEmbedding Role = "embedding" // [V, D]; also the LM head when tied
+	RoleLMHead    Role = "lm_head"   // [V, D]
+	RoleInProj    Role = "in_proj"   // [ProjDim, D]
+	RoleOutProj   Role = "out_proj"  // [D, I]
+	RoleConv      Role = "conv1d"    // [ConvDim, K]
+	RoleVector    Role = "vector"    // norms, biases, dt_bias, A_log, D
+)
+
+// Stream hands over a tensor's bytes in order, in chunks, so no backend
+// needs the whole tensor in memory. off is the byte offset of b.
+type Stream func(fn func(off int64, b []byte) error) error
+
+// WeightSpec describes one weight for Backend.Weight: a matrix (or vector)
+// of a logical shape stored in a Format as one or more streams.
+//
+//	f32, f16, bf16  Data: the elements, row-major, little-endian
+//	int8            Data: N×K int8; Scales: N f16
+//	int4            Data: N rows of ceil(K/2) bytes, element 2j in the
+//	                low nibble of byte j; Scales, Zeros: N×Groups(K) f16
+//
+// A backend reads Data first, then Scales, then Zeros, each once: a load
+// that quantizes while streaming produces the scales as the data passes.
 type WeightSpec struct {
-	Name   string
-	DType  loader.DType
-	Shape  []int // the shape the model uses (conv weights are flattened to [C, K])
-	Stream func(fn func(off int64, b []byte) error) error
+	Name      string
+	Role      Role
+	Shape     []int // the shape the model uses (conv weights are flattened to [C, K])
+	Format    Format
+	GroupSize int // int4: elements per group along a row
+	Data      Stream
+	Scales    Stream // int8 and int4
+	Zeros     Stream // int4
+}
+
+// Rows and Cols are the matrix view of a spec's shape: a vector is one row.
+func (w WeightSpec) Rows() int {
+	if len(w.Shape) < 2 {
+		return 1
+	}
+	return w.Shape[0]
+}
+
+// Cols is the number of elements per row.
+func (w WeightSpec) Cols() int {
+	n := 1
+	for _, d := range w.Shape {
+		n *= d
+	}
+	if r := w.Rows(); r > 0 {
+		return n / r
+	}
+	return 0
+}
+
+// Check validates a spec's format against its shape and streams.
+func (w WeightSpec) Check() error {
+	if w.Data == nil {
+		return fmt.Errorf("no data stream")
+	}
+	switch w.Format {
+	case FormatF32, FormatF16, FormatBF16:
+	case FormatInt8:
+		if len(w.Shape) != 2 || w.Scales == nil {
+			return fmt.Errorf("int8 wants a matrix with scales, got shape %v", w.Shape)
+		}
+	case FormatInt4:
+		if len(w.Shape) != 2 || w.Scales == nil || w.Zeros == nil {
+			return fmt.Errorf("int4 wants a matrix with scales and zeros, got shape %v", w.Shape)
+		}
+		if w.GroupSize <= 0 || w.GroupSize%2 != 0 {
+			return fmt.Errorf("int4 group size %d must be a positive even number", w.GroupSize)
+		}
+	default:
+		return fmt.Errorf("unsupported format %s", w.Format)
+	}
+	return nil
 }
 
 // SSMArgs are the per-call parameters of Backend.SSM.

@@ -35,6 +35,10 @@ type Config struct {
 	// OriginalNaming is true for state-spaces checkpoints, whose embedding is
 	// backbone.embedding.weight.
 	OriginalNaming bool
+	// Quant is the quantization_config of a checkpoint written by convert
+	// --dtype int8|int4: the format of its quantized tensors. Zero for a
+	// float checkpoint.
+	Quant Quant
 }
 
 // Inner is I = H·P, the width of the SSM.
@@ -69,6 +73,7 @@ type hfConfig struct {
 	BOS              *int            `json:"bos_token_id"`
 	EOS              json.RawMessage `json:"eos_token_id"`
 	PAD              *int            `json:"pad_token_id"`
+	Quantization     json.RawMessage `json:"quantization_config"`
 
 	// Used only to initialise weights for training; checked, not kept.
 	TimeStepMin      json.RawMessage `json:"time_step_min"`
@@ -129,7 +134,56 @@ func ParseConfig(data []byte) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
+	if c.Quant, err = parseQuantization(h.Quantization); err != nil {
+		return Config{}, err
+	}
 	return c, c.Validate()
+}
+
+// QuantMethod is the quant_method of the quantization_config that convert
+// writes (docs/quantization.md).
+const QuantMethod = "mamba2-web"
+
+// parseQuantization reads config.json's quantization_config. Only this
+// project's own layout is read: transformers' torchao int4 checkpoints
+// hold pickled tensor subclasses whose packing is tied to a CUDA kernel's
+// tile layout, and GPTQ/AWQ/bitsandbytes files use their own packings;
+// the way in for those models is their float original with --quantize.
+func parseQuantization(raw json.RawMessage) (Quant, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return Quant{}, nil
+	}
+	var q struct {
+		Method    string `json:"quant_method"`
+		Format    string `json:"format"`
+		GroupSize *int   `json:"group_size"`
+	}
+	if err := json.Unmarshal(raw, &q); err != nil {
+		return Quant{}, fmt.Errorf("config.json: quantization_config: %v", err)
+	}
+	if q.Method != QuantMethod {
+		return Quant{}, fmt.Errorf("config.json: quantization_config.quant_method %q is not a format this runtime reads "+
+			"(torchao, GPTQ, AWQ and bitsandbytes files pack weights for their own CUDA kernels); "+
+			"load the float (bf16/f16) original with --quantize int4 or int8, or convert it with mamba2 convert --dtype int4", q.Method)
+	}
+	f, err := ParseFormat(q.Format)
+	if err != nil || !f.Quantized() {
+		return Quant{}, fmt.Errorf("config.json: quantization_config.format %q: want int8 or int4", q.Format)
+	}
+	out := Quant{Format: f}
+	if f == FormatInt4 {
+		out.GroupSize = DefaultGroupSize
+		if q.GroupSize != nil {
+			out.GroupSize = *q.GroupSize
+			if out.GroupSize <= 0 {
+				return Quant{}, fmt.Errorf("config.json: quantization_config.group_size %d must be positive", out.GroupSize)
+			}
+		}
+	}
+	if err := out.Check(); err != nil {
+		return Quant{}, fmt.Errorf("config.json: quantization_config: %v", err)
+	}
+	return out, nil
 }
 
 func or[T any](p *T, def T) T {

@@ -16,7 +16,7 @@ import (
 func tinyModel(t *testing.T) (*model.Model, *tokenizer.Tokenizer) {
 	t.Helper()
 	fsys := models.Tiny()
-	m, err := model.Load(fsys, cpu.New(), nil)
+	m, err := model.Load(fsys, cpu.New(), model.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

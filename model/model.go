@@ -86,13 +86,12 @@ func Plan(fsys fs.FS) (Config, *loader.Checkpoint, error) {
 }
 
 // Load reads config.json and the safetensors weights from fsys onto backend.
-// progress, when not nil, is called as the weights go to the backend.
-func Load(fsys fs.FS, b Backend, progress func(Progress)) (*Model, error) {
+func Load(fsys fs.FS, b Backend, opt LoadOptions) (*Model, error) {
 	cfg, ck, err := Plan(fsys)
 	if err != nil {
 		return nil, err
 	}
-	w, err := LoadWeights(cfg, ck, b, progress)
+	w, err := LoadWeights(cfg, ck, b, opt)
 	if err != nil {
 		return nil, err
 	}

@@ -25,13 +25,13 @@ func TestLoadProgress(t *testing.T) {
 	}
 	var events [][2]int64
 	fileDone := map[string]int64{}
-	m, err := model.Load(fsys, cpu.New(), func(p model.Progress) {
+	m, err := model.Load(fsys, cpu.New(), model.LoadOptions{Progress: func(p model.Progress) {
 		events = append(events, [2]int64{p.Done, p.Total})
 		if p.FileDone <= fileDone[p.File] || p.FileDone > p.FileTotal {
 			t.Errorf("file %s: %d of %d after %d", p.File, p.FileDone, p.FileTotal, fileDone[p.File])
 		}
 		fileDone[p.File] = p.FileDone
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,11 +34,24 @@ func releaseShape(d, layers, groups, vocab int, tied bool) Config {
 // kind training starts from (dt in [0.001, 0.1], A in [1, 16], D = 1, unit
 // norms, small projections), stored as dtype. It needs no checkpoint.
 func NewRandom(c Config, b Backend, dtype loader.DType, seed uint64) (*Model, error) {
+	return NewRandomQuantized(c, b, dtype, seed, Quant{})
+}
+
+// NewRandomQuantized is NewRandom with the large products quantized as a
+// load with LoadOptions.Quantize q would: the same model a checkpoint of
+// NewRandom's weights gives when loaded with --quantize.
+func NewRandomQuantized(c Config, b Backend, dtype loader.DType, seed uint64, q Quant) (*Model, error) {
 	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if err := q.Check(); err != nil {
 		return nil, err
 	}
 	w := &Weights{}
 	err := c.randomTensors(w, dtype, seed, func(spec WeightSpec, dst *Tensor) error {
+		if q.On() && spec.Role.quantizable() && len(spec.Shape) == 2 {
+			spec = quantizeSpec(spec, dtype, q)
+		}
 		t, err := b.Weight(spec)
 		*dst = t
 		return err
@@ -66,8 +79,9 @@ func (c Config) randomTensors(w *Weights, dtype loader.DType, seed uint64, fn fu
 			n *= d
 		}
 		gen := randomInit(bd.names[0], shape, rng)
-		spec := WeightSpec{Name: bd.names[0], DType: dtype, Shape: bd.shape,
-			Stream: func(fn func(off int64, b []byte) error) error {
+		format, _ := FloatFormat(dtype)
+		spec := WeightSpec{Name: bd.names[0], Role: bd.role, Format: format, Shape: shape,
+			Data: func(fn func(off int64, b []byte) error) error {
 				es := dtype.Size()
 				const chunk = 1 << 16
 				buf := make([]byte, 0, chunk*es)
@@ -82,7 +96,6 @@ func (c Config) randomTensors(w *Weights, dtype loader.DType, seed uint64, fn fu
 				}
 				return nil
 			}}
-		spec.Shape = shape
 		if err := fn(spec, bd.dst); err != nil {
 			return err
 		}
@@ -162,7 +175,7 @@ func WriteRandom(dir string, c Config, dtype loader.DType, seed uint64) error {
 	binary.Write(bw, binary.LittleEndian, uint64(len(hj)))
 	bw.Write(hj)
 	for _, spec := range specs {
-		if err := spec.Stream(func(_ int64, b []byte) error { _, err := bw.Write(b); return err }); err != nil {
+		if err := spec.Data(func(_ int64, b []byte) error { _, err := bw.Write(b); return err }); err != nil {
 			f.Close()
 			return err
 		}

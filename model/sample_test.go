@@ -110,7 +110,7 @@ func TestGenerateOverflow(t *testing.T) {
 	fsys := tinyCheckpoint(t, loader.F32, poison{tensor: "backbone.norm_f.weight", bits: 0x7f7fffff, all: true})
 	b := cpu.New()
 	defer b.Close()
-	m, err := model.Load(fsys, b, nil)
+	m, err := model.Load(fsys, b, model.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,44 +35,44 @@ type Weights struct {
 
 // binding ties a checkpoint name to a field, with the shape the config implies.
 type binding struct {
-	names    []string // accepted names, first preferred
-	shape    []int    // shape in the checkpoint
-	use      []int    // shape the model uses; nil means shape
-	optional bool
-	dst      *Tensor
+	names []string // accepted names, first preferred
+	shape []int    // shape in the checkpoint
+	use   []int    // shape the model uses; nil means shape
+	role  Role
+	dst   *Tensor
 }
 
 func (c Config) bindings(w *Weights) []binding {
 	D, I, V, H, K, C, PD := c.Hidden, c.Inner(), c.VocabSize, c.Heads, c.ConvKernel, c.ConvDim(), c.ProjDim()
 	bs := []binding{
-		{names: []string{"backbone.embeddings.weight", "backbone.embedding.weight"}, shape: []int{V, D}, dst: &w.Embed},
-		{names: []string{"backbone.norm_f.weight"}, shape: []int{D}, dst: &w.NormF},
+		{names: []string{"backbone.embeddings.weight", "backbone.embedding.weight"}, shape: []int{V, D}, role: RoleEmbedding, dst: &w.Embed},
+		{names: []string{"backbone.norm_f.weight"}, shape: []int{D}, role: RoleVector, dst: &w.NormF},
 	}
 	if !c.TieEmbeddings {
-		bs = append(bs, binding{names: []string{"lm_head.weight"}, shape: []int{V, D}, dst: &w.LMHead})
+		bs = append(bs, binding{names: []string{"lm_head.weight"}, shape: []int{V, D}, role: RoleLMHead, dst: &w.LMHead})
 	}
 	w.Layers = make([]Layer, c.Layers)
 	for l := range w.Layers {
 		L := &w.Layers[l]
 		p := fmt.Sprintf("backbone.layers.%d.", l)
-		one := func(name string, shape []int, dst *Tensor) binding {
-			return binding{names: []string{p + name}, shape: shape, dst: dst}
+		vec := func(name string, n int, dst *Tensor) binding {
+			return binding{names: []string{p + name}, shape: []int{n}, role: RoleVector, dst: dst}
 		}
 		bs = append(bs,
-			one("norm.weight", []int{D}, &L.Norm),
-			one("mixer.in_proj.weight", []int{PD, D}, &L.InProj),
-			binding{names: []string{p + "mixer.conv1d.weight"}, shape: []int{C, 1, K}, use: []int{C, K}, dst: &L.ConvW},
-			one("mixer.dt_bias", []int{H}, &L.DtBias),
-			one("mixer.A_log", []int{H}, &L.ALog),
-			one("mixer.D", []int{H}, &L.D),
-			one("mixer.norm.weight", []int{I}, &L.MixNorm),
-			one("mixer.out_proj.weight", []int{D, I}, &L.OutProj),
+			vec("norm.weight", D, &L.Norm),
+			binding{names: []string{p + "mixer.in_proj.weight"}, shape: []int{PD, D}, role: RoleInProj, dst: &L.InProj},
+			binding{names: []string{p + "mixer.conv1d.weight"}, shape: []int{C, 1, K}, use: []int{C, K}, role: RoleConv, dst: &L.ConvW},
+			vec("mixer.dt_bias", H, &L.DtBias),
+			vec("mixer.A_log", H, &L.ALog),
+			vec("mixer.D", H, &L.D),
+			vec("mixer.norm.weight", I, &L.MixNorm),
+			binding{names: []string{p + "mixer.out_proj.weight"}, shape: []int{D, I}, role: RoleOutProj, dst: &L.OutProj},
 		)
 		if c.ConvBias {
-			bs = append(bs, one("mixer.conv1d.bias", []int{C}, &L.ConvB))
+			bs = append(bs, vec("mixer.conv1d.bias", C, &L.ConvB))
 		}
 		if c.UseBias {
-			bs = append(bs, one("mixer.in_proj.bias", []int{PD}, &L.InBias), one("mixer.out_proj.bias", []int{D}, &L.OutBias))
+			bs = append(bs, vec("mixer.in_proj.bias", PD, &L.InBias), vec("mixer.out_proj.bias", D, &L.OutBias))
 		}
 	}
 	return bs
@@ -86,23 +86,52 @@ type Progress struct {
 	FileDone, FileTotal int64
 }
 
+// LoadOptions are the choices of a weight load.
+type LoadOptions struct {
+	// Progress, when not nil, is called after every chunk; Done never
+	// decreases.
+	Progress func(Progress)
+	// Quantize quantizes the float in_proj, out_proj, embedding and
+	// lm_head weights while they stream (the zero value keeps them as
+	// they are). A checkpoint stored in another quantized format is
+	// refused: quantizing quantized values compounds their error.
+	Quantize Quant
+}
+
+// source is where one binding's tensor comes from: its data and, for a
+// quantized tensor, its scales and zeros, as the checkpoint stores them.
+type source struct {
+	format              Format
+	group               int // int4
+	data, scales, zeros loader.Info
+}
+
+func (s source) size() int64 { return s.data.Size + s.scales.Size + s.zeros.Size }
+
 // LoadWeights checks every tensor the config implies against the checkpoint
 // (presence and shape, all before any data moves) and then hands each one to
 // the backend. A missing or misshapen tensor is an error naming it, and so
 // is a NaN or infinite value, found as the bytes stream past (before the
 // backend sees them) by its exponent bits.
-// progress, when not nil, is called after every chunk; Done never decreases.
-func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progress)) (*Weights, error) {
+func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, opt LoadOptions) (*Weights, error) {
+	if err := opt.Quantize.Check(); err != nil {
+		return nil, err
+	}
 	w := &Weights{}
-	bs, infos, err := c.bind(ck, w)
+	bs, srcs, err := c.bind(ck, w)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkQuantize(bs, srcs, opt.Quantize); err != nil {
 		return nil, err
 	}
 	var total int64
 	fileTotal := map[string]int64{}
-	for _, in := range infos {
-		total += in.Size
-		fileTotal[in.File] += in.Size
+	for _, s := range srcs {
+		total += s.size()
+		for _, in := range []loader.Info{s.data, s.scales, s.zeros} {
+			fileTotal[in.File] += in.Size
+		}
 	}
 	// Stream in file order: over HTTP, a weight file being stored in the
 	// browser cache is read once, front to back (loader/download.go), and on a
@@ -112,10 +141,10 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progr
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(a, b int) int {
-		if c := strings.Compare(infos[a].File, infos[b].File); c != 0 {
+		if c := strings.Compare(srcs[a].data.File, srcs[b].data.File); c != 0 {
 			return c
 		}
-		return cmp.Compare(infos[a].Begin, infos[b].Begin)
+		return cmp.Compare(srcs[a].data.Begin, srcs[b].data.Begin)
 	})
 	// Progress is reported per chunk, so a large tensor (an embedding of a
 	// big vocabulary) still moves the bar; it never goes back, even when a
@@ -123,22 +152,16 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progr
 	var done, reported int64
 	fileDone := map[string]int64{}
 	for _, i := range order {
-		bd, in := bs[i], infos[i]
+		bd, src := bs[i], srcs[i]
 		shape := bd.use
 		if shape == nil {
 			shape = bd.shape
 		}
-		base, fileBase := done, fileDone[in.File]
-		report := func(k int64) { // k bytes of this tensor are loaded
-			if progress != nil && base+k > reported {
-				reported = base + k
-				progress(Progress{Done: base + k, Total: total, File: in.File, FileDone: fileBase + k, FileTotal: fileTotal[in.File]})
-			}
-		}
 		var bad error // a non-finite value, reported as it is rather than as the backend wraps it
-		t, err := b.Weight(WeightSpec{
-			Name: in.Name, DType: in.DType, Shape: shape,
-			Stream: func(fn func(off int64, b []byte) error) error {
+		base := done
+		stream := func(in loader.Info, at int64) Stream {
+			fileBase := fileDone[in.File]
+			return func(fn func(off int64, b []byte) error) error {
 				scan := finiteScan{es: in.DType.Size()}
 				return ck.Stream(in.Name, 0, func(off int64, b []byte) error {
 					if i, ok := scan.next(in.DType, b); !ok {
@@ -148,11 +171,26 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progr
 					if err := fn(off, b); err != nil {
 						return err
 					}
-					report(off + int64(len(b)))
+					if k := base + at + off + int64(len(b)); opt.Progress != nil && k > reported {
+						reported = k
+						opt.Progress(Progress{Done: k, Total: total, File: in.File,
+							FileDone: fileBase + at + off + int64(len(b)), FileTotal: fileTotal[in.File]})
+					}
 					return nil
 				})
-			},
-		})
+			}
+		}
+		spec := WeightSpec{Name: src.data.Name, Role: bd.role, Shape: shape, Format: src.format, GroupSize: src.group,
+			Data: stream(src.data, 0)}
+		if src.format.Quantized() {
+			spec.Scales = stream(src.scales, src.data.Size)
+			if src.format == FormatInt4 {
+				spec.Zeros = stream(src.zeros, src.data.Size+src.scales.Size)
+			}
+		} else if opt.Quantize.On() && bd.role.quantizable() && len(shape) == 2 {
+			spec = quantizeSpec(spec, src.data.DType, opt.Quantize)
+		}
+		t, err := b.Weight(spec)
 		if bad != nil {
 			if err == nil {
 				b.Free(t)
@@ -160,17 +198,44 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, progress func(Progr
 			return nil, bad
 		}
 		if err != nil {
-			return nil, fmt.Errorf("loading %s: %w", in.Name, err)
+			return nil, fmt.Errorf("loading %s: %w", src.data.Name, err)
 		}
 		*bd.dst = t
-		report(in.Size)
-		done += in.Size
-		fileDone[in.File] += in.Size
+		done += src.size()
+		for _, in := range []loader.Info{src.data, src.scales, src.zeros} {
+			fileDone[in.File] += in.Size
+		}
+		if opt.Progress != nil && done > reported {
+			reported = done
+			opt.Progress(Progress{Done: done, Total: total, File: src.data.File, FileDone: fileDone[src.data.File], FileTotal: fileTotal[src.data.File]})
+		}
 	}
 	if c.TieEmbeddings {
 		w.LMHead = w.Embed
 	}
 	return w, nil
+}
+
+// checkQuantize refuses to quantize a tensor that is quantized already in
+// another format.
+func checkQuantize(bs []binding, srcs []source, q Quant) error {
+	if !q.On() {
+		return nil
+	}
+	for i, s := range srcs {
+		if s.format.Quantized() && (s.format != q.Format || (q.Format == FormatInt4 && s.group != q.groupSize())) {
+			return fmt.Errorf("tensor %s is stored as %s%s; quantizing it to %s would compound the error: start from the float checkpoint",
+				bs[i].names[0], s.format, groupNote(s), q.Format)
+		}
+	}
+	return nil
+}
+
+func groupNote(s source) string {
+	if s.format == FormatInt4 {
+		return fmt.Sprintf(" (group size %d)", s.group)
+	}
+	return ""
 }
 
 // CheckWeights is LoadWeights' check alone: every tensor the config
@@ -181,8 +246,8 @@ func CheckWeights(c Config, ck *loader.Checkpoint) error {
 	return err
 }
 
-// bind finds the checkpoint's tensor for every binding of w.
-func (c Config) bind(ck *loader.Checkpoint, w *Weights) ([]binding, []loader.Info, error) {
+// bind finds the checkpoint's tensors for every binding of w.
+func (c Config) bind(ck *loader.Checkpoint, w *Weights) ([]binding, []source, error) {
 	// The tables below grow with the layer count, so the config's counts
 	// are bounded first, and a config promising more layers than the
 	// checkpoint holds fails on its last layer before anything is built.
@@ -193,23 +258,86 @@ func (c Config) bind(ck *loader.Checkpoint, w *Weights) ([]binding, []loader.Inf
 		return nil, nil, fmt.Errorf("checkpoint lacks tensor %s, but config.json has %d layers", last, c.Layers)
 	}
 	bs := c.bindings(w)
-	infos := make([]loader.Info, len(bs))
+	srcs := make([]source, len(bs))
 	for i, bd := range bs {
+		var in loader.Info
 		found := false
 		for _, n := range bd.names {
-			if in, ok := ck.Info(n); ok {
-				infos[i], found = in, true
+			if in, found = ck.Info(n); found {
 				break
 			}
 		}
 		if !found {
 			return nil, nil, fmt.Errorf("checkpoint lacks tensor %s", bd.names[0])
 		}
-		if !slices.Equal(infos[i].Shape, bd.shape) {
-			return nil, nil, fmt.Errorf("tensor %s has shape %v, but the config implies %v", infos[i].Name, infos[i].Shape, bd.shape)
+		src, err := c.sourceOf(ck, bd, in)
+		if err != nil {
+			return nil, nil, err
+		}
+		srcs[i] = src
+	}
+	return bs, srcs, nil
+}
+
+// sourceOf checks one tensor's dtype and shape against its binding, and
+// finds a quantized tensor's scales and zeros (docs/quantization.md: for
+// X.weight they are X.scales and X.zeros, both F16).
+func (c Config) sourceOf(ck *loader.Checkpoint, bd binding, in loader.Info) (source, error) {
+	if f, ok := FloatFormat(in.DType); ok {
+		if !slices.Equal(in.Shape, bd.shape) {
+			return source{}, fmt.Errorf("tensor %s has shape %v, but the config implies %v", in.Name, in.Shape, bd.shape)
+		}
+		return source{format: f, data: in}, nil
+	}
+	f := FormatInt8
+	if in.DType == loader.U8 {
+		f = FormatInt4
+	}
+	if !bd.role.quantizable() || len(bd.shape) != 2 {
+		return source{}, fmt.Errorf("tensor %s is %s, but only in_proj, out_proj, the embedding and lm_head may be quantized", in.Name, in.DType)
+	}
+	if c.Quant.Format != f {
+		return source{}, fmt.Errorf("tensor %s is %s (%s data), but config.json's quantization_config says %s",
+			in.Name, in.DType, f, quantName(c.Quant))
+	}
+	N, K := bd.shape[0], bd.shape[1]
+	src := source{format: f, data: in, group: c.Quant.GroupSize}
+	if want := []int{N, f.RowBytes(K)}; !slices.Equal(in.Shape, want) {
+		return source{}, fmt.Errorf("tensor %s has shape %v, but %s data for the config's %v is %v", in.Name, in.Shape, f, bd.shape, want)
+	}
+	base := strings.TrimSuffix(in.Name, ".weight")
+	want := []int{N}
+	if f == FormatInt4 {
+		want = []int{N, Groups(K, src.group)}
+	}
+	side := func(suffix string) (loader.Info, error) {
+		name := base + suffix
+		s, ok := ck.Info(name)
+		if !ok {
+			return s, fmt.Errorf("checkpoint lacks tensor %s, the %s of %s %s", name, strings.TrimPrefix(suffix, "."), f, in.Name)
+		}
+		if s.DType != loader.F16 || !slices.Equal(s.Shape, want) {
+			return s, fmt.Errorf("tensor %s is %s %v, want F16 %v", name, s.DType, s.Shape, want)
+		}
+		return s, nil
+	}
+	var err error
+	if src.scales, err = side(".scales"); err != nil {
+		return source{}, err
+	}
+	if f == FormatInt4 {
+		if src.zeros, err = side(".zeros"); err != nil {
+			return source{}, err
 		}
 	}
-	return bs, infos, nil
+	return src, nil
+}
+
+func quantName(q Quant) string {
+	if !q.On() {
+		return "nothing (it has none)"
+	}
+	return q.Format.String()
 }
 
 func has(ck *loader.Checkpoint, name string) bool {

@@ -44,7 +44,7 @@ func TestLoadWeightsConfigMismatch(t *testing.T) {
 		c := base
 		tt.change(&c)
 		b := cpu.New()
-		_, err := model.LoadWeights(c, ck, b, nil)
+		_, err := model.LoadWeights(c, ck, b, model.LoadOptions{})
 		b.Close()
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: error %v, want %q", tt.name, err, tt.want)
@@ -167,7 +167,7 @@ func TestLoadNonFinite(t *testing.T) {
 	for _, tt := range tests {
 		fsys := tinyCheckpoint(t, tt.dt, tt.p)
 		b := cpu.New()
-		m, err := model.Load(fsys, b, nil)
+		m, err := model.Load(fsys, b, model.LoadOptions{})
 		switch {
 		case tt.want == "" && err != nil:
 			t.Errorf("%s %+v: %v", tt.dt, tt.p, err)
@@ -187,7 +187,7 @@ func BenchmarkLoadTiny(b *testing.B) {
 	fsys := models.Tiny()
 	for b.Loop() {
 		be := cpu.New()
-		if _, err := model.Load(fsys, be, nil); err != nil {
+		if _, err := model.Load(fsys, be, model.LoadOptions{}); err != nil {
 			b.Fatal(err)
 		}
 		be.Close()

@@ -363,7 +363,7 @@ func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, onProgres
 			onProgress.Invoke(float64(p.Done), float64(p.Total), p.File, float64(p.FileDone), float64(p.FileTotal))
 		}
 	}
-	w, err := model.LoadWeights(cfg, ck, b, progress)
+	w, err := model.LoadWeights(cfg, ck, b, model.LoadOptions{Progress: progress})
 	if err != nil {
 		b.Close()
 		return nil, "", loadError(ctx, err)

@@ -337,39 +337,55 @@ func (b *Backend) Close() error {
 
 // ---- tensors ---------------------------------------------------------------
 
-// format is how a tensor's elements are stored.
-type format int
+// A tensor's format is a model.Format: activations and state are f32 (or
+// i32 ids), weights keep their stored format (unpack.wgsl).
 
-const (
-	fmtF32  format = iota // one float32 (or int32) per element
-	fmtF16                // IEEE binary16, two per u32
-	fmtBF16               // bfloat16, two per u32
-)
-
-func (f format) define() string {
+// elemBits is the bits per stored element of format f.
+func elemBits(f model.Format) int {
 	switch f {
-	case fmtF16:
-		return "WF16"
-	case fmtBF16:
-		return "WBF16"
-	}
-	return "WF32"
-}
-
-// elemBytes is the bytes per stored element.
-func (f format) elemBytes() int {
-	if f == fmtF32 {
+	case model.FormatF16, model.FormatBF16:
+		return 16
+	case model.FormatInt8:
+		return 8
+	case model.FormatInt4:
 		return 4
 	}
-	return 2
+	return 32
 }
 
-// part is one buffer of a tensor, holding rows [row0, row0+rows).
+// formatDefines are the defines that pick a weight's accessors
+// (unpack.wgsl): one per format, plus WQ and the group size for the
+// quantized ones.
+func (t *tensor) formatDefines() []string {
+	switch t.format {
+	case model.FormatF16:
+		return []string{"WF16"}
+	case model.FormatBF16:
+		return []string{"WBF16"}
+	case model.FormatInt8:
+		return []string{"WQ8", "WQ"}
+	case model.FormatInt4:
+		return []string{"WQ4", "WQ", fmt.Sprintf("QGS=%du", t.group)}
+	}
+	return []string{"WF32"}
+}
+
+// withFormat is defs of the tensor's format defines and more.
+func (t *tensor) withFormat(more ...string) defines {
+	return defs(append(t.formatDefines(), more...)...)
+}
+
+// rowBytes is the bytes of one stored row.
+func (t *tensor) rowBytes() uint64 { return uint64(t.stride) * uint64(elemBits(t.format)) / 8 }
+
+// part is one buffer of a tensor, holding rows [row0, row0+rows), and for
+// a quantized weight the buffer q of those rows' scales and zeros.
 type part struct {
 	buf        *wgpu.Buffer
 	id         uint64
 	row0, rows int
 	size       uint64 // bytes, a multiple of 16
+	q          *part
 }
 
 // tensor is a model.Tensor on the GPU: rows of cols elements (a 1-D tensor is
@@ -379,10 +395,12 @@ type tensor struct {
 	name   string
 	shape  []int
 	kind   model.Kind
-	format format
+	format model.Format
+	group  int // int4: elements per group
 	rows   int // shape[0] for a matrix, 1 for a vector
 	cols   int // elements per row
-	stride int // stored elements per row: cols, rounded up to even when packed
+	stride int // stored elements per row: cols, rounded up to a whole u32 when packed
+	qrow   int // quantized: parameters (u32) per row of a part's q buffer
 	parts  []part
 	role   string // for a weight, what it is (in_proj, lm_head...): profiles name matmuls by it
 	freed  bool
@@ -491,12 +509,16 @@ func (b *Backend) Free(x model.Tensor) {
 	for _, p := range t.parts {
 		b.dropGroups(p.id)
 		b.dropBuffer(p.buf)
+		if p.q != nil {
+			b.dropGroups(p.q.id)
+			b.dropBuffer(p.q.buf)
+		}
 	}
 	t.parts, t.freed = nil, true
 }
 
 func (b *Backend) addPart(t *tensor, row0, rows int, usage wgpu.BufferUsage) error {
-	size := uint64(rows) * uint64(t.stride) * uint64(t.format.elemBytes())
+	size := uint64(rows) * t.rowBytes()
 	size = max(16, (size+15)&^15)
 	if size > b.maxBinding {
 		return fmt.Errorf("wgsl: %s needs %d bytes in one buffer, more than the largest storage binding of %d bytes", t, size, b.maxBinding)
@@ -506,7 +528,18 @@ func (b *Backend) addPart(t *tensor, row0, rows int, usage wgpu.BufferUsage) err
 		return err
 	}
 	b.nextID++
-	t.parts = append(t.parts, part{buf: buf, id: b.nextID, row0: row0, rows: rows, size: size})
+	p := part{buf: buf, id: b.nextID, row0: row0, rows: rows, size: size}
+	if t.format.Quantized() {
+		qsize := max(16, (uint64(rows)*uint64(t.qrow)*4+15)&^15)
+		qbuf, err := b.newBuffer(t.name+" scales", qsize, usage)
+		if err != nil {
+			b.dropBuffer(buf)
+			return err
+		}
+		b.nextID++
+		p.q = &part{buf: qbuf, id: b.nextID, row0: row0, rows: rows, size: qsize}
+	}
+	t.parts = append(t.parts, p)
 	return nil
 }
 
@@ -528,7 +561,7 @@ func shapeSize(shape []int) (int, error) {
 // cannot be bound by a kernel; it is returned unusable and the error is
 // reported by the next Read.
 func (b *Backend) Alloc(kind model.Kind, shape ...int) model.Tensor {
-	t := &tensor{shape: slices.Clone(shape), kind: kind, format: fmtF32, rows: 1}
+	t := &tensor{shape: slices.Clone(shape), kind: kind, format: model.FormatF32, rows: 1}
 	n, err := shapeSize(shape)
 	if err != nil {
 		b.failf("alloc: %v", err)
@@ -596,7 +629,7 @@ func (b *Backend) upload(t *tensor, data []byte) {
 	if len(data) == 0 {
 		return
 	}
-	if t.format != fmtF32 || len(t.parts) != 1 {
+	if t.format != model.FormatF32 || len(t.parts) != 1 {
 		b.failf("write: %s is a weight", t)
 		return
 	}
@@ -673,7 +706,7 @@ func (b *Backend) readBack(t *tensor) ([]byte, error) {
 	if b.err == nil && !t.ok() {
 		b.failf("read: %s was never created", t)
 	}
-	if b.err == nil && (t.format != fmtF32 || len(t.parts) != 1) {
+	if b.err == nil && (t.format != model.FormatF32 || len(t.parts) != 1) {
 		b.failf("read: %s is a weight", t)
 	}
 	if err := b.takeErr(); err != nil {

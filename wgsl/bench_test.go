@@ -9,7 +9,7 @@ import (
 // loadTiny loads mamba2-go-tiny for a benchmark.
 func loadTiny(b *testing.B, opts Options) (*Backend, *model.Model) {
 	be := open(b, opts)
-	m, err := model.Load(tiny(), be, nil)
+	m, err := model.Load(tiny(), be, model.LoadOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

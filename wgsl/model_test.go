@@ -59,7 +59,8 @@ func TestFixturesSplit(t *testing.T) {
 // TestSplitParts checks Embed and MatMul on weights split into many parts
 // (with odd row lengths, packed formats and a bias) against the CPU.
 func TestSplitParts(t *testing.T) {
-	b := open(t, Options{MaxBindingSize: 2048})
+	wide := open(t, Options{MaxBindingSize: 2048})
+	narrow := open(t, Options{MaxBindingSize: 1696})
 	ref := cpu.New()
 	rng := rand.New(rand.NewPCG(7, 7))
 	rnd := func(n int) []float32 {
@@ -69,15 +70,31 @@ func TestSplitParts(t *testing.T) {
 		}
 		return out
 	}
-	for _, dt := range []loader.DType{loader.F32, loader.F16, loader.BF16} {
+	for _, f := range []string{"F32", "F16", "BF16", "int8", "int4"} {
+		dt := loader.DType(f)
+		if dt.Size() == 0 {
+			dt = loader.F16 // the bias's
+		}
+		b := wide
+		if dt != loader.DType(f) { // quantized rows are small
+			b = narrow
+		}
 		for _, s := range []struct{ V, D, T int }{{101, 37, 1}, {101, 37, 3}, {57, 70, 6}} {
-			t.Run(fmt.Sprintf("%s/V%d/D%d/T%d", dt, s.V, s.D, s.T), func(t *testing.T) {
-				spec := modeltest.SpecOf("embeddings", dt, []int{s.V, s.D}, rnd(s.V*s.D), 29)
+			t.Run(fmt.Sprintf("%s/V%d/D%d/T%d", f, s.V, s.D, s.T), func(t *testing.T) {
+				var spec model.WeightSpec
+				switch f {
+				case "int8":
+					spec = modeltest.QuantSpecOf("embeddings", []int{s.V, s.D}, rnd(s.V*s.D), model.Quant{Format: model.FormatInt8}, 29)
+				case "int4":
+					spec = modeltest.QuantSpecOf("embeddings", []int{s.V, s.D}, rnd(s.V*s.D), model.Quant{Format: model.FormatInt4, GroupSize: 16}, 29)
+				default:
+					spec = modeltest.SpecOf("embeddings", dt, []int{s.V, s.D}, rnd(s.V*s.D), 29)
+				}
 				gw, err := b.Weight(spec)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if n := len(gw.(*tensor).parts); n < 3 {
+				if n := len(gw.(*tensor).parts); n < 2 || (n < 3 && b == wide) {
 					t.Fatalf("%d parts; the test wants a split into several", n)
 				}
 				cw, _ := ref.Weight(spec)
@@ -139,7 +156,7 @@ func decodeStep(t *testing.T, b *Backend, st *model.State, idT model.Tensor, id 
 // greedy generation against the CPU backend.
 func TestDecodeSteadyState(t *testing.T) {
 	b := open(t, Options{})
-	m, err := model.Load(tiny(), b, nil)
+	m, err := model.Load(tiny(), b, model.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +196,7 @@ func TestDecodeSteadyState(t *testing.T) {
 	}
 
 	// Greedy generation matches the CPU backend id for id.
-	ref, err := model.Load(tiny(), cpu.New(), nil)
+	ref, err := model.Load(tiny(), cpu.New(), model.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +223,7 @@ func TestDecodeSteadyState(t *testing.T) {
 func TestErrors(t *testing.T) {
 	t.Run("model too big for the limits", func(t *testing.T) {
 		b := open(t, Options{MaxBindingSize: 1024})
-		_, err := model.Load(tiny(), b, nil)
+		_, err := model.Load(tiny(), b, model.LoadOptions{})
 		if err == nil || !strings.Contains(err.Error(), "backbone.embeddings.weight") || !strings.Contains(err.Error(), "1024 bytes") {
 			t.Fatalf("got %v, want an error naming the embedding and the 1024-byte limit", err)
 		}
@@ -250,10 +267,20 @@ func TestErrors(t *testing.T) {
 		b.Last(okT, x)
 		check(t, "last", "not a tensor of the webgpu backend")
 	})
-	t.Run("bad dtype", func(t *testing.T) {
-		_, err := b.Weight(model.WeightSpec{Name: "w", DType: "I8", Shape: []int{4}, Stream: func(func(int64, []byte) error) error { return nil }})
-		if err == nil || !strings.Contains(err.Error(), "tensor w") || !strings.Contains(err.Error(), "I8") {
-			t.Fatalf("got %v", err)
+	t.Run("bad format", func(t *testing.T) {
+		none := func(func(int64, []byte) error) error { return nil }
+		for _, c := range []struct {
+			spec model.WeightSpec
+			want string
+		}{
+			{model.WeightSpec{Name: "w", Format: model.Format(9), Shape: []int{4}, Data: none}, "Format(9)"},
+			{model.WeightSpec{Name: "w", Format: model.FormatInt8, Shape: []int{4}, Data: none, Scales: none}, "int8 wants a matrix"},
+			{model.WeightSpec{Name: "w", Format: model.FormatInt4, Shape: []int{4, 4}, Data: none, Scales: none, Zeros: none, GroupSize: 3}, "group size 3"},
+		} {
+			_, err := b.Weight(c.spec)
+			if err == nil || !strings.Contains(err.Error(), "tensor w") || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s: got %v, want an error naming the tensor and %q", c.spec.Format, err, c.want)
+			}
 		}
 	})
 	t.Run("short stream", func(t *testing.T) {
@@ -292,11 +319,11 @@ func TestOverflow(t *testing.T) { modeltest.RunOverflow(t, open(t, Options{})) }
 // ids, and they differ from the unpenalized ones, which repeat.
 func TestGeneratePenalties(t *testing.T) {
 	b := open(t, Options{})
-	gm, err := model.Load(tiny(), b, nil)
+	gm, err := model.Load(tiny(), b, model.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cm, err := model.Load(tiny(), cpu.New(), nil)
+	cm, err := model.Load(tiny(), cpu.New(), model.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,4 +354,10 @@ func TestGeneratePenalties(t *testing.T) {
 			t.Errorf("%+v: the penalties changed nothing (%v)", s, want)
 		}
 	}
+}
+
+// TestQuantizedFixtures loads the fixtures quantized (int8, int4) and
+// checks the WebGPU kernels against the CPU's dequantized products.
+func TestQuantizedFixtures(t *testing.T) {
+	modeltest.RunQuantizedFixtures(t, func(t *testing.T) model.Backend { return open(t, Options{}) }, 1e-3)
 }

@@ -46,7 +46,7 @@ func (b *Backend) maybe(op, what string, x model.Tensor) (t *tensor, bad bool) {
 
 // activation checks that t is a single-buffer f32 tensor of n elements.
 func (b *Backend) activation(op, what string, t *tensor, n int) bool {
-	if t.format != fmtF32 || len(t.parts) != 1 || t.kind != model.F32 {
+	if t.format != model.FormatF32 || len(t.parts) != 1 || t.kind != model.F32 {
 		b.failf("%s: %s %s must be an F32 tensor in one buffer", op, what, t)
 		return false
 	}
@@ -81,6 +81,15 @@ func matrix(t *tensor) (N, K, stride int, parts []part) {
 	return N, K, K, []part{p}
 }
 
+// withQ adds a quantized weight part's scales and zeros as the last
+// binding (unpack.wgsl's Q).
+func withQ(binds []bind, p part) []bind {
+	if p.q != nil {
+		binds = append(binds, ro(*p.q))
+	}
+	return binds
+}
+
 func u32s(op string, b *Backend, vals ...int) bool {
 	for _, v := range vals {
 		if v < 0 || v > math.MaxInt32 {
@@ -109,9 +118,9 @@ func (b *Backend) Embed(out, table, ids model.Tensor) {
 		return
 	}
 	for i, p := range parts {
-		b.dispatch("embed.wgsl", defs(tb.format.define()),
-			[]bind{ro(id.parts[0]), ro(p), rw(o.parts[0])},
-			params{uint32(T), uint32(D), uint32(stride), uint32(p.row0), uint32(p.rows), uint32(V), b2u(i == 0)},
+		b.dispatch("embed.wgsl", tb.withFormat(),
+			withQ([]bind{ro(id.parts[0]), ro(p), rw(o.parts[0])}, p),
+			params{uint32(T), uint32(D), uint32(stride), uint32(p.row0), uint32(p.rows), uint32(V), b2u(i == 0), uint32(tb.qrow)},
 			uint32(T)*ceilDiv(uint32(D), 256))
 	}
 }
@@ -172,9 +181,9 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
 	}
 	// Two kernels by prompt length (matmul.wgsl): tile edges in columns
 	// and tokens.
-	d, cols, toks := defs(wt.format.define()), uint32(64), uint32(64)
+	d, cols, toks := wt.withFormat(), uint32(64), uint32(64)
 	if T <= matvecTokens {
-		d, cols, toks = defs(wt.format.define(), "MATVEC"), 4, 4
+		d, cols, toks = wt.withFormat("MATVEC"), 4, 4
 	}
 	// A prompt whose product has too few tiles to fill the GPU is cut along
 	// k: partial products into scratch, then matmul_sum.wgsl adds them.
@@ -193,9 +202,9 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
 	for _, p := range parts {
 		groups := ceilDiv(uint32(p.rows), cols) * ceilDiv(uint32(T), toks) * uint32(splits)
 		b.dispatchAs("matmul.wgsl", d, wt.role,
-			[]bind{ro(xt.parts[0]), ro(p), b.opt(bt), rw(dst)},
+			withQ([]bind{ro(xt.parts[0]), ro(p), b.opt(bt), rw(dst)}, p),
 			params{uint32(T), uint32(p.rows), uint32(K), uint32(stride), uint32(N), uint32(p.row0),
-				b2u(bt != nil && splits == 1), uint32(kper), uint32(T * N)},
+				b2u(bt != nil && splits == 1), uint32(kper), uint32(T * N), uint32(wt.qrow)},
 			groups)
 	}
 	if splits > 1 {
@@ -269,13 +278,13 @@ func (b *Backend) Conv(out, proj, state, w, bias, mask model.Tensor, c model.Con
 	pr := params{uint32(B), uint32(L), uint32(C), uint32(PD), uint32(I), uint32(wstride), b2u(bt != nil), b2u(mt != nil)}
 	kc := fmt.Sprintf("KC=%du", K)
 	if L < convParallelTokens || L < K-1 {
-		b.dispatch("conv.wgsl", defs(wt.format.define(), kc), binds, pr, ceilDiv(uint32(B*C), 256))
+		b.dispatch("conv.wgsl", wt.withFormat(kc), binds, pr, ceilDiv(uint32(B*C), 256))
 		return
 	}
 	// A prompt: every output at once, then the state (conv.wgsl).
-	b.dispatch("conv.wgsl", defs(wt.format.define(), kc, "PROMPT"), binds, pr, ceilDiv(uint32(B*L*C), 256))
+	b.dispatch("conv.wgsl", wt.withFormat(kc, "PROMPT"), binds, pr, ceilDiv(uint32(B*L*C), 256))
 	if K > 1 {
-		b.dispatch("conv.wgsl", defs(wt.format.define(), kc, "SHIFT"), binds, pr, ceilDiv(uint32(B*(K-1)*C), 256))
+		b.dispatch("conv.wgsl", wt.withFormat(kc, "SHIFT"), binds, pr, ceilDiv(uint32(B*(K-1)*C), 256))
 	}
 }
 

@@ -268,9 +268,11 @@ func kernelName(shader string, d defines) string {
 			}
 		}
 	}
-	for _, f := range []format{fmtF32, fmtF16, fmtBF16} {
-		if d.has(f.define()) {
-			parts = append(parts, strings.ToLower(strings.TrimPrefix(f.define(), "W")))
+	for _, f := range []struct{ define, name string }{
+		{"WF32", "f32"}, {"WF16", "f16"}, {"WBF16", "bf16"}, {"WQ8", "int8"}, {"WQ4", "int4"},
+	} {
+		if d.has(f.define) {
+			parts = append(parts, f.name)
 		}
 	}
 	if len(parts) == 0 {
@@ -279,18 +281,16 @@ func kernelName(shader string, d defines) string {
 	return base + "." + strings.Join(parts, "_")
 }
 
-// roleOf is what a checkpoint tensor is, as profiles name the matmuls by
-// their weight: "backbone.layers.3.mixer.in_proj.weight" is in_proj; the
-// embedding (tied) and lm_head.weight are lm_head, which is all a matmul
-// uses them for.
-func roleOf(name string) string {
-	n := strings.TrimSuffix(name, ".weight")
-	last := n[strings.LastIndex(n, ".")+1:]
-	switch last {
-	case "embeddings", "embedding", "lm_head":
-		return "lm_head"
+// roleName is how profiles name a matmul by its weight: the embedding is
+// lm_head there, which is all a matmul uses it for; vectors have none.
+func roleName(r model.Role) string {
+	switch r {
+	case model.RoleEmbedding:
+		return string(model.RoleLMHead)
+	case model.RoleVector:
+		return ""
 	}
-	return last
+	return string(r)
 }
 
 var _ model.Profiler = (*Backend)(nil)

@@ -26,11 +26,11 @@ func TestProfile(t *testing.T) {
 	}
 	t.Logf("adapter %s: timestamp period %g ns/tick", describeAdapter(b.Adapter()), b.TimestampPeriod())
 	plain := open(t, Options{})
-	mp, err := model.Load(tiny(), b, nil)
+	mp, err := model.Load(tiny(), b, model.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mq, err := model.Load(tiny(), plain, nil)
+	mq, err := model.Load(tiny(), plain, model.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestProfile(t *testing.T) {
 	// Decode steps: exactly the kernels of one token's forward pass.
 	w := mp.Weights
 	f := func(x model.Tensor) string {
-		return strings.ToLower(strings.TrimPrefix(x.(*tensor).format.define(), "W"))
+		return x.(*tensor).format.String()
 	}
 	L := mp.Config.Layers
 	want := map[string]int{
@@ -189,6 +189,8 @@ func TestKernelNames(t *testing.T) {
 		{"matmul.wgsl", defs("WF16", "MATVEC"), "matmul.matvec_f16"},
 		{"matmul.wgsl", defs("WBF16"), "matmul.tiled_bf16"},
 		{"embed.wgsl", defs("WF32"), "embed.f32"},
+		{"matmul.wgsl", defs("WQ4", "WQ", "QGS=128u", "MATVEC"), "matmul.matvec_int4"},
+		{"embed.wgsl", defs("WQ8", "WQ"), "embed.int8"},
 		{"conv.wgsl", defs("WF16", "KC=4u"), "conv.f16"},
 		{"ssm_scan.wgsl", defs("PASS_STATES"), "ssm_scan.chunk_states"},
 		{"ssm_step.wgsl", defs("NPL=2u"), "ssm_step"},
@@ -197,15 +199,15 @@ func TestKernelNames(t *testing.T) {
 			t.Errorf("kernelName(%s, %v) = %s, want %s", c.shader, c.d, got, c.want)
 		}
 	}
-	for name, want := range map[string]string{
-		"backbone.layers.3.mixer.in_proj.weight":  "in_proj",
-		"backbone.layers.0.mixer.out_proj.weight": "out_proj",
-		"backbone.embeddings.weight":              "lm_head",
-		"lm_head.weight":                          "lm_head",
-		"":                                        "",
+	for role, want := range map[model.Role]string{
+		model.RoleInProj:    "in_proj",
+		model.RoleOutProj:   "out_proj",
+		model.RoleEmbedding: "lm_head",
+		model.RoleLMHead:    "lm_head",
+		model.RoleVector:    "",
 	} {
-		if got := roleOf(name); got != want {
-			t.Errorf("roleOf(%q) = %q, want %q", name, got, want)
+		if got := roleName(role); got != want {
+			t.Errorf("roleName(%q) = %q, want %q", role, got, want)
 		}
 	}
 }

@@ -123,7 +123,7 @@ func (b *Backend) scratchFor(name string, n int) *tensor {
 		b.Free(old)
 		delete(b.scratch, name)
 	}
-	t := &tensor{name: name, shape: []int{n}, kind: model.F32, format: fmtF32, rows: 1, cols: n, stride: n}
+	t := &tensor{name: name, shape: []int{n}, kind: model.F32, format: model.FormatF32, rows: 1, cols: n, stride: n}
 	if err := b.addPart(t, 0, 1, wgpu.BufferUsageStorage); err != nil {
 		b.fail(err)
 		return nil

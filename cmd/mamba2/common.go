@@ -111,7 +111,7 @@ func (m *modelFlags) load(ctx context.Context, stderr io.Writer) (*model.Model, 
 	if err != nil {
 		return nil, nil, err
 	}
-	w, err := model.LoadWeights(cfg, ck, b, nil)
+	w, err := model.LoadWeights(cfg, ck, b, model.LoadOptions{})
 	if err != nil {
 		b.Close()
 		return nil, nil, fmt.Errorf("%s: %v", name, err)

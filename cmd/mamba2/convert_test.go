@@ -36,7 +36,7 @@ func TestConvert(t *testing.T) {
 	}
 	logits := func(dir string) []float32 {
 		t.Helper()
-		m, err := model.Load(os.DirFS(dir), cpu.New(), nil)
+		m, err := model.Load(os.DirFS(dir), cpu.New(), model.LoadOptions{})
 		if err != nil {
 			t.Fatalf("%s: %v", dir, err)
 		}

@@ -23,7 +23,7 @@ import (
 // must be fresh; RunFree does not close it.
 func RunFree(t *testing.T, b model.Backend, live func() map[string]int) {
 	fx := Fixtures(t)[0]
-	m, err := model.Load(os.DirFS(fx.Dir), b, nil)
+	m, err := model.Load(os.DirFS(fx.Dir), b, model.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,8 @@ const OpsTolerance = 1e-4
 // It covers sizes that are not multiples of a workgroup or chunk, two
 // sequences with a left-padding mask, one decoded token (Chunked false) and
 // prompts (Chunked true, with a finite dt clamp) continuing from nonzero
-// conv and SSM state, F32, F16 and BF16 weights (odd row lengths included),
+// conv and SSM state, F32, F16 and BF16 weights and int8 and int4 matrices (odd row lengths
+// and ragged int4 groups included),
 // the full and grouped gated norm, and sampling ties. It also reads back the
 // inputs an operation must leave alone. b must be fresh; RunOps does not
 // close it.
@@ -127,7 +128,11 @@ func Encode(data []float32, dt loader.DType) []byte {
 func SpecOf(name string, dt loader.DType, shape []int, data []float32, chunk int) model.WeightSpec {
 	raw := Encode(data, dt)
 	step := chunk * dt.Size()
-	return model.WeightSpec{Name: name, DType: dt, Shape: shape, Stream: func(fn func(off int64, b []byte) error) error {
+	format, ok := model.FloatFormat(dt)
+	if !ok {
+		panic("SpecOf: not a float dtype: " + dt)
+	}
+	return model.WeightSpec{Name: name, Format: format, Role: role(name, shape), Shape: shape, Data: func(fn func(off int64, b []byte) error) error {
 		for off := 0; off < len(raw); off += step {
 			if err := fn(int64(off), raw[off:min(off+step, len(raw))]); err != nil {
 				return err
@@ -137,11 +142,105 @@ func SpecOf(name string, dt loader.DType, shape []int, data []float32, chunk int
 	}}
 }
 
+// QuantSpecOf builds the WeightSpec of data ([N, K]) quantized as q with
+// model's quantizers, its streams in chunks of chunk bytes.
+func QuantSpecOf(name string, shape []int, data []float32, q model.Quant, chunk int) model.WeightSpec {
+	N, K := shape[0], shape[1]
+	f, gs := q.Format, q.GroupSize
+	if gs == 0 {
+		gs = model.DefaultGroupSize
+	}
+	rb := f.RowBytes(K)
+	per := 1
+	if f == model.FormatInt4 {
+		per = model.Groups(K, gs)
+	}
+	packed := make([]byte, N*rb)
+	scales, zeros := make([]uint16, N*per), make([]uint16, N*per)
+	for r := range N {
+		row := data[r*K : (r+1)*K]
+		if f == model.FormatInt8 {
+			scales[r] = model.QuantizeInt8(row, packed[r*rb:])
+		} else {
+			model.QuantizeInt4(row, gs, packed[r*rb:(r+1)*rb], scales[r*per:], zeros[r*per:], model.Int4Search)
+		}
+	}
+	stream := func(raw []byte) model.Stream {
+		return func(fn func(off int64, b []byte) error) error {
+			for off := 0; off < len(raw); off += chunk {
+				if err := fn(int64(off), raw[off:min(off+chunk, len(raw))]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	halves := func(v []uint16) []byte {
+		var b []byte
+		for _, h := range v {
+			b = binary.LittleEndian.AppendUint16(b, h)
+		}
+		return b
+	}
+	spec := model.WeightSpec{Name: name, Role: model.RoleInProj, Shape: shape, Format: f,
+		Data: stream(packed), Scales: stream(halves(scales))}
+	if f == model.FormatInt4 {
+		spec.GroupSize, spec.Zeros = gs, stream(halves(zeros))
+	}
+	return spec
+}
+
+// role guesses a test tensor's role from its rank: matrices are in_proj.
+func role(name string, shape []int) model.Role {
+	if len(shape) >= 2 {
+		return model.RoleInProj
+	}
+	return model.RoleVector
+}
+
 // weight loads random weights (in [lo, hi)) as dt on both backends.
 func (h *opsHarness) weight(t *testing.T, name string, dt loader.DType, lo, hi float64, shape ...int) pair {
 	t.Helper()
 	data := h.rand(size(shape), lo, hi)
 	spec := SpecOf(name, dt, shape, data, 37)
+	got, err := h.b.Weight(spec)
+	if err != nil {
+		t.Fatalf("weight %s: %v", name, err)
+	}
+	want, err := h.ref.Weight(spec)
+	if err != nil {
+		t.Fatalf("cpu weight %s: %v", name, err)
+	}
+	return pair{got: got, want: want, weight: true}
+}
+
+// wformat is a weight format the suite runs matrices in: a float dtype, or
+// a quantization.
+type wformat struct {
+	dt loader.DType
+	q  model.Quant
+}
+
+func (f wformat) String() string {
+	if f.q.On() {
+		return fmt.Sprintf("%s-g%d", f.q.Format, f.q.GroupSize)
+	}
+	return string(f.dt)
+}
+
+// matrixFormats are the float dtypes and both quantizations, int4 with
+// groups of 32 so that rows of most test shapes hold several, one ragged.
+var matrixFormats = []wformat{{dt: loader.F32}, {dt: loader.F16}, {dt: loader.BF16},
+	{q: model.Quant{Format: model.FormatInt8}}, {q: model.Quant{Format: model.FormatInt4, GroupSize: 32}}}
+
+// matrix loads a random matrix in format f on both backends.
+func (h *opsHarness) matrix(t *testing.T, name string, f wformat, lo, hi float64, shape ...int) pair {
+	t.Helper()
+	if !f.q.On() {
+		return h.weight(t, name, f.dt, lo, hi, shape...)
+	}
+	// The spec's streams replay, so both backends read the same bytes.
+	spec := QuantSpecOf(name, shape, h.rand(size(shape), lo, hi), f.q, 37)
 	got, err := h.b.Weight(spec)
 	if err != nil {
 		t.Fatalf("weight %s: %v", name, err)
@@ -225,11 +324,11 @@ func (h *opsHarness) writeRead(t *testing.T) {
 }
 
 func (h *opsHarness) embed(t *testing.T) {
-	for _, dt := range dtypes {
+	for _, wf := range matrixFormats {
 		for _, D := range []int{70, 300, 33} {
-			t.Run(fmt.Sprintf("%s/D%d", dt, D), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/D%d", wf, D), func(t *testing.T) {
 				const V = 37
-				table := h.weight(t, "embed", dt, -1, 1, V, D)
+				table := h.matrix(t, "embed", wf, -1, 1, V, D)
 				ids := h.ids([]int32{0, 36, 5, 5, 17, 1, 35, 0, 20})
 				out := h.act(t, nil, 9, D)
 				h.b.Embed(out.got, table.got, ids.got)
@@ -285,14 +384,14 @@ func (h *opsHarness) matMul(t *testing.T) {
 		{9, 70, 600}, {130, 33, 1100}, {6, 20, 1031},
 	}
 	for i, s := range shapes {
-		for _, dt := range dtypes {
-			withBias := (i+len(dt))%2 == 0
-			t.Run(fmt.Sprintf("T%d/N%d/K%d/%s/bias=%v", s.T, s.N, s.K, dt, withBias), func(t *testing.T) {
+		for j, wf := range matrixFormats {
+			withBias := (i+j)%2 == 0
+			t.Run(fmt.Sprintf("T%d/N%d/K%d/%s/bias=%v", s.T, s.N, s.K, wf, withBias), func(t *testing.T) {
 				x := h.act(t, nil, s.T, s.K)
-				w := h.weight(t, "w", dt, -1, 1, s.N, s.K)
+				w := h.matrix(t, "w", wf, -1, 1, s.N, s.K)
 				var bias pair
 				if withBias {
-					bias = h.weight(t, "bias", dt, -1, 1, s.N)
+					bias = h.weight(t, "bias", dtypes[j%3], -1, 1, s.N)
 				}
 				out := h.act(t, nil, s.T, s.N)
 				h.b.MatMul(out.got, x.got, w.got, bias.on(false))

@@ -24,7 +24,7 @@ struct Params {
     C: u32,        // conv channels, I + 2GN
     PD: u32,       // row length of proj
     xoff: u32,     // first xBC column of proj (I)
-    wstride: u32,  // elements per row of W
+    stride: u32,   // stored elements per row of W (unpack.wgsl)
     has_bias: u32,
     has_mask: u32,
 }
@@ -64,7 +64,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         } else {
             v = proj[(row + k + 1u - KC) * P.PD + P.xoff + c];
         }
-        s += w_get(c * P.wstride + k) * v;
+        s += w_get(c, k) * v;
     }
     s = silu(s);
     if (P.has_mask == 1u) {
@@ -103,7 +103,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     var wk: array<f32, KC>;
     for (var k = 0u; k < KC; k++) {
-        wk[k] = w_get(c * P.wstride + k);
+        wk[k] = w_get(c, k);
     }
     var b0 = 0.0;
     if (P.has_bias == 1u) {

@@ -14,17 +14,21 @@
 struct Params {
     T: u32,      // tokens
     D: u32,      // columns
-    stride: u32, // elements per row of W (D, or D rounded up to even when packed)
+    stride: u32, // stored elements per row of W (D, padded for packed formats)
     row0: u32,   // first table row held by this part
     rows: u32,   // rows held by this part
     vocab: u32,  // rows of the whole table
     first: u32,  // 1 for the part that zeroes out-of-range ids
+    qstride: u32, // quantized W: parameters per row of Q (unpack.wgsl)
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
 @group(0) @binding(2) var<storage, read> W: array<WWord>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+#ifdef WQ
+@group(0) @binding(4) var<storage, read> Q: array<u32>;
+#endif
 
 const WG: u32 = 256u;
 
@@ -49,5 +53,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (r < P.row0 || r >= P.row0 + P.rows) {
         return;
     }
-    out[t * P.D + d] = w_get((r - P.row0) * P.stride + d);
+    out[t * P.D + d] = w_get(r - P.row0, d);
 }

@@ -34,6 +34,7 @@ struct Params {
     has_bias: u32,
     kper: u32,     // tiled: k per split (K when not split)
     pstride: u32,  // tiled, split: floats between the partial products
+    qstride: u32,  // quantized W: parameters per row of Q (unpack.wgsl)
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -41,6 +42,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> W: array<WWord>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+#ifdef WQ
+@group(0) @binding(5) var<storage, read> Q: array<u32>;
+#endif
 
 const WG: u32 = 256u;
 
@@ -64,10 +68,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let lane = lid % TPR;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     if (n < P.N) {
-        let base = n * P.stride;
         let K2 = P.K & ~1u;
         for (var k = lane * 2u; k < K2; k += TPR * 2u) {
-            let wv = w_get2(base + k);
+            let wv = w_get2(n, k);
             for (var j = 0u; j < TB; j++) {
                 let t = t0 + j;
                 if (t < P.T) {
@@ -78,7 +81,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         if ((P.K & 1u) == 1u && lane == 0u) {
             let k = P.K - 1u;
-            let wv = w_get(base + k);
+            let wv = w_get(n, k);
             for (var j = 0u; j < TB; j++) {
                 let t = t0 + j;
                 if (t < P.T) {
@@ -146,9 +149,9 @@ fn load_w(n0: u32, k0: u32, ke: u32, lid: u32) -> array<vec2<f32>, 2> {
         v[i] = vec2<f32>(0.0, 0.0);
         if (n < P.N && k < ke) {
             if (k + 1u < ke) {
-                v[i] = w_get2(n * P.stride + k);
+                v[i] = w_get2(n, k);
             } else {
-                v[i].x = w_get(n * P.stride + k);
+                v[i].x = w_get(n, k);
             }
         }
     }

@@ -2,52 +2,37 @@
 //
 // The including kernel declares its weight buffer as
 //     var<storage, read> W: array<WWord>;
-// and the pipeline's define picks the format, so layer code never branches
-// on it:
-//   WF32   one f32 per element;
-//   WF16   two IEEE binary16 per u32, element 2i in the low half;
-//   WBF16  two bfloat16 per u32, element 2i in the low half.
-// Packed rows are padded to an even length on upload, so every row starts on
-// a word and w_get2 at an even index never straddles two rows.
+// with a Params struct P that has `stride` (stored elements per row of W)
+// and, for the quantized formats (define WQ), `qstride` (quantization
+// parameters per row) and a buffer
+//     var<storage, read> Q: array<u32>;
+// of one u32 per parameter: the f16 scale in the low half, the f16 zero
+// in the high half. The pipeline's define picks one format file, so layer
+// code never branches on the format:
+//   WF32   w_f32.wgsl   one f32 per element
+//   WF16   w_f16.wgsl   two IEEE binary16 per u32
+//   WBF16  w_bf16.wgsl  two bfloat16 per u32
+//   WQ8    w_q8.wgsl    four int8 per u32, one scale per row
+//   WQ4    w_q4.wgsl    eight 4-bit values per u32, a scale and zero per
+//                       QGS elements of a row
+// Each gives
+//   w_get(n, k)   element k of row n;
+//   w_get2(n, k)  elements k and k+1 for an even k (k+1 must exist).
+// Rows are padded on upload so every row starts on a word: a pair never
+// straddles two words or two rows.
 
 #ifdef WF32
-alias WWord = f32;
-
-fn w_get(i: u32) -> f32 {
-    return W[i];
-}
-
-// w_get2 returns elements i and i+1; i+1 must exist.
-fn w_get2(i: u32) -> vec2<f32> {
-    return vec2<f32>(W[i], W[i + 1u]);
-}
+#include "w_f32.wgsl"
 #endif
-
 #ifdef WF16
-alias WWord = u32;
-
-fn w_get(i: u32) -> f32 {
-    let pair = unpack2x16float(W[i >> 1u]);
-    return select(pair.x, pair.y, (i & 1u) == 1u);
-}
-
-// w_get2 returns elements i and i+1 for an even i: one word.
-fn w_get2(i: u32) -> vec2<f32> {
-    return unpack2x16float(W[i >> 1u]);
-}
+#include "w_f16.wgsl"
 #endif
-
 #ifdef WBF16
-alias WWord = u32;
-
-// A bfloat16 is the top half of an f32, so widening is a shift.
-fn w_get(i: u32) -> f32 {
-    let word = W[i >> 1u];
-    return select(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u), (i & 1u) == 1u);
-}
-
-fn w_get2(i: u32) -> vec2<f32> {
-    let word = W[i >> 1u];
-    return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
-}
+#include "w_bf16.wgsl"
+#endif
+#ifdef WQ8
+#include "w_q8.wgsl"
+#endif
+#ifdef WQ4
+#include "w_q4.wgsl"
 #endif

@@ -1,0 +1,14 @@
+// w_bf16.wgsl: weights stored as bfloat16, two per u32, element 2i in the
+// low half; rows padded to an even length (unpack.wgsl). A bfloat16 is the
+// top half of an f32, so widening is a shift.
+alias WWord = u32;
+
+fn w_get(n: u32, k: u32) -> f32 {
+    let word = W[(n * P.stride + k) >> 1u];
+    return select(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u), (k & 1u) == 1u);
+}
+
+fn w_get2(n: u32, k: u32) -> vec2<f32> {
+    let word = W[(n * P.stride + k) >> 1u];
+    return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
+}

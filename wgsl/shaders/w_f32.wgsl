@@ -1,0 +1,11 @@
+// w_f32.wgsl: weights stored as f32 (unpack.wgsl).
+alias WWord = f32;
+
+fn w_get(n: u32, k: u32) -> f32 {
+    return W[n * P.stride + k];
+}
+
+fn w_get2(n: u32, k: u32) -> vec2<f32> {
+    let i = n * P.stride + k;
+    return vec2<f32>(W[i], W[i + 1u]);
+}

@@ -127,11 +127,11 @@ func (f Format) RowBytes(k int) int {
 	return k
 }
 
-// quantizable says whether a tensor of this role is quantized: the large
+// Quantizable says whether a tensor of this role is quantized: the large
 // products (in_proj, out_proj, the embedding and lm_head). The small
 // tensors (conv, norms, dt, A, D) stay as they are, as llama.cpp does for
 // SSM models: they are a sliver of the bytes and the most sensitive.
-func (r Role) quantizable() bool {
+func (r Role) Quantizable() bool {
 	switch r {
 	case RoleEmbedding, RoleLMHead, RoleInProj, RoleOutProj:
 		return true

@@ -9,14 +9,15 @@ import (
 	"github.com/mamba2web/mamba2/loader"
 )
 
-// quantizeSpec turns a float matrix spec into a quantized one whose Data
+// QuantizeSpec turns a float matrix spec (its Data in dtype dt) into one
+// of format q whose Data
 // stream quantizes the float stream as it passes: rows are gathered into
 // blocks of about a mebibyte, each block quantized across the cores, and
 // its packed bytes handed on, so the float tensor is never whole in
 // memory. The scales and zeros (a few percent of the bytes) are kept as
 // the data passes and streamed after it, which is why a backend reads Data
 // first.
-func quantizeSpec(spec WeightSpec, dt loader.DType, q Quant) WeightSpec {
+func QuantizeSpec(spec WeightSpec, dt loader.DType, q Quant) WeightSpec {
 	N, K := spec.Shape[0], spec.Shape[1]
 	f, gs := q.Format, q.groupSize()
 	per := 1 // scales per row

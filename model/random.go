@@ -49,8 +49,8 @@ func NewRandomQuantized(c Config, b Backend, dtype loader.DType, seed uint64, q 
 	}
 	w := &Weights{}
 	err := c.randomTensors(w, dtype, seed, func(spec WeightSpec, dst *Tensor) error {
-		if q.On() && spec.Role.quantizable() && len(spec.Shape) == 2 {
-			spec = quantizeSpec(spec, dtype, q)
+		if q.On() && spec.Role.Quantizable() && len(spec.Shape) == 2 {
+			spec = QuantizeSpec(spec, dtype, q)
 		}
 		t, err := b.Weight(spec)
 		*dst = t

@@ -78,6 +78,19 @@ func (c Config) bindings(w *Weights) []binding {
 	return bs
 }
 
+// WeightRoles maps every checkpoint tensor name the config binds (all
+// accepted spellings) to its role; Role.Quantizable says which of them a
+// quantized checkpoint stores as int8 or int4.
+func (c Config) WeightRoles() map[string]Role {
+	out := map[string]Role{}
+	for _, bd := range c.bindings(&Weights{}) {
+		for _, n := range bd.names {
+			out[n] = bd.role
+		}
+	}
+	return out
+}
+
 // Progress says how far a load has come, in tensor bytes handed to the
 // backend: in all, and in the file being read.
 type Progress struct {
@@ -187,8 +200,8 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, opt LoadOptions) (*
 			if src.format == FormatInt4 {
 				spec.Zeros = stream(src.zeros, src.data.Size+src.scales.Size)
 			}
-		} else if opt.Quantize.On() && bd.role.quantizable() && len(shape) == 2 {
-			spec = quantizeSpec(spec, src.data.DType, opt.Quantize)
+		} else if opt.Quantize.On() && bd.role.Quantizable() && len(shape) == 2 {
+			spec = QuantizeSpec(spec, src.data.DType, opt.Quantize)
 		}
 		t, err := b.Weight(spec)
 		if bad != nil {
@@ -293,7 +306,7 @@ func (c Config) sourceOf(ck *loader.Checkpoint, bd binding, in loader.Info) (sou
 	if in.DType == loader.U8 {
 		f = FormatInt4
 	}
-	if !bd.role.quantizable() || len(bd.shape) != 2 {
+	if !bd.role.Quantizable() || len(bd.shape) != 2 {
 		return source{}, fmt.Errorf("tensor %s is %s, but only in_proj, out_proj, the embedding and lm_head may be quantized", in.Name, in.DType)
 	}
 	if c.Quant.Format != f {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"hash"
 	"io"
@@ -34,13 +35,19 @@ var sideFiles = []string{"config.json", "generation_config.json", "tokenizer.jso
 // cmdConvert writes a model's weights as safetensors in Hugging Face
 // layout: shards with model.safetensors.index.json when there is more than
 // one, the side files, and a manifest.json of every file's size and sha256
-// (loader.ManifestFile), which loaders check downloads against.
+// (loader.ManifestFile), which loaders check downloads against. With
+// --dtype int8 or int4 the large products (in_proj, out_proj, the embedding
+// and lm_head) are quantized as they stream (docs/quantization.md) and
+// config.json gains a quantization_config.
 func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("convert")
 	var mf modelFlags
 	fs.StringVar(&mf.model, "model", "", "the model to convert: a folder, an http(s) URL or a hub id (safetensors or pytorch_model.bin); default: the embedded mamba2-go-tiny")
 	out := fs.String("out", "", "the folder to write (created; it must not exist or be empty)")
-	dtype := fs.String("dtype", "", "store the weights as f32, f16 or bf16 (default: as they are)")
+	dtype := fs.String("dtype", "", "f32, f16 or bf16 stores every weight so; int8 (a scale per row) or int4 (a scale and a zero per group)\n"+
+		"quantizes in_proj, out_proj, the embedding and lm_head, the small tensors staying as they are; default: as they are.\n"+
+		"A quantized source converts only to its own format (a copy): quantize from the float checkpoint")
+	group := fs.Int("group-size", model.DefaultGroupSize, "with --dtype int4: elements per group along a row, a positive even number (an int4 source keeps its own unless this is given)")
 	shard := fs.Int64("shard-size", defaultShardSize, "the most bytes of weights in one safetensors file")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -48,12 +55,11 @@ func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if *out == "" {
 		return errors.New("convert: --out DIR is required")
 	}
-	var to loader.DType
-	if *dtype != "" {
-		var err error
-		if to, err = parseDType(*dtype); err != nil {
-			return fmt.Errorf("convert: --dtype: %v", err)
-		}
+	groupSet := false
+	fs.Visit(func(f *flag.Flag) { groupSet = groupSet || f.Name == "group-size" })
+	to, err := parseTarget(*dtype, *group, groupSet)
+	if err != nil {
+		return err
 	}
 	if *shard <= 0 {
 		return fmt.Errorf("convert: --shard-size must be positive, got %d", *shard)
@@ -70,12 +76,17 @@ func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return fmt.Errorf("%s: %v", name, err)
 	}
-	if err := emptyDir(*out); err != nil {
-		return err
+	// Every tensor the config needs is there with its shape, so a
+	// conversion that would not load fails before anything is written.
+	if err := model.CheckWeights(cfg, ck); err != nil {
+		return fmt.Errorf("%s: %v", name, err)
 	}
-	tensors, err := plan(ck, cfg, to, *shard)
+	tensors, q, err := plan(ck, cfg, to, *shard)
 	if err != nil {
 		return fmt.Errorf("%s: %v", name, err)
+	}
+	if err := emptyDir(*out); err != nil {
+		return err
 	}
 	manifest := map[string]loader.ManifestEntry{}
 	weightMap := map[string]string{}
@@ -85,10 +96,12 @@ func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		for _, t := range tensors {
 			if t.shard == i {
 				these = append(these, t)
-				weightMap[t.name] = file
+				for _, p := range t.parts {
+					weightMap[p.name] = file
+				}
 			}
 		}
-		e, err := writeShard(ctx, ck, filepath.Join(*out, file), these)
+		e, err := writeShard(ctx, ck, filepath.Join(*out, file), these, q)
 		if err != nil {
 			return err
 		}
@@ -109,6 +122,11 @@ func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		if err != nil {
 			return fmt.Errorf("%s: %v", f, err)
 		}
+		if f == "config.json" && q.On() && q != cfg.Quant {
+			if data, err = setJSONField(data, "quantization_config", quantConfigOf(q)); err != nil {
+				return fmt.Errorf("%s: %v", name, err)
+			}
+		}
 		if manifest[f], err = writeFile(filepath.Join(*out, f), data); err != nil {
 			return err
 		}
@@ -117,35 +135,174 @@ func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if _, err := writeFile(filepath.Join(*out, loader.ManifestFile), mj); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "mamba2: converted %s (%d tensors) into %s\n", name, len(tensors), *out)
+	note := ""
+	if n := countQuantized(tensors); n > 0 {
+		note = fmt.Sprintf(", %d of them %s", n, quantName(q))
+	}
+	fmt.Fprintf(stdout, "mamba2: converted %s (%d tensors%s) into %s\n", name, len(tensors), note, *out)
 	return nil
 }
 
-// outTensor is a tensor as it will be written.
+// convertTarget is what --dtype and --group-size ask for.
+type convertTarget struct {
+	dtype    loader.DType // every float tensor's dtype; "" keeps each as it is
+	quant    model.Quant  // int8 or int4: the large products quantized
+	groupSet bool         // --group-size was given (int4)
+}
+
+func parseTarget(dtype string, group int, groupSet bool) (convertTarget, error) {
+	var t convertTarget
+	if dtype != "" {
+		f, err := model.ParseFormat(dtype)
+		if err != nil {
+			return t, fmt.Errorf("convert: --dtype %q: want f32, f16, bf16, int8 or int4", dtype)
+		}
+		if f.Quantized() {
+			t.quant.Format = f
+		} else {
+			t.dtype = f.DType()
+		}
+	}
+	if groupSet && t.quant.Format != model.FormatInt4 {
+		if dtype == "" {
+			return t, errors.New("convert: --group-size needs --dtype int4")
+		}
+		return t, fmt.Errorf("convert: --group-size is for --dtype int4 only, not %s", strings.ToLower(dtype))
+	}
+	if t.quant.Format == model.FormatInt4 {
+		if group <= 0 || group%2 != 0 || group > 1<<16 {
+			return t, fmt.Errorf("convert: --group-size %d: want a positive even number up to 65536 (each group starts on a byte)", group)
+		}
+		t.quant.GroupSize, t.groupSet = group, groupSet
+	}
+	return t, nil
+}
+
+// outTensor is one tensor of the source as it will be written: one
+// safetensors entry, or a quantized weight's data, scales and (int4) zeros,
+// which stay consecutive in one file so a loader reads them front to back.
 type outTensor struct {
-	name  string // as the checkpoint names it
-	in    loader.Info
+	name     string      // the (data) tensor's name in the checkpoint
+	in       loader.Info // its source
+	parts    []outPart
+	quantize bool // the parts are model.QuantizeSpec's streams over in
+	shard    int
+}
+
+// outPart is one safetensors entry of an outTensor.
+type outPart struct {
+	name  string
 	dtype loader.DType
+	shape []int
 	size  int64
-	shard int
+	src   loader.Info // the tensor copied or converted (not when quantizing)
+}
+
+func (t outTensor) size() int64 {
+	var n int64
+	for _, p := range t.parts {
+		n += p.size
+	}
+	return n
 }
 
 // plan lists the tensors to write, in checkpoint order, and puts them in
-// shards. A tied lm_head (state-spaces checkpoints save the embedding twice)
-// is left out, as transformers leaves it out: safetensors cannot share
-// bytes between tensors, and loaders tie it again from the config.
-func plan(ck *loader.Checkpoint, cfg model.Config, to loader.DType, shardSize int64) ([]outTensor, error) {
+// shards, a quantized tensor's parts always in one shard. It returns the
+// quantization of the result's quantized tensors (zero when there are
+// none to make). A tied lm_head (state-spaces checkpoints save the
+// embedding twice) is left out, as transformers leaves it out: safetensors
+// cannot share bytes between tensors, and loaders tie it again from the
+// config.
+//
+// A source stored quantized is copied (with no --dtype, or --dtype of its
+// own format and group size); anything else is an error: quantizing
+// quantized values again compounds their error, and convert does not
+// dequantize.
+func plan(ck *loader.Checkpoint, cfg model.Config, to convertTarget, shardSize int64) ([]outTensor, model.Quant, error) {
+	roles := cfg.WeightRoles()
+	packed := func(in loader.Info) bool {
+		r, ok := roles[in.Name]
+		return ok && r.Quantizable() && (in.DType == loader.I8 || in.DType == loader.U8)
+	}
+	sides := func(f model.Format) []string {
+		if f == model.FormatInt4 {
+			return []string{".scales", ".zeros"}
+		}
+		return []string{".scales"}
+	}
+	// A stored quantized tensor's scales and zeros are written with it.
+	var stored model.Quant
+	var first string // a stored quantized tensor, for messages
+	side := map[string]bool{}
+	for _, n := range ck.Names() {
+		if in, _ := ck.Info(n); packed(in) {
+			stored = cfg.Quant // model.CheckWeights matched every packed tensor to it
+			if first == "" {
+				first = n
+			}
+			for _, s := range sides(stored.Format) {
+				side[strings.TrimSuffix(n, ".weight")+s] = true
+			}
+		}
+	}
+	q := to.quant
+	if stored.On() {
+		what := stored.Format.String()
+		if stored.Format == model.FormatInt4 {
+			what = fmt.Sprintf("int4 (group size %d)", stored.GroupSize)
+		}
+		switch {
+		case to.dtype != "":
+			return nil, q, fmt.Errorf("tensor %s is stored as %s and convert does not dequantize: convert --dtype %s from the float checkpoint",
+				first, what, strings.ToLower(string(to.dtype)))
+		case q.On() && q.Format != stored.Format:
+			return nil, q, fmt.Errorf("tensor %s is stored as %s; converting it to %s would compound the quantization error: convert from the float checkpoint",
+				first, what, q.Format)
+		case q.On() && to.groupSet && q.GroupSize != stored.GroupSize:
+			return nil, q, fmt.Errorf("tensor %s is stored as %s; regrouping it to %d would compound the quantization error: convert from the float checkpoint",
+				first, what, q.GroupSize)
+		case q.On():
+			q = stored // a copy
+		}
+	}
 	var ts []outTensor
+	names := map[string]bool{}
 	for _, n := range ck.Names() {
 		in, _ := ck.Info(n)
-		if n == "lm_head.weight" && cfg.TieEmbeddings {
+		if side[n] {
 			continue
 		}
-		dt := in.DType
-		if to != "" {
-			dt = to
+		if cfg.TieEmbeddings && strings.HasPrefix(n, "lm_head.") {
+			if lm, ok := ck.Info("lm_head.weight"); ok && (n == lm.Name || lm.DType == loader.I8 || lm.DType == loader.U8) {
+				continue // with its scales and zeros, if any
+			}
 		}
-		ts = append(ts, outTensor{name: n, in: in, dtype: dt, size: in.Elements() * int64(dt.Size())})
+		t := outTensor{name: n, in: in}
+		role, bound := roles[n]
+		_, float := model.FloatFormat(in.DType)
+		switch {
+		case packed(in):
+			t.parts = []outPart{copyPart(in)}
+			base := strings.TrimSuffix(n, ".weight")
+			for _, s := range sides(stored.Format) {
+				si, _ := ck.Info(base + s) // present: model.CheckWeights
+				t.parts = append(t.parts, copyPart(si))
+			}
+		case q.On() && bound && role.Quantizable() && float && len(in.Shape) == 2:
+			t.quantize = true
+			t.parts = quantParts(n, in.Shape, q)
+		case to.dtype != "" && float:
+			t.parts = []outPart{{name: n, dtype: to.dtype, shape: in.Shape, size: in.Elements() * int64(to.dtype.Size()), src: in}}
+		default:
+			t.parts = []outPart{copyPart(in)}
+		}
+		for _, p := range t.parts {
+			if names[p.name] {
+				return nil, q, fmt.Errorf("tensor %s would be written twice: the source holds a tensor of that name, and it is also the scales or zeros of a quantized weight", p.name)
+			}
+			names[p.name] = true
+		}
+		ts = append(ts, t)
 	}
 	// File order, so that a source is read front to back.
 	sort.SliceStable(ts, func(a, b int) bool {
@@ -156,13 +313,72 @@ func plan(ck *loader.Checkpoint, cfg model.Config, to loader.DType, shardSize in
 	})
 	shard, used := 0, int64(0)
 	for i := range ts {
-		if used > 0 && used+ts[i].size > shardSize {
+		if used > 0 && used+ts[i].size() > shardSize {
 			shard, used = shard+1, 0
 		}
 		ts[i].shard = shard
-		used += ts[i].size
+		used += ts[i].size()
 	}
-	return ts, nil
+	if countQuantized(ts) == 0 {
+		q = model.Quant{} // nothing to say in config.json
+	}
+	return ts, q, nil
+}
+
+func copyPart(in loader.Info) outPart {
+	return outPart{name: in.Name, dtype: in.DType, shape: in.Shape, size: in.Size, src: in}
+}
+
+// quantParts are the entries of float matrix name of shape [N, K]
+// quantized as q (docs/quantization.md): BASE.weight, the packed integers,
+// [N, K] I8 or [N, ceil(K/2)] U8; BASE.scales, F16 [N] (int8) or
+// [N, groups] (int4); and for int4 BASE.zeros, F16 [N, groups].
+func quantParts(name string, shape []int, q model.Quant) []outPart {
+	N, K := shape[0], shape[1]
+	base := strings.TrimSuffix(name, ".weight")
+	ps := []outPart{{name: name, dtype: q.Format.DType(), shape: []int{N, q.Format.RowBytes(K)}, size: int64(N) * int64(q.Format.RowBytes(K))}}
+	if q.Format == model.FormatInt8 {
+		return append(ps, outPart{name: base + ".scales", dtype: loader.F16, shape: []int{N}, size: 2 * int64(N)})
+	}
+	g := model.Groups(K, q.GroupSize)
+	for _, s := range []string{".scales", ".zeros"} {
+		ps = append(ps, outPart{name: base + s, dtype: loader.F16, shape: []int{N, g}, size: 2 * int64(N) * int64(g)})
+	}
+	return ps
+}
+
+// countQuantized counts the tensors written in a quantized format.
+func countQuantized(ts []outTensor) int {
+	n := 0
+	for _, t := range ts {
+		if len(t.parts) > 1 {
+			n++
+		}
+	}
+	return n
+}
+
+func quantName(q model.Quant) string {
+	if q.Format == model.FormatInt4 {
+		return fmt.Sprintf("int4 in groups of %d", q.GroupSize)
+	}
+	return q.Format.String()
+}
+
+// quantConfig is config.json's quantization_config as model.ParseConfig
+// reads it (docs/quantization.md).
+type quantConfig struct {
+	Method    string `json:"quant_method"`
+	Format    string `json:"format"`
+	GroupSize int    `json:"group_size,omitempty"` // int4
+}
+
+func quantConfigOf(q model.Quant) quantConfig {
+	c := quantConfig{Method: model.QuantMethod, Format: q.Format.String()}
+	if q.Format == model.FormatInt4 {
+		c.GroupSize = q.GroupSize
+	}
+	return c
 }
 
 func shardNames(ts []outTensor) []string {
@@ -183,16 +399,17 @@ func shardNames(ts []outTensor) []string {
 func totalSize(ts []outTensor) int64 {
 	var n int64
 	for _, t := range ts {
-		n += t.size
+		n += t.size()
 	}
 	return n
 }
 
 // writeShard writes one safetensors file: the header, then each tensor
 // streamed from the source and converted chunk by chunk, so memory stays at
-// a chunk whatever the model's size. It is written under a temporary name
-// and renamed when complete.
-func writeShard(ctx context.Context, ck *loader.Checkpoint, path string, ts []outTensor) (loader.ManifestEntry, error) {
+// a chunk whatever the model's size (a quantized tensor's scales and zeros,
+// a few percent of it, are kept until its data is written). It is written
+// under a temporary name and renamed when complete.
+func writeShard(ctx context.Context, ck *loader.Checkpoint, path string, ts []outTensor, q model.Quant) (loader.ManifestEntry, error) {
 	type entry struct {
 		DType   loader.DType `json:"dtype"`
 		Shape   []int        `json:"shape"`
@@ -201,8 +418,10 @@ func writeShard(ctx context.Context, ck *loader.Checkpoint, path string, ts []ou
 	header := map[string]any{"__metadata__": map[string]string{"format": "pt"}}
 	var off int64
 	for _, t := range ts {
-		header[t.name] = entry{t.dtype, t.in.Shape, [2]int64{off, off + t.size}}
-		off += t.size
+		for _, p := range t.parts {
+			header[p.name] = entry{p.dtype, p.shape, [2]int64{off, off + p.size}}
+			off += p.size
+		}
 	}
 	hj, err := json.Marshal(header)
 	if err != nil {
@@ -224,24 +443,90 @@ func writeShard(ctx context.Context, ck *loader.Checkpoint, path string, ts []ou
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			err := ck.Stream(t.name, 0, func(_ int64, b []byte) error {
-				if t.dtype == t.in.DType {
-					_, err := w.Write(b)
-					return err
+			if t.quantize {
+				if err := writeQuantized(w, ck, t, q); err != nil {
+					return fmt.Errorf("tensor %s: %w", t.name, err)
 				}
-				n := len(b) / t.in.DType.Size()
-				f32 = append(f32[:0], make([]float32, n)...)
-				loader.Decode(f32, t.in.DType, b)
-				buf = encode(buf[:0], f32, t.dtype)
-				_, err := w.Write(buf)
-				return err
-			})
-			if err != nil {
-				return fmt.Errorf("tensor %s: %w", t.name, err)
+				continue
+			}
+			for _, p := range t.parts {
+				err := ck.Stream(p.src.Name, 0, func(_ int64, b []byte) error {
+					if p.dtype == p.src.DType {
+						_, err := w.Write(b)
+						return err
+					}
+					n := len(b) / p.src.DType.Size()
+					f32 = append(f32[:0], make([]float32, n)...)
+					loader.Decode(f32, p.src.DType, b)
+					buf = encode(buf[:0], f32, p.dtype)
+					_, err := w.Write(buf)
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("tensor %s: %w", p.src.Name, err)
+				}
 			}
 		}
 		return nil
 	})
+}
+
+// writeQuantized streams a float matrix through model.QuantizeSpec, the
+// quantizer a load with --quantize uses, and writes its packed data, then
+// its scales, then (int4) its zeros.
+func writeQuantized(w io.Writer, ck *loader.Checkpoint, t outTensor, q model.Quant) error {
+	f, _ := model.FloatFormat(t.in.DType)
+	es := int64(t.in.DType.Size())
+	spec := model.WeightSpec{Name: t.name, Shape: t.in.Shape, Format: f, Data: func(fn func(off int64, b []byte) error) error {
+		return ck.Stream(t.name, 0, func(off int64, b []byte) error {
+			// A NaN or an infinity would quantize into a whole row of
+			// nonsense (or be clamped away unseen): refuse it, as a load does.
+			if i := nonFinite(t.in.DType, b); i >= 0 {
+				return fmt.Errorf("%s holds a NaN or an infinity at element %d: weights must be finite", t.in.File, off/es+int64(i))
+			}
+			return fn(off, b)
+		})
+	}}
+	qs := model.QuantizeSpec(spec, t.in.DType, q)
+	for i, s := range []model.Stream{qs.Data, qs.Scales, qs.Zeros}[:len(t.parts)] {
+		var n int64
+		err := s(func(_ int64, b []byte) error {
+			n += int64(len(b))
+			_, err := w.Write(b)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if p := t.parts[i]; n != p.size {
+			return fmt.Errorf("quantizing gave %d bytes of %s, want %d", n, p.name, p.size)
+		}
+	}
+	return nil
+}
+
+// nonFinite is the index of the first NaN or infinity among the float
+// elements b (dtype dt), or -1.
+func nonFinite(dt loader.DType, b []byte) int {
+	switch dt {
+	case loader.F32:
+		for i := 0; i+4 <= len(b); i += 4 {
+			if binary.LittleEndian.Uint32(b[i:])&0x7f800000 == 0x7f800000 {
+				return i / 4
+			}
+		}
+	case loader.F16, loader.BF16:
+		m := uint16(0x7c00)
+		if dt == loader.BF16 {
+			m = 0x7f80
+		}
+		for i := 0; i+2 <= len(b); i += 2 {
+			if binary.LittleEndian.Uint16(b[i:])&m == m {
+				return i / 2
+			}
+		}
+	}
+	return -1
 }
 
 // encode appends v in dtype dt, little-endian (f16 and bf16 rounded to
@@ -337,4 +622,128 @@ func emptyDir(dir string) error {
 		return fmt.Errorf("--out %s is not empty (%s…); convert writes only into a new or empty folder", dir, strings.Join(names, ", "))
 	}
 	return nil
+}
+
+// setJSONField returns the JSON object text obj with its member key set to
+// value: the value replaced where the key is present, else the member
+// added after the last one, indented as the first one is. Every other byte
+// stays as it was (key order, number spellings, layout): only strings and
+// nesting are tracked, so the bare Infinity and NaN that Python's json
+// module writes (transformers' time_step_limit) pass through untouched.
+func setJSONField(obj []byte, key string, value any) ([]byte, error) {
+	bad := func(why string) ([]byte, error) { return nil, fmt.Errorf("config.json: %s", why) }
+	open := skipSpace(obj, 0)
+	if open == len(obj) || obj[open] != '{' {
+		return bad("not a JSON object")
+	}
+	depth, inStr, esc := 0, false, false
+	expectKey := true
+	keyStart, valStart := -1, -1 // of the member being read
+	var curKey string
+	first, last, close := -1, -1, -1 // the first key's start, the last value's end, the closing brace
+	found := [2]int{-1, -1}          // key's value, when present
+	for i := open; i < len(obj) && close < 0; i++ {
+		c := obj[i]
+		if inStr {
+			switch {
+			case esc:
+				esc = false
+			case c == '\\':
+				esc = true
+			case c == '"':
+				inStr = false
+				if keyStart >= 0 {
+					if err := json.Unmarshal(obj[keyStart:i+1], &curKey); err != nil {
+						return bad(fmt.Sprintf("key %s: %v", obj[keyStart:i+1], err))
+					}
+					keyStart = -1
+				}
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inStr = true
+			if depth == 1 && expectKey {
+				keyStart, expectKey = i, false
+				if first < 0 {
+					first = i
+				}
+			}
+		case ':':
+			if depth == 1 {
+				valStart = skipSpace(obj, i+1)
+			}
+		case '{', '[':
+			depth++
+		case ',', '}', ']':
+			if depth == 1 && c != ']' && valStart >= 0 {
+				end := i
+				for end > valStart && isSpace(obj[end-1]) {
+					end--
+				}
+				if curKey == key {
+					found = [2]int{valStart, end}
+				}
+				last, valStart = end, -1
+			}
+			if c == ',' {
+				expectKey = depth == 1
+			} else if depth--; depth == 0 {
+				close = i
+			}
+		}
+	}
+	if close < 0 {
+		return bad("the object is not closed")
+	}
+	if skipSpace(obj, close+1) != len(obj) {
+		return bad("text after the object")
+	}
+	indent := "" // before each member
+	if first >= 0 {
+		indent = string(obj[open+1 : first])
+	}
+	var v []byte
+	var err error
+	if nl := strings.LastIndexByte(indent, '\n'); nl >= 0 {
+		prefix := indent[nl+1:]
+		unit := prefix
+		if unit == "" {
+			unit = "  "
+		}
+		v, err = json.MarshalIndent(value, prefix, unit)
+	} else {
+		v, err = json.Marshal(value)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	if found[0] >= 0 {
+		out = append(out, obj[:found[0]]...)
+		out = append(out, v...)
+		return append(out, obj[found[1]:]...), nil
+	}
+	k, _ := json.Marshal(key)
+	member := append(append(k, ": "...), v...)
+	if last < 0 { // an empty object
+		out = append(out, obj[:open+1]...)
+		out = append(out, member...)
+		return append(out, obj[open+1:]...), nil
+	}
+	out = append(out, obj[:last]...)
+	out = append(out, ',')
+	out = append(out, indent...)
+	out = append(out, member...)
+	return append(out, obj[last:]...), nil
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
 }

@@ -65,10 +65,12 @@ var help = map[string]helpText{
 	},
 	"convert": {
 		"mamba2 convert --model SRC --out DIR [flags]",
-		"Writes a checkpoint (safetensors or pytorch_model.bin) as safetensors in Hugging Face layout, sharded, with manifest.json of sha256s; weights stream through, never whole in memory.",
+		"Writes a checkpoint (safetensors or pytorch_model.bin) as safetensors in Hugging Face layout, sharded, with manifest.json of sha256s; weights stream through, never whole in memory. " +
+			"--dtype int8 or int4 quantizes in_proj, out_proj, the embedding and lm_head with the quantizer a quantized load uses, and records it in config.json's quantization_config (docs/quantization.md).",
 		[]string{
 			`mamba2 convert --model ./mamba2-130m --out ./mamba2-130m-st`,
 			`mamba2 convert --model ./model --out ./model-f16 --dtype f16 --shard-size 1000000000`,
+			`mamba2 convert --model ./mamba2-1.3b --out ./mamba2-1.3b-int4 --dtype int4 --group-size 64`,
 		},
 	},
 	"cache list": {

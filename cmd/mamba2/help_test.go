@@ -26,7 +26,7 @@ func TestHelp(t *testing.T) {
 		{[]string{"detokenize"}, "detokenize", []string{"--ids"}},
 		{[]string{"bench"}, "bench", []string{"--shape", "--reps", "--profile"}},
 		{[]string{"serve"}, "serve", []string{"--addr string", "(default 127.0.0.1:8080)", "--static"}},
-		{[]string{"convert"}, "convert", []string{"--out string", "--dtype", "--shard-size int"}},
+		{[]string{"convert"}, "convert", []string{"--out string", "--dtype", "int4", "--group-size int", "(default 128)", "--shard-size int"}},
 		{[]string{"cache", "list"}, "cache list", []string{"--cache-dir"}},
 		{[]string{"cache", "clear"}, "cache clear", []string{"--cache-dir"}},
 	}

@@ -100,7 +100,7 @@ const usage = `mamba2: Mamba-2 language models on WebGPU or the CPU
   mamba2 bench    [--model DIR | --shape 130m|370m|780m|1.3b|2.7b|codestral]
   mamba2 serve    [--models DIR] [--addr 127.0.0.1:8080] [--static DIR]   models at /models/<name>/, demo at /
   mamba2 cache    list|clear [--cache-dir DIR]          models downloaded over HTTP
-  mamba2 convert  --model SRC --out DIR [--dtype f16]   safetensors (and a manifest) from any checkpoint
+  mamba2 convert  --model SRC --out DIR [--dtype int4]  safetensors (and a manifest) from any checkpoint
 
 Without --model, the embedded mamba2-go-tiny model (Go source code) is used.
 mamba2 help CMD (or mamba2 CMD --help) shows every flag of a command, its

@@ -261,9 +261,8 @@ func plan(ck *loader.Checkpoint, cfg model.Config, to convertTarget, shardSize i
 		case q.On() && to.groupSet && q.GroupSize != stored.GroupSize:
 			return nil, q, fmt.Errorf("tensor %s is stored as %s; regrouping it to %d would compound the quantization error: convert from the float checkpoint",
 				first, what, q.GroupSize)
-		case q.On():
-			q = stored // a copy
 		}
+		q = stored // what the copied tensors are
 	}
 	var ts []outTensor
 	names := map[string]bool{}
@@ -288,7 +287,7 @@ func plan(ck *loader.Checkpoint, cfg model.Config, to convertTarget, shardSize i
 				si, _ := ck.Info(base + s) // present: model.CheckWeights
 				t.parts = append(t.parts, copyPart(si))
 			}
-		case q.On() && bound && role.Quantizable() && float && len(in.Shape) == 2:
+		case to.quant.On() && bound && role.Quantizable() && float && len(in.Shape) == 2:
 			t.quantize = true
 			t.parts = quantParts(n, in.Shape, q)
 		case to.dtype != "" && float:

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"math"
 	"os"
@@ -285,6 +286,22 @@ func TestConvertQuantized(t *testing.T) {
 			m2, _ := os.ReadFile(filepath.Join(again, "manifest.json"))
 			if string(m1) != string(m2) {
 				t.Errorf("converting %s to %s again changed it:\n%s\nwas\n%s", c.quant.Format, c.quant.Format, m2, m1)
+			}
+			// With no --dtype (and so no --group-size): a copy too.
+			asIs := filepath.Join(t.TempDir(), "as-is")
+			args = []string{"convert", "--model", out, "--out", asIs}
+			if i := slices.Index(c.args, "--shard-size"); i >= 0 {
+				args = append(args, c.args[i:i+2]...)
+			}
+			msg, err := runCLI(t, "", args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m3, _ := os.ReadFile(filepath.Join(asIs, "manifest.json")); string(m3) != string(m1) {
+				t.Errorf("converting %s with no --dtype changed it:\n%s\nwas\n%s", c.quant.Format, m3, m1)
+			}
+			if want := fmt.Sprintf("of them %s", c.quant.Format); !strings.Contains(msg, want) {
+				t.Errorf("convert says %q, want it to say %q", msg, want)
 			}
 			// To anything else: an error, and nothing written.
 			other := "int8"

@@ -206,6 +206,14 @@ type Profiler interface {
 	Profile() map[string]KernelTime
 }
 
+// DeviceMemory is an optional Backend extension for backends that hold
+// tensors in device memory (WebGPU): DeviceBytes is the bytes of every
+// buffer they hold now, weights, states and scratch. bench and the JS
+// info() report it.
+type DeviceMemory interface {
+	DeviceBytes() int64
+}
+
 // ErrDeviceLost is wrapped by the errors of a backend whose device is gone:
 // the driver reset it, a GPU watchdog or the browser reclaimed it, or it
 // stopped answering. Nothing on that backend works any more; open a new one

@@ -258,6 +258,11 @@ func (b *Backend) Name() string { return "webgpu" }
 // Stats returns the counters.
 func (b *Backend) Stats() Stats { return b.stats }
 
+// DeviceBytes implements model.DeviceMemory: the bytes of the live buffers.
+func (b *Backend) DeviceBytes() int64 { return int64(b.stats.LiveBytes) }
+
+var _ model.DeviceMemory = (*Backend)(nil)
+
 // MaxBinding is the largest storage binding the backend uses, in bytes.
 func (b *Backend) MaxBinding() uint64 { return b.maxBinding }
 

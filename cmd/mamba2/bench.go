@@ -20,7 +20,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	var mf modelFlags
 	mf.register(fs)
 	shape := fs.String("shape", "", "random weights of a released shape: "+shapeNames())
-	dtype := fs.String("dtype", "f16", "weight storage for --shape: f32, f16 or bf16")
+	dtype := fs.String("dtype", "f16", "weight storage for --shape: f32, f16 or bf16 (with --quantize, of the tensors that stay float)")
 	lengths := fs.String("prompt-lengths", "128,512,2048", "prefill lengths to time")
 	decode := fs.Int("decode-tokens", 64, "decode steps to time")
 	reps := fs.Int("reps", 5, "repetitions per prefill length")
@@ -45,9 +45,13 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
+	q, err := mf.quant()
+	if err != nil {
+		return err
+	}
 
 	var m *model.Model
-	name := ""
+	name, weights := "", ""
 	if *shape != "" {
 		if mf.model != "" {
 			return fmt.Errorf("give --model or --shape, not both")
@@ -64,11 +68,11 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if err != nil {
 			return err
 		}
-		if m, err = model.NewRandom(cfg, b, dt, 1); err != nil {
+		if m, err = model.NewRandomQuantized(cfg, b, dt, 1, q); err != nil {
 			b.Close()
 			return err
 		}
-		name = "random " + *shape + " (" + *dtype + ")"
+		name, weights = "random "+*shape, strings.ToLower(*dtype)
 	} else {
 		mf.profile = *profile
 		if m, _, err = mf.load(ctx, stderr); err != nil {
@@ -77,6 +81,17 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if name = mf.model; name == "" {
 			name = "embedded mamba2-go-tiny"
 		}
+		weights = "as stored"
+		if m.Config.Quant.On() {
+			q = m.Config.Quant // stored quantized
+		}
+	}
+	if q.On() {
+		what := q.Format.String()
+		if q.Format == model.FormatInt4 {
+			what = fmt.Sprintf("int4-g%d", q.GroupSize)
+		}
+		weights = strings.TrimSuffix(what+" (in_proj, out_proj, embedding, lm_head) + "+weights, " + ")
 	}
 	defer m.Backend.Close()
 	m.GatedNorm = gn
@@ -90,7 +105,14 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		return ids
 	}
-	report := benchReport{Model: name, Backend: m.Backend.Name()}
+	report := benchReport{Model: name, Backend: m.Backend.Name(), Weights: weights, Shape: shapeOf(m.Config), Batch: 1}
+	if d, ok := m.Backend.(interface{ Describe() string }); ok {
+		report.Adapter = d.Describe()
+	}
+	mem, hasMem := m.Backend.(model.DeviceMemory)
+	if hasMem {
+		report.WeightBytes = mem.DeviceBytes()
+	}
 
 	// With --profile, prof times kernels in extra runs after the timed ones,
 	// which go without it; or ProfileUnavailable says why it cannot.
@@ -186,6 +208,9 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	med := median(times)
 	report.Decode = decodeFigure{Tokens: *decode, MedianPerToken: med.Seconds(), TokensPerSec: 1 / med.Seconds()}
+	if hasMem {
+		report.DeviceBytes = mem.DeviceBytes() // with a prefill state and scratch
+	}
 
 	if prof != nil {
 		for _, L := range lens {
@@ -276,10 +301,18 @@ func newProfileTable(tokens, runs int, k map[string]model.KernelTime) profileTab
 }
 
 type benchReport struct {
-	Model   string          `json:"model"`
-	Backend string          `json:"backend"`
-	Prefill []prefillFigure `json:"prefill"`
-	Decode  decodeFigure    `json:"decode"`
+	Model   string `json:"model"`
+	Shape   string `json:"shape"` // D, layers, vocabulary
+	Weights string `json:"weights,omitempty"`
+	Batch   int    `json:"batch"`
+	Backend string `json:"backend"`
+	Adapter string `json:"adapter,omitempty"`
+	// Device memory (WebGPU): the weights alone, after loading, and
+	// everything held after the runs (weights, states, scratch).
+	WeightBytes int64           `json:"gpu_weight_bytes,omitempty"`
+	DeviceBytes int64           `json:"gpu_memory_bytes,omitempty"`
+	Prefill     []prefillFigure `json:"prefill"`
+	Decode      decodeFigure    `json:"decode"`
 	// With --profile: GPU time per kernel, or why there is none.
 	ProfilePrefill     []profileTable `json:"profile_prefill,omitempty"`
 	ProfileDecode      *profileTable  `json:"profile_decode,omitempty"`
@@ -287,7 +320,13 @@ type benchReport struct {
 }
 
 func (r benchReport) print(w io.Writer) {
-	fmt.Fprintf(w, "model %s, backend %s (medians)\n", r.Model, r.Backend)
+	fmt.Fprintf(w, "model %s (%s), weights %s, backend %s (medians)\n", r.Model, r.Shape, r.Weights, r.Backend)
+	if r.Adapter != "" {
+		fmt.Fprintf(w, "adapter %s\n", r.Adapter)
+	}
+	if r.WeightBytes > 0 {
+		fmt.Fprintf(w, "GPU memory: weights %s, all %s\n", formatBytes(r.WeightBytes), formatBytes(r.DeviceBytes))
+	}
 	for _, p := range r.Prefill {
 		fmt.Fprintf(w, "prefill %6d tokens: %9.1f tokens/s  (%.4f s)\n", p.Tokens, p.TokensPerSec, p.Median)
 	}
@@ -316,6 +355,21 @@ func (t profileTable) print(w io.Writer, title string) {
 		calls += k.Calls
 	}
 	fmt.Fprintf(w, "  %-*s %7s %10.3f %6.1f%%\n", width, "total", formatCalls(calls), t.GPUms, 100.0)
+}
+
+// shapeOf names a config's size for reports.
+func shapeOf(c model.Config) string {
+	return fmt.Sprintf("D %d, %d layers, vocabulary %d", c.Hidden, c.Layers, c.VocabSize)
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // formatCalls prints a mean number of calls, whole when it is.

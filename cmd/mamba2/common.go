@@ -24,6 +24,8 @@ type modelFlags struct {
 	model     string
 	backend   string
 	gatedNorm string
+	quantize  string
+	groupSize int
 	profile   bool // open WebGPU with kernel timing (set by bench --profile)
 }
 
@@ -31,6 +33,33 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.model, "model", "", "model folder or http(s) URL (config.json, safetensors, tokenizer.json); default: the embedded mamba2-go-tiny")
 	fs.StringVar(&m.backend, "backend", "auto", "auto, cpu or webgpu")
 	fs.StringVar(&m.gatedNorm, "gated-norm", "grouped", "grouped (mamba_ssm) or full (transformers)")
+	fs.StringVar(&m.quantize, "quantize", "", "quantize in_proj, out_proj, the embedding and lm_head while loading: int8 (per row) or int4 (groups, docs/quantization.md)")
+	fs.IntVar(&m.groupSize, "group-size", 0, "elements per int4 group along a row (default 128)")
+}
+
+// quant is what --quantize and --group-size ask for.
+func (m *modelFlags) quant() (model.Quant, error) {
+	if m.quantize == "" {
+		if m.groupSize != 0 {
+			return model.Quant{}, errors.New("--group-size needs --quantize int4")
+		}
+		return model.Quant{}, nil
+	}
+	f, err := model.ParseFormat(m.quantize)
+	if err != nil || !f.Quantized() {
+		return model.Quant{}, fmt.Errorf("--quantize %q: want int8 or int4", m.quantize)
+	}
+	q := model.Quant{Format: f, GroupSize: m.groupSize}
+	if f == model.FormatInt8 && m.groupSize != 0 {
+		return model.Quant{}, errors.New("--group-size is for int4; int8 has one scale per row")
+	}
+	if f == model.FormatInt4 && q.GroupSize == 0 {
+		q.GroupSize = model.DefaultGroupSize
+	}
+	if err := q.Check(); err != nil {
+		return model.Quant{}, fmt.Errorf("--group-size: %v", err)
+	}
+	return q, nil
 }
 
 // newFlags makes a flag set that reports errors instead of exiting.
@@ -87,6 +116,10 @@ func (m *modelFlags) load(ctx context.Context, stderr io.Writer) (*model.Model, 
 	if err != nil {
 		return nil, nil, err
 	}
+	q, err := m.quant()
+	if err != nil {
+		return nil, nil, err
+	}
 	fsys, name, err := m.source(ctx, stderr)
 	if err != nil {
 		return nil, nil, err
@@ -111,7 +144,7 @@ func (m *modelFlags) load(ctx context.Context, stderr io.Writer) (*model.Model, 
 	if err != nil {
 		return nil, nil, err
 	}
-	w, err := model.LoadWeights(cfg, ck, b, model.LoadOptions{})
+	w, err := model.LoadWeights(cfg, ck, b, model.LoadOptions{Quantize: q})
 	if err != nil {
 		b.Close()
 		return nil, nil, fmt.Errorf("%s: %v", name, err)

@@ -40,6 +40,14 @@ var help = map[string]helpText{
 		`Prints the logits of every position of the ids, {"logits": [[...], ...]}, or of the last one with --last.`,
 		[]string{`mamba2 logits --ids 1,2,3 --last`},
 	},
+	"perplexity": {
+		"mamba2 perplexity [flags] --file F",
+		`Scores a text file as one sequence: {"tokens": N, "nll": mean, "ppl": exp(mean)}, N being the tokens predicted (all but the first of the file's encoding), nll the mean of -log p(next | all before) in nats.`,
+		[]string{
+			`mamba2 perplexity --file main.go`,
+			`mamba2 perplexity --model ./mamba2-130m --file notes.txt --quantize int4 --backend webgpu`,
+		},
+	},
 	"tokenize": {
 		"mamba2 tokenize [flags] < text",
 		`Encodes UTF-8 text from stdin into token ids: {"ids": [...]}.`,

@@ -36,6 +36,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdin io.Read
 	"serve":      cmdServe,
 	"cache":      cmdCache,
 	"convert":    cmdConvert,
+	"perplexity": cmdPerplexity,
 }
 
 func main() {
@@ -85,7 +86,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func commandNames() string {
-	return "logits, generate, run, tokenize, detokenize, bench, serve, cache, convert"
+	return "logits, generate, run, tokenize, detokenize, bench, serve, cache, convert, perplexity"
 }
 
 const usage = `mamba2: Mamba-2 language models on WebGPU or the CPU
@@ -93,6 +94,7 @@ const usage = `mamba2: Mamba-2 language models on WebGPU or the CPU
   mamba2 generate [--model DIR] (--ids 1,2,3 | --prompt TEXT) [--max-new-tokens N]
                   [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop STR]
                   [--backend auto|cpu|webgpu] [--gated-norm grouped|full] [--json]
+                  [--quantize int8|int4 [--group-size 128]]
   mamba2 run      [--model DIR] [generate options]     prompt on stdin, text streamed
   mamba2 logits   [--model DIR] --ids 1,2,3 [--last] [--backend …] [--gated-norm …]
   mamba2 tokenize --tokenizer FILE                      text on stdin, prints {"ids": [...]}
@@ -100,7 +102,8 @@ const usage = `mamba2: Mamba-2 language models on WebGPU or the CPU
   mamba2 bench    [--model DIR | --shape 130m|370m|780m|1.3b|2.7b|codestral]
   mamba2 serve    [--models DIR] [--addr 127.0.0.1:8080] [--static DIR]   models at /models/<name>/, demo at /
   mamba2 cache    list|clear [--cache-dir DIR]          models downloaded over HTTP
-  mamba2 convert  --model SRC --out DIR [--dtype int4]  safetensors (and a manifest) from any checkpoint
+  mamba2 convert  --model SRC --out DIR [--dtype f16|bf16|int8|int4]   safetensors (and a manifest) from any checkpoint
+  mamba2 perplexity [--model DIR] --file F [--quantize int8|int4]      {"tokens", "nll", "ppl"} of a text
 
 Without --model, the embedded mamba2-go-tiny model (Go source code) is used.
 mamba2 help CMD (or mamba2 CMD --help) shows every flag of a command, its

@@ -157,6 +157,7 @@ func parseQuantization(raw json.RawMessage) (Quant, error) {
 		Method    string `json:"quant_method"`
 		Format    string `json:"format"`
 		GroupSize *int   `json:"group_size"`
+		Embedding string `json:"embedding_format"`
 	}
 	if err := json.Unmarshal(raw, &q); err != nil {
 		return Quant{}, fmt.Errorf("config.json: quantization_config: %v", err)
@@ -171,7 +172,14 @@ func parseQuantization(raw json.RawMessage) (Quant, error) {
 		return Quant{}, fmt.Errorf("config.json: quantization_config.format %q: want int8 or int4", q.Format)
 	}
 	out := Quant{Format: f}
-	if f == FormatInt4 {
+	if q.Embedding != "" {
+		e, err := ParseFormat(q.Embedding)
+		if err != nil || !e.Quantized() {
+			return Quant{}, fmt.Errorf("config.json: quantization_config.embedding_format %q: want int8 or int4", q.Embedding)
+		}
+		out.Embedding = e
+	}
+	if f == FormatInt4 || out.Embedding == FormatInt4 {
 		out.GroupSize = DefaultGroupSize
 		if q.GroupSize != nil {
 			out.GroupSize = *q.GroupSize

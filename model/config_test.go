@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"strings"
@@ -279,5 +280,35 @@ func TestPrefillChunk(t *testing.T) {
 	m := &Model{Config: Shapes["130m"], PrefillChunk: 100}
 	if got := m.prefillChunk(1); got != 100 {
 		t.Errorf("PrefillChunk 100 gives %d", got)
+	}
+}
+
+func TestParseQuantization(t *testing.T) {
+	base := `{"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100, "num_heads": 2, "head_dim": 64, "state_size": 16, "n_groups": 1, "quantization_config": %s}`
+	for _, c := range []struct {
+		qc   string
+		want Quant
+		err  string
+	}{
+		{`null`, Quant{}, ""},
+		{`{"quant_method": "mamba2-web", "format": "int8"}`, Quant{Format: FormatInt8}, ""},
+		{`{"quant_method": "mamba2-web", "format": "int4", "group_size": 64, "embedding_format": "int8"}`, Quant{Format: FormatInt4, GroupSize: 64, Embedding: FormatInt8}, ""},
+		{`{"quant_method": "mamba2-web", "format": "int4"}`, Quant{Format: FormatInt4, GroupSize: 128}, ""},
+		{`{"quant_method": "torchao", "quant_type": {"default": {"_type": "Int4WeightOnlyConfig"}}}`, Quant{}, "torchao, GPTQ, AWQ and bitsandbytes"},
+		{`{"quant_method": "mamba2-web", "format": "f16"}`, Quant{}, "want int8 or int4"},
+		{`{"quant_method": "mamba2-web", "format": "int4", "group_size": 3}`, Quant{}, "group size 3"},
+		{`{"quant_method": "mamba2-web", "format": "int4", "embedding_format": "q4"}`, Quant{}, "embedding_format"},
+		{`[1]`, Quant{}, "quantization_config"},
+	} {
+		cfg, err := ParseConfig([]byte(fmt.Sprintf(base, c.qc)))
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: got %v, want an error with %q", c.qc, err, c.err)
+			}
+			continue
+		}
+		if err != nil || cfg.Quant != c.want {
+			t.Errorf("%s: got %+v, %v, want %+v", c.qc, cfg.Quant, err, c.want)
+		}
 	}
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // QuantizeSpec turns a float matrix spec (its Data in dtype dt) into one
-// of format q whose Data
+// of the format q gives its role (Quant.For) whose Data
 // stream quantizes the float stream as it passes: rows are gathered into
 // blocks of about a mebibyte, each block quantized across the cores, and
 // its packed bytes handed on, so the float tensor is never whole in
@@ -19,7 +19,7 @@ import (
 // first.
 func QuantizeSpec(spec WeightSpec, dt loader.DType, q Quant) WeightSpec {
 	N, K := spec.Shape[0], spec.Shape[1]
-	f, gs := q.Format, q.groupSize()
+	f, gs := q.For(spec.Role)
 	per := 1 // scales per row
 	if f == FormatInt4 {
 		per = Groups(K, gs)

@@ -236,9 +236,10 @@ func checkQuantize(bs []binding, srcs []source, q Quant) error {
 		return nil
 	}
 	for i, s := range srcs {
-		if s.format.Quantized() && (s.format != q.Format || (q.Format == FormatInt4 && s.group != q.groupSize())) {
+		f, gs := q.For(bs[i].role)
+		if s.format.Quantized() && (s.format != f || s.group != gs) {
 			return fmt.Errorf("tensor %s is stored as %s%s; quantizing it to %s would compound the error: start from the float checkpoint",
-				bs[i].names[0], s.format, groupNote(s), q.Format)
+				bs[i].names[0], s.format, groupNote(s), f)
 		}
 	}
 	return nil
@@ -309,12 +310,13 @@ func (c Config) sourceOf(ck *loader.Checkpoint, bd binding, in loader.Info) (sou
 	if !bd.role.Quantizable() || len(bd.shape) != 2 {
 		return source{}, fmt.Errorf("tensor %s is %s, but only in_proj, out_proj, the embedding and lm_head may be quantized", in.Name, in.DType)
 	}
-	if c.Quant.Format != f {
+	expect, group := c.Quant.For(bd.role)
+	if !c.Quant.On() || expect != f {
 		return source{}, fmt.Errorf("tensor %s is %s (%s data), but config.json's quantization_config says %s",
-			in.Name, in.DType, f, quantName(c.Quant))
+			in.Name, in.DType, f, quantName(c.Quant, bd.role))
 	}
 	N, K := bd.shape[0], bd.shape[1]
-	src := source{format: f, data: in, group: c.Quant.GroupSize}
+	src := source{format: f, data: in, group: group}
 	if want := []int{N, f.RowBytes(K)}; !slices.Equal(in.Shape, want) {
 		return source{}, fmt.Errorf("tensor %s has shape %v, but %s data for the config's %v is %v", in.Name, in.Shape, f, bd.shape, want)
 	}
@@ -346,11 +348,12 @@ func (c Config) sourceOf(ck *loader.Checkpoint, bd binding, in loader.Info) (sou
 	return src, nil
 }
 
-func quantName(q Quant) string {
+func quantName(q Quant, r Role) string {
 	if !q.On() {
 		return "nothing (it has none)"
 	}
-	return q.Format.String()
+	f, _ := q.For(r)
+	return fmt.Sprintf("%s for %s", f, r)
 }
 
 func has(ck *loader.Checkpoint, name string) bool {

@@ -87,11 +87,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 	}
 	if q.On() {
-		what := q.Format.String()
-		if q.Format == model.FormatInt4 {
-			what = fmt.Sprintf("int4-g%d", q.GroupSize)
-		}
-		weights = strings.TrimSuffix(what+" (in_proj, out_proj, embedding, lm_head) + "+weights, " + ")
+		weights = strings.TrimSuffix(q.String()+" + "+weights, " + ")
 	}
 	defer m.Backend.Close()
 	m.GatedNorm = gn

@@ -25,6 +25,7 @@ type modelFlags struct {
 	backend   string
 	gatedNorm string
 	quantize  string
+	embedding string
 	groupSize int
 	profile   bool // open WebGPU with kernel timing (set by bench --profile)
 }
@@ -34,14 +35,15 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.backend, "backend", "auto", "auto, cpu or webgpu")
 	fs.StringVar(&m.gatedNorm, "gated-norm", "grouped", "grouped (mamba_ssm) or full (transformers)")
 	fs.StringVar(&m.quantize, "quantize", "", "quantize in_proj, out_proj, the embedding and lm_head while loading: int8 (per row) or int4 (groups, docs/quantization.md)")
+	fs.StringVar(&m.embedding, "quantize-embedding", "", "with --quantize: the embedding and lm_head as int8 (the default: they cost the most quality per byte) or int4")
 	fs.IntVar(&m.groupSize, "group-size", 0, "elements per int4 group along a row (default 128)")
 }
 
 // quant is what --quantize and --group-size ask for.
 func (m *modelFlags) quant() (model.Quant, error) {
 	if m.quantize == "" {
-		if m.groupSize != 0 {
-			return model.Quant{}, errors.New("--group-size needs --quantize int4")
+		if m.groupSize != 0 || m.embedding != "" {
+			return model.Quant{}, errors.New("--group-size and --quantize-embedding need --quantize int8 or int4")
 		}
 		return model.Quant{}, nil
 	}
@@ -50,10 +52,18 @@ func (m *modelFlags) quant() (model.Quant, error) {
 		return model.Quant{}, fmt.Errorf("--quantize %q: want int8 or int4", m.quantize)
 	}
 	q := model.Quant{Format: f, GroupSize: m.groupSize}
-	if f == model.FormatInt8 && m.groupSize != 0 {
+	if m.embedding != "" {
+		e, err := model.ParseFormat(m.embedding)
+		if err != nil || !e.Quantized() {
+			return model.Quant{}, fmt.Errorf("--quantize-embedding %q: want int8 or int4", m.embedding)
+		}
+		q.Embedding = e
+	}
+	int4 := f == model.FormatInt4 || q.Embedding == model.FormatInt4
+	if !int4 && m.groupSize != 0 {
 		return model.Quant{}, errors.New("--group-size is for int4; int8 has one scale per row")
 	}
-	if f == model.FormatInt4 && q.GroupSize == 0 {
+	if int4 && q.GroupSize == 0 {
 		q.GroupSize = model.DefaultGroupSize
 	}
 	if err := q.Check(); err != nil {

@@ -48,6 +48,7 @@ func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		"quantizes in_proj, out_proj, the embedding and lm_head, the small tensors staying as they are; default: as they are.\n"+
 		"A quantized source converts only to its own format (a copy): quantize from the float checkpoint")
 	group := fs.Int("group-size", model.DefaultGroupSize, "with --dtype int4: elements per group along a row, a positive even number (an int4 source keeps its own unless this is given)")
+	embedding := fs.String("embedding-dtype", "", "with --dtype int8 or int4: the embedding and lm_head's format, int8 (the default: they cost the most quality per byte) or int4")
 	shard := fs.Int64("shard-size", defaultShardSize, "the most bytes of weights in one safetensors file")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -57,7 +58,7 @@ func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	groupSet := false
 	fs.Visit(func(f *flag.Flag) { groupSet = groupSet || f.Name == "group-size" })
-	to, err := parseTarget(*dtype, *group, groupSet)
+	to, err := parseTarget(*dtype, *embedding, *group, groupSet)
 	if err != nil {
 		return err
 	}
@@ -148,9 +149,11 @@ type convertTarget struct {
 	dtype    loader.DType // every float tensor's dtype; "" keeps each as it is
 	quant    model.Quant  // int8 or int4: the large products quantized
 	groupSet bool         // --group-size was given (int4)
+	// --embedding-dtype was given
+	embeddingSet bool
 }
 
-func parseTarget(dtype string, group int, groupSet bool) (convertTarget, error) {
+func parseTarget(dtype, embedding string, group int, groupSet bool) (convertTarget, error) {
 	var t convertTarget
 	if dtype != "" {
 		f, err := model.ParseFormat(dtype)
@@ -163,13 +166,23 @@ func parseTarget(dtype string, group int, groupSet bool) (convertTarget, error) 
 			t.dtype = f.DType()
 		}
 	}
-	if groupSet && t.quant.Format != model.FormatInt4 {
+	if embedding != "" {
+		e, err := model.ParseFormat(embedding)
+		if err != nil || !e.Quantized() {
+			return t, fmt.Errorf("convert: --embedding-dtype %q: want int8 or int4", embedding)
+		}
+		if !t.quant.On() {
+			return t, errors.New("convert: --embedding-dtype needs --dtype int8 or int4")
+		}
+		t.quant.Embedding, t.embeddingSet = e, true
+	}
+	if groupSet && t.quant.Format != model.FormatInt4 && t.quant.Embedding != model.FormatInt4 {
 		if dtype == "" {
 			return t, errors.New("convert: --group-size needs --dtype int4")
 		}
 		return t, fmt.Errorf("convert: --group-size is for --dtype int4 only, not %s", strings.ToLower(dtype))
 	}
-	if t.quant.Format == model.FormatInt4 {
+	if t.quant.Format == model.FormatInt4 || t.quant.Embedding == model.FormatInt4 {
 		if group <= 0 || group%2 != 0 || group > 1<<16 {
 			return t, fmt.Errorf("convert: --group-size %d: want a positive even number up to 65536 (each group starts on a byte)", group)
 		}
@@ -185,7 +198,8 @@ type outTensor struct {
 	name     string      // the (data) tensor's name in the checkpoint
 	in       loader.Info // its source
 	parts    []outPart
-	quantize bool // the parts are model.QuantizeSpec's streams over in
+	quantize bool       // the parts are model.QuantizeSpec's streams over in
+	role     model.Role // when quantizing
 	shard    int
 }
 
@@ -224,8 +238,8 @@ func plan(ck *loader.Checkpoint, cfg model.Config, to convertTarget, shardSize i
 		r, ok := roles[in.Name]
 		return ok && r.Quantizable() && (in.DType == loader.I8 || in.DType == loader.U8)
 	}
-	sides := func(f model.Format) []string {
-		if f == model.FormatInt4 {
+	sides := func(in loader.Info) []string { // by the packed dtype: U8 is int4
+		if in.DType == loader.U8 {
 			return []string{".scales", ".zeros"}
 		}
 		return []string{".scales"}
@@ -240,7 +254,7 @@ func plan(ck *loader.Checkpoint, cfg model.Config, to convertTarget, shardSize i
 			if first == "" {
 				first = n
 			}
-			for _, s := range sides(stored.Format) {
+			for _, s := range sides(in) {
 				side[strings.TrimSuffix(n, ".weight")+s] = true
 			}
 		}
@@ -255,9 +269,9 @@ func plan(ck *loader.Checkpoint, cfg model.Config, to convertTarget, shardSize i
 		case to.dtype != "":
 			return nil, q, fmt.Errorf("tensor %s is stored as %s and convert does not dequantize: convert --dtype %s from the float checkpoint",
 				first, what, strings.ToLower(string(to.dtype)))
-		case q.On() && q.Format != stored.Format:
+		case q.On() && (q.Format != stored.Format || q.Embedding != stored.Embedding && to.embeddingSet):
 			return nil, q, fmt.Errorf("tensor %s is stored as %s; converting it to %s would compound the quantization error: convert from the float checkpoint",
-				first, what, q.Format)
+				first, stored, q)
 		case q.On() && to.groupSet && q.GroupSize != stored.GroupSize:
 			return nil, q, fmt.Errorf("tensor %s is stored as %s; regrouping it to %d would compound the quantization error: convert from the float checkpoint",
 				first, what, q.GroupSize)
@@ -283,13 +297,13 @@ func plan(ck *loader.Checkpoint, cfg model.Config, to convertTarget, shardSize i
 		case packed(in):
 			t.parts = []outPart{copyPart(in)}
 			base := strings.TrimSuffix(n, ".weight")
-			for _, s := range sides(stored.Format) {
+			for _, s := range sides(in) {
 				si, _ := ck.Info(base + s) // present: model.CheckWeights
 				t.parts = append(t.parts, copyPart(si))
 			}
 		case to.quant.On() && bound && role.Quantizable() && float && len(in.Shape) == 2:
-			t.quantize = true
-			t.parts = quantParts(n, in.Shape, q)
+			t.quantize, t.role = true, role
+			t.parts = quantParts(n, in.Shape, q, role)
 		case to.dtype != "" && float:
 			t.parts = []outPart{{name: n, dtype: to.dtype, shape: in.Shape, size: in.Elements() * int64(to.dtype.Size()), src: in}}
 		default:
@@ -332,14 +346,15 @@ func copyPart(in loader.Info) outPart {
 // quantized as q (docs/quantization.md): BASE.weight, the packed integers,
 // [N, K] I8 or [N, ceil(K/2)] U8; BASE.scales, F16 [N] (int8) or
 // [N, groups] (int4); and for int4 BASE.zeros, F16 [N, groups].
-func quantParts(name string, shape []int, q model.Quant) []outPart {
+func quantParts(name string, shape []int, q model.Quant, role model.Role) []outPart {
 	N, K := shape[0], shape[1]
+	f, gs := q.For(role)
 	base := strings.TrimSuffix(name, ".weight")
-	ps := []outPart{{name: name, dtype: q.Format.DType(), shape: []int{N, q.Format.RowBytes(K)}, size: int64(N) * int64(q.Format.RowBytes(K))}}
-	if q.Format == model.FormatInt8 {
+	ps := []outPart{{name: name, dtype: f.DType(), shape: []int{N, f.RowBytes(K)}, size: int64(N) * int64(f.RowBytes(K))}}
+	if f == model.FormatInt8 {
 		return append(ps, outPart{name: base + ".scales", dtype: loader.F16, shape: []int{N}, size: 2 * int64(N)})
 	}
-	g := model.Groups(K, q.GroupSize)
+	g := model.Groups(K, gs)
 	for _, s := range []string{".scales", ".zeros"} {
 		ps = append(ps, outPart{name: base + s, dtype: loader.F16, shape: []int{N, g}, size: 2 * int64(N) * int64(g)})
 	}
@@ -357,12 +372,7 @@ func countQuantized(ts []outTensor) int {
 	return n
 }
 
-func quantName(q model.Quant) string {
-	if q.Format == model.FormatInt4 {
-		return fmt.Sprintf("int4 in groups of %d", q.GroupSize)
-	}
-	return q.Format.String()
-}
+func quantName(q model.Quant) string { return q.String() }
 
 // quantConfig is config.json's quantization_config as model.ParseConfig
 // reads it (docs/quantization.md).
@@ -370,12 +380,16 @@ type quantConfig struct {
 	Method    string `json:"quant_method"`
 	Format    string `json:"format"`
 	GroupSize int    `json:"group_size,omitempty"` // int4
+	Embedding string `json:"embedding_format"`     // the embedding and lm_head
 }
 
 func quantConfigOf(q model.Quant) quantConfig {
 	c := quantConfig{Method: model.QuantMethod, Format: q.Format.String()}
-	if q.Format == model.FormatInt4 {
-		c.GroupSize = q.GroupSize
+	e, gs := q.For(model.RoleEmbedding)
+	c.Embedding = e.String()
+	if q.Format == model.FormatInt4 || e == model.FormatInt4 {
+		_, c.GroupSize = q.For(model.RoleInProj)
+		c.GroupSize = max(c.GroupSize, gs)
 	}
 	return c
 }
@@ -476,7 +490,7 @@ func writeShard(ctx context.Context, ck *loader.Checkpoint, path string, ts []ou
 func writeQuantized(w io.Writer, ck *loader.Checkpoint, t outTensor, q model.Quant) error {
 	f, _ := model.FloatFormat(t.in.DType)
 	es := int64(t.in.DType.Size())
-	spec := model.WeightSpec{Name: t.name, Shape: t.in.Shape, Format: f, Data: func(fn func(off int64, b []byte) error) error {
+	spec := model.WeightSpec{Name: t.name, Role: t.role, Shape: t.in.Shape, Format: f, Data: func(fn func(off int64, b []byte) error) error {
 		return ck.Stream(t.name, 0, func(off int64, b []byte) error {
 			// A NaN or an infinity would quantize into a whole row of
 			// nonsense (or be clamped away unseen): refuse it, as a load does.

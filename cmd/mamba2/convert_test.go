@@ -173,6 +173,10 @@ func TestConvertQuantized(t *testing.T) {
 		{"tiny int4 g64", tiny, []string{"--dtype", "INT4", "--group-size", "64"}, model.Quant{Format: model.FormatInt4, GroupSize: 64}, 1},
 		{"random int8 sharded", random, []string{"--dtype", "int8", "--shard-size", "8000"}, model.Quant{Format: model.FormatInt8}, 3},
 		{"random int4 g16 sharded", random, []string{"--dtype", "int4", "--group-size", "16", "--shard-size", "8000"}, model.Quant{Format: model.FormatInt4, GroupSize: 16}, 3},
+		{"random int4 with int4 tables", random, []string{"--dtype", "int4", "--embedding-dtype", "int4", "--group-size", "32"},
+			model.Quant{Format: model.FormatInt4, GroupSize: 32, Embedding: model.FormatInt4}, 1},
+		{"tiny int8 with int4 tables", tiny, []string{"--dtype", "int8", "--embedding-dtype", "int4"},
+			model.Quant{Format: model.FormatInt8, Embedding: model.FormatInt4}, 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -201,9 +205,13 @@ func TestConvertQuantized(t *testing.T) {
 			}
 			var qc map[string]any
 			json.Unmarshal(after["quantization_config"], &qc)
-			wantQC := map[string]any{"quant_method": "mamba2-web", "format": c.quant.Format.String()}
-			if c.quant.Format == model.FormatInt4 {
-				wantQC["group_size"] = float64(c.quant.GroupSize)
+			emb, _ := c.quant.For(model.RoleEmbedding)
+			wantQC := map[string]any{"quant_method": "mamba2-web", "format": c.quant.Format.String(), "embedding_format": emb.String()}
+			if c.quant.Format == model.FormatInt4 || emb == model.FormatInt4 {
+				wantQC["group_size"] = float64(model.DefaultGroupSize)
+				if c.quant.GroupSize != 0 {
+					wantQC["group_size"] = float64(c.quant.GroupSize)
+				}
 			}
 			if !maps.Equal(qc, wantQC) {
 				t.Errorf("quantization_config %v, want %v", qc, wantQC)
@@ -251,8 +259,8 @@ func TestConvertQuantized(t *testing.T) {
 					dtype loader.DType
 					shape []int
 				}{{n, loader.I8, []int{N, K}}, {base + ".scales", loader.F16, []int{N}}}
-				if c.quant.Format == model.FormatInt4 {
-					g := (K + c.quant.GroupSize - 1) / c.quant.GroupSize
+				if f, gs := c.quant.For(roles[n]); f == model.FormatInt4 {
+					g := (K + gs - 1) / gs
 					want = []struct {
 						name  string
 						dtype loader.DType
@@ -308,6 +316,10 @@ func TestConvertQuantized(t *testing.T) {
 			if c.quant.Format == model.FormatInt8 {
 				other = "int4"
 			}
+			regroup := "32"
+			if c.quant.GroupSize == 32 {
+				regroup = "64"
+			}
 			for _, bad := range []struct {
 				args []string
 				want string
@@ -315,7 +327,7 @@ func TestConvertQuantized(t *testing.T) {
 				{[]string{"--dtype", "f16"}, "is stored as " + c.quant.Format.String()},
 				{[]string{"--dtype", "f32"}, "convert --dtype f32 from the float checkpoint"},
 				{[]string{"--dtype", other}, "would compound the quantization error"},
-				{[]string{"--dtype", "int4", "--group-size", "32"}, map[bool]string{true: "regrouping it to 32", false: "would compound"}[c.quant.Format == model.FormatInt4]},
+				{[]string{"--dtype", "int4", "--group-size", regroup}, map[bool]string{true: "regrouping it to " + regroup, false: "would compound"}[c.quant.Format == model.FormatInt4]},
 			} {
 				dir := filepath.Join(t.TempDir(), "bad")
 				_, err := runCLI(t, "", append([]string{"convert", "--model", out, "--out", dir}, bad.args...)...)

@@ -2,10 +2,10 @@ package modeltest
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/mamba2web/mamba2/cpu"
@@ -105,12 +105,13 @@ func checkFixture(t *testing.T, m *model.Model, fx Fixture, tol float64) {
 }
 
 // Quantizations are the formats RunQuantizedFixtures loads the fixtures
-// in: int8, and int4 with the default groups (ragged on the fixtures'
-// narrow rows) and with groups of 32 (several per row).
+// in: int8, int4 with the default groups (ragged on the fixtures' narrow
+// rows) and int8 tables, and int4 everywhere with groups of 32 (several
+// per row).
 var Quantizations = []model.Quant{
 	{Format: model.FormatInt8},
 	{Format: model.FormatInt4, GroupSize: model.DefaultGroupSize},
-	{Format: model.FormatInt4, GroupSize: 32},
+	{Format: model.FormatInt4, GroupSize: 32, Embedding: model.FormatInt4},
 }
 
 // RunQuantizedFixtures loads every fixture quantized (LoadOptions.Quantize)
@@ -124,10 +125,7 @@ var Quantizations = []model.Quant{
 func RunQuantizedFixtures(t *testing.T, newBackend func(t *testing.T) model.Backend, tol float64) {
 	for _, fx := range Fixtures(t) {
 		for _, q := range Quantizations {
-			name := q.Format.String()
-			if q.Format == model.FormatInt4 {
-				name = fmt.Sprintf("int4-g%d", q.GroupSize)
-			}
+			name := strings.NewReplacer(", ", "+", " ", "-").Replace(q.String())
 			t.Run(fx.Name+"/"+name, func(t *testing.T) {
 				opt := model.LoadOptions{Quantize: q}
 				ref, err := model.Load(os.DirFS(fx.Dir), cpu.New(), opt)

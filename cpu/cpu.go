@@ -51,7 +51,7 @@ func (*Backend) Close() error { return nil }
 // oracle for quantized models too.
 func (*Backend) Weight(w model.WeightSpec) (model.Tensor, error) {
 	if err := w.Check(); err != nil {
-		return nil, fmt.Errorf("cpu: %s: %v", w.Name, err)
+		return nil, fmt.Errorf("cpu: %s: %w", w.Name, err)
 	}
 	t := &tensor{shape: slices.Clone(w.Shape), f: make([]float32, size(w.Shape))}
 	var err error
@@ -61,7 +61,7 @@ func (*Backend) Weight(w model.WeightSpec) (model.Tensor, error) {
 		err = decode(t.f, w)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cpu: %s: %v", w.Name, err)
+		return nil, fmt.Errorf("cpu: %s: %w", w.Name, err)
 	}
 	return t, nil
 }

@@ -60,6 +60,17 @@ test('every option is checked, with a bad-argument error naming it', () => {
     [options.loadOptions, { http: { timeout: 5 } }, /unknown option http.timeout/],
     [options.loadOptions, { http: 5 }, /http must be an object/],
     [options.loadOptions, { baseURL: 7 }, /baseURL must be a URL or a string/],
+    [options.loadOptions, { quantize: 'int3' }, /quantize must be one of 'int8', 'int4', got "int3"/],
+    [options.loadOptions, { quantize: 'INT4' }, /quantize must be one of 'int8', 'int4', got "INT4"/],
+    [options.loadOptions, { quantize: true }, /quantize must be one of 'int8', 'int4', got true/],
+    [options.loadOptions, { quantise: 'int4' }, /unknown option quantise \(known: .*quantize/],
+    [options.loadOptions, { quantize: 'int4', groupSize: 33 }, /groupSize must be an even number, got 33/],
+    [options.loadOptions, { quantize: 'int4', groupSize: 0 }, /groupSize must be at least 2, got 0/],
+    [options.loadOptions, { quantize: 'int4', groupSize: 1 << 17 }, /groupSize must be at most 65536/],
+    [options.loadOptions, { quantize: 'int4', groupSize: 64.5 }, /groupSize must be an integer, got 64.5/],
+    [options.loadOptions, { groupSize: 64 }, /groupSize applies only with quantize 'int4', got quantize unset/],
+    [options.loadOptions, { quantize: 'int8', groupSize: 64 }, /groupSize applies only with quantize 'int4', got quantize "int8"/],
+    [options.loadOptions, { group_size: 64 }, /unknown option group_size \(did you mean groupSize\?\)/],
     [options.generateOptions, { max_new_tokens: 5 }, /unknown option max_new_tokens \(did you mean maxNewTokens\?\)/],
     [options.generateOptions, { maxNewTokens: 0 }, /maxNewTokens must be at least 1, got 0/],
     [options.generateOptions, { maxNewTokens: 2.5 }, /maxNewTokens must be an integer/],
@@ -80,10 +91,14 @@ test('every option is checked, with a bad-argument error naming it', () => {
   }
   assert.equal(options.checkOptions({ maxNewTokens: 8, temperature: 0.7, stop: 'x', stopIds: [], seed: 3, signal: undefined }, options.generateOptions), null);
   assert.equal(options.checkOptions(undefined, options.loadOptions), null);
+  assert.equal(options.checkOptions({ quantize: 'int4', groupSize: 64 }, options.loadOptions), null);
+  assert.equal(options.checkOptions({ quantize: 'int8', groupSize: undefined }, options.loadOptions), null);
 });
 
 test('loadModel refuses bad options with bad-argument, and Node plainly', async () => {
   await assert.rejects(api.loadModel('http://127.0.0.1:9/m/', { onProgress: 'x' }), (e) => e.code === 'bad-argument' && /onProgress/.test(e.message));
+  await assert.rejects(api.loadModel('http://127.0.0.1:9/m/', { quantize: 'int2' }), (e) => e.code === 'bad-argument' && /^quantize must be/.test(e.message));
+  await assert.rejects(api.loadModel('http://127.0.0.1:9/m/', { quantize: 'int8', groupSize: 32 }), (e) => e.code === 'bad-argument' && /^groupSize applies only/.test(e.message));
   await assert.rejects(api.loadModel(null), (e) => e.code === 'bad-url');
   await assert.rejects(api.loadModel('http://127.0.0.1:9/m/'), (e) => e.code === 'unsupported' && /Web Worker/.test(e.message));
 });
@@ -121,10 +136,13 @@ test('the npm package has a LICENSE, a README and its files; an example type-che
   const dir = mkdtempSync(join(tmpdir(), 'mamba2-tsc-'));
   copyFileSync(join(webDir, 'mamba2.d.ts'), join(dir, 'mamba2.d.ts'));
   writeFileSync(join(dir, 'example.ts'), `
-import { loadModel, Mamba2Error, type GenerateOptions } from './mamba2.js';
+import { loadModel, Mamba2Error, type GenerateOptions, type ModelInfo } from './mamba2.js';
 async function main(signal: AbortSignal): Promise<string> {
   const model = await loadModel('/models/mamba2-go-tiny/', { device: 'auto', cache: 'use', signal, http: { retries: 2 },
-    onProgress: (p) => console.log(p.loaded / p.total, p.file) });
+    quantize: 'int4', groupSize: 64, onProgress: (p) => console.log(p.loaded / p.total, p.file) });
+  const info: ModelInfo = model.info;
+  const gpu: number = info.gpuMemoryBytes ?? info.weightBytes;
+  if (info.weights === 'int4' && info.quantize === 'int4' && info.weightFormats.in_proj === 'int4' && (info.groupSize ?? 0) > gpu) return '';
   const opts: GenerateOptions = { maxNewTokens: 32, temperature: 0.8, topP: 0.95, minP: 0.05, repetitionPenalty: 1.1, seed: 7, stop: ['\\n\\n'] };
   let text = '';
   for await (const piece of model.generate('package main', opts)) text += piece;

@@ -53,6 +53,26 @@ export async function nativeGenerate(prompt, maxNewTokens) {
   return JSON.parse(stdout);
 }
 
+let oracle = null;
+
+/**
+ * The native CPU backend's greedy continuation of the embedded tiny model
+ * loaded with LoadOptions.Quantize (quantize 'int8' or 'int4', as
+ * loadModel's option; none for the float weights): {ids, text}, from
+ * e2e/oracle, built once into build/e2e/oracle.
+ */
+export async function nativeQuantized(prompt, maxNewTokens, quantize = '', groupSize = 0) {
+  oracle ??= (async () => {
+    const bin = join(root, 'build/e2e/oracle');
+    mkdirSync(join(root, 'build/e2e'), { recursive: true });
+    await run('go', ['build', '-o', bin, './e2e/oracle'], { cwd: root, maxBuffer: 1 << 24 });
+    return bin;
+  })();
+  const { stdout } = await run(await oracle, ['--quantize', quantize, '--group-size', String(groupSize), '--prompt', prompt,
+    '--max-new-tokens', String(maxNewTokens)], { cwd: root });
+  return JSON.parse(stdout);
+}
+
 /** The native tokenizer's ids for text. */
 export async function nativeTokenize(text) {
   const bin = await nativeCLI();
@@ -65,9 +85,13 @@ export async function nativeTokenize(text) {
   return JSON.parse(out).ids;
 }
 
-/** Serves build/web at /, models/ at /models/ and other folders (mounts: {'/prefix/': dir}). */
-export function serve(mounts = {}) {
-  return startServer({ staticDir: webDir, modelsDir: join(root, 'models'), mounts });
+/**
+ * Serves build/web at /, models/ at /models/, other folders (mounts:
+ * {'/prefix/': dir}) and files made up on the fly (virtual: {path: {size,
+ * read(start, end)}}, see server.mjs).
+ */
+export function serve(mounts = {}, virtual = {}) {
+  return startServer({ staticDir: webDir, modelsDir: join(root, 'models'), mounts, virtual });
 }
 
 /**

@@ -3,6 +3,7 @@
 // the cross-origin isolation headers a production deployment would send.
 import { createServer } from 'node:http';
 import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
 import { stat } from 'node:fs/promises';
 import { extname, join, normalize, sep } from 'node:path';
 
@@ -24,9 +25,12 @@ function resolve(root, rel) {
 }
 
 /**
- * startServer({staticDir, modelsDir, mounts, port}) → {url, requests, modelDelay, close()}.
+ * startServer({staticDir, modelsDir, mounts, virtual, port}) → {url, requests, modelDelay, close()}.
  * Serves modelsDir at /models/, each mounts[prefix] folder at its prefix
- * ('/fixtures/') and staticDir for everything else. requests logs every
+ * ('/fixtures/') and staticDir for everything else. virtual[path] is a file
+ * made up on the fly: {size, read(start, end) → a Readable of bytes start
+ * to end inclusive, mtimeMs?} (e2e/synthetic.mjs makes checkpoints of any
+ * size this way, with nothing on disk). requests logs every
  * request as {method, path, range, ifRange, status, start, end} (times in
  * ms from performance.now()); setting modelDelay (ms)
  * slows every /models/ answer, to watch a load progress.
@@ -44,7 +48,7 @@ function resolve(root, rel) {
  * more bytes). head: HEAD requests match too. The first fault that matches a
  * request is used up, unless it has persist; each counts its hits.
  */
-export async function startServer({ staticDir, modelsDir, mounts = {}, port = 0 }) {
+export async function startServer({ staticDir, modelsDir, mounts = {}, virtual = {}, port = 0 }) {
   const roots = Object.entries({ ...mounts, '/models/': modelsDir });
   const requests = [];
   const state = { modelDelay: 0, etagSuffix: {}, faults: [] };
@@ -74,14 +78,22 @@ export async function startServer({ staticDir, modelsDir, mounts = {}, port = 0 
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { Allow: 'GET, HEAD' }, 'method not allowed\n');
     const path = new URL(req.url, 'http://x').pathname;
     const mount = roots.find(([prefix]) => path.startsWith(prefix));
-    const file = mount
+    const file = Object.hasOwn(virtual, path) ? path : mount
       ? resolve(mount[1], path.slice(mount[0].length))
       : resolve(staticDir, path === '/' ? 'index.html' : path.slice(1));
     let st;
-    try {
-      st = file && (await stat(file));
-    } catch {
-      st = null;
+    // read(start, end) streams bytes start to end inclusive, from the disk or a virtual file.
+    let read = (start, end) => (end < start ? Readable.from([]) : createReadStream(file, { start, end }));
+    if (Object.hasOwn(virtual, path)) {
+      const v = virtual[path];
+      st = { size: v.size, mtimeMs: v.mtimeMs ?? 0, isFile: () => true };
+      read = (start = 0, end = v.size - 1) => v.read(start, end);
+    } else {
+      try {
+        st = file && (await stat(file));
+      } catch {
+        st = null;
+      }
     }
     if (!st || !st.isFile()) return send(404, { 'Content-Type': 'text/plain' }, 'not found\n');
     const etag = `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}${state.etagSuffix[path] ?? ''}"`;
@@ -107,13 +119,13 @@ export async function startServer({ staticDir, modelsDir, mounts = {}, port = 0 
         if (f.change) state.etagSuffix[path] = `-changed${Date.now()}`;
         if (oversend) {
           // The file, then more bytes than it has, without a length.
-          const whole = createReadStream(file);
+          const whole = read(0, st.size - 1);
           whole.on('end', () => res.end(Buffer.alloc(oversend, 0x20)));
           whole.pipe(res, { end: false });
           return;
         }
         const cut = f.dropAfter ?? f.stallAfter;
-        const part = createReadStream(file, { start: 0, end: Math.min(cut, st.size) - 1 });
+        const part = read(0, Math.min(cut, st.size) - 1);
         if (f.dropAfter !== undefined) part.on('end', () => setTimeout(() => res.socket?.destroy(), 50));
         part.pipe(res, { end: false }); // stallAfter: the connection stays open, silent
         return;
@@ -139,9 +151,9 @@ export async function startServer({ staticDir, modelsDir, mounts = {}, port = 0 
         ...base,
         'Content-Length': String(end - start + 1),
         'Content-Range': `bytes ${start}-${end}/${st.size}`,
-      }, createReadStream(file, { start, end }));
+      }, read(start, end));
     }
-    send(200, { ...base, 'Content-Length': String(st.size) }, createReadStream(file));
+    send(200, { ...base, 'Content-Length': String(st.size) }, read(0, st.size - 1));
   });
   await new Promise((ok, fail) => {
     server.once('error', fail);

@@ -101,14 +101,19 @@ func argOr(args []js.Value, i int) js.Value {
 	return js.Undefined()
 }
 
-// loadModel(url, {device, cache, http, onProgress, job}) → Promise<{handle,
-// device, note, config, hasTokenizer, seconds, cache}>. url is an absolute
-// http(s) URL of a Hugging Face-layout folder. cache is 'use' (default),
-// 'revalidate' or 'off' (see cacheOptions); the result's cache says how
-// many weight bytes came from the cache and how many over the network.
-// http is {headerTimeout, stallTimeout (ms), retries}, each optional.
-// onProgress(done, total, file, fileDone, fileTotal) gets weight bytes
-// loaded, and the same for the safetensors file being read.
+// loadModel(url, {device, cache, quantize, groupSize, http, onProgress,
+// job}) → Promise<{handle, device, note, config, hasTokenizer, seconds,
+// cache, weights, weightFormats, quantize, groupSize, weightBytes,
+// gpuMemoryBytes, wasmMemoryBytes}>. url is an absolute http(s) URL of a
+// Hugging Face-layout folder. cache is 'use' (default), 'revalidate' or
+// 'off' (see cacheOptions); the result's cache says how many weight bytes
+// came from the cache and how many over the network. quantize ('int8' or
+// 'int4', with groupSize for int4) quantizes the float matrices while they
+// stream (quantOption). http is {headerTimeout, stallTimeout (ms),
+// retries}, each optional. onProgress(done, total, file, fileDone,
+// fileTotal) gets weight bytes loaded, and the same for the safetensors
+// file being read. The result's weights and the rest describe what was
+// loaded (loaded.report).
 func jsLoadModel(_ js.Value, args []js.Value) any {
 	url, opts := argOr(args, 0), argOr(args, 1)
 	ctx, done, err := startJob(opts)
@@ -125,7 +130,11 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 		if err != nil {
 			return nil, err
 		}
-		r, err := load(ctx, url.String(), optString(opts, "device", "auto"), o, useCache, optFunc(opts, "onProgress"))
+		q, err := quantOption(opts)
+		if err != nil {
+			return nil, err
+		}
+		r, err := load(ctx, url.String(), optString(opts, "device", "auto"), q, o, useCache, optFunc(opts, "onProgress"))
 		if err != nil {
 			return nil, err
 		}
@@ -136,7 +145,7 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 		sessions[h] = s
 		mu.Unlock()
 		c := s.m.Config
-		return map[string]any{
+		out := map[string]any{
 			"handle": h,
 			"device": s.device,
 			"note":   r.note,
@@ -153,8 +162,63 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 				"bytesCached":  float64(r.stats.FromCache),
 				"bytesFetched": float64(r.stats.Fetched),
 			},
-		}, nil
+		}
+		for k, v := range r.report {
+			out[k] = v
+		}
+		return out, nil
 	})
+}
+
+// quantOption reads loadModel's quantize ('int8' or 'int4') and groupSize
+// (int4's group length, a positive even number; default 128) into a
+// model.Quant; without quantize the zero Quant keeps the weights as they are.
+func quantOption(opts js.Value) (model.Quant, error) {
+	var q model.Quant
+	if !opts.Truthy() {
+		return q, nil
+	}
+	v, set := optValue(opts, "quantize")
+	_, gsSet := optValue(opts, "groupSize")
+	if !set {
+		if gsSet {
+			return q, codef(codeBadArg, "option groupSize applies only with quantize 'int4'")
+		}
+		return q, nil
+	}
+	f, err := model.ParseFormat(v.String())
+	if v.Type() != js.TypeString || err != nil || !f.Quantized() || f.String() != v.String() {
+		return q, codef(codeBadArg, "option quantize must be 'int8' or 'int4', got %s", jsDescribe(v))
+	}
+	q.Format = f
+	if gsSet {
+		if f != model.FormatInt4 {
+			return q, codef(codeBadArg, "option groupSize applies only with quantize 'int4', got quantize %q", f)
+		}
+		n, err := optInt(opts, "groupSize", 0)
+		if err != nil {
+			return q, err
+		}
+		if n <= 0 {
+			return q, codef(codeBadArg, "option groupSize must be a positive even number, got %d", n)
+		}
+		q.GroupSize = n
+	}
+	if err := q.Check(); err != nil {
+		return q, codef(codeBadArg, "option %v", strings.TrimPrefix(err.Error(), "quantize: "))
+	}
+	return q, nil
+}
+
+// jsDescribe is a short account of a JavaScript value for an error message.
+func jsDescribe(v js.Value) string {
+	switch v.Type() {
+	case js.TypeString:
+		return fmt.Sprintf("%q", v.String())
+	case js.TypeNumber, js.TypeBoolean:
+		return js.Global().Get("String").Invoke(v).String()
+	}
+	return v.Type().String()
 }
 
 // cacheName is the Cache API cache holding model files; web/mamba2.js lists
@@ -256,9 +320,10 @@ type loaded struct {
 	note   string
 	cached bool // the Cache API was used
 	stats  loader.LoadStats
+	report map[string]any // what was loaded, for loadModel's result (weightReport)
 }
 
-func load(ctx context.Context, url, device string, o loader.HTTPOptions, useCache bool, onProgress js.Value) (*loaded, error) {
+func load(ctx context.Context, url, device string, q model.Quant, o loader.HTTPOptions, useCache bool, onProgress js.Value) (*loaded, error) {
 	switch device {
 	case "auto", "webgpu", "cpu":
 	default:
@@ -281,7 +346,7 @@ func load(ctx context.Context, url, device string, o loader.HTTPOptions, useCach
 	if err != nil {
 		return nil, loadError(ctx, err)
 	}
-	s, gpuNote, err := loadFrom(ctx, fsys, device, onProgress)
+	s, report, gpuNote, err := loadFrom(ctx, fsys, device, q, onProgress)
 	if err != nil {
 		fsys.Abort()
 		return nil, err
@@ -296,23 +361,23 @@ func load(ctx context.Context, url, device string, o loader.HTTPOptions, useCach
 			all = append(all, n)
 		}
 	}
-	return &loaded{s: s, note: strings.Join(all, " "), cached: o.Cache != nil, stats: fsys.Stats()}, nil
+	return &loaded{s: s, note: strings.Join(all, " "), cached: o.Cache != nil, stats: fsys.Stats(), report: report}, nil
 }
 
 // loadFrom plans the load (config.json, tokenizer.json, every safetensors
 // header and the tensors the config needs, all checked before a backend is
 // opened), then uploads the weights.
-func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, onProgress js.Value) (*session, string, error) {
+func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, q model.Quant, onProgress js.Value) (*session, map[string]any, string, error) {
 	// config.json first: a wrong URL is reported as such, before anything else.
 	if _, err := fs.Stat(fsys, "config.json"); err != nil {
 		if errors.Is(err, fs.ErrNotExist) && ctx.Err() == nil {
 			var he *loader.HTTPError
 			if errors.As(err, &he) && he.Status != 0 {
-				return nil, "", codef(codeNotFound, "no model at %s: %s answered HTTP %d %s", fsys.URL(), he.URL, he.Status, loader.StatusText(he.Status))
+				return nil, nil, "", codef(codeNotFound, "no model at %s: %s answered HTTP %d %s", fsys.URL(), he.URL, he.Status, loader.StatusText(he.Status))
 			}
-			return nil, "", codef(codeNotFound, "no model at %s: %v", fsys.URL(), unwrapPath(err))
+			return nil, nil, "", codef(codeNotFound, "no model at %s: %v", fsys.URL(), unwrapPath(err))
 		}
-		return nil, "", loadError(ctx, err)
+		return nil, nil, "", loadError(ctx, err)
 	}
 	// The plan (model.Plan's steps): config.json, tokenizer.json, every
 	// safetensors header and the tensors the config needs, all read and
@@ -320,19 +385,19 @@ func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, onProgres
 	// CPU backend is refused first, from its headers alone.
 	cfg, err := model.LoadConfig(fsys)
 	if err != nil {
-		return nil, "", loadError(ctx, err)
+		return nil, nil, "", loadError(ctx, err)
 	}
 	var tok *tokenizer.Tokenizer
 	if data, err := loader.ReadSideFile(fsys, "tokenizer.json"); err == nil {
 		if tok, err = tokenizer.Load(bytes.NewReader(data)); err != nil {
-			return nil, "", codef(codeBadModel, "tokenizer.json: %v", err)
+			return nil, nil, "", codef(codeBadModel, "tokenizer.json: %v", err)
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, "", loadError(ctx, err)
+		return nil, nil, "", loadError(ctx, err)
 	}
 	ck, err := loader.Open(fsys)
 	if err != nil {
-		return nil, "", loadError(ctx, err)
+		return nil, nil, "", loadError(ctx, err)
 	}
 	var elems int64
 	for _, n := range ck.Names() {
@@ -344,18 +409,21 @@ func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, onProgres
 			elems/1e6, float64(elems*4)/(1<<30), cpuLimit>>30)
 	}
 	if device == "cpu" && elems*4 > cpuLimit {
-		return nil, "", tooBig()
+		return nil, nil, "", tooBig()
 	}
 	if err := model.CheckWeights(cfg, ck); err != nil {
-		return nil, "", loadError(ctx, err)
+		return nil, nil, "", loadError(ctx, err)
+	}
+	if err := checkStoredQuant(cfg.Quant, q); err != nil {
+		return nil, nil, "", err
 	}
 	b, name, note, err := openBackend(device)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	if name == "cpu" && elems*4 > cpuLimit { // 'auto' fell back to the CPU
 		b.Close()
-		return nil, "", tooBig()
+		return nil, nil, "", tooBig()
 	}
 	var progress func(model.Progress)
 	if onProgress.Type() == js.TypeFunction {
@@ -363,20 +431,23 @@ func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, onProgres
 			onProgress.Invoke(float64(p.Done), float64(p.Total), p.File, float64(p.FileDone), float64(p.FileTotal))
 		}
 	}
-	w, err := model.LoadWeights(cfg, ck, b, model.LoadOptions{Progress: progress})
+	rec := &recorder{Backend: b, formats: map[model.Role]model.Format{}}
+	before := liveBytes(b)
+	w, err := model.LoadWeights(cfg, ck, rec, model.LoadOptions{Progress: progress, Quantize: q})
 	if err != nil {
 		b.Close()
-		return nil, "", loadError(ctx, err)
+		return nil, nil, "", loadError(ctx, err)
 	}
 	m := &model.Model{Config: cfg, Backend: b, Weights: w}
 	if name == "webgpu" {
 		if err := gpuCheck(); err != nil {
 			b.Close()
-			return nil, "", err
+			return nil, nil, "", err
 		}
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	return &session{m: m, tok: tok, device: name, lock: make(chan struct{}, 1), ctx: sctx, cancel: cancel}, note, nil
+	return &session{m: m, tok: tok, device: name, lock: make(chan struct{}, 1), ctx: sctx, cancel: cancel},
+		weightReport(rec, q, b, before), note, nil
 }
 
 // loadError gives a load failure its code: the loader's errors say what

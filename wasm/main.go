@@ -36,8 +36,9 @@ func main() {
 	select {} // serve calls until the worker is terminated
 }
 
-// info() → Promise<{version, goVersion, webgpu}>: webgpu says whether
-// navigator.gpu exists (not whether an adapter will be granted).
+// info() → Promise<{version, goVersion, webgpu, generateOptions, memory}>:
+// webgpu says whether navigator.gpu exists (not whether an adapter will be
+// granted); memory is {wasmBytes, goSysBytes, goHeapBytes} now (memoryInfo).
 func jsInfo(js.Value, []js.Value) any {
 	return promise(func() (any, error) {
 		nav := js.Global().Get("navigator")
@@ -45,6 +46,7 @@ func jsInfo(js.Value, []js.Value) any {
 			"version":   version,
 			"goVersion": runtime.Version(),
 			"webgpu":    nav.Truthy() && nav.Get("gpu").Truthy(),
+			"memory":    memoryInfo(),
 			"generateOptions": func() []any {
 				out := make([]any, len(generateOptionNames))
 				for i, n := range generateOptionNames {

@@ -47,6 +47,30 @@ export interface LoadProgress {
 
 export type CachePolicy = 'use' | 'revalidate' | 'off';
 
+/** What loadModel's quantize option takes. */
+export type QuantFormat = 'int8' | 'int4';
+
+/** How weights are stored on the device. */
+export type WeightFormat = 'f32' | 'f16' | 'bf16' | 'int8' | 'int4';
+
+/** What a load put on the device (Model.info). */
+export interface ModelInfo {
+  /** The format of the large matrices (in_proj, out_proj, the embedding, lm_head); 'mixed' when they differ. */
+  weights: WeightFormat | 'mixed';
+  /** The format per kind of weight: embedding, lm_head (when not tied to the embedding), in_proj, out_proj, conv1d, vector (norms, biases, dt_bias, A_log, D). */
+  weightFormats: Partial<Record<'embedding' | 'lm_head' | 'in_proj' | 'out_proj' | 'conv1d' | 'vector', WeightFormat | 'mixed'>>;
+  /** The quantize option the model was loaded with, null without one. */
+  quantize: QuantFormat | null;
+  /** int4's group length, null without int4 weights. */
+  groupSize: number | null;
+  /** Bytes of the weights on the device: GPU buffers on WebGPU; float32 in WebAssembly memory on the CPU, which dequantizes. */
+  weightBytes: number;
+  /** Bytes of all live GPU buffers after the load (the weights and the runtime's own); null on the CPU. */
+  gpuMemoryBytes: number | null;
+  /** Bytes of the worker's WebAssembly memory after the load (it never shrinks: its peak so far); null where unknown. */
+  wasmMemoryBytes: number | null;
+}
+
 /** Where a load's weights came from. */
 export interface CacheReport {
   /** Whether the Cache API was used (false in Node, in insecure contexts, or with cache 'off'). */
@@ -78,6 +102,20 @@ export interface LoadOptions {
    * the model loads from the network and Model.note says why it was not kept.
    */
   cache?: CachePolicy;
+  /**
+   * Quantizes the float in_proj, out_proj, embedding and lm_head weights
+   * while they stream in: 'int8' (one scale per row, about 1/4 of float32's
+   * bytes) or 'int4' (a scale and a zero per group of groupSize elements,
+   * about 1/7). The other tensors (conv, norms, dt, A, D) stay as they are.
+   * Only the quantized bytes reach the GPU, so a float checkpoint too large
+   * for the GPU's memory can fit; greedy text may differ a little from the
+   * float model's. A checkpoint stored quantized (config.json's
+   * quantization_config) loads as stored: quantize must then be left out or
+   * agree with it. On the CPU the weights are dequantized to float32.
+   */
+  quantize?: QuantFormat;
+  /** int4's group length along a row: an even number from 2 to 65536; default 128. Only with quantize 'int4'. */
+  groupSize?: number;
   /** Called as the weights arrive. */
   onProgress?: (progress: LoadProgress) => void;
   /**
@@ -184,6 +222,8 @@ export class Model {
   /** Where the weights came from. */
   readonly cache: CacheReport;
   readonly config: ModelConfig;
+  /** Weight formats and memory of the load. */
+  readonly info: Readonly<ModelInfo>;
   /** Seconds the load took. */
   readonly loadSeconds: number;
   readonly tokenizer: Tokenizer;

@@ -147,7 +147,7 @@ export function resolveModel(url, hub = DEFAULT_HUB) {
  * safetensors weights, tokenizer.json) into a new worker.
  */
 export async function loadModel(url, options = {}) {
-  const { device = 'auto', cache = 'use', onProgress, signal, http } = checked(options, loadOptions);
+  const { device = 'auto', cache = 'use', quantize, groupSize, onProgress, signal, http } = checked(options, loadOptions);
   signal?.throwIfAborted();
   if (typeof url !== 'string' && !(url instanceof URL)) {
     throw new Mamba2Error(`the model URL must be a string or a URL, got ${url === null ? 'null' : typeof url}`, 'bad-url');
@@ -172,7 +172,7 @@ export async function loadModel(url, options = {}) {
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await conn.request('init', { wasmURL, wasmExecURL });
-    const info = await conn.request('load', { url: modelURL, device, cache, http }, (msg) => {
+    const info = await conn.request('load', { url: modelURL, device, cache, quantize, groupSize, http }, (msg) => {
       if (msg.type === 'progress') {
         onProgress?.({ loaded: msg.done, total: msg.total, file: msg.file, fileLoaded: msg.fileDone, fileTotal: msg.fileTotal });
       }
@@ -253,6 +253,15 @@ export class Model {
     this.config = info.config;
     this.loadSeconds = info.seconds;
     this.cache = info.cache;
+    this.info = Object.freeze({
+      weights: info.weights,
+      weightFormats: Object.freeze({ ...info.weightFormats }),
+      quantize: info.quantize,
+      groupSize: info.groupSize,
+      weightBytes: info.weightBytes,
+      gpuMemoryBytes: info.gpuMemoryBytes,
+      wasmMemoryBytes: info.wasmMemoryBytes,
+    });
     const handle = info.handle;
     this.tokenizer = Object.freeze({
       encode: (text) => this.#live().request('encode', { handle, text }),

@@ -2,15 +2,18 @@
 //
 // mamba2.js checks each call's options against these tables before anything
 // reaches the worker: an unknown name or a wrong type or range is one
-// bad-argument error that names the option. The Go runtime reads exactly the
-// generate options marked `go` (a test compares them with the names it
-// reports in info().generateOptions), and tests keep mamba2.d.ts and
-// README.md in agreement with these tables.
+// bad-argument error that names the option (a rule with requires: [name,
+// value] also wants that other option set to that value). The Go runtime
+// reads exactly the generate options marked `go` (a test compares them with
+// the names it reports in info().generateOptions), and tests keep
+// mamba2.d.ts and README.md in agreement with these tables.
 
 /** loadModel(url, options): name → rule. */
 export const loadOptions = {
   device: { type: 'enum', values: ['auto', 'webgpu', 'cpu'] },
   cache: { type: 'enum', values: ['use', 'revalidate', 'off'] },
+  quantize: { type: 'enum', values: ['int8', 'int4'] },
+  groupSize: { type: 'int', min: 2, max: 65536, even: true, requires: ['quantize', 'int4'] },
   onProgress: { type: 'function' },
   signal: { type: 'signal' },
   http: {
@@ -81,7 +84,9 @@ function checkValue(name, rule, v) {
     case 'number':
       return num(v) ? range() : `${name} must be a finite number, got ${describe(v)}`;
     case 'int':
-      return Number.isInteger(v) ? range() : `${name} must be an integer, got ${describe(v)}`;
+      if (!Number.isInteger(v)) return `${name} must be an integer, got ${describe(v)}`;
+      if (rule.even && v % 2 !== 0) return `${name} must be an even number, got ${v}`;
+      return range();
     case 'strings':
       if (typeof v === 'string') return null;
       return Array.isArray(v) && v.every((s) => typeof s === 'string') ? null
@@ -115,6 +120,12 @@ export function checkOptions(options, schema, prefix = '') {
     if (v === undefined) continue;
     const err = checkValue(prefix + name, rule, v);
     if (err) return err;
+    if (rule.requires) {
+      const [other, want] = rule.requires;
+      if (options[other] !== want) {
+        return `${prefix}${name} applies only with ${prefix}${other} '${want}', got ${prefix}${other} ${options[other] === undefined ? 'unset' : describe(options[other])}`;
+      }
+    }
   }
   return null;
 }

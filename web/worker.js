@@ -4,9 +4,12 @@
 //
 // Protocol (page → worker), every message has a numeric id:
 //   {type: 'init', id, wasmURL, wasmExecURL}
-//   {type: 'load', id, url, device, cache, http} → progress events
+//   {type: 'load', id, url, device, cache, quantize, groupSize, http} → progress events
 //   {type: 'generate', id, handle, prompt, options} → text events
 //   {type: 'encode' | 'decode' | 'dispose', id, handle, text | ids}
+//   {type: 'info', id}                           the runtime's info(), its memory
+//     included; answered also while a load or a generation runs (tests sample
+//     the wasm memory during a load with it)
 //   {type: 'abort', target}                      (no reply)
 //   {type: 'lose-device'}                        (no reply) destroys every GPU
 //     device of the worker, as a driver reset or a GPU watchdog would; for
@@ -116,6 +119,8 @@ async function handle(msg) {
       return go.loadModel(msg.url, {
         device: msg.device,
         cache: msg.cache,
+        quantize: msg.quantize,
+        groupSize: msg.groupSize,
         http: msg.http,
         job: id,
         onProgress: (done, total, file, fileDone, fileTotal) =>
@@ -127,6 +132,8 @@ async function handle(msg) {
         job: id,
         onText: (piece, tokens) => self.postMessage({ type: 'text', id, piece, tokens }),
       });
+    case 'info':
+      return go.info();
     case 'encode':
       return go.encode(msg.handle, msg.text);
     case 'decode':

@@ -180,11 +180,22 @@ func quantOption(opts js.Value) (model.Quant, error) {
 	}
 	v, set := optValue(opts, "quantize")
 	_, gsSet := optValue(opts, "groupSize")
+	ev, embSet := optValue(opts, "quantizeEmbedding")
 	if !set {
 		if gsSet {
 			return q, codef(codeBadArg, "option groupSize applies only with quantize 'int4'")
 		}
+		if embSet {
+			return q, codef(codeBadArg, "option quantizeEmbedding applies only with quantize")
+		}
 		return q, nil
+	}
+	if embSet {
+		e, err := model.ParseFormat(ev.String())
+		if ev.Type() != js.TypeString || err != nil || !e.Quantized() || e.String() != ev.String() {
+			return q, codef(codeBadArg, "option quantizeEmbedding must be 'int8' or 'int4', got %s", jsDescribe(ev))
+		}
+		q.Embedding = e
 	}
 	f, err := model.ParseFormat(v.String())
 	if v.Type() != js.TypeString || err != nil || !f.Quantized() || f.String() != v.String() {

@@ -4,7 +4,6 @@ package main
 
 import (
 	"runtime"
-	"strconv"
 	"syscall/js"
 
 	"github.com/mamba2web/mamba2/model"
@@ -128,19 +127,9 @@ func checkStoredQuant(stored, q model.Quant) error {
 	if !stored.On() || !q.On() {
 		return nil
 	}
-	gs := func(q model.Quant) int {
-		if q.GroupSize > 0 {
-			return q.GroupSize
-		}
-		return model.DefaultGroupSize
-	}
-	if stored.Format != q.Format || (q.Format == model.FormatInt4 && gs(stored) != gs(q)) {
-		what := stored.Format.String()
-		if stored.Format == model.FormatInt4 {
-			what = "int4 with groups of " + strconv.Itoa(gs(stored))
-		}
+	if stored.String() != q.String() { // both canonical: default group and embedding filled in
 		return codef(codeBadArg, "option quantize: the checkpoint is stored as %s already (config.json's quantization_config); "+
-			"quantizing it again would compound the error: leave quantize out, or load the float checkpoint", what)
+			"quantizing it again would compound the error: leave quantize out, or load the float checkpoint", stored)
 	}
 	return nil
 }

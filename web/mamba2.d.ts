@@ -114,6 +114,11 @@ export interface LoadOptions {
    * agree with it. On the CPU the weights are dequantized to float32.
    */
   quantize?: QuantFormat;
+  /**
+   * With quantize: the embedding and lm_head's format, 'int8' (the default:
+   * the vocabulary's rows cost the most quality per byte) or 'int4'.
+   */
+  quantizeEmbedding?: QuantFormat;
   /** int4's group length along a row: an even number from 2 to 65536; default 128. Only with quantize 'int4'. */
   groupSize?: number;
   /** Called as the weights arrive. */

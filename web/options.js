@@ -3,7 +3,8 @@
 // mamba2.js checks each call's options against these tables before anything
 // reaches the worker: an unknown name or a wrong type or range is one
 // bad-argument error that names the option (a rule with requires: [name,
-// value] also wants that other option set to that value). The Go runtime
+// value] also wants that other option set to that value, or set at all
+// when the value is left out). The Go runtime
 // reads exactly the generate options marked `go` (a test compares them with
 // the names it reports in info().generateOptions), and tests keep
 // mamba2.d.ts and README.md in agreement with these tables.
@@ -13,6 +14,7 @@ export const loadOptions = {
   device: { type: 'enum', values: ['auto', 'webgpu', 'cpu'] },
   cache: { type: 'enum', values: ['use', 'revalidate', 'off'] },
   quantize: { type: 'enum', values: ['int8', 'int4'] },
+  quantizeEmbedding: { type: 'enum', values: ['int8', 'int4'], requires: ['quantize'] },
   groupSize: { type: 'int', min: 2, max: 65536, even: true, requires: ['quantize', 'int4'] },
   onProgress: { type: 'function' },
   signal: { type: 'signal' },
@@ -122,8 +124,9 @@ export function checkOptions(options, schema, prefix = '') {
     if (err) return err;
     if (rule.requires) {
       const [other, want] = rule.requires;
-      if (options[other] !== want) {
-        return `${prefix}${name} applies only with ${prefix}${other} '${want}', got ${prefix}${other} ${options[other] === undefined ? 'unset' : describe(options[other])}`;
+      if (want === undefined ? options[other] === undefined : options[other] !== want) {
+        const what = want === undefined ? '' : ` '${want}'`;
+        return `${prefix}${name} applies only with ${prefix}${other}${what}, got ${prefix}${other} ${options[other] === undefined ? 'unset' : describe(options[other])}`;
       }
     }
   }

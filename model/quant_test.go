@@ -129,3 +129,15 @@ func TestParseFormat(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkQuantizeInt4 times a 4096-wide row (32 groups of 128): a load
+// with --quantize int4 spends this per row of every large matrix.
+func BenchmarkQuantizeInt4(b *testing.B) {
+	w := gaussRow(rand.New(rand.NewPCG(5, 6)), 4096)
+	q := make([]byte, 2048)
+	s, z := make([]uint16, 32), make([]uint16, 32)
+	b.SetBytes(4 * 4096)
+	for b.Loop() {
+		model.QuantizeInt4(w, 128, q, s, z, model.Int4Search)
+	}
+}

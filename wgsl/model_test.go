@@ -86,7 +86,7 @@ func TestSplitParts(t *testing.T) {
 				case "int8":
 					spec = modeltest.QuantSpecOf("embeddings", []int{s.V, s.D}, rnd(s.V*s.D), model.Quant{Format: model.FormatInt8}, 29)
 				case "int4":
-					spec = modeltest.QuantSpecOf("embeddings", []int{s.V, s.D}, rnd(s.V*s.D), model.Quant{Format: model.FormatInt4, GroupSize: 16}, 29)
+					spec = modeltest.QuantSpecOf("embeddings", []int{s.V, s.D}, rnd(s.V*s.D), model.Quant{Format: model.FormatInt4, GroupSize: 6}, 29)
 				default:
 					spec = modeltest.SpecOf("embeddings", dt, []int{s.V, s.D}, rnd(s.V*s.D), 29)
 				}

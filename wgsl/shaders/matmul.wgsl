@@ -7,9 +7,10 @@
 // Two variants, chosen by define:
 //   MATVEC  up to TB = 4 tokens (decoding): a workgroup computes RPW = 4
 //           output columns; TPR = 64 invocations share each row of W, each
-//           summing a strided slice of k in pairs (one u32 of a packed
-//           weight), then a tree reduction in workgroup memory. Each weight
-//           word is read once per TB tokens.
+//           summing a strided slice of k in vectors of WV (a pair of f32,
+//           f16 or bf16; one u32 word of int8 or int4, unpack.wgsl), then
+//           a tree reduction in workgroup memory. Each weight word is read
+//           once per TB tokens.
 //   (else)  prompts: the 64 × 64 tiled product of tile.wgsl (64 tokens ×
 //           64 columns per workgroup). When that makes too few workgroups
 //           to fill the GPU (a short prompt, few output columns), k is
@@ -68,19 +69,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let lane = lid % TPR;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     if (n < P.N) {
-        let K2 = P.K & ~1u;
-        for (var k = lane * 2u; k < K2; k += TPR * 2u) {
-            let wv = w_get2(n, k);
+        // Whole vectors of WV elements (a word of a packed format), then
+        // the last K % WV elements one by one.
+        let KV = P.K - P.K % WV;
+        for (var k = lane * WV; k < KV; k += TPR * WV) {
+            var wv = w_getv(n, k);
             for (var j = 0u; j < TB; j++) {
                 let t = t0 + j;
                 if (t < P.T) {
                     let xo = t * P.K + k;
-                    acc[j] += x[xo] * wv.x + x[xo + 1u] * wv.y;
+                    var s = 0.0;
+                    for (var i = 0u; i < WV; i++) {
+                        s += x[xo + i] * wv[i];
+                    }
+                    acc[j] += s;
                 }
             }
         }
-        if ((P.K & 1u) == 1u && lane == 0u) {
-            let k = P.K - 1u;
+        for (var k = KV + lane; k < P.K; k += TPR) {
             let wv = w_get(n, k);
             for (var j = 0u; j < TB; j++) {
                 let t = t0 + j;

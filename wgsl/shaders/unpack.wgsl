@@ -17,7 +17,9 @@
 //                       QGS elements of a row
 // Each gives
 //   w_get(n, k)   element k of row n;
-//   w_get2(n, k)  elements k and k+1 for an even k (k+1 must exist).
+//   w_get2(n, k)  elements k and k+1 for an even k (k+1 must exist);
+//   w_getv(n, k)  the WV elements from k, a multiple of WV (one word of
+//                 the packed formats, a pair of the others), all existing.
 // Rows are padded on upload so every row starts on a word: a pair never
 // straddles two words or two rows.
 

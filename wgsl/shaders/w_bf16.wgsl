@@ -12,3 +12,12 @@ fn w_get2(n: u32, k: u32) -> vec2<f32> {
     let word = W[(n * P.stride + k) >> 1u];
     return vec2<f32>(bitcast<f32>(word << 16u), bitcast<f32>(word & 0xffff0000u));
 }
+
+// w_getv is w_get2 as the vector the matrix-vector kernel reads: WV
+// elements from an index k that is a multiple of WV.
+const WV: u32 = 2u;
+
+fn w_getv(n: u32, k: u32) -> array<f32, WV> {
+    let p = w_get2(n, k);
+    return array<f32, WV>(p.x, p.y);
+}

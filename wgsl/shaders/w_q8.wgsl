@@ -19,3 +19,14 @@ fn w_get2(n: u32, k: u32) -> vec2<f32> {
     let s = q8_scale(n);
     return vec2<f32>(f32(extractBits(word, sh, 8u)) * s, f32(extractBits(word, sh + 8u, 8u)) * s);
 }
+
+// w_getv returns the WV = 4 elements of one word, k a multiple of 4: the
+// matrix-vector kernel reads whole words.
+const WV: u32 = 4u;
+
+fn w_getv(n: u32, k: u32) -> array<f32, WV> {
+    let word = bitcast<i32>(W[(n * P.stride + k) >> 2u]);
+    let s = q8_scale(n);
+    return array<f32, WV>(f32(extractBits(word, 0u, 8u)) * s, f32(extractBits(word, 8u, 8u)) * s,
+                          f32(extractBits(word, 16u, 8u)) * s, f32(extractBits(word, 24u, 8u)) * s);
+}

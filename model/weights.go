@@ -477,3 +477,20 @@ func firstNonFinite(dt loader.DType, b []byte) int {
 	}
 	return -1
 }
+
+// Free releases every weight tensor on b (the tied head once). The
+// weights cannot be used afterwards.
+func (w *Weights) Free(b Backend) {
+	b.Free(w.Embed)
+	if w.LMHead != w.Embed {
+		b.Free(w.LMHead)
+	}
+	b.Free(w.NormF)
+	for _, l := range w.Layers {
+		for _, t := range []Tensor{l.Norm, l.InProj, l.InBias, l.ConvW, l.ConvB, l.DtBias, l.ALog, l.D, l.MixNorm, l.OutProj, l.OutBias} {
+			if t != nil {
+				b.Free(t)
+			}
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -27,6 +28,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	chunk := fs.Int("prefill-chunk", 0, "tokens per forward call of a long prompt (0: the model's default)")
 	profile := fs.Bool("profile", false, "also time every kernel on the device (WebGPU timestamp queries), in extra runs after the timed ones")
 	asJSON := fs.Bool("json", false, "print the figures as JSON")
+	logitError := fs.Bool("logit-error", false, "with --shape and --quantize: also build the f32 model of the same random weights and report how far the quantized logits are from it")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -231,11 +233,88 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		t := newProfileTable(1, *decode, kernels)
 		report.ProfileDecode = &t
 	}
+	if *logitError {
+		if *shape == "" || !q.On() {
+			return fmt.Errorf("--logit-error needs --shape and --quantize")
+		}
+		e, err := quantError(m, dtypeOf(*dtype), q, randomIDs(64))
+		if err != nil {
+			return err
+		}
+		report.LogitError = e
+	}
 	if *asJSON {
 		return writeJSON(stdout, report)
 	}
 	report.print(stdout)
 	return nil
+}
+
+func dtypeOf(s string) loader.DType {
+	dt, _ := parseDType(s)
+	return dt
+}
+
+// logitErrorFigure compares a quantized model's logits with those of the
+// f32 model of the same random weights, over every position of a prompt.
+type logitErrorFigure struct {
+	Positions int     `json:"positions"`
+	MaxAbs    float64 `json:"max_abs"`
+	RelRMS    float64 `json:"rel_rms"` // RMS of the differences over the RMS of the f32 logits
+	Top1Agree float64 `json:"top1_agree"`
+}
+
+// quantError builds the f32 reference of m (the same seed, on the same
+// backend) and compares the logits of ids.
+func quantError(m *model.Model, dt loader.DType, q model.Quant, ids []int32) (*logitErrorFigure, error) {
+	ref, err := model.NewRandom(m.Config, m.Backend, loader.F32, 1)
+	if err != nil {
+		return nil, fmt.Errorf("--logit-error: the f32 model: %v", err)
+	}
+	defer ref.Weights.Free(ref.Backend)
+	ref.GatedNorm = m.GatedNorm
+	logits := func(m *model.Model) ([]float32, error) {
+		st := m.NewState(1)
+		defer st.Close()
+		return st.Logits(ids, nil)
+	}
+	want, err := logits(ref)
+	if err != nil {
+		return nil, err
+	}
+	got, err := logits(m)
+	if err != nil {
+		return nil, err
+	}
+	V := m.Config.VocabSize
+	f := &logitErrorFigure{Positions: len(ids)}
+	var d2, w2 float64
+	agree := 0
+	for p := 0; p < len(ids); p++ {
+		g, w := got[p*V:(p+1)*V], want[p*V:(p+1)*V]
+		if argmax(g) == argmax(w) {
+			agree++
+		}
+		for i := range w {
+			d := float64(g[i] - w[i])
+			f.MaxAbs = max(f.MaxAbs, math.Abs(d))
+			d2 += d * d
+			w2 += float64(w[i]) * float64(w[i])
+		}
+	}
+	f.RelRMS = math.Sqrt(d2 / w2)
+	f.Top1Agree = float64(agree) / float64(len(ids))
+	return f, nil
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
 }
 
 type prefillFigure struct {
@@ -313,6 +392,8 @@ type benchReport struct {
 	ProfilePrefill     []profileTable `json:"profile_prefill,omitempty"`
 	ProfileDecode      *profileTable  `json:"profile_decode,omitempty"`
 	ProfileUnavailable string         `json:"profile_unavailable,omitempty"`
+	// With --logit-error: the quantized logits against f32's.
+	LogitError *logitErrorFigure `json:"logit_error,omitempty"`
 }
 
 func (r benchReport) print(w io.Writer) {
@@ -327,6 +408,9 @@ func (r benchReport) print(w io.Writer) {
 		fmt.Fprintf(w, "prefill %6d tokens: %9.1f tokens/s  (%.4f s)\n", p.Tokens, p.TokensPerSec, p.Median)
 	}
 	fmt.Fprintf(w, "decode  batch 1:      %9.1f tokens/s  (%.3f ms/token)\n", r.Decode.TokensPerSec, r.Decode.MedianPerToken*1e3)
+	if e := r.LogitError; e != nil {
+		fmt.Fprintf(w, "logits against f32, %d positions: max |Δ| %.4g, relative RMS %.4g, same top token %.1f%%\n", e.Positions, e.MaxAbs, e.RelRMS, 100*e.Top1Agree)
+	}
 	if r.ProfileUnavailable != "" {
 		fmt.Fprintf(w, "GPU time per kernel: unavailable: %s\n", r.ProfileUnavailable)
 	}

@@ -8,7 +8,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/mamba2web/mamba2/loader"
 )
@@ -66,10 +68,13 @@ func NewRandomQuantized(c Config, b Backend, dtype loader.DType, seed uint64, q 
 }
 
 // randomTensors hands each tensor of config c, in binding order, with its
-// seeded random contents as a stream of dtype values, to fn.
+// seeded random contents as a stream of dtype values, to fn. Each chunk of
+// randomChunk elements of a tensor has its own generator, seeded by the
+// seed, the tensor's place and the chunk's, so chunks are generated in
+// parallel (a 7B shape's weights take seconds, not minutes) and every
+// stream of the same tensor is the same.
 func (c Config) randomTensors(w *Weights, dtype loader.DType, seed uint64, fn func(spec WeightSpec, dst *Tensor) error) error {
-	rng := rand.New(rand.NewPCG(seed, 1))
-	for _, bd := range c.bindings(w) {
+	for ti, bd := range c.bindings(w) {
 		shape := bd.use
 		if shape == nil {
 			shape = bd.shape
@@ -78,20 +83,33 @@ func (c Config) randomTensors(w *Weights, dtype loader.DType, seed uint64, fn fu
 		for _, d := range shape {
 			n *= d
 		}
-		gen := randomInit(bd.names[0], shape, rng)
+		name := bd.names[0]
+		stream := seed<<20 ^ uint64(ti)
 		format, _ := FloatFormat(dtype)
-		spec := WeightSpec{Name: bd.names[0], Role: bd.role, Format: format, Shape: shape,
+		spec := WeightSpec{Name: name, Role: bd.role, Format: format, Shape: shape,
 			Data: func(fn func(off int64, b []byte) error) error {
 				es := dtype.Size()
-				const chunk = 1 << 16
-				buf := make([]byte, 0, chunk*es)
-				for i := 0; i < n; i += chunk {
-					buf = buf[:0]
-					for j := i; j < min(i+chunk, n); j++ {
-						buf = appendValue(buf, dtype, gen(j))
+				chunks := (n + randomChunk - 1) / randomChunk
+				workers := max(1, min(runtime.GOMAXPROCS(0), chunks))
+				bufs := make([][]byte, workers)
+				for c0 := 0; c0 < chunks; c0 += workers {
+					var wg sync.WaitGroup
+					for k := range min(workers, chunks-c0) {
+						wg.Go(func() {
+							ch := c0 + k
+							gen := randomInit(name, shape, rand.New(rand.NewPCG(stream, uint64(ch))))
+							buf := bufs[k][:0]
+							for j := ch * randomChunk; j < min((ch+1)*randomChunk, n); j++ {
+								buf = appendValue(buf, dtype, gen(j))
+							}
+							bufs[k] = buf
+						})
 					}
-					if err := fn(int64(i*es), buf); err != nil {
-						return err
+					wg.Wait()
+					for k := range min(workers, chunks-c0) {
+						if err := fn(int64((c0+k)*randomChunk*es), bufs[k]); err != nil {
+							return err
+						}
 					}
 				}
 				return nil
@@ -102,6 +120,9 @@ func (c Config) randomTensors(w *Weights, dtype loader.DType, seed uint64, fn fu
 	}
 	return nil
 }
+
+// randomChunk is the elements of a tensor one random generator makes.
+const randomChunk = 1 << 16
 
 // WriteRandom writes a checkpoint folder of config c into dir: config.json
 // in transformers' format and one model.safetensors of dtype holding

@@ -21,6 +21,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	var mf modelFlags
 	mf.register(fs)
 	shape := fs.String("shape", "", "random weights of a released shape: "+shapeNames())
+	layers := fs.Int("layers", 0, "with --shape: this many layers instead of the shape's (0: the shape's)")
 	dtype := fs.String("dtype", "f16", "weight storage for --shape: f32, f16 or bf16 (with --quantize, of the tensors that stay float)")
 	lengths := fs.String("prompt-lengths", "128,512,2048", "prefill lengths to time")
 	decode := fs.Int("decode-tokens", 64, "decode steps to time")
@@ -61,6 +62,12 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		cfg, ok := model.Shapes[*shape]
 		if !ok {
 			return fmt.Errorf("--shape %q: want one of %s", *shape, shapeNames())
+		}
+		if *layers < 0 || *layers > model.MaxLayers {
+			return fmt.Errorf("--layers %d: want 1 to %d", *layers, model.MaxLayers)
+		}
+		if *layers > 0 {
+			cfg.Layers = *layers
 		}
 		dt, err := parseDType(*dtype)
 		if err != nil {

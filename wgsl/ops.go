@@ -183,7 +183,7 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
 	// and tokens.
 	d, cols, toks := wt.withFormat(), uint32(64), uint32(64)
 	if T <= matvecTokens {
-		d, cols, toks = wt.withFormat("MATVEC"), 16, 4 // matmul.wgsl's RPW and TB
+		d, cols, toks = wt.withFormat("MATVEC"), 4, 4
 	}
 	// A prompt whose product has too few tiles to fill the GPU is cut along
 	// k: partial products into scratch, then matmul_sum.wgsl adds them.

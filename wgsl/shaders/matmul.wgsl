@@ -5,15 +5,12 @@
 // columns [col0, col0 + N) of an output row of ldo columns.
 //
 // Two variants, chosen by define:
-//   MATVEC  up to TB = 4 tokens (decoding): a workgroup computes RPW = 16
-//           output columns in four teams of TPR = 64 invocations, a team
-//           sharing RPT = 4 rows of W; each invocation sums a strided slice
-//           of k in vectors of WV (a pair of f32, f16 or bf16; one u32
-//           word of int8 or int4, unpack.wgsl) for its team's four rows,
-//           so each x vector it loads serves four rows, then a tree
-//           reduction in workgroup memory. Each weight word is read once
-//           per TB tokens. (With one row per team, the activations' reads
-//           outweighed a packed int4 weight's.)
+//   MATVEC  up to TB = 4 tokens (decoding): a workgroup computes RPW = 4
+//           output columns; TPR = 64 invocations share each row of W, each
+//           summing a strided slice of k in vectors of WV (a pair of f32,
+//           f16 or bf16; one u32 word of int8 or int4, unpack.wgsl), then
+//           a tree reduction in workgroup memory. Each weight word is read
+//           once per TB tokens.
 //   (else)  prompts: the 64 × 64 tiled product of tile.wgsl (64 tokens ×
 //           64 columns per workgroup). When that makes too few workgroups
 //           to fill the GPU (a short prompt, few output columns), k is
@@ -53,14 +50,11 @@ struct Params {
 const WG: u32 = 256u;
 
 #ifdef MATVEC
-const TPR: u32 = 64u;        // invocations sharing a row of W (a team)
-const TEAMS: u32 = WG / TPR;
-const RPT: u32 = 4u;         // rows of W per team
-const RPW: u32 = TEAMS * RPT; // output columns per workgroup
+const TPR: u32 = 64u;        // invocations per output column
+const RPW: u32 = WG / TPR;   // output columns per workgroup
 const TB: u32 = 4u;          // tokens per workgroup
-const ACC: u32 = RPT * TB;   // partial sums per invocation
 
-var<workgroup> part: array<f32, 4096>; // ACC × WG partial sums: 16 KiB, WebGPU's default limit
+var<workgroup> part: array<f32, 1024>; // TB × WG partial sums
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -71,77 +65,59 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (t0 >= P.T) {
         return;
     }
-    let n0 = (g % col_groups) * RPW + (lid / TPR) * RPT; // this team's first row
+    let n = (g % col_groups) * RPW + lid / TPR;
     let lane = lid % TPR;
-    let tn = min(TB, P.T - t0);
-    // acc[r * TB + j]: row n0 + r, token t0 + j. Each x vector is read
-    // once for the team's RPT rows, which share it from registers.
-    var acc: array<f32, ACC>;
-    for (var i = 0u; i < ACC; i++) {
-        acc[i] = 0.0;
-    }
-    let KV = P.K - P.K % WV;
-    for (var k = lane * WV; k < KV; k += TPR * WV) {
-        var xv: array<f32, 32>; // TB × WV (WV ≤ 8)
-        for (var j = 0u; j < tn; j++) {
-            let xo = (t0 + j) * P.K + k;
-            for (var i = 0u; i < WV; i++) {
-                xv[j * WV + i] = x[xo + i];
-            }
-        }
-        for (var r = 0u; r < RPT; r++) {
-            let n = n0 + r;
-            if (n < P.N) {
-                var wv = w_getv(n, k);
-                for (var j = 0u; j < tn; j++) {
+    let tn = min(TB, P.T - t0); // tokens of this workgroup: the reduction skips the others
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    if (n < P.N) {
+        // Whole vectors of WV elements (a word of a packed format), then
+        // the last K % WV elements one by one.
+        let KV = P.K - P.K % WV;
+        for (var k = lane * WV; k < KV; k += TPR * WV) {
+            var wv = w_getv(n, k);
+            for (var j = 0u; j < TB; j++) {
+                let t = t0 + j;
+                if (t < P.T) {
+                    let xo = t * P.K + k;
                     var s = 0.0;
                     for (var i = 0u; i < WV; i++) {
-                        s += xv[j * WV + i] * wv[i];
+                        s += x[xo + i] * wv[i];
                     }
-                    acc[r * TB + j] += s;
+                    acc[j] += s;
+                }
+            }
+        }
+        for (var k = KV + lane; k < P.K; k += TPR) {
+            let wv = w_get(n, k);
+            for (var j = 0u; j < TB; j++) {
+                let t = t0 + j;
+                if (t < P.T) {
+                    acc[j] += x[t * P.K + k] * wv;
                 }
             }
         }
     }
-    // The last K % WV elements, one by one.
-    for (var k = KV + lane; k < P.K; k += TPR) {
-        for (var r = 0u; r < RPT; r++) {
-            let n = n0 + r;
-            if (n < P.N) {
-                let wv = w_get(n, k);
-                for (var j = 0u; j < tn; j++) {
-                    acc[r * TB + j] += x[(t0 + j) * P.K + k] * wv;
-                }
-            }
-        }
-    }
-    for (var i = 0u; i < ACC; i++) {
-        part[i * WG + lid] = acc[i];
+    for (var j = 0u; j < tn; j++) {
+        part[j * WG + lid] = acc[j];
     }
     workgroupBarrier();
     for (var s = TPR / 2u; s > 0u; s = s >> 1u) {
         if (lane < s) {
-            for (var r = 0u; r < RPT; r++) {
-                for (var j = 0u; j < tn; j++) {
-                    let i = (r * TB + j) * WG + lid;
-                    part[i] += part[i + s];
-                }
+            for (var j = 0u; j < tn; j++) {
+                part[j * WG + lid] += part[j * WG + lid + s];
             }
         }
         workgroupBarrier();
     }
-    if (lane == 0u) {
-        for (var r = 0u; r < RPT; r++) {
-            let n = n0 + r;
-            if (n >= P.N) {
-                break;
-            }
-            for (var j = 0u; j < tn; j++) {
-                var v = part[(r * TB + j) * WG + lid];
+    if (lane == 0u && n < P.N) {
+        for (var j = 0u; j < TB; j++) {
+            let t = t0 + j;
+            if (t < P.T) {
+                var v = part[j * WG + lid];
                 if (P.has_bias == 1u) {
                     v += bias[P.col0 + n];
                 }
-                out[(t0 + j) * P.ldo + P.col0 + n] = v;
+                out[t * P.ldo + P.col0 + n] = v;
             }
         }
     }

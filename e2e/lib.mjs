@@ -61,14 +61,14 @@ let oracle = null;
  * loadModel's option; none for the float weights): {ids, text}, from
  * e2e/oracle, built once into build/e2e/oracle.
  */
-export async function nativeQuantized(prompt, maxNewTokens, quantize = '', groupSize = 0) {
+export async function nativeQuantized(prompt, maxNewTokens, quantize = '', groupSize = 0, quantizeEmbedding = '') {
   oracle ??= (async () => {
     const bin = join(root, 'build/e2e/oracle');
     mkdirSync(join(root, 'build/e2e'), { recursive: true });
     await run('go', ['build', '-o', bin, './e2e/oracle'], { cwd: root, maxBuffer: 1 << 24 });
     return bin;
   })();
-  const { stdout } = await run(await oracle, ['--quantize', quantize, '--group-size', String(groupSize), '--prompt', prompt,
+  const { stdout } = await run(await oracle, ['--quantize', quantize, '--group-size', String(groupSize), '--quantize-embedding', quantizeEmbedding, '--prompt', prompt,
     '--max-new-tokens', String(maxNewTokens)], { cwd: root });
   return JSON.parse(stdout);
 }

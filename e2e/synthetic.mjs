@@ -61,7 +61,7 @@ export function syntheticModel({ hidden, layers, vocab, state = 64, headDim = 64
     time_step_limit: [0.0, 1e9], bos_token_id: 0, eos_token_id: 0, pad_token_id: 0,
   };
   if (quantized) {
-    config.quantization_config = { quant_method: 'mamba2-web', format: quantized, ...(quantized === 'int4' ? { group_size: groupSize } : {}) };
+    config.quantization_config = { quant_method: 'mamba2-web', format: quantized, embedding_format: quantized, ...(quantized === 'int4' ? { group_size: groupSize } : {}) };
   }
   const shapes = [['backbone.embeddings.weight', [vocab, D]]];
   for (let l = 0; l < layers; l++) {

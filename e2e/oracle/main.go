@@ -24,16 +24,17 @@ import (
 func main() {
 	quant := flag.String("quantize", "", "int8 or int4 (default: none)")
 	group := flag.Int("group-size", 0, "int4's group size (default 128)")
+	embedding := flag.String("quantize-embedding", "", "the embedding's format with --quantize: int8 (default) or int4")
 	prompt := flag.String("prompt", "", "the prompt")
 	n := flag.Int("max-new-tokens", 16, "tokens to generate")
 	flag.Parse()
-	if err := run(*quant, *group, *prompt, *n); err != nil {
+	if err := run(*quant, *embedding, *group, *prompt, *n); err != nil {
 		fmt.Fprintln(os.Stderr, "oracle:", err)
 		os.Exit(1)
 	}
 }
 
-func run(quant string, group int, prompt string, n int) error {
+func run(quant, embedding string, group int, prompt string, n int) error {
 	var q model.Quant
 	if quant != "" {
 		f, err := model.ParseFormat(quant)
@@ -41,6 +42,13 @@ func run(quant string, group int, prompt string, n int) error {
 			return err
 		}
 		q = model.Quant{Format: f, GroupSize: group}
+	}
+	if embedding != "" {
+		e, err := model.ParseFormat(embedding)
+		if err != nil {
+			return err
+		}
+		q.Embedding = e
 	}
 	fsys := models.Tiny()
 	m, err := model.Load(fsys, cpu.New(), model.LoadOptions{Quantize: q})

@@ -230,13 +230,17 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, opt LoadOptions) (*
 }
 
 // checkQuantize refuses to quantize a tensor that is quantized already in
-// another format.
+// another format. A stored quantized table (embedding, lm_head) is taken
+// as it is unless q names the tables' format.
 func checkQuantize(bs []binding, srcs []source, q Quant) error {
 	if !q.On() {
 		return nil
 	}
 	for i, s := range srcs {
 		f, gs := q.For(bs[i].role)
+		if r := bs[i].role; (r == RoleEmbedding || r == RoleLMHead) && q.Embedding == 0 {
+			continue // the tables as they are stored, unless their format is asked for
+		}
 		if s.format.Quantized() && (s.format != f || s.group != gs) {
 			return fmt.Errorf("tensor %s is stored as %s%s; quantizing it to %s would compound the error: start from the float checkpoint",
 				bs[i].names[0], s.format, groupNote(s), f)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"runtime"
 	"syscall/js"
 
@@ -127,9 +128,21 @@ func checkStoredQuant(stored, q model.Quant) error {
 	if !stored.On() || !q.On() {
 		return nil
 	}
-	if stored.String() != q.String() { // both canonical: default group and embedding filled in
-		return codef(codeBadArg, "option quantize: the checkpoint is stored as %s already (config.json's quantization_config); "+
-			"quantizing it again would compound the error: leave quantize out, or load the float checkpoint", stored)
+	what := func(q model.Quant, r model.Role) string {
+		f, gs := q.For(r)
+		if f == model.FormatInt4 {
+			return fmt.Sprintf("int4 with groups of %d", gs)
+		}
+		return f.String()
+	}
+	for _, r := range []model.Role{model.RoleInProj, model.RoleEmbedding} {
+		if r == model.RoleEmbedding && q.Embedding == 0 {
+			continue // the tables as they are stored, unless asked
+		}
+		if what(stored, r) != what(q, r) {
+			return codef(codeBadArg, "option quantize: the checkpoint is stored as %s already (config.json's quantization_config); "+
+				"quantizing it again would compound the error: leave quantize out, or load the float checkpoint", what(stored, r))
+		}
 	}
 	return nil
 }

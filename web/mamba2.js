@@ -147,7 +147,7 @@ export function resolveModel(url, hub = DEFAULT_HUB) {
  * safetensors weights, tokenizer.json) into a new worker.
  */
 export async function loadModel(url, options = {}) {
-  const { device = 'auto', cache = 'use', quantize, groupSize, onProgress, signal, http } = checked(options, loadOptions);
+  const { device = 'auto', cache = 'use', quantize, quantizeEmbedding, groupSize, onProgress, signal, http } = checked(options, loadOptions);
   signal?.throwIfAborted();
   if (typeof url !== 'string' && !(url instanceof URL)) {
     throw new Mamba2Error(`the model URL must be a string or a URL, got ${url === null ? 'null' : typeof url}`, 'bad-url');
@@ -172,7 +172,7 @@ export async function loadModel(url, options = {}) {
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await conn.request('init', { wasmURL, wasmExecURL });
-    const info = await conn.request('load', { url: modelURL, device, cache, quantize, groupSize, http }, (msg) => {
+    const info = await conn.request('load', { url: modelURL, device, cache, quantize, quantizeEmbedding, groupSize, http }, (msg) => {
       if (msg.type === 'progress') {
         onProgress?.({ loaded: msg.done, total: msg.total, file: msg.file, fileLoaded: msg.fileDone, fileTotal: msg.fileTotal });
       }

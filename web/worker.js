@@ -4,7 +4,7 @@
 //
 // Protocol (page → worker), every message has a numeric id:
 //   {type: 'init', id, wasmURL, wasmExecURL}
-//   {type: 'load', id, url, device, cache, quantize, groupSize, http} → progress events
+//   {type: 'load', id, url, device, cache, quantize, quantizeEmbedding, groupSize, http} → progress events
 //   {type: 'generate', id, handle, prompt, options} → text events
 //   {type: 'encode' | 'decode' | 'dispose', id, handle, text | ids}
 //   {type: 'info', id}                           the runtime's info(), its memory
@@ -120,6 +120,7 @@ async function handle(msg) {
         device: msg.device,
         cache: msg.cache,
         quantize: msg.quantize,
+        quantizeEmbedding: msg.quantizeEmbedding,
         groupSize: msg.groupSize,
         http: msg.http,
         job: id,

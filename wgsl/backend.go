@@ -258,6 +258,12 @@ func (b *Backend) Name() string { return "webgpu" }
 // Stats returns the counters.
 func (b *Backend) Stats() Stats { return b.stats }
 
+// Counts is the submissions and dispatches so far (bench reports them per
+// decoded token).
+func (b *Backend) Counts() (submissions, dispatches int) {
+	return b.stats.Submissions, b.stats.Dispatches
+}
+
 // DeviceBytes implements model.DeviceMemory: the bytes of the live buffers.
 func (b *Backend) DeviceBytes() int64 { return int64(b.stats.LiveBytes) }
 

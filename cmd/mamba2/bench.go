@@ -207,12 +207,30 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		kernels := prof.Profile() // runs the last step's forward pass too
 		return times, kernels, prof.SetProfiling(false)
 	}
+	counts, hasCounts := m.Backend.(interface{ Counts() (submissions, dispatches int) })
+	var sub0, dis0 int
+	if hasCounts {
+		sub0, dis0 = counts.Counts()
+	}
 	times, _, err := decodeRun(*decode, false)
 	if err != nil {
 		return err
 	}
 	med := median(times)
 	report.Decode = decodeFigure{Tokens: *decode, MedianPerToken: med.Seconds(), TokensPerSec: 1 / med.Seconds()}
+	if hasCounts {
+		// decodeRun's prefill of 16 tokens is counted too: take it out by
+		// counting one more run of a single step.
+		sub1, dis1 := counts.Counts()
+		if _, _, err := decodeRun(1, false); err != nil {
+			return err
+		}
+		sub2, dis2 := counts.Counts()
+		steps := float64(*decode - 1)
+		stepSub := float64((sub1-sub0)-(sub2-sub1)) / steps
+		stepDis := float64((dis1-dis0)-(dis2-dis1)) / steps
+		report.Decode.SubmissionsPerToken, report.Decode.DispatchesPerToken = &stepSub, &stepDis
+	}
 	if hasMem {
 		report.DeviceBytes = mem.DeviceBytes() // with a prefill state and scratch
 	}
@@ -334,6 +352,9 @@ type decodeFigure struct {
 	Tokens         int     `json:"tokens"`
 	MedianPerToken float64 `json:"median_s_per_token"`
 	TokensPerSec   float64 `json:"tokens_per_s"`
+	// A device backend's work per decoded token (decode-tokens 2 or more).
+	DispatchesPerToken  *float64 `json:"dispatches_per_token,omitempty"`
+	SubmissionsPerToken *float64 `json:"submissions_per_token,omitempty"`
 }
 
 // kernelFigure is one kernel's share of a profiled prefill or decode step,
@@ -414,7 +435,11 @@ func (r benchReport) print(w io.Writer) {
 	for _, p := range r.Prefill {
 		fmt.Fprintf(w, "prefill %6d tokens: %9.1f tokens/s  (%.4f s)\n", p.Tokens, p.TokensPerSec, p.Median)
 	}
-	fmt.Fprintf(w, "decode  batch 1:      %9.1f tokens/s  (%.3f ms/token)\n", r.Decode.TokensPerSec, r.Decode.MedianPerToken*1e3)
+	fmt.Fprintf(w, "decode  batch 1:      %9.1f tokens/s  (%.3f ms/token)", r.Decode.TokensPerSec, r.Decode.MedianPerToken*1e3)
+	if d := r.Decode; d.DispatchesPerToken != nil {
+		fmt.Fprintf(w, ", %.0f dispatches and %.1f submissions per token", *d.DispatchesPerToken, *d.SubmissionsPerToken)
+	}
+	fmt.Fprintln(w)
 	if e := r.LogitError; e != nil {
 		fmt.Fprintf(w, "logits against f32, %d positions: max |Δ| %.4g, relative RMS %.4g, same top token %.1f%%\n", e.Positions, e.MaxAbs, e.RelRMS, 100*e.Top1Agree)
 	}

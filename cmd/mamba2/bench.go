@@ -207,7 +207,9 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		kernels := prof.Profile() // runs the last step's forward pass too
 		return times, kernels, prof.SetProfiling(false)
 	}
-	counts, hasCounts := m.Backend.(interface{ Counts() (submissions, dispatches int) })
+	counts, hasCounts := m.Backend.(interface {
+		Counts() (submissions, dispatches int)
+	})
 	var sub0, dis0 int
 	if hasCounts {
 		sub0, dis0 = counts.Counts()

@@ -29,6 +29,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	chunk := fs.Int("prefill-chunk", 0, "tokens per forward call of a long prompt (0: the model's default)")
 	profile := fs.Bool("profile", false, "also time every kernel on the device (WebGPU timestamp queries), in extra runs after the timed ones")
 	asJSON := fs.Bool("json", false, "print the figures as JSON")
+	batch := fs.Int("batch", 1, "sequences decoded together (one forward pass per step for all of them)")
 	logitError := fs.Bool("logit-error", false, "with --shape and --quantize: also build the f32 model of the same random weights and report how far the quantized logits are from it")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -43,6 +44,9 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	if *decode <= 0 || *reps <= 0 {
 		return fmt.Errorf("--decode-tokens and --reps must be positive")
+	}
+	if *batch < 1 || *batch > 1024 {
+		return fmt.Errorf("--batch %d: want 1 to 1024", *batch)
 	}
 	gn, err := model.ParseGatedNorm(mf.gatedNorm)
 	if err != nil {
@@ -110,7 +114,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		return ids
 	}
-	report := benchReport{Model: name, Backend: m.Backend.Name(), Weights: weights, Shape: shapeOf(m.Config), Batch: 1}
+	report := benchReport{Model: name, Backend: m.Backend.Name(), Weights: weights, Shape: shapeOf(m.Config), Batch: *batch}
 	if d, ok := m.Backend.(interface{ Describe() string }); ok {
 		report.Adapter = d.Describe()
 	}
@@ -168,13 +172,15 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		report.Prefill = append(report.Prefill, prefillFigure{Tokens: L, Median: med.Seconds(), TokensPerSec: float64(L) / med.Seconds()})
 	}
 
-	pick := m.Picker(model.Sampling{}) // greedy, as Generate decodes
-	// decodeRun prefills 16 tokens, then times n+1 greedy steps, the first
-	// a warm-up; with profiled, prof times the n others.
+	pick := batchPicker(m, *batch) // greedy, as Generate decodes
+	defer pick.free()
+	// decodeRun prefills 16 tokens of each sequence, then times n+1 greedy
+	// steps of all of them, the first a warm-up; with profiled, prof times
+	// the n others.
 	decodeRun := func(n int, profiled bool) ([]time.Duration, map[string]model.KernelTime, error) {
-		st := m.NewState(1)
+		st := m.NewState(*batch)
 		defer st.Close()
-		out, err := st.Forward(randomIDs(16), nil)
+		out, err := st.Forward(randomIDs(16**batch), nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -190,11 +196,11 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 				prof.Profile() // the prefill and the warm-up step are not counted
 			}
 			start := time.Now()
-			next, err := pick(out)
+			next, err := pick.pick(out)
 			if err != nil {
 				return nil, nil, err
 			}
-			if out, err = st.Forward([]int32{int32(next)}, nil); err != nil {
+			if out, err = st.Forward(next, nil); err != nil {
 				return nil, nil, err
 			}
 			if i > 0 {
@@ -219,7 +225,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	med := median(times)
-	report.Decode = decodeFigure{Tokens: *decode, MedianPerToken: med.Seconds(), TokensPerSec: 1 / med.Seconds()}
+	report.Decode = decodeFigure{Tokens: *decode, MedianPerToken: med.Seconds(), TokensPerSec: float64(*batch) / med.Seconds()}
 	if hasCounts {
 		// decodeRun's prefill of 16 tokens is counted too: take it out by
 		// counting one more run of a single step.
@@ -352,9 +358,9 @@ type prefillFigure struct {
 
 type decodeFigure struct {
 	Tokens         int     `json:"tokens"`
-	MedianPerToken float64 `json:"median_s_per_token"`
-	TokensPerSec   float64 `json:"tokens_per_s"`
-	// A device backend's work per decoded token (decode-tokens 2 or more).
+	MedianPerToken float64 `json:"median_s_per_token"` // per step: one token of every sequence
+	TokensPerSec   float64 `json:"tokens_per_s"`       // of all sequences together
+	// A device backend's work per decode step (decode-tokens 2 or more).
 	DispatchesPerToken  *float64 `json:"dispatches_per_token,omitempty"`
 	SubmissionsPerToken *float64 `json:"submissions_per_token,omitempty"`
 }
@@ -437,9 +443,10 @@ func (r benchReport) print(w io.Writer) {
 	for _, p := range r.Prefill {
 		fmt.Fprintf(w, "prefill %6d tokens: %9.1f tokens/s  (%.4f s)\n", p.Tokens, p.TokensPerSec, p.Median)
 	}
-	fmt.Fprintf(w, "decode  batch 1:      %9.1f tokens/s  (%.3f ms/token)", r.Decode.TokensPerSec, r.Decode.MedianPerToken*1e3)
+	b := strconv.Itoa(r.Batch) + ":"
+	fmt.Fprintf(w, "decode  batch %-7s %9.1f tokens/s  (%.3f ms/step)", b, r.Decode.TokensPerSec, r.Decode.MedianPerToken*1e3)
 	if d := r.Decode; d.DispatchesPerToken != nil {
-		fmt.Fprintf(w, ", %.0f dispatches and %.1f submissions per token", *d.DispatchesPerToken, *d.SubmissionsPerToken)
+		fmt.Fprintf(w, ", %.0f dispatches and %.1f submissions per step", *d.DispatchesPerToken, *d.SubmissionsPerToken)
 	}
 	fmt.Fprintln(w)
 	if e := r.LogitError; e != nil {
@@ -469,6 +476,43 @@ func (t profileTable) print(w io.Writer, title string) {
 		calls += k.Calls
 	}
 	fmt.Fprintf(w, "  %-*s %7s %10.3f %6.1f%%\n", width, "total", formatCalls(calls), t.GPUms, 100.0)
+}
+
+// stepPicker chooses each sequence's next token greedily from a step's
+// logits ([B, V]): on the device when the backend samples there (reading
+// back B ids), on the host otherwise.
+type stepPicker struct {
+	pick func(logits model.Tensor) ([]int32, error)
+	free func()
+}
+
+func batchPicker(m *model.Model, B int) stepPicker {
+	if ds, ok := m.Backend.(model.DeviceSampler); ok {
+		ids := m.Backend.Alloc(model.I32, B)
+		u := make([]float32, B)
+		return stepPicker{
+			pick: func(logits model.Tensor) ([]int32, error) {
+				ds.Sample(ids, logits, nil, model.Sampling{}, u)
+				return ds.ReadIDs(ids)
+			},
+			free: func() { m.Backend.Free(ids) },
+		}
+	}
+	V := m.Config.VocabSize
+	return stepPicker{
+		pick: func(logits model.Tensor) ([]int32, error) {
+			l, err := m.Backend.Read(logits)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]int32, B)
+			for b := range out {
+				out[b] = int32(argmax(l[b*V : (b+1)*V]))
+			}
+			return out, nil
+		},
+		free: func() {},
+	}
 }
 
 // shapeOf names a config's size for reports.

@@ -208,6 +208,13 @@ func TestErrors(t *testing.T) {
 		{[]string{"tokenize", "--tokenizer", filepath.Join(bad, "config.json")}, "tokenizer"},
 		{[]string{"detokenize", "--tokenizer", filepath.Join("..", "..", "models", "mamba2-go-tiny", "tokenizer.json"), "--ids", "5000000"}, "5000000"},
 		{[]string{"bench", "--shape", "1t"}, "--shape"},
+		{[]string{"bench", "--batch", "0"}, "--batch 0"},
+		{[]string{"bench", "--logit-error"}, "--logit-error needs --shape and --quantize"},
+		{[]string{"bench", "--shape", "130m", "--layers", "-1"}, "--layers -1"},
+		{[]string{"logits", "--quantize", "int3", "--ids", "1"}, `--quantize "int3"`},
+		{[]string{"logits", "--quantize", "int8", "--group-size", "64", "--ids", "1"}, "--group-size is for int4"},
+		{[]string{"logits", "--group-size", "64", "--ids", "1"}, "need --quantize"},
+		{[]string{"perplexity"}, "--file F is required"},
 	}
 	for _, tt := range tests {
 		_, err := runCLI(t, "", tt.args...)
@@ -246,6 +253,22 @@ func TestGenerateFromURL(t *testing.T) {
 	}
 }
 
+// bench --batch decodes several sequences per step and reports all their
+// tokens per second.
+func TestBenchBatch(t *testing.T) {
+	out, err := runCLI(t, "", "bench", "--backend", "cpu", "--prompt-lengths", "4", "--decode-tokens", "2", "--reps", "1", "--batch", "3", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Batch  int
+		Decode struct{ Tokens_per_s float64 }
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Batch != 3 || r.Decode.Tokens_per_s <= 0 {
+		t.Errorf("bench --batch 3 --json printed (%v):\n%s", err, out)
+	}
+}
+
 // bench --profile prints a table of GPU time per kernel for the prompt and
 // for decoding on WebGPU with timestamp queries; on the CPU it says in one
 // line that there is none and still prints the figures.
@@ -255,7 +278,7 @@ func TestBenchProfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "decode  batch 1:") || !strings.Contains(out, "GPU time per kernel: unavailable: the cpu backend") {
+	if !strings.Contains(out, "decode  batch 1: ") || !strings.Contains(out, "GPU time per kernel: unavailable: the cpu backend") {
 		t.Errorf("bench --profile on the CPU printed:\n%s", out)
 	}
 

@@ -27,6 +27,12 @@ type Options struct {
 	// OnText, when set, receives the text in pieces as it becomes final:
 	// never half a UTF-8 character, never a possible start of a stop string.
 	OnText func(piece string) error
+	// State, when set (a batch of one), is continued instead of a new
+	// state: a restored saved state (State.Restore) or a chat's, so the
+	// prompt is only what follows it. It is left after the prompt and
+	// every generated token but the last (which was never fed back).
+	// The repetition penalty counts only this call's prompt.
+	State *State
 }
 
 // Result is what Generate produced.
@@ -96,8 +102,13 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 	for i, v := range prompt {
 		ids[i] = int32(v)
 	}
-	st := m.NewState(1)
-	defer st.Close()
+	st := o.State
+	if st == nil {
+		st = m.NewState(1)
+		defer st.Close()
+	} else if st.Batch != 1 || st.m != m {
+		return Result{}, errors.New("generate: Options.State must be a state of this model with a batch of one")
+	}
 	next, free := m.picker(o.Sampling, prompt)
 	defer free()
 	var res Result

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 
@@ -83,6 +84,8 @@ type genFlags struct {
 	seedSet     bool // --seed was given; otherwise a seed is drawn
 	stops       stringList
 	stats       bool
+	saveState   string
+	loadState   string
 }
 
 type stringList []string
@@ -102,6 +105,8 @@ func (g *genFlags) register(fs *flag.FlagSet) {
 	fs.Uint64Var(&g.seed, "seed", 0, "random seed for sampling (default: drawn at random, printed by --json)")
 	fs.Var(&g.stops, "stop", "stop when the text contains this `string` (repeatable)")
 	fs.BoolVar(&g.stats, "stats", false, "print prefill and decode speed and the time to the first token on stderr")
+	fs.StringVar(&g.saveState, "save-state", "", "write the state after the prompt (with --max-new-tokens 0: prefill only) or after generating to this `file`")
+	fs.StringVar(&g.loadState, "load-state", "", "continue a state saved by --save-state `file` of the same model: the prompt is what follows it")
 }
 
 // options reads the flags of fs (parsed) into generation options; without
@@ -111,8 +116,8 @@ func (g *genFlags) options(fs *flag.FlagSet) (model.Options, error) {
 	if !g.seedSet {
 		g.seed = rand.Uint64() >> 11 // 53 bits: exact as a JSON number in JavaScript too
 	}
-	if g.maxNew <= 0 {
-		return model.Options{}, fmt.Errorf("--max-new-tokens must be positive, got %d", g.maxNew)
+	if g.maxNew < 0 || (g.maxNew == 0 && g.saveState == "") {
+		return model.Options{}, fmt.Errorf("--max-new-tokens must be positive (0 only with --save-state, to prefill), got %d", g.maxNew)
 	}
 	o := model.Options{
 		Sampling: model.Sampling{Temperature: g.temperature, TopK: g.topK, TopP: g.topP, MinP: g.minP,
@@ -162,7 +167,65 @@ func cmdGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	} else if ids, err = parseIDs(*idsFlag); err != nil {
 		return err
 	}
-	return generate(ctx, m, tok, ids, opts, *asJSON, g.stats, stdout, stderr)
+	if g.saveState == "" && g.loadState == "" {
+		return generate(ctx, m, tok, ids, opts, *asJSON, g.stats, stdout, stderr)
+	}
+	return generateSaved(ctx, m, tok, ids, opts, g, *asJSON, stdout, stderr)
+}
+
+// generateSaved is generate with --load-state (the state continues a
+// saved one) and --save-state (written after the prompt, or after the
+// generation; atomically, so an interrupted run never leaves half a file).
+func generateSaved(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, ids []int, o model.Options, g genFlags, asJSON bool, stdout, stderr io.Writer) error {
+	if err := checkIDs(ids, m.Config.VocabSize); err != nil {
+		return err
+	}
+	st := m.NewState(1)
+	defer st.Close()
+	if g.loadState != "" {
+		data, err := os.ReadFile(g.loadState)
+		if err != nil {
+			return fmt.Errorf("--load-state: %v", err)
+		}
+		if err := st.Restore(data); err != nil {
+			return fmt.Errorf("--load-state %s: %v", g.loadState, err)
+		}
+	}
+	save := func() error {
+		data, err := st.Save()
+		if err != nil {
+			return err
+		}
+		_, err = writeAtomically(g.saveState, func(w io.Writer) error { _, err := w.Write(data); return err })
+		if err != nil {
+			return fmt.Errorf("--save-state: %v", err)
+		}
+		return nil
+	}
+	if o.MaxNewTokens == 0 { // prefill only
+		in := make([]int32, len(ids))
+		for i, v := range ids {
+			in[i] = int32(v)
+		}
+		if len(in) == 0 {
+			return errors.New("the prompt is empty")
+		}
+		if _, err := st.Forward(in, nil); err != nil {
+			return err
+		}
+		if err := save(); err != nil {
+			return err
+		}
+		return writeJSON(stdout, map[string]any{"saved": g.saveState, "positions": st.Pos})
+	}
+	o.State = st
+	if err := generate(ctx, m, tok, ids, o, asJSON, g.stats, stdout, stderr); err != nil {
+		return err
+	}
+	if g.saveState != "" {
+		return save()
+	}
+	return nil
 }
 
 func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -193,7 +256,12 @@ func cmdRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	if err := generate(ctx, m, tok, ids, opts, false, g.stats, stdout, stderr); err != nil {
+	if g.saveState != "" || g.loadState != "" {
+		err = generateSaved(ctx, m, tok, ids, opts, g, false, stdout, stderr)
+	} else {
+		err = generate(ctx, m, tok, ids, opts, false, g.stats, stdout, stderr)
+	}
+	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintln(stdout)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,5 +57,41 @@ func TestSeed(t *testing.T) {
 	}
 	if strings.Contains(o.String(), "seed") {
 		t.Errorf("greedy --json printed a seed: %s", o.String())
+	}
+}
+
+// generate --save-state after a prompt X (prefill only), then
+// --load-state with Y, gives what --ids X,Y gives; a state of another
+// model and a missing file are refused by name.
+func TestSaveLoadState(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "x.state")
+	out, err := runCLI(t, "", "generate", "--backend", "cpu", "--ids", "10,20,30,40", "--max-new-tokens", "0", "--save-state", state)
+	if err != nil || !strings.Contains(out, `"positions":4`) {
+		t.Fatalf("save: %v\n%s", err, out)
+	}
+	cont, err := runCLI(t, "", "generate", "--backend", "cpu", "--ids", "50,60", "--load-state", state, "--max-new-tokens", "6", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, err := runCLI(t, "", "generate", "--backend", "cpu", "--ids", "10,20,30,40,50,60", "--max-new-tokens", "6", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cont != whole {
+		t.Errorf("--load-state then Y:\n%s\n--ids X,Y:\n%s", cont, whole)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--model", fixtureDir("tiny-g1"), "--ids", "1", "--load-state", state}, "another model"},
+		{[]string{"--ids", "1", "--load-state", filepath.Join(dir, "missing")}, "--load-state"},
+		{[]string{"--ids", "1", "--max-new-tokens", "0"}, "0 only with --save-state"},
+	} {
+		_, err := runCLI(t, "", append([]string{"generate", "--backend", "cpu"}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want an error with %q", c.args, err, c.want)
+		}
 	}
 }

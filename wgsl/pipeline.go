@@ -8,8 +8,9 @@ import (
 )
 
 // pipeKey identifies a kernel variant: its file and its defines. The access
-// pattern of its bindings follows from the file, but is part of the key so a
-// mismatch between Go and WGSL is a cache miss, not a wrong layout.
+// pattern of its bindings follows from the two (the kernel's descriptor,
+// kernels.go), but is part of the key so a mismatch is a cache miss, not a
+// wrong layout.
 type pipeKey struct {
 	shader, defines, access string
 }

@@ -1,17 +1,13 @@
 package wgsl
 
 import (
+	"encoding/binary"
 	"fmt"
-	"math"
 	"strings"
+	"unsafe"
 
 	"github.com/cogentcore/webgpu/wgpu"
 )
-
-// params are a kernel's uniform fields, each one 32-bit word.
-type params []uint32
-
-func f32bits(v float32) uint32 { return math.Float32bits(v) }
 
 func b2u(v bool) uint32 {
 	if v {
@@ -22,16 +18,22 @@ func b2u(v bool) uint32 {
 
 func ceilDiv(a, b uint32) uint32 { return (a + b - 1) / b }
 
-// dispatch records one kernel launch of groups workgroups (folded into a 2-D
-// grid when needed). It checks the WebGPU rule that a buffer bound writable
-// is bound nowhere else in the same dispatch.
-func (b *Backend) dispatch(shader string, d defines, binds []bind, p params, groups uint32) {
-	b.dispatchAs(shader, d, "", binds, p, groups)
+// paramWords is the memory of a kernel's parameter struct, which
+// newKernel checked is 32-bit words without padding.
+func paramWords[P any](p *P) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), unsafe.Sizeof(*p))
 }
 
-// dispatchAs is dispatch with a note that profiles add to the kernel's name
-// (the weight a matmul multiplies by).
-func (b *Backend) dispatchAs(shader string, d defines, note string, binds []bind, p params, groups uint32) {
+// dispatch records one launch of kernel k (kernel.dispatch) of groups
+// workgroups (folded into a 2-D grid when needed), with params p, the
+// memory of its parameter struct. It checks binds against k's bindings
+// and the WebGPU rule that a buffer bound writable is bound nowhere else
+// in the same dispatch.
+func (b *Backend) dispatch(k *kernelInfo, d defines, note string, binds []bind, p []byte, groups uint32) {
+	shader := k.file
+	if len(d) == 0 {
+		d = k.pass
+	}
 	if b.closed {
 		b.failf("%s: the backend is closed", shader)
 		return
@@ -41,6 +43,10 @@ func (b *Backend) dispatchAs(shader string, d defines, note string, binds []bind
 		return
 	}
 	if groups == 0 {
+		return
+	}
+	access := k.accessFor(d)
+	if !b.bindsFit(k, access, binds) {
 		return
 	}
 	for i, x := range binds {
@@ -55,14 +61,7 @@ func (b *Backend) dispatchAs(shader string, d defines, note string, binds []bind
 			}
 		}
 	}
-	access := make([]byte, len(binds))
-	for i, x := range binds {
-		access[i] = 'r'
-		if x.write {
-			access[i] = 'w'
-		}
-	}
-	pipe, err := b.pipelineFor(shader, d, string(access))
+	pipe, err := b.pipelineFor(shader, d, access)
 	if err != nil {
 		b.fail(fmt.Errorf("wgsl: %v", err))
 		return
@@ -86,8 +85,9 @@ func (b *Backend) dispatchAs(shader string, d defines, note string, binds []bind
 	}
 	off := uint64(b.slots) * b.slot
 	clear(b.host[off : off+b.slot])
-	for i, v := range p {
-		putU32(b.host[off+uint64(4*i):], v)
+	dst := b.host[off:]
+	for i := 0; i+4 <= len(p); i += 4 {
+		putU32(dst[i:], binary.NativeEndian.Uint32(p[i:]))
 	}
 	b.slots++
 	x, y := groups, uint32(1)
@@ -117,6 +117,29 @@ func (b *Backend) dispatchAs(shader string, d defines, note string, binds []bind
 		}
 		b.prof.stamp(b, name)
 	}
+}
+
+// bindsFit checks binds against kernel k's bindings of access pattern
+// access: their number, their access modes, and that only optional ones
+// are absent (the dummy buffer, id 0).
+func (b *Backend) bindsFit(k *kernelInfo, access string, binds []bind) bool {
+	name := strings.TrimSuffix(k.file, ".wgsl")
+	if len(binds) != len(access) {
+		b.failf("%s: %d bindings, the kernel has %d", name, len(binds), len(access))
+		return false
+	}
+	for i, x := range binds {
+		want := k.binds[i]
+		if x.write != (access[i] == 'w') {
+			b.failf("%s: binding %d (%s) is bound with the wrong access (write %v)", name, i+1, want.name, x.write)
+			return false
+		}
+		if x.id == 0 && !want.opt {
+			b.failf("%s: binding %d (%s) is required", name, i+1, want.name)
+			return false
+		}
+	}
+	return true
 }
 
 // submit ends the pass, lets extra add commands after it (the copy of a

@@ -61,7 +61,7 @@ func (b *Backend) Zero(x model.Tensor) {
 	}
 	for _, p := range t.parts {
 		words := uint32(p.size / 4)
-		b.dispatch("zero.wgsl", nil, []bind{rw(p)}, params{words}, ceilDiv(words, 256))
+		zeroKernel.dispatch(b, nil, []bind{rw(p)}, zeroParams{N: words}, ceilDiv(words, zeroKernel.workgroup))
 	}
 }
 

@@ -118,10 +118,11 @@ func (b *Backend) Embed(out, table, ids model.Tensor) {
 		return
 	}
 	for i, p := range parts {
-		b.dispatch("embed.wgsl", tb.withFormat(),
+		embedKernel.dispatch(b, tb.withFormat(),
 			withQ([]bind{ro(id.parts[0]), ro(p), rw(o.parts[0])}, p),
-			params{uint32(T), uint32(D), uint32(stride), uint32(p.row0), uint32(p.rows), uint32(V), b2u(i == 0), uint32(tb.qrow)},
-			uint32(T)*ceilDiv(uint32(D), 256))
+			embedParams{T: uint32(T), D: uint32(D), Stride: uint32(stride), Row0: uint32(p.row0), Rows: uint32(p.rows),
+				Vocab: uint32(V), First: b2u(i == 0), Qstride: uint32(tb.qrow)},
+			uint32(T)*ceilDiv(uint32(D), embedKernel.workgroup))
 	}
 }
 
@@ -144,9 +145,9 @@ func (b *Backend) RMSNorm(out, h, delta, w, mask model.Tensor, eps float32) {
 		(dt != nil && !b.activation(op, "delta", dt, T*D)) || (mt != nil && !b.activation(op, "mask", mt, T)) {
 		return
 	}
-	b.dispatch("rmsnorm.wgsl", nil,
+	rmsnormKernel.dispatch(b, nil,
 		[]bind{rw(ht.parts[0]), b.opt(dt), ro(wt.parts[0]), b.opt(mt), rw(o.parts[0])},
-		params{uint32(T), uint32(D), f32bits(eps), b2u(dt != nil), b2u(mt != nil)},
+		rmsnormParams{T: uint32(T), D: uint32(D), Eps: eps, HasDelta: b2u(dt != nil), HasMask: b2u(mt != nil)},
 		uint32(T))
 }
 
@@ -201,17 +202,18 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
 	}
 	for _, p := range parts {
 		groups := ceilDiv(uint32(p.rows), cols) * ceilDiv(uint32(T), toks) * uint32(splits)
-		b.dispatchAs("matmul.wgsl", d, wt.role,
+		matmulKernel.dispatchAs(b, d, wt.role,
 			withQ([]bind{ro(xt.parts[0]), ro(p), b.opt(bt), rw(dst)}, p),
-			params{uint32(T), uint32(p.rows), uint32(K), uint32(stride), uint32(N), uint32(p.row0),
-				b2u(bt != nil && splits == 1), uint32(kper), uint32(T * N), uint32(wt.qrow)},
+			matmulParams{T: uint32(T), N: uint32(p.rows), K: uint32(K), Stride: uint32(stride), Ldo: uint32(N),
+				Col0: uint32(p.row0), HasBias: b2u(bt != nil && splits == 1), Kper: uint32(kper),
+				Pstride: uint32(T * N), Qstride: uint32(wt.qrow)},
 			groups)
 	}
 	if splits > 1 {
-		b.dispatchAs("matmul_sum.wgsl", defs(), wt.role,
+		matmulSumKernel.dispatchAs(b, nil, wt.role,
 			[]bind{ro(dst), b.opt(bt), rw(o.parts[0])},
-			params{uint32(T), uint32(N), uint32(splits), uint32(T * N), b2u(bt != nil)},
-			ceilDiv(uint32(T*N), 256))
+			matmulSumParams{T: uint32(T), N: uint32(N), Splits: uint32(splits), Pstride: uint32(T * N), HasBias: b2u(bt != nil)},
+			ceilDiv(uint32(T*N), matmulSumKernel.workgroup))
 	}
 }
 
@@ -275,16 +277,17 @@ func (b *Backend) Conv(out, proj, state, w, bias, mask model.Tensor, c model.Con
 		return
 	}
 	binds := []bind{ro(pt.parts[0]), rw(st.parts[0]), ro(wt.parts[0]), b.opt(bt), b.opt(mt), rw(o.parts[0])}
-	pr := params{uint32(B), uint32(L), uint32(C), uint32(PD), uint32(I), uint32(wstride), b2u(bt != nil), b2u(mt != nil)}
-	kc := fmt.Sprintf("KC=%du", K)
+	pr := convParams{B: uint32(B), L: uint32(L), C: uint32(C), PD: uint32(PD), Xoff: uint32(I), Stride: uint32(wstride),
+		HasBias: b2u(bt != nil), HasMask: b2u(mt != nil)}
+	kc, wg := fmt.Sprintf("KC=%du", K), convKernel.workgroup
 	if L < convParallelTokens || L < K-1 {
-		b.dispatch("conv.wgsl", wt.withFormat(kc), binds, pr, ceilDiv(uint32(B*C), 256))
+		convKernel.dispatch(b, wt.withFormat(kc), binds, pr, ceilDiv(uint32(B*C), wg))
 		return
 	}
 	// A prompt: every output at once, then the state (conv.wgsl).
-	b.dispatch("conv.wgsl", wt.withFormat(kc, "PROMPT"), binds, pr, ceilDiv(uint32(B*L*C), 256))
+	convKernel.dispatch(b, wt.withFormat(kc, "PROMPT"), binds, pr, ceilDiv(uint32(B*L*C), wg))
 	if K > 1 {
-		b.dispatch("conv.wgsl", wt.withFormat(kc, "SHIFT"), binds, pr, ceilDiv(uint32(B*(K-1)*C), 256))
+		convKernel.dispatch(b, wt.withFormat(kc, "SHIFT"), binds, pr, ceilDiv(uint32(B*(K-1)*C), wg))
 	}
 }
 
@@ -314,9 +317,9 @@ func (b *Backend) GatedNorm(out, y, proj, w model.Tensor, groups int, eps float3
 		!b.activation(op, "proj", pt, T*PD) || T == 0 {
 		return
 	}
-	b.dispatch("gated_norm.wgsl", nil,
+	gatedNormKernel.dispatch(b, nil,
 		[]bind{ro(yt.parts[0]), ro(pt.parts[0]), ro(wt.parts[0]), rw(o.parts[0])},
-		params{uint32(T), uint32(I), uint32(PD), uint32(groups), uint32(I / groups), f32bits(eps)},
+		gatedNormParams{T: uint32(T), I: uint32(I), PD: uint32(PD), Groups: uint32(groups), Gs: uint32(I / groups), Eps: eps},
 		uint32(T*groups))
 }
 
@@ -340,8 +343,8 @@ func (b *Backend) Last(out, x model.Tensor) {
 	if L == 0 || !b.activation(op, "x", xt, B*L*X) || !b.activation(op, "out", o, B*X) {
 		return
 	}
-	b.dispatch("last.wgsl", nil, []bind{ro(xt.parts[0]), rw(o.parts[0])},
-		params{uint32(B), uint32(L), uint32(X)}, ceilDiv(uint32(B*X), 256))
+	lastKernel.dispatch(b, nil, []bind{ro(xt.parts[0]), rw(o.parts[0])},
+		lastParams{B: uint32(B), L: uint32(L), X: uint32(X)}, ceilDiv(uint32(B*X), lastKernel.workgroup))
 }
 
 // finite turns an infinite clamp bound into the largest f32, which the

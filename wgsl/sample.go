@@ -80,14 +80,14 @@ func (b *Backend) Sample(ids, logits, history model.Tensor, s model.Sampling, u 
 	idbits := uint32(bits.Len32(uint32(V)))
 	for r0 := 0; r0 < B; r0 += sampleRowsPerDispatch {
 		rows := min(sampleRowsPerDispatch, B-r0)
-		p := params{uint32(V), uint32(rows), uint32(r0), b2u(greedy), f32bits(temp), topk, f32bits(float32(s.TopP)), idbits,
-			b2u(minp), f32bits(mdelta), b2u(ht != nil), f32bits(rep), f32bits(repInv),
-			f32bits(float32(s.FrequencyPenalty)), f32bits(float32(s.PresencePenalty)), 0}
+		p := sampleParams{V: uint32(V), Rows: uint32(rows), Row0: uint32(r0), Greedy: b2u(greedy), Temp: temp,
+			Topk: topk, Topp: float32(s.TopP), Idbits: idbits, Minp: b2u(minp), Mdelta: mdelta, Pen: b2u(ht != nil),
+			Rep: rep, Repinv: repInv, Freq: float32(s.FrequencyPenalty), Pres: float32(s.PresencePenalty)}
 		if !greedy {
-			for _, v := range u[r0 : r0+rows] {
-				p = append(p, f32bits(v))
+			for i, v := range u[r0 : r0+rows] {
+				p.U[i/4][i%4] = v
 			}
 		}
-		b.dispatch("sample.wgsl", nil, []bind{ro(lt.parts[0]), rw(it.parts[0]), hist}, p, uint32(rows))
+		sampleKernel.dispatch(b, nil, []bind{ro(lt.parts[0]), rw(it.parts[0]), hist}, p, uint32(rows))
 	}
 }

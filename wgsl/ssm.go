@@ -51,14 +51,20 @@ func (b *Backend) SSM(y, xbc, proj, state, dtBias, aLog, d model.Tensor, a model
 // ssmStep records the recurrence kernel; the clamp follows a.Chunked.
 func (b *Backend) ssmStep(yt, xt, pt, st, bt, at, dt *tensor, a model.SSMArgs, B, L int) {
 	c := a.Config
+	npl := (c.State + 31) / 32
+	ssmStepKernel.dispatch(b, defs(fmt.Sprintf("NPL=%du", npl)),
+		[]bind{ro(xt.parts[0]), ro(pt.parts[0]), rw(st.parts[0]), ro(bt.parts[0]), ro(at.parts[0]), ro(dt.parts[0]), rw(yt.parts[0])},
+		ssmParams(c, B, L, a.Chunked),
+		uint32(B*c.Heads)*ceilDiv(uint32(c.HeadDim), 8))
+}
+
+// ssmParams are the parameters ssm_step.wgsl and ssm_scan.wgsl share.
+func ssmParams(c model.Config, B, L int, clamp bool) ssmStepParams {
 	H, P, N, G, I := c.Heads, c.HeadDim, c.State, c.Groups, c.Inner()
 	CD, PD := c.ConvDim(), c.ProjDim()
-	npl := (N + 31) / 32
-	b.dispatch("ssm_step.wgsl", defs(fmt.Sprintf("NPL=%du", npl)),
-		[]bind{ro(xt.parts[0]), ro(pt.parts[0]), rw(st.parts[0]), ro(bt.parts[0]), ro(at.parts[0]), ro(dt.parts[0]), rw(yt.parts[0])},
-		params{uint32(B), uint32(L), uint32(H), uint32(P), uint32(N), uint32(H / G), uint32(I), uint32(G * N),
-			uint32(CD), uint32(PD), uint32(I + CD), b2u(a.Chunked), f32bits(finite(c.TimeStepMin)), f32bits(finite(c.TimeStepMax))},
-		uint32(B*H)*ceilDiv(uint32(P), 8))
+	return ssmStepParams{B: uint32(B), L: uint32(L), H: uint32(H), P: uint32(P), N: uint32(N), Hpg: uint32(H / G),
+		I: uint32(I), GN: uint32(G * N), CD: uint32(CD), PD: uint32(PD), Dtoff: uint32(I + CD), ClampOn: b2u(clamp),
+		Lo: finite(c.TimeStepMin), Hi: finite(c.TimeStepMax)}
 }
 
 // maxStatePerLane bounds the state elements one invocation of ssm_step keeps
@@ -72,8 +78,7 @@ const maxStatePerLane = 16
 // which needs no scratch and computes the same values.
 func (b *Backend) ssmChunked(yt, xt, pt, st, bt, at, dt *tensor, a model.SSMArgs, B, L int) {
 	c := a.Config
-	H, P, N, G, I := c.Heads, c.HeadDim, c.State, c.Groups, c.Inner()
-	CD, PD := c.ConvDim(), c.ProjDim()
+	H, P, N, G := c.Heads, c.HeadDim, c.State, c.Groups
 	Q := min(c.ChunkSize, L)
 	nc := (L + Q - 1) / Q
 	names := []string{"ssm.dt", "ssm.cum", "ssm.cb", "ssm.states"}
@@ -92,21 +97,18 @@ func (b *Backend) ssmChunked(yt, xt, pt, st, bt, at, dt *tensor, a model.SSMArgs
 		}
 		scr[i] = t.parts[0]
 	}
-	pr := params{uint32(B), uint32(L), uint32(H), uint32(P), uint32(N), uint32(H / G), uint32(I), uint32(G * N),
-		uint32(CD), uint32(PD), uint32(I + CD), 1, f32bits(finite(c.TimeStepMin)), f32bits(finite(c.TimeStepMax)),
-		uint32(Q), uint32(nc), uint32(G)}
+	pr := ssmScanParams{ssmStepParams: ssmParams(c, B, L, true), Q: uint32(Q), Nc: uint32(nc), G: uint32(G)}
 	dtb, cumb, cb, cs := scr[0], scr[1], scr[2], scr[3]
-	groups := func(n int) uint32 { return ceilDiv(uint32(n), 256) }
 	tiles := func(n int) uint32 { return ceilDiv(uint32(n), 64) } // tile.wgsl's edge
-	b.dispatch("ssm_scan.wgsl", defs("PASS_CUM"),
+	ssmCumKernel.dispatch(b, nil,
 		[]bind{ro(pt.parts[0]), ro(bt.parts[0]), ro(at.parts[0]), rw(dtb), rw(cumb)}, pr, uint32(B*H*nc))
-	b.dispatch("ssm_scan.wgsl", defs("PASS_CB"),
+	ssmCBKernel.dispatch(b, nil,
 		[]bind{ro(xt.parts[0]), rw(cb)}, pr, uint32(B*G*nc)*tiles(Q)*tiles(Q))
-	b.dispatch("ssm_scan.wgsl", defs("PASS_STATES"),
+	ssmStatesKernel.dispatch(b, nil,
 		[]bind{ro(xt.parts[0]), ro(dtb), ro(cumb), rw(cs)}, pr, uint32(B*H*nc)*tiles(P)*tiles(N))
-	b.dispatch("ssm_scan.wgsl", defs("PASS_CARRY"),
-		[]bind{ro(cumb), rw(cs), rw(st.parts[0])}, pr, groups(B*H*P*N))
-	b.dispatch("ssm_scan.wgsl", defs("PASS_OUT"),
+	ssmCarryKernel.dispatch(b, nil,
+		[]bind{ro(cumb), rw(cs), rw(st.parts[0])}, pr, ceilDiv(uint32(B*H*P*N), ssmCarryKernel.workgroup))
+	ssmOutKernel.dispatch(b, nil,
 		[]bind{ro(xt.parts[0]), ro(cb), ro(dtb), ro(cumb), ro(cs), ro(dt.parts[0]), rw(yt.parts[0])}, pr,
 		uint32(B*H*nc)*tiles(Q)*tiles(P))
 }

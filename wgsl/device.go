@@ -1,0 +1,221 @@
+package wgsl
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cogentcore/webgpu/wgpu"
+)
+
+// Options configure New. The zero value is what applications want.
+type Options struct {
+	// MaxBindingSize, when not zero, lowers the largest storage binding and
+	// buffer the backend creates below the device's limits. Tests use it to
+	// exercise the split of big matrices on tiny models; it can also keep a
+	// margin on devices that misreport their limits.
+	MaxBindingSize uint64
+	// SequentialScan makes SSM run prompts through the token-by-token
+	// recurrence kernel (with the dt clamp) instead of the chunked SSD
+	// passes. It is for cross-checking and benchmarking the two.
+	SequentialScan bool
+	// ArenaSlots is how many dispatches one submission may record before the
+	// backend submits early to reuse the parameter arena; 0 means 4096.
+	ArenaSlots int
+	// Profile requests the timestamp-query feature, when the adapter has
+	// it, and records the device time of every dispatch from the start
+	// (SetProfiling turns recording off and on, Profile reads the times).
+	// Each dispatch then runs in its own compute pass between two
+	// timestamps, and every submission waits for its timestamps, so a
+	// profiled run is slower than a plain one. Without Profile nothing of
+	// this exists: the feature is not requested and dispatches share a pass.
+	Profile bool
+	// MaxWait, when not zero, replaces MaxWait as the longest wait for one
+	// submission (tests shorten it).
+	MaxWait time.Duration
+	// RefuseSoftware makes New fail with ErrSoftwareAdapter when the best
+	// adapter runs on the CPU (Mesa's lavapipe, SwiftShader, a browser's
+	// fallback adapter): there the CPU backend is many times faster, so
+	// "auto" choices ask for a real GPU and fall back to the CPU instead.
+	RefuseSoftware bool
+}
+
+// ErrSoftwareAdapter is matched by New's error when Options.RefuseSoftware
+// turned down an adapter that runs on the CPU.
+var ErrSoftwareAdapter = errors.New("the only WebGPU adapter is a software renderer on the CPU")
+
+// an error that starts with "no WebGPU adapter:".
+func New(opts Options) (*Backend, error) {
+	lost := &deviceLoss{}
+	plat, dev, adapterLimits, info, timestamps, err := openDevice(opts.Profile, lost)
+	if err != nil {
+		return nil, err
+	}
+	if opts.RefuseSoftware && IsSoftware(info) {
+		dev.Release()
+		plat.release()
+		return nil, fmt.Errorf("%w: %s", ErrSoftwareAdapter, describeAdapter(info))
+	}
+	b := &Backend{
+		opts: opts, plat: plat, dev: dev, queue: dev.GetQueue(), info: info, lost: lost,
+		AdapterLimits: adapterLimits,
+		Limits:        dev.GetLimits().Limits,
+		pipes:         map[pipeKey]*pipeline{},
+		layouts:       map[string]*layout{},
+		groups:        map[groupKey]*wgpu.BindGroup{},
+		byID:          map[uint64]map[groupKey]struct{}{},
+		scratch:       map[string]*tensor{},
+		all:           map[*wgpu.Buffer]uint64{},
+	}
+	l := b.Limits
+	b.maxBinding = min(l.MaxStorageBufferBindingSize, l.MaxBufferSize)
+	if opts.MaxBindingSize > 0 {
+		b.maxBinding = min(b.maxBinding, opts.MaxBindingSize)
+	}
+	b.maxBinding &^= 15 // buffer sizes are multiples of 16
+	b.maxGroups = l.MaxComputeWorkgroupsPerDimension
+	if b.maxGroups == 0 {
+		b.maxGroups = 65535
+	}
+	if l.MaxStorageBuffersPerShaderStage != 0 && l.MaxStorageBuffersPerShaderStage < maxStorageBindings {
+		b.Close()
+		return nil, fmt.Errorf("WebGPU device allows %d storage buffers per shader stage; the kernels need %d",
+			l.MaxStorageBuffersPerShaderStage, maxStorageBindings)
+	}
+	if l.MaxComputeInvocationsPerWorkgroup != 0 && l.MaxComputeInvocationsPerWorkgroup < 256 {
+		b.Close()
+		return nil, fmt.Errorf("WebGPU device allows %d invocations per workgroup; the kernels need 256",
+			l.MaxComputeInvocationsPerWorkgroup)
+	}
+	b.slot = max(256, uint64(l.MinUniformBufferOffsetAlignment))
+	n := opts.ArenaSlots
+	if n <= 0 {
+		n = 4096
+	}
+	b.host = make([]byte, uint64(n)*b.slot)
+	if b.arena, err = b.newBuffer("params", uint64(len(b.host)), wgpu.BufferUsageUniform|wgpu.BufferUsageCopyDst); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.dummy, err = b.newBuffer("absent", 16, wgpu.BufferUsageStorage|wgpu.BufferUsageCopyDst); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if opts.Profile {
+		b.prof.init(b, timestamps, min(n+1, maxQueries))
+	} else {
+		b.prof.why = errors.New("the backend was opened without wgsl.Options.Profile, so it did not ask for timestamp queries")
+	}
+	return b, nil
+}
+
+// maxStorageBindings is the most storage buffers one kernel binds (ssm_step,
+// ssm_scan); WebGPU's default limit is 8.
+const maxStorageBindings = 7
+
+// Adapter describes the adapter in use (in js, what GPUAdapter.info tells).
+func (b *Backend) Adapter() wgpu.AdapterInfo { return b.info }
+
+// IsSoftware reports whether an adapter runs on the CPU: its type is CPU
+// (lavapipe and SwiftShader report so through Vulkan; browsers mark their
+// fallback adapter), or its name is one of the known software renderers.
+func IsSoftware(info wgpu.AdapterInfo) bool {
+	if info.AdapterType == wgpu.AdapterTypeCPU {
+		return true
+	}
+	name := strings.ToLower(info.Name + " " + info.DriverDescription + " " + info.VendorName)
+	for _, s := range []string{"llvmpipe", "lavapipe", "swiftshader", "softpipe", "microsoft basic render"} {
+		if strings.Contains(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// Describe names the adapter in use for a message: its name, backend and
+// type.
+func (b *Backend) Describe() string { return describeAdapter(b.info) }
+
+// describeAdapter names an adapter for a message.
+func describeAdapter(info wgpu.AdapterInfo) string {
+	name := info.DriverDescription
+	if name == "" {
+		name = info.Name
+	}
+	return fmt.Sprintf("%q (%s, %s)", name, info.BackendType, info.AdapterType)
+}
+
+// fail records err if it is the first since the last Read.
+func (b *Backend) fail(err error) {
+	if b.err == nil {
+		b.err = err
+	}
+}
+
+func (b *Backend) failf(format string, args ...any) { b.fail(fmt.Errorf("wgsl: "+format, args...)) }
+
+// takeErr returns and clears the recorded error.
+func (b *Backend) takeErr() error {
+	err := b.err
+	b.err = nil
+	return err
+}
+
+// Close releases every GPU object. The backend cannot be used afterwards.
+func (b *Backend) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	if b.hung {
+		// The device did not answer: it may still be running work that
+		// uses these buffers, and freeing them (or the device) under it is
+		// what crashes drivers. They go with the process.
+		return nil
+	}
+	if b.enc == nil && b.broken == nil {
+		// wgpu-native releases the device with a blocking wait of its own
+		// (the one that gives up after 5 s); let nothing be running then.
+		_ = b.waitIdle()
+	}
+	if b.pass != nil {
+		endPass(b.pass)
+		b.pass.Release()
+		b.pass = nil
+	}
+	if b.enc != nil {
+		b.enc.Release()
+		b.enc = nil
+	}
+	b.releaseDead()
+	b.prof.release()
+	for _, g := range b.groups {
+		g.Release()
+	}
+	for _, p := range b.pipes {
+		p.pipe.Release()
+	}
+	for _, l := range b.layouts {
+		l.pipeLayout.Release()
+		l.bgl.Release()
+	}
+	for buf := range b.all {
+		buf.Destroy()
+		buf.Release()
+	}
+	b.groups, b.byID, b.pipes, b.layouts, b.all = nil, nil, nil, nil, nil
+	b.stats.LiveBuffers, b.stats.LiveBindGroups, b.stats.LiveBytes = 0, 0, 0
+	if b.queue != nil {
+		b.queue.Release()
+	}
+	if b.dev != nil {
+		b.dev.Release()
+	}
+	b.plat.release()
+	err := b.takeErr()
+	if b.broken != nil {
+		return nil // the loss was reported by the call that found it
+	}
+	return err
+}

@@ -21,3 +21,5 @@ func TestFree(t *testing.T) {
 }
 
 func TestOverflow(t *testing.T) { modeltest.RunOverflow(t, cpu.New()) }
+
+func TestHiddenStates(t *testing.T) { modeltest.RunHiddenStates(t, cpu.New(), 1e-4) }

@@ -48,6 +48,11 @@ type State struct {
 	scratch map[int]*scratch // per positions-per-call, allocated once
 	sizes   []int            // the call sizes over 1 in scratch, least recent first
 	closed  bool
+	// tap, when set (HiddenStates), sees the residual stream after each
+	// layer k and the final norm (k = Layers) of the piece at position
+	// tapStart; it reads them back, so it costs a wait per layer.
+	tap      func(k, start int, t Tensor)
+	tapStart int
 }
 
 // scratch holds the activations of one forward call of L positions per
@@ -240,6 +245,7 @@ func (s *State) pieces(ids []int32, mask []float32, L int, lastOnly bool, all fu
 			}
 		}
 		began := time.Now()
+		s.tapStart = start
 		out = s.step(pid, pmask, n, lastOnly, pacer)
 		if paced {
 			if err := pacer.Sync(); err != nil {
@@ -296,6 +302,9 @@ func (s *State) run(sc *scratch, L int, mask Tensor, lastOnly bool, p Pacer) Ten
 	var delta Tensor                       // the previous layer's output, added into h
 	for l, w := range m.Weights.Layers {
 		b.RMSNorm(sc.u, sc.h, delta, w.Norm, mask, eps)               // h += delta; u = rmsnorm(h)·w, padding zeroed
+		if s.tap != nil && l > 0 {
+			s.tap(l-1, s.tapStart, sc.h) // layer l-1's output: the residual stream
+		}
 		b.MatMul(sc.proj, sc.u, w.InProj, w.InBias)                   // z | xBC | dt
 		b.Conv(sc.xbc, sc.proj, s.conv[l], w.ConvW, w.ConvB, mask, c) // silu(causal_conv(xBC)), padding zeroed
 		b.SSM(sc.y, sc.xbc, sc.proj, s.ssm[l], w.DtBias, w.ALog, w.D, args)
@@ -307,6 +316,10 @@ func (s *State) run(sc *scratch, L int, mask Tensor, lastOnly bool, p Pacer) Ten
 		}
 	}
 	b.RMSNorm(sc.u, sc.h, delta, m.Weights.NormF, nil, eps)
+	if s.tap != nil {
+		s.tap(c.Layers-1, s.tapStart, sc.h)
+		s.tap(c.Layers, s.tapStart, sc.u)
+	}
 	s.Pos += L
 	if lastOnly {
 		b.Last(sc.last, sc.u)

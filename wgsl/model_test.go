@@ -361,3 +361,7 @@ func TestGeneratePenalties(t *testing.T) {
 func TestQuantizedFixtures(t *testing.T) {
 	modeltest.RunQuantizedFixtures(t, func(t *testing.T) model.Backend { return open(t, Options{}) }, 1e-3)
 }
+
+// TestHiddenStates checks the residual stream after each layer against
+// transformers' output_hidden_states.
+func TestHiddenStates(t *testing.T) { modeltest.RunHiddenStates(t, open(t, Options{}), 1e-3) }

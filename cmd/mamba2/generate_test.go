@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -93,5 +95,72 @@ func TestSaveLoadState(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want an error with %q", c.args, err, c.want)
 		}
+	}
+}
+
+// mamba2 hidden --layers all gives transformers' output_hidden_states on
+// the tiny-g1 fixture; --mean averages the positions.
+func TestHidden(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(fixtureDir("tiny-g1"), "hidden_states.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want struct {
+		IDs    []int         `json:"prompt_ids"`
+		Hidden [][][]float64 `json:"hidden_states_f64"`
+	}
+	if err := json.Unmarshal(raw, &want); err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, len(want.IDs))
+	for i, v := range want.IDs {
+		ids[i] = strconv.Itoa(v)
+	}
+	args := []string{"hidden", "--backend", "cpu", "--model", fixtureDir("tiny-g1"), "--gated-norm", "full", "--ids", strings.Join(ids, ",")}
+	out, err := runCLI(t, "", append(args, "--layers", "all")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Layers []int         `json:"layers"`
+		Hidden [][][]float64 `json:"hidden_states"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Hidden) != len(want.Hidden) || !slices.Equal(got.Layers, []int{0, 1, 2}) {
+		t.Fatalf("layers %v, %d hidden states, want 3", got.Layers, len(got.Hidden))
+	}
+	for k := range want.Hidden {
+		for p := range want.Hidden[k] {
+			for d, w := range want.Hidden[k][p] {
+				if g := got.Hidden[k][p][d]; math.Abs(g-w) > 1e-4 {
+					t.Fatalf("hidden state %d, position %d, [%d] = %v, want %v", k, p, d, g, w)
+				}
+			}
+		}
+	}
+	out, err = runCLI(t, "", append(args, "--mean")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pooled struct {
+		Hidden [][]float64 `json:"hidden_states"`
+	}
+	if err := json.Unmarshal([]byte(out), &pooled); err != nil || len(pooled.Hidden) != 1 {
+		t.Fatalf("--mean: %v\n%s", err, out)
+	}
+	last := want.Hidden[len(want.Hidden)-1]
+	for d := range pooled.Hidden[0] {
+		var s float64
+		for p := range last {
+			s += last[p][d]
+		}
+		if w := s / float64(len(last)); math.Abs(pooled.Hidden[0][d]-w) > 1e-4 {
+			t.Fatalf("--mean [%d] = %v, want %v", d, pooled.Hidden[0][d], w)
+		}
+	}
+	if _, err := runCLI(t, "", "hidden", "--backend", "cpu", "--ids", "1", "--layers", "9"); err == nil || !strings.Contains(err.Error(), "from 0 to 8") {
+		t.Errorf("--layers 9: %v", err)
 	}
 }

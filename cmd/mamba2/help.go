@@ -48,6 +48,14 @@ var help = map[string]helpText{
 			`mamba2 perplexity --model ./mamba2-130m --file notes.txt --quantize int4 --backend webgpu`,
 		},
 	},
+	"hidden": {
+		"mamba2 hidden [flags] (--ids 1,2,3 | --prompt TEXT)",
+		`Prints hidden states as transformers' output_hidden_states: {"layers": [k, ...], "hidden_states": [...]}, index k < num_hidden_layers the residual stream after layer k, index num_hidden_layers the final norm's output; each a [positions][hidden_size] array, or with --mean the average over the positions (an embedding of the text).`,
+		[]string{
+			`mamba2 hidden --prompt 'func main() {}' --mean`,
+			`mamba2 hidden --ids 1,2,3 --layers all`,
+		},
+	},
 	"tokenize": {
 		"mamba2 tokenize [flags] < text",
 		`Encodes UTF-8 text from stdin into token ids: {"ids": [...]}.`,

@@ -37,6 +37,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdin io.Read
 	"cache":      cmdCache,
 	"convert":    cmdConvert,
 	"perplexity": cmdPerplexity,
+	"hidden":     cmdHidden,
 }
 
 func main() {
@@ -86,7 +87,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func commandNames() string {
-	return "logits, generate, run, tokenize, detokenize, bench, serve, cache, convert, perplexity"
+	return "logits, generate, run, tokenize, detokenize, bench, serve, cache, convert, perplexity, hidden"
 }
 
 const usage = `mamba2: Mamba-2 language models on WebGPU or the CPU
@@ -104,6 +105,7 @@ const usage = `mamba2: Mamba-2 language models on WebGPU or the CPU
   mamba2 cache    list|clear [--cache-dir DIR]          models downloaded over HTTP
   mamba2 convert  --model SRC --out DIR [--dtype f16|bf16|int8|int4]   safetensors (and a manifest) from any checkpoint
   mamba2 perplexity [--model DIR] --file F [--quantize int8|int4]      {"tokens", "nll", "ppl"} of a text
+  mamba2 hidden   [--model DIR] (--ids 1,2 | --prompt TEXT) [--layers all|last|N] [--mean]   hidden states
 
 Without --model, the embedded mamba2-go-tiny model (Go source code) is used.
 mamba2 help CMD (or mamba2 CMD --help) shows every flag of a command, its

@@ -2,8 +2,10 @@ package modeltest
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -183,5 +185,56 @@ func RunQuantizedFixtures(t *testing.T, newBackend func(t *testing.T) model.Back
 				}
 			})
 		}
+	}
+}
+
+// RunHiddenStates checks State.HiddenStates against transformers'
+// Mamba2Model(output_hidden_states=True) in float64 on the tiny-g1
+// fixture (hidden_states.json: the residual stream after each layer, then
+// the final norm's output), every position within tol, and that the
+// state continues as Forward leaves it.
+func RunHiddenStates(t *testing.T, b model.Backend, tol float64) {
+	dir := filepath.Join(Root(), "fixtures", "tiny-g1")
+	raw, err := os.ReadFile(filepath.Join(dir, "hidden_states.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want struct {
+		IDs    []int32       `json:"prompt_ids"`
+		Hidden [][][]float64 `json:"hidden_states_f64"`
+	}
+	if err := json.Unmarshal(raw, &want); err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Load(os.DirFS(dir), b, model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.GatedNorm = model.Full // transformers' (the fixture has one group, where both agree)
+	m.PrefillChunk = 16      // several pieces, so the taps are stitched together
+	st := m.NewState(1)
+	defer st.Close()
+	got, err := st.HiddenStates(want.IDs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want.Hidden) {
+		t.Fatalf("%d hidden states, transformers gives %d", len(got), len(want.Hidden))
+	}
+	D := m.Config.Hidden
+	for k, w := range want.Hidden {
+		var flat []float64
+		for _, row := range w {
+			flat = append(flat, row...)
+		}
+		if len(flat) != len(got[k]) {
+			t.Fatalf("hidden state %d: %d values, want %d", k, len(got[k]), len(flat))
+		}
+		if d := MaxAbsDiff(got[k], flat); d > tol {
+			t.Errorf("hidden state %d (of %d positions × %d): max |Δ| = %.3g > %g", k, len(w), D, d, tol)
+		}
+	}
+	if st.Pos != len(want.IDs) {
+		t.Errorf("the state is at position %d after %d ids", st.Pos, len(want.IDs))
 	}
 }

@@ -188,6 +188,18 @@ type DeviceSampler interface {
 	ReadIDs(ids Tensor) ([]int32, error)
 }
 
+// IDStager is an optional extension of a DeviceSampler that reads ids
+// back without waiting for later work: StageIDs records a copy of each ids
+// tensor (in order) after everything issued so far and submits it; the
+// returned function waits for that copy alone, not for work issued after
+// StageIDs, and returns the ids concatenated. Decoding uses it to keep
+// several steps in flight: the next steps are recorded and running while
+// the ids of earlier ones come back. Each returned function must be called
+// once.
+type IDStager interface {
+	StageIDs(ids ...Tensor) func() ([]int32, error)
+}
+
 // KernelTime is the device time one kernel took over a profiled stretch.
 type KernelTime struct {
 	Calls int           // dispatches

@@ -283,13 +283,23 @@ func (s *State) step(ids []int32, mask []float32, L int, lastOnly bool, p Pacer)
 		s.m.Backend.Write(sc.mask, mask)
 		m = sc.mask
 	}
-	return s.run(sc, L, m, lastOnly, p)
+	return s.run(sc, sc.ids, L, m, lastOnly, p)
 }
 
-// run is the forward pass of SPEC §2, with the token ids already in sc.ids.
+// forwardIDs runs one position of every sequence from ids ([B] I32)
+// already on the device, such as the ids a DeviceSampler just chose, so a
+// decode step needs nothing from the host. It returns the logits [B, V].
+func (s *State) forwardIDs(ids Tensor) (Tensor, error) {
+	if s.closed {
+		return nil, errors.New("forward: the state is closed")
+	}
+	return s.run(s.scratchFor(1), ids, 1, nil, true, nil), nil
+}
+
+// run is the forward pass of SPEC §2 of the token ids in ids ([B·L] I32).
 // With a Pacer and more than one position, each layer is submitted on its
 // own, so no submission runs long whatever the piece.
-func (s *State) run(sc *scratch, L int, mask Tensor, lastOnly bool, p Pacer) Tensor {
+func (s *State) run(sc *scratch, ids Tensor, L int, mask Tensor, lastOnly bool, p Pacer) Tensor {
 	m, b, c := s.m, s.m.Backend, s.m.Config
 	eps := float32(c.Eps)
 	groups := c.Groups
@@ -298,7 +308,7 @@ func (s *State) run(sc *scratch, L int, mask Tensor, lastOnly bool, p Pacer) Ten
 	}
 	args := SSMArgs{Config: c, Chunked: !(L == 1 && s.Pos > 0)}
 
-	b.Embed(sc.h, m.Weights.Embed, sc.ids) // h = E[ids]
+	b.Embed(sc.h, m.Weights.Embed, ids) // h = E[ids]
 	var delta Tensor                       // the previous layer's output, added into h
 	for l, w := range m.Weights.Layers {
 		b.RMSNorm(sc.u, sc.h, delta, w.Norm, mask, eps)               // h += delta; u = rmsnorm(h)·w, padding zeroed

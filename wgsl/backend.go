@@ -86,6 +86,7 @@ type Backend struct {
 
 	dummy   *wgpu.Buffer // bound where an optional input is absent
 	staging *wgpu.Buffer // MapRead buffer for Read, grown on demand
+	idBufs  []*wgpu.Buffer // MapRead buffers of StageIDs not in use, idBufSize bytes each
 	stSize  uint64
 
 	pipes   map[pipeKey]*pipeline

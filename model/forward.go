@@ -309,9 +309,9 @@ func (s *State) run(sc *scratch, ids Tensor, L int, mask Tensor, lastOnly bool, 
 	args := SSMArgs{Config: c, Chunked: !(L == 1 && s.Pos > 0)}
 
 	b.Embed(sc.h, m.Weights.Embed, ids) // h = E[ids]
-	var delta Tensor                       // the previous layer's output, added into h
+	var delta Tensor                    // the previous layer's output, added into h
 	for l, w := range m.Weights.Layers {
-		b.RMSNorm(sc.u, sc.h, delta, w.Norm, mask, eps)               // h += delta; u = rmsnorm(h)·w, padding zeroed
+		b.RMSNorm(sc.u, sc.h, delta, w.Norm, mask, eps) // h += delta; u = rmsnorm(h)·w, padding zeroed
 		if s.tap != nil && l > 0 {
 			s.tap(l-1, s.tapStart, sc.h) // layer l-1's output: the residual stream
 		}

@@ -116,8 +116,8 @@ func TestSplitParts(t *testing.T) {
 				b.Embed(gh, gw, gid)
 				ref.Embed(ch, cw, cid)
 				gl, cl := b.Alloc(model.F32, s.T, s.V), ref.Alloc(model.F32, s.T, s.V)
-				b.MatMul(gl, gh, gw, gb) // tied: the table is also the head
-				ref.MatMul(cl, ch, cw, cb)
+				b.MatMul(gl, gh, gw, gb, model.Plain) // tied: the table is also the head
+				ref.MatMul(cl, ch, cw, cb, model.Plain)
 				for _, x := range [][2]model.Tensor{{gh, ch}, {gl, cl}} {
 					got, err := b.Read(x[0])
 					if err != nil {
@@ -254,12 +254,12 @@ func TestErrors(t *testing.T) {
 	})
 	t.Run("shape mismatch", func(t *testing.T) {
 		x, w, out := b.Alloc(model.F32, 2, 5), b.Alloc(model.F32, 3, 4), b.Alloc(model.F32, 2, 3)
-		b.MatMul(out, x, w, nil)
+		b.MatMul(out, x, w, nil, model.Plain)
 		check(t, "matmul", "[2 5]", "4 columns")
 	})
 	t.Run("aliasing", func(t *testing.T) {
 		h, w := b.Alloc(model.F32, 2, 8), b.Alloc(model.F32, 8)
-		b.RMSNorm(h, h, nil, w, nil, 1e-5)
+		b.RMSNorm(h, h, w, nil, 1, 1e-5)
 		check(t, "rmsnorm", "aliasing")
 	})
 	t.Run("foreign tensor", func(t *testing.T) {

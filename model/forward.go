@@ -58,10 +58,10 @@ type State struct {
 // scratch holds the activations of one forward call of L positions per
 // sequence, allocated on first use and kept for the next call of that size.
 type scratch struct {
-	ids, mask             Tensor
-	h, u, proj, xbc, y    Tensor
-	last, logitsLast      Tensor
-	logitsAll             Tensor // allocated only when all positions are asked for
+	ids, mask          Tensor
+	h, u, proj, xbc, y Tensor
+	last, logitsLast   Tensor
+	logitsAll          Tensor // allocated only when all positions are asked for
 }
 
 // NewState returns a zero state for batch sequences.
@@ -310,8 +310,8 @@ func (s *State) run(sc *scratch, ids Tensor, L int, mask Tensor, lastOnly bool, 
 
 	b.Embed(sc.h, m.Weights.Embed, ids) // h = E[ids]
 	for l, w := range m.Weights.Layers {
-		b.MatMul(sc.proj, sc.h, w.InProj, w.InBias, norm(w.Norm, mask, 1)) // z | xBC | dt = rmsnorm(h)·w·mask Wᵀ
-		b.Conv(sc.xbc, sc.proj, s.conv[l], w.ConvW, w.ConvB, mask, c)     // silu(causal_conv(xBC)), padding zeroed
+		b.MatMul(sc.proj, sc.h, w.InProj, w.InBias, norm(w.Norm, mask, 1))  // z | xBC | dt = rmsnorm(h)·w·mask Wᵀ
+		b.Conv(sc.xbc, sc.proj, s.conv[l], w.ConvW, w.ConvB, mask, c)       // silu(causal_conv(xBC)), padding zeroed
 		b.SSM(sc.y, sc.xbc, sc.proj, s.ssm[l], w.DtBias, w.ALog, w.D, args) // y = (SSM(x) + D·x)·silu(z)
 		out := norm(w.MixNorm, nil, groups)
 		out.Add = true

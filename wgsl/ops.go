@@ -177,8 +177,8 @@ func vectorWidth(f model.Format) int {
 }
 
 // matvecTokens is the most tokens for which MatMul uses the matrix-vector
-// kernel (it handles four tokens per pass over the weights).
-const matvecTokens = 4
+// kernel: a decoded batch of up to 8 reads each weight once.
+const matvecTokens = 8
 
 // convParallelTokens is the shortest prompt for which Conv computes every
 // position in parallel rather than one sequential pass per channel (which
@@ -226,7 +226,7 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor, pr model.Product) {
 	matvec := T <= matvecTokens
 	d, cols, toks := wt.withFormat(), uint32(64), uint32(64)
 	if matvec {
-		d, cols, toks = wt.withFormat("MATVEC"), 4, 4
+		d, cols, toks = wt.withFormat("MATVEC"), 4, matvecTokens
 	}
 	gs := K / groups
 	fused := nt != nil && matvec && groups <= maxNormGroups && (groups == 1 || gs%vectorWidth(wt.format) == 0)

@@ -374,6 +374,8 @@ func b2i(v bool) int {
 func (h *opsHarness) matMul(t *testing.T) {
 	shapes := []struct{ T, N, K int }{
 		{1, 33, 17}, {2, 129, 70}, {3, 5, 1}, {4, 64, 256}, {5, 33, 17}, {70, 129, 71}, {1, 300, 255}, {9, 7, 130},
+		// A decoded batch of 8 (WebGPU's matrix-vector kernel takes up to 8 tokens).
+		{8, 65, 200}, {1, 17, 3000},
 		// 128 tokens and more: WebGPU's large-tile kernel, with ragged edges.
 		{128, 128, 16}, {131, 257, 33}, {260, 5, 3},
 		// Deep and narrow: WebGPU splits k and sums the partial products.
@@ -401,7 +403,7 @@ func (h *opsHarness) matMul(t *testing.T) {
 	// add into out: the in_proj, out_proj and LM head of a layer.
 	fused := []struct{ T, N, K, groups int }{
 		{1, 33, 40, 1}, {2, 129, 64, 4}, {4, 64, 256, 2}, {3, 5, 30, 5}, {1, 70, 96, 3},
-		{5, 33, 40, 2}, {70, 129, 72, 3}, {9, 70, 600, 1}, {131, 257, 40, 2},
+		{5, 33, 40, 2}, {8, 70, 96, 2}, {7, 20, 3200, 8}, {70, 129, 72, 3}, {9, 70, 600, 1}, {131, 257, 40, 2},
 	}
 	for i, s := range fused {
 		for j, wf := range matrixFormats {

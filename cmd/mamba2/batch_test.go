@@ -227,3 +227,76 @@ func TestBatchErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchWebGPU is one batch of each command on WebGPU: logits --last of
+// the fixture's padded batch within 1e-3 of transformers, and generate of
+// two id prompts equal to each run alone.
+func TestBatchWebGPU(t *testing.T) {
+	fx := modeltest.Fixtures(t)[0]
+	raw, err := os.ReadFile(filepath.Join(fx.Dir, "expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		Last [][]float64 `json:"batch_last_logits_f64"`
+	}
+	if err := json.Unmarshal(raw, &ref); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"logits", "--backend", "webgpu", "--model", fx.Dir, "--last"}
+	var rows [][]int
+	for b, ids := range fx.BatchIDs {
+		var row []int
+		for j, v := range ids {
+			if fx.BatchMask[b][j] != 0 {
+				row = append(row, int(v))
+			}
+		}
+		rows = append(rows, row)
+		args = append(args, "--ids", joinIDs(row))
+	}
+	out, err := runCLI(t, "", args...)
+	if err != nil && strings.Contains(err.Error(), "no WebGPU adapter") && os.Getenv("MAMBA2_REQUIRE_GPU") != "1" {
+		t.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Results []struct{ Logits [][]float32 } }
+	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got.Results) != len(ref.Last) {
+		t.Fatalf("printed %.200q (%v)", out, err)
+	}
+	for b := range ref.Last {
+		if d := modeltest.MaxAbsDiff(got.Results[b].Logits[0], ref.Last[b]); d > 1e-3 {
+			t.Errorf("row %d: max |Δlogit| = %.3g from transformers' batch", b, d)
+		}
+	}
+	gen := []string{"generate", "--backend", "webgpu", "--model", fx.Dir, "--max-new-tokens", "6", "--json"}
+	batch := slices.Clone(gen)
+	var want []string
+	for _, row := range rows {
+		out, err := runCLI(t, "", append(slices.Clone(gen), "--ids", joinIDs(row))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r struct{ IDs []int }
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, joinIDs(r.IDs))
+		batch = append(batch, "--ids", joinIDs(row))
+	}
+	out, err = runCLI(t, "", batch...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct{ Results []struct{ IDs []int } }
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Results) != len(rows) {
+		t.Fatalf("printed %q (%v)", out, err)
+	}
+	for i, r := range res.Results {
+		if joinIDs(r.IDs) != want[i] {
+			t.Errorf("prompt %d: %v in the batch, %s alone", i, r.IDs, want[i])
+		}
+	}
+}

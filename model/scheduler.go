@@ -35,6 +35,16 @@ var ErrSchedulerClosed = errors.New("scheduler: closed")
 // stream, because every row of a batch is computed as that sequence alone
 // would be (SPEC §2.2) and each request has its own Sampler.
 //
+// A request with Options.State runs in lockstep with its caller: the batch
+// waits for the caller to take each of its tokens before the next step, so
+// the state is left exactly as Model.Generate leaves it however it ends (a
+// stop string is seen before the next token is fed). Other requests are
+// pipelined: the batch runs on while their callers decode and stream, and
+// what a caller no longer needs is dropped.
+//
+// A new prompt is prefilled between two steps, so a long one delays the
+// other slots' next token by its prefill.
+//
 // One goroutine, started by NewScheduler, drives the backend; Generate may
 // be called from any number of goroutines. While a Scheduler is open,
 // nothing else may use the model's backend (backends are not safe for

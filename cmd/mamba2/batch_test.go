@@ -262,7 +262,9 @@ func TestBatchWebGPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got struct{ Results []struct{ Logits [][]float32 } }
+	var got struct {
+		Results []struct{ Logits [][]float32 }
+	}
 	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got.Results) != len(ref.Last) {
 		t.Fatalf("printed %.200q (%v)", out, err)
 	}

@@ -11,7 +11,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/mamba2web/mamba2/model"
 	"github.com/mamba2web/mamba2/tokenizer"
@@ -21,23 +23,37 @@ func cmdLogits(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs := newFlags("logits")
 	var mf modelFlags
 	mf.register(fs)
-	idsFlag := fs.String("ids", "", "comma-separated token ids")
+	var idsFlags stringList
+	fs.Var(&idsFlags, "ids", "comma-separated token ids (repeat it for a batch: the rows run together, left-padded)")
 	last := fs.Bool("last", false, "print only the last position's logits")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	ids, err := parseIDs(*idsFlag)
-	if err != nil {
-		return err
+	if len(idsFlags) == 0 {
+		idsFlags = stringList{""} // parseIDs says that --ids is missing
+	}
+	var batch [][]int
+	for _, f := range idsFlags {
+		ids, err := parseIDs(f)
+		if err != nil {
+			return err
+		}
+		batch = append(batch, ids)
 	}
 	m, _, err := mf.load(ctx, stderr)
 	if err != nil {
 		return err
 	}
 	defer m.Backend.Close()
-	if err := checkIDs(ids, m.Config.VocabSize); err != nil {
-		return err
+	for _, ids := range batch {
+		if err := checkIDs(ids, m.Config.VocabSize); err != nil {
+			return err
+		}
 	}
+	if len(batch) > 1 {
+		return logitsBatch(m, batch, *last, stdout)
+	}
+	ids := batch[0]
 	in := make([]int32, len(ids))
 	for i, v := range ids {
 		in[i] = int32(v)
@@ -56,17 +72,83 @@ func cmdLogits(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	} else if flat, err = st.Logits(in, nil); err != nil {
 		return err
 	}
-	V := m.Config.VocabSize
+	rows, err := logitRows(flat, m.Config.VocabSize, len(ids)-len(flat)/m.Config.VocabSize)
+	if err != nil {
+		return err
+	}
+	return writeJSON(stdout, map[string]any{"logits": rows})
+}
+
+// logitRows splits flat logits into rows of V, refusing a row that holds a
+// NaN or an infinity; pos0 is the prompt position of the first row.
+func logitRows(flat []float32, V, pos0 int) ([][]float32, error) {
 	rows := make([][]float32, 0, len(flat)/V)
 	for i := 0; i < len(flat); i += V {
 		row := flat[i : i+V]
 		if j := slices.IndexFunc(row, func(v float32) bool { return math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) }); j >= 0 {
-			pos := i/V + len(ids) - len(flat)/V
-			return fmt.Errorf("logits: the model computed %v for token %d at position %d (the weights or the config overflow float32)", row[j], j, pos)
+			return nil, fmt.Errorf("logits: the model computed %v for token %d at position %d (the weights or the config overflow float32)", row[j], j, pos0+i/V)
 		}
 		rows = append(rows, row)
 	}
-	return writeJSON(stdout, map[string]any{"logits": rows})
+	return rows, nil
+}
+
+// logitsBatch runs the rows of batch as one batch: left-padded to the
+// longest with the pad token and masked (SPEC §2.2: each row then computes
+// what it computes alone), and prints {"results": [{"logits": ...}, ...]},
+// each row's logits at its own positions (or its last one), in input order.
+func logitsBatch(m *model.Model, batch [][]int, last bool, stdout io.Writer) error {
+	B, V := len(batch), m.Config.VocabSize
+	L := 0
+	for _, ids := range batch {
+		L = max(L, len(ids))
+	}
+	pad := m.Config.PAD
+	if pad < 0 || pad >= V {
+		pad = 0
+	}
+	in, mask := make([]int32, B*L), make([]float32, B*L)
+	for b, ids := range batch {
+		off := L - len(ids)
+		for j := range off {
+			in[b*L+j] = int32(pad)
+		}
+		for j, v := range ids {
+			in[b*L+off+j], mask[b*L+off+j] = int32(v), 1
+		}
+	}
+	st := m.NewState(B)
+	defer st.Close()
+	var flat []float32
+	var err error
+	if last {
+		out, err := st.Forward(in, mask)
+		if err != nil {
+			return err
+		}
+		if flat, err = m.Backend.Read(out); err != nil {
+			return err
+		}
+	} else if flat, err = st.Logits(in, mask); err != nil {
+		return err
+	}
+	results := make([]map[string]any, B)
+	for b, ids := range batch {
+		var row []float32
+		pos0 := len(ids) - 1
+		if last {
+			row = flat[b*V : (b+1)*V]
+		} else {
+			pos0 = 0
+			row = flat[(b*L+L-len(ids))*V : (b+1)*L*V]
+		}
+		rows, err := logitRows(row, V, pos0)
+		if err != nil {
+			return fmt.Errorf("row %d: %v", b+1, err)
+		}
+		results[b] = map[string]any{"logits": rows}
+	}
+	return writeJSON(stdout, map[string]any{"results": results})
 }
 
 // genFlags are generate's and run's sampling options.
@@ -133,44 +215,179 @@ func cmdGenerate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	var g genFlags
 	g.modelFlags.register(fs)
 	g.register(fs)
-	idsFlag := fs.String("ids", "", "prompt as comma-separated token ids")
-	prompt := fs.String("prompt", "", "prompt text")
-	asJSON := fs.Bool("json", false, `print {"ids": [...], "text": "..."} at the end instead of streaming`)
+	var idsFlags, promptFlags stringList
+	fs.Var(&idsFlags, "ids", "prompt as comma-separated token ids (repeatable: the prompts run together)")
+	fs.Var(&promptFlags, "prompt", "prompt `text` (repeatable: the prompts run together)")
+	promptsFile := fs.String("prompts-file", "", "run the prompts of this `file` together, one per line")
+	slots := fs.Int("slots", 0, "with several prompts, how many run at once (default: all, at most 32)")
+	asJSON := fs.Bool("json", false, `print {"ids": [...], "text": "..."} at the end instead of streaming ({"results": [...]} for several prompts)`)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	hasIDs, hasPrompt := false, false
+	sources := 0
 	fs.Visit(func(f *flag.Flag) {
-		hasIDs = hasIDs || f.Name == "ids"
-		hasPrompt = hasPrompt || f.Name == "prompt"
+		if f.Name == "ids" || f.Name == "prompt" || f.Name == "prompts-file" {
+			sources++
+		}
 	})
-	if hasIDs == hasPrompt {
-		return errors.New("generate: give exactly one of --ids and --prompt")
+	if sources != 1 || len(idsFlags) > 0 && len(promptFlags) > 0 {
+		return errors.New("generate: give exactly one of --ids and --prompt (each repeatable), or --prompts-file")
+	}
+	if *slots < 0 {
+		return fmt.Errorf("--slots must be positive, got %d", *slots)
 	}
 	opts, err := g.options(fs)
 	if err != nil {
 		return err
+	}
+	var texts []string
+	if *promptsFile != "" {
+		if texts, err = readPrompts(*promptsFile); err != nil {
+			return err
+		}
+	} else {
+		texts = promptFlags
 	}
 	m, tok, err := g.load(ctx, stderr)
 	if err != nil {
 		return err
 	}
 	defer m.Backend.Close()
-	var ids []int
-	if hasPrompt {
+	var prompts [][]int
+	if len(texts) > 0 {
 		if tok == nil {
 			return errors.New("--prompt needs a tokenizer.json in the model folder (or use --ids)")
 		}
-		if ids, err = tok.EncodeChecked(*prompt); err != nil {
-			return err
+		for _, text := range texts {
+			ids, err := tok.EncodeChecked(text)
+			if err != nil {
+				return err
+			}
+			prompts = append(prompts, ids)
 		}
-	} else if ids, err = parseIDs(*idsFlag); err != nil {
-		return err
+	} else {
+		for _, f := range idsFlags {
+			ids, err := parseIDs(f)
+			if err != nil {
+				return err
+			}
+			prompts = append(prompts, ids)
+		}
+	}
+	if len(prompts) > 1 {
+		if g.saveState != "" || g.loadState != "" {
+			return errors.New("--save-state and --load-state take one prompt")
+		}
+		n := *slots
+		if n == 0 {
+			n = min(len(prompts), maxSlots)
+		}
+		return generateBatch(ctx, m, tok, prompts, n, opts, *asJSON, g.stats, stdout, stderr)
 	}
 	if g.saveState == "" && g.loadState == "" {
-		return generate(ctx, m, tok, ids, opts, *asJSON, g.stats, stdout, stderr)
+		return generate(ctx, m, tok, prompts[0], opts, *asJSON, g.stats, stdout, stderr)
 	}
-	return generateSaved(ctx, m, tok, ids, opts, g, *asJSON, stdout, stderr)
+	return generateSaved(ctx, m, tok, prompts[0], opts, g, *asJSON, stdout, stderr)
+}
+
+// maxSlots bounds the sequences generate runs at once by default: each
+// holds its conv and SSM state on the device (tens of MB per sequence for
+// the larger models), and past a few dozen rows a step is no longer cheaper
+// per row.
+const maxSlots = 32
+
+// readPrompts reads a prompts file: one prompt per line (a final newline
+// ends the last line; CRLF is a line end too). An empty line is an error,
+// not skipped, so results stay in step with the file's lines.
+func readPrompts(name string) ([]string, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("--prompts-file: %v", err)
+	}
+	text := strings.TrimSuffix(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n")
+	if text == "" {
+		return nil, fmt.Errorf("--prompts-file %s holds no prompt", name)
+	}
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		if l == "" {
+			return nil, fmt.Errorf("--prompts-file %s: line %d is empty", name, i+1)
+		}
+	}
+	return lines, nil
+}
+
+// generateBatch runs prompts together through a model.Scheduler of slots
+// sequences (each gets what it would get alone) and prints the results in
+// input order: {"results": [{"ids", "text", "reason", "seed"}, ...]} with
+// --json, else each text (or ids) on its own line. Every prompt has the
+// same options and seed, so a row equals generate with that prompt alone.
+func generateBatch(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, prompts [][]int, slots int, o model.Options, asJSON, stats bool, stdout, stderr io.Writer) error {
+	for i, ids := range prompts {
+		if len(ids) == 0 {
+			return fmt.Errorf("prompt %d is empty", i+1)
+		}
+		if err := checkIDs(ids, m.Config.VocabSize); err != nil {
+			return fmt.Errorf("prompt %d: %v", i+1, err)
+		}
+	}
+	if tok != nil {
+		o.Decode = tok.Decode
+	} else if len(o.StopStrings) > 0 {
+		return errors.New("--stop needs a tokenizer.json in the model folder")
+	}
+	sched, err := model.NewScheduler(m, slots)
+	if err != nil {
+		return err
+	}
+	defer sched.Close()
+	results := make([]model.Result, len(prompts))
+	errs := make([]error, len(prompts))
+	var wg sync.WaitGroup
+	for i, ids := range prompts {
+		wg.Go(func() { results[i], errs[i] = sched.Generate(ctx, ids, o) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			return fmt.Errorf("prompt %d: %w", i+1, err)
+		}
+	}
+	if stats {
+		for i, res := range results {
+			t := res.Timing
+			fmt.Fprintf(stderr, "mamba2: prompt %d: prefill %d tokens, first token after %.1f ms; decode %d tokens at %.1f tok/s (%s, %d at once)\n",
+				i+1, t.PromptTokens, float64(t.FirstToken.Microseconds())/1000, t.Steps, t.DecodeRate(), m.Backend.Name(), slots)
+		}
+	}
+	if asJSON {
+		out := make([]map[string]any, len(results))
+		for i, res := range results {
+			ids := res.IDs
+			if ids == nil {
+				ids = []int{}
+			}
+			out[i] = map[string]any{"ids": ids, "text": res.Text, "reason": res.Reason}
+			if o.Temperature > 0 {
+				out[i]["seed"] = o.Seed
+			}
+		}
+		return writeJSON(stdout, map[string]any{"results": out})
+	}
+	for _, res := range results {
+		line := res.Text
+		if tok == nil {
+			parts := make([]string, len(res.IDs))
+			for j, id := range res.IDs {
+				parts[j] = strconv.Itoa(id)
+			}
+			line = strings.Join(parts, " ")
+		}
+		if _, err := fmt.Fprintln(stdout, line); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // generateSaved is generate with --load-state (the state continues a

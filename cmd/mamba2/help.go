@@ -23,10 +23,11 @@ type helpText struct {
 
 var help = map[string]helpText{
 	"generate": {
-		"mamba2 generate [flags] (--prompt TEXT | --ids 1,2,3)",
-		"Continues a prompt and streams the new text to stdout (with --json, prints the new ids and text at the end).",
+		"mamba2 generate [flags] (--prompt TEXT | --ids 1,2,3)... | --prompts-file F",
+		`Continues a prompt and streams the new text to stdout (with --json, prints the new ids and text at the end). Several prompts (repeated --prompt or --ids, or a file of one per line) run together and print their texts in order, one per line, or {"results": [{"ids", "text", "reason"}, ...]} with --json.`,
 		[]string{
 			`mamba2 generate --prompt $'package main\n\nimport (\n'`,
+			`mamba2 generate --prompt 'func main() {' --prompt 'type T struct {' --json`,
 			`mamba2 generate --prompt 'func main() {' --temperature 0.8 --top-p 0.95 --seed 7 --json`,
 		},
 	},
@@ -36,9 +37,9 @@ var help = map[string]helpText{
 		[]string{`echo 'package main' | mamba2 run --max-new-tokens 32`},
 	},
 	"logits": {
-		"mamba2 logits [flags] --ids 1,2,3",
-		`Prints the logits of every position of the ids, {"logits": [[...], ...]}, or of the last one with --last.`,
-		[]string{`mamba2 logits --ids 1,2,3 --last`},
+		"mamba2 logits [flags] --ids 1,2,3 [--ids 4,5]...",
+		`Prints the logits of every position of the ids, {"logits": [[...], ...]}, or of the last one with --last. Several --ids run as one left-padded batch: {"results": [{"logits": ...}, ...]}, each row at its own positions.`,
+		[]string{`mamba2 logits --ids 1,2,3 --last`, `mamba2 logits --ids 1,2,3 --ids 4,5 --last`},
 	},
 	"perplexity": {
 		"mamba2 perplexity [flags] --file F",

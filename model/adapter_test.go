@@ -2,7 +2,11 @@ package model_test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"io/fs"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +15,7 @@ import (
 	"testing/fstest"
 
 	"github.com/mamba2web/mamba2/cpu"
+	"github.com/mamba2web/mamba2/loader"
 	"github.com/mamba2web/mamba2/model"
 	"github.com/mamba2web/mamba2/model/modeltest"
 )
@@ -409,5 +414,249 @@ func TestAdapterTargets(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// stTensor is one tensor for writeSafetensors.
+type stTensor struct {
+	name  string
+	dt    loader.DType
+	shape []int
+	vals  []float64
+}
+
+// writeSafetensors encodes tensors as a safetensors file (f16 and bf16
+// rounded to nearest even through float32).
+func writeSafetensors(t *testing.T, ts []stTensor) []byte {
+	t.Helper()
+	header := map[string]any{}
+	var data []byte
+	for _, x := range ts {
+		start := len(data)
+		for _, v := range x.vals {
+			f := float32(v)
+			switch x.dt {
+			case loader.F64:
+				data = binary.LittleEndian.AppendUint64(data, math.Float64bits(v))
+			case loader.F32:
+				data = binary.LittleEndian.AppendUint32(data, math.Float32bits(f))
+			case loader.F16:
+				data = binary.LittleEndian.AppendUint16(data, loader.Float32ToHalf(f))
+			case loader.BF16:
+				b := math.Float32bits(f)
+				b += 0x7fff + (b>>16)&1
+				data = binary.LittleEndian.AppendUint16(data, uint16(b>>16))
+			default:
+				t.Fatalf("writeSafetensors: dtype %s", x.dt)
+			}
+		}
+		header[x.name] = map[string]any{"dtype": string(x.dt), "shape": x.shape, "data_offsets": []int{start, len(data)}}
+	}
+	hj, err := json.Marshal(header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(hj)%8 != 0 {
+		hj = append(hj, ' ')
+	}
+	out := binary.LittleEndian.AppendUint64(nil, uint64(len(hj)))
+	return append(append(out, hj...), data...)
+}
+
+// roundTo is what storing v in dt and reading it back gives.
+func roundTo(t *testing.T, v float64, dt loader.DType) float32 {
+	t.Helper()
+	b := writeSafetensors(t, []stTensor{{"x", dt, []int{1}, []float64{v}}})
+	out := make([]float32, 1)
+	loader.Decode(out, dt, b[len(b)-dt.Size():])
+	return out[0]
+}
+
+// tinyIn re-encodes tiny-g1 with every tensor in dt, in memory.
+func tinyIn(t *testing.T, dt loader.DType) (fstest.MapFS, *loader.Checkpoint) {
+	t.Helper()
+	dir := os.DirFS(filepath.Join(modeltest.Root(), "fixtures", "tiny-g1"))
+	ck, err := loader.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []stTensor
+	for _, n := range ck.Names() {
+		in, _ := ck.Info(n)
+		f, err := ck.Float32s(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, stTensor{n, dt, in.Shape, toFloat64(f)})
+	}
+	cfg, err := fs.ReadFile(dir, "config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys := fstest.MapFS{"config.json": {Data: cfg}, "model.safetensors": {Data: writeSafetensors(t, ts)}}
+	ck, err = loader.Open(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fsys, ck
+}
+
+// TestAdapterMergeRule checks the merged weights themselves, element by
+// element, against the rule computed here in float64 and rounded once to
+// the checkpoint's dtype: for f32, f16 and bf16 checkpoints, for each kind
+// of module, with alpha_pattern and rslora setting the scale, and on tied
+// tiny-g1 an lm_head adapter landing in the embedding (the head) together
+// with the embedding's own.
+func TestAdapterMergeRule(t *testing.T) {
+	const pre = "base_model.model."
+	type mod struct {
+		key   string // module key
+		base  string // the base tensor it changes
+		a, b  []int  // shapes of A and B
+		emb   bool
+		alpha float64
+	}
+	const r = 3
+	inProj := mod{key: "backbone.layers.1.mixer.in_proj", base: "backbone.layers.1.mixer.in_proj.weight", a: []int{r, 64}, b: []int{296, r}, alpha: 6}
+	outProj := mod{key: "backbone.layers.0.mixer.out_proj", base: "backbone.layers.0.mixer.out_proj.weight", a: []int{r, 128}, b: []int{64, r}, alpha: 12}
+	emb := mod{key: "backbone.embeddings", base: "backbone.embeddings.weight", a: []int{r, 512}, b: []int{64, r}, emb: true, alpha: 6}
+	head := mod{key: "lm_head", base: "backbone.embeddings.weight", a: []int{r, 64}, b: []int{512, r}, alpha: 6}
+	tests := []struct {
+		name   string
+		mods   []mod
+		rslora bool
+	}{
+		{"in_proj", []mod{inProj}, false},
+		{"out_proj alpha_pattern", []mod{outProj}, false},
+		{"embedding rslora", []mod{emb}, true},
+		{"tied lm_head and embedding", []mod{emb, head}, false},
+	}
+	for _, dt := range []loader.DType{loader.F32, loader.F16, loader.BF16} {
+		base, ck := tinyIn(t, dt)
+		for _, tc := range tests {
+			t.Run(string(dt)+"/"+tc.name, func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(uint64(len(tc.name)), 7))
+				var ts []stTensor
+				var targets []string
+				vals := map[string][2][]float64{}
+				for _, m := range tc.mods {
+					A := make([]float64, m.a[0]*m.a[1])
+					B := make([]float64, m.b[0]*m.b[1])
+					for i := range A {
+						A[i] = float64(float32(rng.NormFloat64() * 0.1))
+					}
+					for i := range B {
+						B[i] = float64(float32(rng.NormFloat64() * 0.1))
+					}
+					vals[m.key] = [2][]float64{A, B}
+					an, bn := pre+m.key+".lora_A.weight", pre+m.key+".lora_B.weight"
+					if m.emb {
+						an, bn = pre+m.key+".lora_embedding_A", pre+m.key+".lora_embedding_B"
+					}
+					ts = append(ts, stTensor{an, loader.F64, m.a, A}, stTensor{bn, loader.F32, m.b, B})
+					targets = append(targets, m.key[strings.LastIndexByte(m.key, '.')+1:])
+				}
+				cfg, _ := json.Marshal(map[string]any{"peft_type": "LORA", "r": r, "lora_alpha": 6, "use_rslora": tc.rslora,
+					"target_modules": targets, "alpha_pattern": map[string]float64{"out_proj": 12}, "bias": "none"})
+				ad, err := model.OpenAdapter("rule", fstest.MapFS{"adapter_config.json": {Data: cfg}, "adapter_model.safetensors": {Data: writeSafetensors(t, ts)}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := model.Load(base, cpu.New(), model.LoadOptions{Adapters: []*model.Adapter{ad}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer m.Backend.Close()
+				// The expected tensor: the stored base plus every module's
+				// delta, in float64, rounded once to dt.
+				want, err := ck.Float32s(tc.mods[0].base)
+				if err != nil {
+					t.Fatal(err)
+				}
+				in, _ := ck.Info(tc.mods[0].base)
+				N, K := in.Shape[0], in.Shape[1]
+				acc := toFloat64(want)
+				for _, md := range tc.mods {
+					s := md.alpha / r
+					if tc.rslora {
+						s = md.alpha / math.Sqrt(r)
+					}
+					A, B := vals[md.key][0], vals[md.key][1]
+					for n := range N {
+						for k := range K {
+							var d float64
+							for j := range r {
+								if md.emb { // E[v=n, d=k] += s Σ B[k, j] A[j, n]
+									d += B[k*r+j] * A[j*N+n]
+								} else {
+									d += B[n*r+j] * A[j*K+k]
+								}
+							}
+							acc[n*K+k] += s * d
+						}
+					}
+				}
+				var tensor model.Tensor
+				switch tc.mods[0].base {
+				case inProj.base:
+					tensor = m.Weights.Layers[1].InProj
+				case outProj.base:
+					tensor = m.Weights.Layers[0].OutProj
+				default:
+					tensor = m.Weights.Embed
+					if m.Weights.LMHead != m.Weights.Embed {
+						t.Fatal("the tied head is not the embedding after a merge")
+					}
+				}
+				got, err := m.Backend.Read(tensor)
+				if err != nil {
+					t.Fatal(err)
+				}
+				bad := 0
+				for i, v := range acc {
+					if w := roundTo(t, v, dt); got[i] != w {
+						if bad++; bad <= 3 {
+							t.Errorf("element %d: merged %g, want %g (base %g)", i, got[i], w, want[i])
+						}
+					}
+				}
+				if bad > 0 {
+					t.Errorf("%d of %d elements differ", bad, len(acc))
+				}
+				// Untouched tensors stay as stored.
+				other, _ := m.Backend.Read(m.Weights.Layers[0].InProj)
+				if tc.mods[0].base != inProj.base {
+					stored, _ := ck.Float32s("backbone.layers.0.mixer.in_proj.weight")
+					if !slices.Equal(other, stored) {
+						t.Error("layer 0's in_proj changed, though no adapter targets it")
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestAdapterOverflow checks that a merge whose values leave an f16
+// checkpoint's range is an error naming the tensor, not infinities.
+func TestAdapterOverflow(t *testing.T) {
+	base, _ := tinyIn(t, loader.F16)
+	A := make([]float64, 64)
+	B := make([]float64, 296)
+	for i := range A {
+		A[i] = 300
+	}
+	for i := range B {
+		B[i] = 300
+	}
+	const p = "base_model.model.backbone.layers.0.mixer.in_proj."
+	cfg, _ := json.Marshal(map[string]any{"peft_type": "LORA", "r": 1, "lora_alpha": 1, "target_modules": []string{"in_proj"}, "layers_to_transform": 0})
+	ad, err := model.OpenAdapter("big", fstest.MapFS{"adapter_config.json": {Data: cfg}, "adapter_model.safetensors": {Data: writeSafetensors(t, []stTensor{
+		{p + "lora_A.weight", loader.F32, []int{1, 64}, A}, {p + "lora_B.weight", loader.F32, []int{296, 1}, B}})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = model.Load(base, cpu.New(), model.LoadOptions{Adapters: []*model.Adapter{ad}})
+	if want := "merging adapter big into backbone.layers.0.mixer.in_proj.weight (F16): element 0 (row 0) leaves the range of F16"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v\nwant it to contain %q", err, want)
 	}
 }

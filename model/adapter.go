@@ -225,6 +225,9 @@ func parseAdapterConfig(data []byte) (adapterConfig, error) {
 			return c, fmt.Errorf("%s is set (%s), which is not supported: %s", k, bytes.TrimSpace(v), unsupportedFields[k])
 		}
 	}
+	if _, ok := raw["r"]; !ok {
+		c.R = 8 // PEFT's default
+	}
 	if c.R <= 0 {
 		return c, fmt.Errorf("r is %d; want a positive rank", c.R)
 	}
@@ -309,7 +312,7 @@ func parseModuleList(field string, v json.RawMessage) ([]string, *regexp.Regexp,
 
 // parseLayers reads layers_to_transform: a layer index or a list of them.
 func parseLayers(v json.RawMessage) ([]int, error) {
-	if !set(v) {
+	if t := string(bytes.TrimSpace(v)); t == "" || t == "null" { // 0 is layer 0
 		return nil, nil
 	}
 	var one int
@@ -513,6 +516,19 @@ func (a *Adapter) plan(c Config, shapes map[string][]int) (map[string]*loraModul
 			lm.scale = alpha / math.Sqrt(float64(r))
 		}
 		out[m.binding] = lm
+	}
+	// A targeted module with no tensors would load as the base module (PEFT
+	// warns of missing keys and keeps B at zero): a truncated or mismatched
+	// file, most likely, so it is refused.
+	names := make([]string, 0, len(targeted))
+	for k := range targeted {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		if _, ok := a.mods[k]; !ok {
+			return nil, fmt.Errorf("target_modules takes %s, but %s has no tensors for it", k, AdapterWeightsFile)
+		}
 	}
 	return out, nil
 }

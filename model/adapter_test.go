@@ -306,6 +306,10 @@ func TestAdapterErrors(t *testing.T) {
 		{"wrong shape", nil, with(func(m map[string][]int) { m[inB] = []int{295, 2} }),
 			"tensor " + inB + " has shape [295 2], but backbone.layers.0.mixer.in_proj.weight of the base model is [296 64] and r is 2: want [296 2]"},
 		{"rank differs", map[string]any{"r": 4}, good(), "has shape [2 64], but backbone.layers.0.mixer.in_proj.weight of the base model is [296 64] and r is 4: want [4 64]"},
+		{"missing module", nil, with(func(m map[string][]int) {
+			delete(m, strings.Replace(inA, ".0.", ".1.", 1))
+			delete(m, strings.Replace(inB, ".0.", ".1.", 1))
+		}), "target_modules takes backbone.layers.1.mixer.in_proj, but adapter_model.safetensors has no tensors for it"},
 		{"missing B", nil, with(func(m map[string][]int) { delete(m, inB) }), "module backbone.layers.0.mixer.in_proj lacks its lora_B.weight"},
 		{"untargeted tensor", nil, with(func(m map[string][]int) {
 			m[p+"0.mixer.out_proj.lora_A.weight"] = []int{2, 128}
@@ -397,6 +401,7 @@ func TestAdapterTargets(t *testing.T) {
 		{"regex", map[string]any{"target_modules": `.*\.1\.mixer\.(in|out)_proj`}, join(lin(1, "in_proj", 2), lin(1, "out_proj", 2))},
 		{"all-linear", map[string]any{"target_modules": "all-linear"}, join(lin(0, "in_proj", 2), lin(1, "in_proj", 2), lin(0, "out_proj", 2), lin(1, "out_proj", 2))},
 		{"layers", map[string]any{"layers_to_transform": []int{1}}, lin(1, "in_proj", 2)},
+		{"layer zero", map[string]any{"layers_to_transform": 0}, lin(0, "in_proj", 2)},
 		{"exclude", map[string]any{"target_modules": []string{"in_proj", "out_proj"}, "exclude_modules": []string{"out_proj"}}, join(lin(0, "in_proj", 2), lin(1, "in_proj", 2))},
 		{"rank pattern", map[string]any{"rank_pattern": map[string]int{`layers\.1\.mixer\.in_proj`: 3}}, join(lin(0, "in_proj", 2), lin(1, "in_proj", 3))},
 	}
@@ -554,10 +559,10 @@ func TestAdapterMergeRule(t *testing.T) {
 						an, bn = pre+m.key+".lora_embedding_A", pre+m.key+".lora_embedding_B"
 					}
 					ts = append(ts, stTensor{an, loader.F64, m.a, A}, stTensor{bn, loader.F32, m.b, B})
-					targets = append(targets, m.key[strings.LastIndexByte(m.key, '.')+1:])
+					targets = append(targets, m.key) // the whole key: this module alone
 				}
 				cfg, _ := json.Marshal(map[string]any{"peft_type": "LORA", "r": r, "lora_alpha": 6, "use_rslora": tc.rslora,
-					"target_modules": targets, "alpha_pattern": map[string]float64{"out_proj": 12}, "bias": "none"})
+					"target_modules": targets, "alpha_pattern": map[string]float64{`layers\.0\.mixer\.out_proj`: 12}, "bias": "none"})
 				ad, err := model.OpenAdapter("rule", fstest.MapFS{"adapter_config.json": {Data: cfg}, "adapter_model.safetensors": {Data: writeSafetensors(t, ts)}})
 				if err != nil {
 					t.Fatal(err)

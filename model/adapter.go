@@ -679,20 +679,24 @@ func readFloat64s(ad *Adapter, in loader.Info) ([]float64, error) {
 
 // mergeSpec returns spec (a float matrix whose Data is in dtype dt) with
 // d added as its Data streams: rows are gathered into blocks of about a
-// mebibyte, each row decoded to float64, B[n]·A added, and re-encoded in
-// dt (rounded to nearest even), so the matrix is never whole in memory
-// and keeps its size on the backend. The stream may be read more than
-// once. A merged value that does not fit dt (an f16 overflow) is an
-// error naming the tensor.
-func mergeSpec(spec WeightSpec, dt loader.DType, d *lowRank, who string) WeightSpec {
+// mebibyte, each row decoded to float64, B[n]·A added, and encoded in
+// dtype to (rounded to nearest even), so the matrix is never whole in
+// memory. A load keeps the checkpoint's dtype (to = dt: the model keeps
+// its size on the backend), except that what will be quantized is handed
+// on as f32, so the merged values are rounded once, by the quantizer. The
+// stream may be read more than once. A merged value that does not fit to
+// (an f16 overflow) is an error naming the tensor.
+func mergeSpec(spec WeightSpec, dt, to loader.DType, d *lowRank, who string) WeightSpec {
 	src := spec.Data
 	out := spec
+	out.Format, _ = FloatFormat(to)
 	out.Data = func(fn func(off int64, b []byte) error) error {
 		es := dt.Size()
 		rowIn := d.K * es
+		rowOut := d.K * to.Size()
 		block := max(1, (1<<20)/max(rowIn, 1))
 		in := make([]byte, 0, block*rowIn)
-		merged := make([]byte, block*rowIn)
+		merged := make([]byte, block*rowOut)
 		row0 := 0
 		var off int64
 		flush := func() error {
@@ -703,11 +707,11 @@ func mergeSpec(spec WeightSpec, dt loader.DType, d *lowRank, who string) WeightS
 			if row0+rows > d.N {
 				return fmt.Errorf("merging %s into %s: the stream holds more than %d rows", who, spec.Name, d.N)
 			}
-			n := rows * rowIn
-			mergeRows(in[:n], merged[:n], dt, d, row0)
-			if i := firstNonFinite(dt, merged[:n]); i >= 0 {
-				return fmt.Errorf("merging %s into %s (%s): element %d (row %d) leaves the range of %s: the adapter's update is too large for this checkpoint's dtype",
-					who, spec.Name, dt, row0*d.K+i, row0+i/d.K, dt)
+			n := rows * rowOut
+			mergeRows(in[:rows*rowIn], merged[:n], dt, to, d, row0)
+			if i := firstNonFinite(to, merged[:n]); i >= 0 {
+				return fmt.Errorf("merging %s into %s (%s): element %d (row %d) leaves the range of %s: the adapter's update is too large for this dtype",
+					who, spec.Name, dt, row0*d.K+i, row0+i/d.K, to)
 			}
 			if err := fn(off, merged[:n]); err != nil {
 				return err
@@ -747,12 +751,13 @@ func mergeSpec(spec WeightSpec, dt loader.DType, d *lowRank, who string) WeightS
 	return out
 }
 
-// mergeRows merges whole rows (from row row0 on) of in into out, across
-// the cores: out[n] = encode(decode(in[n]) + Σ_j B[n, j]·A[j]), summed in
-// float64 and rounded once.
-func mergeRows(in, out []byte, dt loader.DType, d *lowRank, row0 int) {
+// mergeRows merges whole rows (from row row0 on) of in (dtype dt) into
+// out (dtype to), across the cores: out[n] = encode(decode(in[n]) +
+// Σ_j B[n, j]·A[j]), summed in float64 and rounded once.
+func mergeRows(in, out []byte, dt, to loader.DType, d *lowRank, row0 int) {
 	es := dt.Size()
 	rowIn := d.K * es
+	rowOut := d.K * to.Size()
 	rows := len(in) / rowIn
 	workers := min(runtime.GOMAXPROCS(0), rows)
 	var wg sync.WaitGroup
@@ -775,7 +780,7 @@ func mergeRows(in, out []byte, dt loader.DType, d *lowRank, row0 int) {
 						acc[k] += c * a
 					}
 				}
-				encodeRow(out[r*rowIn:(r+1)*rowIn], acc, dt)
+				encodeRow(out[r*rowOut:(r+1)*rowOut], acc, to)
 			}
 		})
 	}
@@ -849,4 +854,58 @@ func AdapterInfos(ads []*Adapter) []AdapterInfo {
 		out = append(out, a.Summary())
 	}
 	return out
+}
+
+// MergePlan is LoadWeights' merge of adapters, for a writer of checkpoints
+// (mamba2 convert --adapter): which checkpoint tensors the adapters change,
+// and their bytes with the adapters merged.
+type MergePlan struct {
+	byName map[string]mergeTarget // by the tensor's name in the checkpoint
+}
+
+type mergeTarget struct {
+	parts []adapterPart
+	shape []int
+}
+
+// PlanMerge checks ads against the model (as CheckAdapters does) and plans
+// their merge.
+func PlanMerge(c Config, ck *loader.Checkpoint, ads []*Adapter) (*MergePlan, error) {
+	bs, srcs, err := c.bind(ck, &Weights{})
+	if err != nil {
+		return nil, err
+	}
+	merges, err := planAdapters(c, bs, srcs, ads)
+	if err != nil {
+		return nil, err
+	}
+	p := &MergePlan{byName: map[string]mergeTarget{}}
+	for i, parts := range merges {
+		p.byName[srcs[i].data.Name] = mergeTarget{parts: parts, shape: bs[i].shape}
+	}
+	return p, nil
+}
+
+// Merges reports whether the adapters change the checkpoint tensor name.
+func (p *MergePlan) Merges(name string) bool {
+	if p == nil {
+		return false
+	}
+	_, ok := p.byName[name]
+	return ok
+}
+
+// Stream returns src, the bytes of the checkpoint tensor name in dtype dt,
+// with the adapters merged and encoded in dtype to (mergeSpec). It is for
+// the tensors Merges reports.
+func (p *MergePlan) Stream(name string, dt, to loader.DType, src Stream) (Stream, error) {
+	t, ok := p.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("no adapter changes tensor %s", name)
+	}
+	d, err := loadLowRank(t.shape[0], t.shape[1], t.parts)
+	if err != nil {
+		return nil, err
+	}
+	return mergeSpec(WeightSpec{Name: name, Shape: t.shape, Data: src}, dt, to, d, adapterNames(t.parts)).Data, nil
 }

@@ -210,7 +210,12 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, opt LoadOptions) (*
 			if err != nil {
 				return nil, err
 			}
-			spec = mergeSpec(spec, src.data.DType, d, adapterNames(parts))
+			quantize := opt.Quantize.On() && bd.role.Quantizable() && len(shape) == 2
+			to := src.data.DType
+			if quantize {
+				to = loader.F32 // rounded once, by the quantizer
+			}
+			spec = mergeSpec(spec, src.data.DType, to, d, adapterNames(parts))
 		}
 		if src.format.Quantized() {
 			spec.Scales = stream(src.scales, src.data.Size)
@@ -218,7 +223,7 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, opt LoadOptions) (*
 				spec.Zeros = stream(src.zeros, src.data.Size+src.scales.Size)
 			}
 		} else if opt.Quantize.On() && bd.role.Quantizable() && len(shape) == 2 {
-			spec = QuantizeSpec(spec, src.data.DType, opt.Quantize)
+			spec = QuantizeSpec(spec, spec.Format.DType(), opt.Quantize)
 		}
 		t, err := b.Weight(spec)
 		if bad != nil {

@@ -157,3 +157,51 @@ func TestAdapterCLIErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestAdapterConvert writes merged checkpoints with convert --adapter (as
+// stored, and quantized to int8 after the merge) and loads them with no
+// adapter: the float one gives PEFT's merged model's logits and greedy
+// ids; the int8 one its logits within int8's error.
+func TestAdapterConvert(t *testing.T) {
+	c := loraCase(t, "g1-emb-in-out")
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		tol   float64
+	}{{"f32", nil, 1e-3}, {"int8", []string{"--dtype", "int8"}, 0.5}} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "merged")
+			args := append([]string{"convert", "--model", fixtureDir(c.Base), "--out", out, "--adapter", filepath.Join(fixtureDir("lora"), c.Adapters[0])}, tc.extra...)
+			if _, err := runCLI(t, "", args...); err != nil {
+				t.Fatal(err)
+			}
+			js, err := runCLI(t, "", "logits", "--backend", "cpu", "--model", out, "--ids", joinIDs(c.PromptIDs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var res struct{ Logits [][]float32 }
+			if err := json.Unmarshal([]byte(js), &res); err != nil {
+				t.Fatal(err)
+			}
+			first, last := modeltest.MaxAbsDiff(res.Logits[0], c.First), modeltest.MaxAbsDiff(res.Logits[len(res.Logits)-1], c.Last)
+			t.Logf("max |Δlogit| first %.3g, last %.3g", first, last)
+			if first > tc.tol || last > tc.tol {
+				t.Errorf("max |Δlogit| first %.3g, last %.3g > %g", first, last, tc.tol)
+			}
+			if tc.extra != nil {
+				return
+			}
+			js, err = runCLI(t, "", "generate", "--backend", "cpu", "--model", out, "--ids", joinIDs(c.GreedyIn), "--max-new-tokens", itoa(len(c.GreedyNew)), "--json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gen struct{ IDs []int }
+			if err := json.Unmarshal([]byte(js), &gen); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(gen.IDs, c.GreedyNew) {
+				t.Errorf("greedy ids\n got %v\nwant %v", gen.IDs, c.GreedyNew)
+			}
+		})
+	}
+}

@@ -135,7 +135,10 @@ func checkMargin(t *testing.T, q, ref *model.Model, c loraCase, ids []int) {
 	t.Helper()
 	V := q.Config.VocabSize
 	for i, want := range c.GreedyNew {
-		if i < len(ids) && ids[i] == want {
+		if i >= len(ids) {
+			t.Fatalf("int8 gave %d ids, want %d", len(ids), len(c.GreedyNew))
+		}
+		if ids[i] == want {
 			continue
 		}
 		prefix := toInt32(append(slices.Clone(c.GreedyIn), c.GreedyNew[:i]...))

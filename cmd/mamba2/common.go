@@ -38,7 +38,7 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.quantize, "quantize", "", "quantize in_proj, out_proj, the embedding and lm_head while loading: int8 (per row) or int4 (groups, docs/quantization.md)")
 	fs.StringVar(&m.embedding, "quantize-embedding", "", "with --quantize: the embedding and lm_head as int8 (the default: they cost the most quality per byte) or int4")
 	fs.IntVar(&m.groupSize, "group-size", 0, "elements per int4 group along a row (default 128)")
-	fs.Func("adapter", "a PEFT LoRA adapter to merge into the weights at load (adapter_config.json + adapter_model.safetensors):\n"+
+	fs.Func("adapter", "a PEFT LoRA adapter `DIR` to merge into the weights at load (adapter_config.json + adapter_model.safetensors):\n"+
 		"a folder, an http(s) URL or a hub id, as for --model; repeat it to merge several, in order (docs/adapters.md)", func(s string) error {
 		if s == "" {
 			return errors.New("empty adapter")

@@ -50,7 +50,7 @@ func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	group := fs.Int("group-size", model.DefaultGroupSize, "with --dtype int4: elements per group along a row, a positive even number (an int4 source keeps its own unless this is given)")
 	embedding := fs.String("embedding-dtype", "", "with --dtype int8 or int4: the embedding and lm_head's format, int8 (the default: they cost the most quality per byte) or int4")
 	shard := fs.Int64("shard-size", defaultShardSize, "the most bytes of weights in one safetensors file")
-	fs.Func("adapter", "a PEFT LoRA adapter to merge into the written weights (a folder, URL or hub id); repeat it to merge several, in order (docs/adapters.md)", func(s string) error {
+	fs.Func("adapter", "a PEFT LoRA adapter `DIR` to merge into the written weights (a folder, URL or hub id); repeat it to merge several, in order (docs/adapters.md)", func(s string) error {
 		mf.adapters = append(mf.adapters, s)
 		return nil
 	})

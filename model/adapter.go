@@ -55,8 +55,8 @@ type loraModule struct {
 	a, b      loader.Info
 	hasA      bool
 	hasB      bool
-	r         int     // set by plan: the rank the config gives this module
-	scale     float64 // set by plan
+	r         int     // in plan's copies: the rank the config gives this module
+	scale     float64 // in plan's copies
 }
 
 // adapterConfig is what adapter_config.json says that the merge needs.
@@ -510,12 +510,15 @@ func (a *Adapter) plan(c Config, shapes map[string][]int) (map[string]*loraModul
 					p.in.Name, p.in.Shape, m.binding, base, r, p.want)
 			}
 		}
-		lm.r = r
-		lm.scale = alpha / float64(r)
+		// A copy: the Adapter stays read-only, so one may serve several
+		// loads at once, of models with different patterns' matches.
+		bound := *lm
+		bound.r = r
+		bound.scale = alpha / float64(r)
 		if a.cfg.RSLoRA {
-			lm.scale = alpha / math.Sqrt(float64(r))
+			bound.scale = alpha / math.Sqrt(float64(r))
 		}
-		out[m.binding] = lm
+		out[m.binding] = &bound
 	}
 	// A targeted module with no tensors would load as the base module (PEFT
 	// warns of missing keys and keeps B at zero): a truncated or mismatched

@@ -119,7 +119,7 @@ func OpenAdapter(name string, fsys fs.FS) (*Adapter, error) {
 	a := &Adapter{Name: name, mods: map[string]*loraModule{}}
 	data, err := loader.ReadSideFile(fsys, AdapterConfigFile)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("adapter %s: no %s (a PEFT adapter folder has %s and %s)", name, AdapterConfigFile, AdapterConfigFile, AdapterWeightsFile)
+		return nil, notFound{fmt.Sprintf("adapter %s: no %s (a PEFT adapter folder has %s and %s)", name, AdapterConfigFile, AdapterConfigFile, AdapterWeightsFile)}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("adapter %s: %w", name, err)
@@ -134,7 +134,7 @@ func OpenAdapter(name string, fsys fs.FS) (*Adapter, error) {
 		if _, e := fs.Stat(fsys, adapterPickleFile); e == nil {
 			return nil, fmt.Errorf("adapter %s: only %s, a pickle, which is not read for adapters: save it as safetensors (PEFT's save_pretrained does by default; or load it in Python and save_pretrained(..., safe_serialization=True))", name, adapterPickleFile)
 		}
-		return nil, fmt.Errorf("adapter %s: no %s", name, AdapterWeightsFile)
+		return nil, notFound{fmt.Sprintf("adapter %s: no %s", name, AdapterWeightsFile)}
 	}
 	if a.ck, err = loader.OpenFiles(fsys, AdapterWeightsFile); err != nil {
 		return nil, fmt.Errorf("adapter %s: %w", name, err)
@@ -149,6 +149,14 @@ func OpenAdapter(name string, fsys fs.FS) (*Adapter, error) {
 	}
 	return a, nil
 }
+
+// notFound is a missing adapter file: its message says which, and it
+// matches fs.ErrNotExist, so callers (the JS API's error codes) can tell a
+// wrong folder from a broken adapter.
+type notFound struct{ msg string }
+
+func (e notFound) Error() string { return e.msg }
+func (e notFound) Unwrap() error { return fs.ErrNotExist }
 
 // addTensor files one tensor of adapter_model.safetensors under its module.
 func (a *Adapter) addTensor(name string) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"math"
 	"math/rand/v2"
@@ -356,8 +357,8 @@ func TestAdapterErrors(t *testing.T) {
 	})
 	t.Run("no config", func(t *testing.T) {
 		_, err := model.OpenAdapter("test", fstest.MapFS{})
-		if err == nil || !strings.Contains(err.Error(), "adapter test: no adapter_config.json") {
-			t.Errorf("error %v", err)
+		if err == nil || !strings.Contains(err.Error(), "adapter test: no adapter_config.json") || !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("error %v, want one naming adapter_config.json and matching fs.ErrNotExist", err)
 		}
 	})
 	t.Run("good", func(t *testing.T) {

@@ -262,7 +262,7 @@ func parseAdapterConfig(data []byte) (adapterConfig, error) {
 	if c.layers, err = parseLayers(c.LayersToTransform); err != nil {
 		return c, err
 	}
-	if set(c.LayersPattern) {
+	if c.layers != nil && set(c.LayersPattern) { // PEFT reads it only with layers_to_transform
 		var s string
 		var l []string
 		if json.Unmarshal(c.LayersPattern, &s) == nil {

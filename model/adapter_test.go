@@ -307,6 +307,8 @@ func TestAdapterErrors(t *testing.T) {
 		{"unknown target", map[string]any{"target_modules": []string{"in_proj", "q_proj"}}, good(), `target_modules names "q_proj", which is no module of a Mamba-2 model`},
 		{"unsupported target", map[string]any{"target_modules": []string{"in_proj", "conv1d"}}, good(), "takes backbone.layers.0.mixer.conv1d, and LoRA on it is not supported"},
 		{"no safetensors", nil, nil, "no adapter_model.safetensors"},
+		{"layers_pattern", map[string]any{"layers_to_transform": []int{0}, "layers_pattern": "h"}, good(), `layers_pattern is "h"; Mamba-2's blocks are backbone.layers`},
+		{"alora", map[string]any{"alora_invocation_tokens": []int{5, 6}}, good(), "alora_invocation_tokens is set ([5,6]), which is not supported: activated LoRA"},
 		{"wrong shape", nil, with(func(m map[string][]int) { m[inB] = []int{295, 2} }),
 			"tensor " + inB + " has shape [295 2], but backbone.layers.0.mixer.in_proj.weight of the base model is [296 64] and r is 2: want [296 2]"},
 		{"rank differs", map[string]any{"r": 4}, good(), "has shape [2 64], but backbone.layers.0.mixer.in_proj.weight of the base model is [296 64] and r is 4: want [4 64]"},
@@ -405,7 +407,8 @@ func TestAdapterTargets(t *testing.T) {
 		{"regex", map[string]any{"target_modules": `.*\.1\.mixer\.(in|out)_proj`}, join(lin(1, "in_proj", 2), lin(1, "out_proj", 2))},
 		{"all-linear", map[string]any{"target_modules": "all-linear"}, join(lin(0, "in_proj", 2), lin(1, "in_proj", 2), lin(0, "out_proj", 2), lin(1, "out_proj", 2))},
 		{"layers", map[string]any{"layers_to_transform": []int{1}}, lin(1, "in_proj", 2)},
-		{"layer zero", map[string]any{"layers_to_transform": 0}, lin(0, "in_proj", 2)},
+		{"layer zero", map[string]any{"layers_to_transform": 0, "layers_pattern": "layers"}, lin(0, "in_proj", 2)},
+		{"layers_pattern alone", map[string]any{"layers_pattern": "h"}, join(lin(0, "in_proj", 2), lin(1, "in_proj", 2))},
 		{"exclude", map[string]any{"target_modules": []string{"in_proj", "out_proj"}, "exclude_modules": []string{"out_proj"}}, join(lin(0, "in_proj", 2), lin(1, "in_proj", 2))},
 		{"rank pattern", map[string]any{"rank_pattern": map[string]int{`layers\.1\.mixer\.in_proj`: 3}}, join(lin(0, "in_proj", 2), lin(1, "in_proj", 3))},
 	}

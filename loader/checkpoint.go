@@ -252,9 +252,14 @@ func (c *Checkpoint) Float32s(name string) ([]float32, error) {
 }
 
 // Decode converts little-endian elements of type dt in src to float32 in dst.
-// Chunks from Stream always hold whole elements, since ChunkSize is even.
+// Chunks from Stream always hold whole elements, since ChunkSize is a
+// multiple of 8. F64 values are rounded to the nearest float32.
 func Decode(dst []float32, dt DType, src []byte) {
 	switch dt {
+	case F64:
+		for i := 0; i+8 <= len(src); i += 8 {
+			dst[i/8] = float32(math.Float64frombits(binary.LittleEndian.Uint64(src[i:])))
+		}
 	case F32:
 		for i := 0; i+4 <= len(src); i += 4 {
 			dst[i/4] = math.Float32frombits(binary.LittleEndian.Uint32(src[i:]))

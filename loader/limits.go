@@ -16,6 +16,7 @@ import (
 // real file (so none is refused) and far below what would hurt.
 const (
 	// MaxConfigSize bounds config.json, generation_config.json,
+	// adapter_config.json (a PEFT adapter's),
 	// tokenizer_config.json, special_tokens_map.json and manifest.json
 	// (ManifestFile). Real ones are a few kilobytes; a manifest lists a
 	// few dozen files at about 100 bytes each.
@@ -42,7 +43,7 @@ var ErrTooLarge = errors.New("file too large")
 // tensors account for).
 func sideFileLimit(name string) int64 {
 	switch base := path.Base(name); base {
-	case "config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json", ManifestFile:
+	case "config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json", "adapter_config.json", ManifestFile:
 		return MaxConfigSize
 	case IndexFile:
 		return MaxIndexSize

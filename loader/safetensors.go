@@ -40,6 +40,10 @@ const (
 	F32  DType = "F32"
 	F16  DType = "F16"
 	BF16 DType = "BF16"
+	// F64 is read for LoRA adapters, which PEFT saves in the dtype of the
+	// model they were trained on (float64 for the fixtures); a model's own
+	// weights in F64 are refused when they are bound (model/weights.go).
+	F64 DType = "F64"
 	// I8 and U8 hold quantized weights' packed integers (int8 values;
 	// int4 values two per byte), next to F16 scales and zeros.
 	I8 DType = "I8"
@@ -49,6 +53,8 @@ const (
 // Size is the number of bytes of one element, or 0 for an unsupported type.
 func (d DType) Size() int {
 	switch d {
+	case F64:
+		return 8
 	case F32:
 		return 4
 	case F16, BF16:
@@ -281,7 +287,7 @@ func describeToken(tok json.Token) string {
 func (e rawEntry) check(name string, dataLen int64) (Info, error) {
 	dt := DType(e.DType)
 	if dt.Size() == 0 {
-		return Info{}, fmt.Errorf("tensor %q: unsupported dtype %q (want F32, F16, BF16, or I8/U8 for quantized weights)", name, e.DType)
+		return Info{}, fmt.Errorf("tensor %q: unsupported dtype %q (want F32, F16, BF16, F64, or I8/U8 for quantized weights)", name, e.DType)
 	}
 	if len(e.Offsets) != 2 {
 		return Info{}, fmt.Errorf("tensor %q: data_offsets must have 2 entries, has %d", name, len(e.Offsets))

@@ -17,6 +17,9 @@ type Model struct {
 	Backend   Backend
 	Weights   *Weights
 	GatedNorm GatedNorm
+	// Adapters are the LoRA adapters merged into Weights at load, in
+	// order (for reports; the weights already hold them).
+	Adapters []AdapterInfo
 	// PrefillChunk bounds how many positions per sequence one forward call
 	// processes, so activations stay bounded for long prompts. Zero picks
 	// the most (up to 2048) that keep every activation within 128 MiB.
@@ -95,7 +98,7 @@ func Load(fsys fs.FS, b Backend, opt LoadOptions) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Model{Config: cfg, Backend: b, Weights: w}, nil
+	return &Model{Config: cfg, Backend: b, Weights: w, Adapters: AdapterInfos(opt.Adapters)}, nil
 }
 
 // Default prefill chunks: at most maxPrefillChunk positions, and no

@@ -109,6 +109,10 @@ type LoadOptions struct {
 	// they are). A checkpoint stored in another quantized format is
 	// refused: quantizing quantized values compounds their error.
 	Quantize Quant
+	// Adapters are PEFT LoRA adapters (OpenAdapter) merged into the
+	// weights as they stream, one after another in this order, before
+	// any quantization (docs/adapters.md).
+	Adapters []*Adapter
 }
 
 // source is where one binding's tensor comes from: its data and, for a
@@ -136,6 +140,10 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, opt LoadOptions) (*
 		return nil, err
 	}
 	if err := checkQuantize(bs, srcs, opt.Quantize); err != nil {
+		return nil, err
+	}
+	merges, err := planAdapters(c, bs, srcs, opt.Adapters)
+	if err != nil {
 		return nil, err
 	}
 	var total int64
@@ -195,13 +203,27 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, opt LoadOptions) (*
 		}
 		spec := WeightSpec{Name: src.data.Name, Role: bd.role, Shape: shape, Format: src.format, GroupSize: src.group,
 			Data: stream(src.data, 0)}
+		if parts := merges[i]; len(parts) > 0 {
+			// Read here, one tensor's adapters at a time: an adapter is a
+			// few percent of the model, but all of them at once need not be.
+			d, err := loadLowRank(shape[0], shape[1], parts)
+			if err != nil {
+				return nil, err
+			}
+			quantize := opt.Quantize.On() && bd.role.Quantizable() && len(shape) == 2
+			to := src.data.DType
+			if quantize {
+				to = loader.F32 // rounded once, by the quantizer
+			}
+			spec = mergeSpec(spec, src.data.DType, to, d, adapterNames(parts))
+		}
 		if src.format.Quantized() {
 			spec.Scales = stream(src.scales, src.data.Size)
 			if src.format == FormatInt4 {
 				spec.Zeros = stream(src.zeros, src.data.Size+src.scales.Size)
 			}
 		} else if opt.Quantize.On() && bd.role.Quantizable() && len(shape) == 2 {
-			spec = QuantizeSpec(spec, src.data.DType, opt.Quantize)
+			spec = QuantizeSpec(spec, spec.Format.DType(), opt.Quantize)
 		}
 		t, err := b.Weight(spec)
 		if bad != nil {
@@ -306,6 +328,9 @@ func (c Config) sourceOf(ck *loader.Checkpoint, bd binding, in loader.Info) (sou
 			return source{}, fmt.Errorf("tensor %s has shape %v, but the config implies %v", in.Name, in.Shape, bd.shape)
 		}
 		return source{format: f, data: in}, nil
+	}
+	if in.DType != loader.I8 && in.DType != loader.U8 {
+		return source{}, fmt.Errorf("tensor %s is %s; the runtime reads F32, F16 and BF16 weights (and I8/U8 quantized ones): convert the checkpoint to one of them", in.Name, in.DType)
 	}
 	f := FormatInt8
 	if in.DType == loader.U8 {

@@ -101,15 +101,17 @@ func argOr(args []js.Value, i int) js.Value {
 	return js.Undefined()
 }
 
-// loadModel(url, {device, cache, quantize, groupSize, http, onProgress,
-// job}) → Promise<{handle, device, note, config, hasTokenizer, seconds,
+// loadModel(url, {device, cache, quantize, groupSize, adapters, http,
+// onProgress, job}) → Promise<{handle, device, note, config, hasTokenizer, seconds,
 // cache, weights, weightFormats, quantize, groupSize, weightBytes,
 // gpuMemoryBytes, wasmMemoryBytes}>. url is an absolute http(s) URL of a
 // Hugging Face-layout folder. cache is 'use' (default), 'revalidate' or
 // 'off' (see cacheOptions); the result's cache says how many weight bytes
 // came from the cache and how many over the network. quantize ('int8' or
 // 'int4', with groupSize for int4) quantizes the float matrices while they
-// stream (quantOption). http is {headerTimeout, stallTimeout (ms),
+// stream (quantOption). adapters (absolute folder URLs) are PEFT LoRA
+// adapters merged into the weights at load, in order (adaptersOption);
+// the result's adapters lists them. http is {headerTimeout, stallTimeout (ms),
 // retries}, each optional. onProgress(done, total, file, fileDone,
 // fileTotal) gets weight bytes loaded, and the same for the safetensors
 // file being read. The result's weights and the rest describe what was
@@ -134,7 +136,11 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 		if err != nil {
 			return nil, err
 		}
-		r, err := load(ctx, url.String(), optString(opts, "device", "auto"), q, o, useCache, optFunc(opts, "onProgress"))
+		adapters, err := adaptersOption(opts)
+		if err != nil {
+			return nil, err
+		}
+		r, err := load(ctx, url.String(), optString(opts, "device", "auto"), q, o, useCache, optFunc(opts, "onProgress"), adapters)
 		if err != nil {
 			return nil, err
 		}
@@ -334,7 +340,7 @@ type loaded struct {
 	report map[string]any // what was loaded, for loadModel's result (weightReport)
 }
 
-func load(ctx context.Context, url, device string, q model.Quant, o loader.HTTPOptions, useCache bool, onProgress js.Value) (*loaded, error) {
+func load(ctx context.Context, url, device string, q model.Quant, o loader.HTTPOptions, useCache bool, onProgress js.Value, adapters []string) (*loaded, error) {
 	switch device {
 	case "auto", "webgpu", "cpu":
 	default:
@@ -357,14 +363,23 @@ func load(ctx context.Context, url, device string, q model.Quant, o loader.HTTPO
 	if err != nil {
 		return nil, loadError(ctx, err)
 	}
-	s, report, gpuNote, err := loadFrom(ctx, fsys, device, q, onProgress)
+	ads, afs, err := openAdapters(ctx, adapters, o)
 	if err != nil {
-		fsys.Abort()
 		return nil, err
 	}
-	if err := fsys.Finish(); err != nil {
-		s.m.Backend.Close()
-		return nil, loadError(ctx, err)
+	s, report, gpuNote, err := loadFrom(ctx, fsys, device, q, onProgress, ads)
+	if err != nil {
+		fsys.Abort()
+		for _, a := range afs {
+			a.Abort()
+		}
+		return nil, err
+	}
+	for _, f := range append([]*loader.HTTPFS{fsys}, afs...) {
+		if err := f.Finish(); err != nil {
+			s.m.Backend.Close()
+			return nil, loadError(ctx, err)
+		}
 	}
 	var all []string
 	for _, n := range append(append(notes, gpuNote), fsys.Notes()...) {
@@ -378,7 +393,7 @@ func load(ctx context.Context, url, device string, q model.Quant, o loader.HTTPO
 // loadFrom plans the load (config.json, tokenizer.json, every safetensors
 // header and the tensors the config needs, all checked before a backend is
 // opened), then uploads the weights.
-func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, q model.Quant, onProgress js.Value) (*session, map[string]any, string, error) {
+func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, q model.Quant, onProgress js.Value, ads []*model.Adapter) (*session, map[string]any, string, error) {
 	// config.json first: a wrong URL is reported as such, before anything else.
 	if _, err := fs.Stat(fsys, "config.json"); err != nil {
 		if errors.Is(err, fs.ErrNotExist) && ctx.Err() == nil {
@@ -428,6 +443,9 @@ func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, q model.Q
 	if err := checkStoredQuant(cfg.Quant, q); err != nil {
 		return nil, nil, "", err
 	}
+	if err := model.CheckAdapters(cfg, ck, ads); err != nil {
+		return nil, nil, "", coded(codeBadModel, err)
+	}
 	b, name, note, err := openBackend(device)
 	if err != nil {
 		return nil, nil, "", err
@@ -444,12 +462,12 @@ func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, q model.Q
 	}
 	rec := &recorder{Backend: b, formats: map[model.Role]model.Format{}}
 	before := liveBytes(b)
-	w, err := model.LoadWeights(cfg, ck, rec, model.LoadOptions{Progress: progress, Quantize: q})
+	w, err := model.LoadWeights(cfg, ck, rec, model.LoadOptions{Progress: progress, Quantize: q, Adapters: ads})
 	if err != nil {
 		b.Close()
 		return nil, nil, "", loadError(ctx, err)
 	}
-	m := &model.Model{Config: cfg, Backend: b, Weights: w}
+	m := &model.Model{Config: cfg, Backend: b, Weights: w, Adapters: model.AdapterInfos(ads)}
 	if name == "webgpu" {
 		if err := gpuCheck(); err != nil {
 			b.Close()
@@ -457,8 +475,80 @@ func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, q model.Q
 		}
 	}
 	sctx, cancel := context.WithCancel(context.Background())
+	report := weightReport(rec, q, b, before)
+	report["adapters"] = adapterReport(m.Adapters)
 	return &session{m: m, tok: tok, device: name, lock: make(chan struct{}, 1), ctx: sctx, cancel: cancel},
-		weightReport(rec, q, b, before), note, nil
+		report, note, nil
+}
+
+// adaptersOption reads loadModel's adapters: absolute folder URLs of PEFT
+// LoRA adapters (mamba2.js resolves hub ids and relative URLs), merged
+// into the weights at load in this order (docs/adapters.md).
+func adaptersOption(opts js.Value) ([]string, error) {
+	if !opts.Truthy() {
+		return nil, nil
+	}
+	v, set := optValue(opts, "adapters")
+	if !set {
+		return nil, nil
+	}
+	if !v.InstanceOf(js.Global().Get("Array")) {
+		return nil, codef(codeBadArg, "option adapters must be an array of folder URLs, got %s", jsDescribe(v))
+	}
+	out := make([]string, v.Length())
+	for i := range out {
+		e := v.Index(i)
+		if e.Type() != js.TypeString {
+			return nil, codef(codeBadArg, "option adapters[%d] must be a URL string, got %s", i, jsDescribe(e))
+		}
+		if _, err := loader.NormalizeURL(e.String()); err != nil {
+			return nil, codef(codeBadURL, "adapter %s: %v", e.String(), err)
+		}
+		out[i] = e.String()
+	}
+	return out, nil
+}
+
+// openAdapters opens each adapter folder as the model's is (same HTTP
+// options and cache; adapter_config.json and the safetensors header are
+// read now, the tensors when they are merged).
+func openAdapters(ctx context.Context, urls []string, o loader.HTTPOptions) ([]*model.Adapter, []*loader.HTTPFS, error) {
+	var ads []*model.Adapter
+	var fss []*loader.HTTPFS
+	fail := func(err error) ([]*model.Adapter, []*loader.HTTPFS, error) {
+		for _, f := range fss {
+			f.Abort()
+		}
+		return nil, nil, err
+	}
+	for _, u := range urls {
+		o.NoIfRange = crossOrigin(u)
+		fsys, err := loader.OpenURL(ctx, u, o)
+		if err != nil {
+			return fail(loadError(ctx, err))
+		}
+		fss = append(fss, fsys)
+		a, err := model.OpenAdapter(fsys.URL(), fsys)
+		if err != nil {
+			return fail(loadError(ctx, err))
+		}
+		ads = append(ads, a)
+	}
+	return ads, fss, nil
+}
+
+// adapterReport is loadModel's adapters: [{name, r, alpha, rslora,
+// targets}] in merge order.
+func adapterReport(infos []model.AdapterInfo) []any {
+	out := []any{}
+	for _, a := range infos {
+		ts := make([]any, len(a.Targets))
+		for i, t := range a.Targets {
+			ts[i] = t
+		}
+		out = append(out, map[string]any{"name": a.Name, "r": a.R, "alpha": a.Alpha, "rslora": a.RSLoRA, "targets": ts})
+	}
+	return out
 }
 
 // loadError gives a load failure its code: the loader's errors say what

@@ -69,6 +69,21 @@ export interface ModelInfo {
   gpuMemoryBytes: number | null;
   /** Bytes of the worker's WebAssembly memory after the load (it never shrinks: its peak so far); null where unknown. */
   wasmMemoryBytes: number | null;
+  /** The LoRA adapters merged into the weights, in merge order (empty without any). */
+  adapters: readonly AdapterInfo[];
+}
+
+/** A LoRA adapter merged at load (ModelInfo.adapters). */
+export interface AdapterInfo {
+  /** Its folder URL. */
+  name: string;
+  /** adapter_config.json's rank and lora_alpha (rank_pattern and alpha_pattern may change them per module). */
+  r: number;
+  alpha: number;
+  /** use_rslora: the scale is alpha/√r rather than alpha/r. */
+  rslora: boolean;
+  /** The kinds of module it changes: 'embeddings', 'in_proj', 'out_proj', 'lm_head'. */
+  targets: string[];
 }
 
 /** Where a load's weights came from. */
@@ -121,6 +136,14 @@ export interface LoadOptions {
   quantizeEmbedding?: QuantFormat;
   /** int4's group length along a row: an even number from 2 to 65536; default 128. Only with quantize 'int4'. */
   groupSize?: number;
+  /**
+   * PEFT LoRA adapter folders (adapter_config.json + adapter_model.safetensors),
+   * as URLs or hub ids like the model's, merged into the weights while they
+   * load, one after another in this order, before quantize: W += (alpha/r)·B·A
+   * on in_proj, out_proj, the embedding and lm_head (docs/adapters.md). An
+   * adapter that does not fit the model, or DoRA, is refused ('bad-model').
+   */
+  adapters?: (string | URL)[];
   /** Called as the weights arrive. */
   onProgress?: (progress: LoadProgress) => void;
   /**

@@ -147,7 +147,7 @@ export function resolveModel(url, hub = DEFAULT_HUB) {
  * safetensors weights, tokenizer.json) into a new worker.
  */
 export async function loadModel(url, options = {}) {
-  const { device = 'auto', cache = 'use', quantize, quantizeEmbedding, groupSize, onProgress, signal, http } = checked(options, loadOptions);
+  const { device = 'auto', cache = 'use', quantize, quantizeEmbedding, groupSize, adapters, onProgress, signal, http } = checked(options, loadOptions);
   signal?.throwIfAborted();
   if (typeof url !== 'string' && !(url instanceof URL)) {
     throw new Mamba2Error(`the model URL must be a string or a URL, got ${url === null ? 'null' : typeof url}`, 'bad-url');
@@ -158,6 +158,7 @@ export async function loadModel(url, options = {}) {
     throw new Mamba2Error('loadModel runs the model in a Web Worker, which this environment lacks (Node.js is not supported yet: run it in a browser, or use the native CLI)', 'unsupported');
   }
   const modelURL = resolveModel(url, options.hub);
+  const adapterURLs = adapters?.map((a) => resolveModel(String(a), options.hub)); // LoRA folders: URLs or hub ids, like the model
   // The defaults are spelled new URL('./file', import.meta.url), the form
   // bundlers (Vite, webpack, Parcel) recognise: they copy the files next to
   // the bundle and rewrite the URLs.
@@ -172,7 +173,7 @@ export async function loadModel(url, options = {}) {
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await conn.request('init', { wasmURL, wasmExecURL });
-    const info = await conn.request('load', { url: modelURL, device, cache, quantize, quantizeEmbedding, groupSize, http }, (msg) => {
+    const info = await conn.request('load', { url: modelURL, device, cache, quantize, quantizeEmbedding, groupSize, adapters: adapterURLs, http }, (msg) => {
       if (msg.type === 'progress') {
         onProgress?.({ loaded: msg.done, total: msg.total, file: msg.file, fileLoaded: msg.fileDone, fileTotal: msg.fileTotal });
       }
@@ -261,6 +262,7 @@ export class Model {
       weightBytes: info.weightBytes,
       gpuMemoryBytes: info.gpuMemoryBytes,
       wasmMemoryBytes: info.wasmMemoryBytes,
+      adapters: Object.freeze((info.adapters ?? []).map((a) => Object.freeze(a))),
     });
     const handle = info.handle;
     this.tokenizer = Object.freeze({

@@ -16,6 +16,7 @@ export const loadOptions = {
   quantize: { type: 'enum', values: ['int8', 'int4'] },
   quantizeEmbedding: { type: 'enum', values: ['int8', 'int4'], requires: ['quantize'] },
   groupSize: { type: 'int', min: 2, max: 65536, even: true, requires: ['quantize', 'int4'] },
+  adapters: { type: 'urls' },
   onProgress: { type: 'function' },
   signal: { type: 'signal' },
   http: {
@@ -93,6 +94,9 @@ function checkValue(name, rule, v) {
       if (typeof v === 'string') return null;
       return Array.isArray(v) && v.every((s) => typeof s === 'string') ? null
         : `${name} must be a string or an array of strings, got ${describe(v)}`;
+    case 'urls':
+      return Array.isArray(v) && v.every((s) => typeof s === 'string' || (typeof URL !== 'undefined' && s instanceof URL)) ? null
+        : `${name} must be an array of URLs or strings, got ${describe(v)}`;
     case 'ints':
       return Array.isArray(v) && v.every((n) => Number.isInteger(n) && n >= 0) ? null
         : `${name} must be an array of non-negative integer token ids, got ${describe(v)}`;

@@ -4,7 +4,7 @@
 //
 // Protocol (page → worker), every message has a numeric id:
 //   {type: 'init', id, wasmURL, wasmExecURL}
-//   {type: 'load', id, url, device, cache, quantize, quantizeEmbedding, groupSize, http} → progress events
+//   {type: 'load', id, url, device, cache, quantize, quantizeEmbedding, groupSize, adapters, http} → progress events
 //   {type: 'generate', id, handle, prompt, options} → text events
 //   {type: 'encode' | 'decode' | 'dispose', id, handle, text | ids}
 //   {type: 'info', id}                           the runtime's info(), its memory
@@ -122,6 +122,7 @@ async function handle(msg) {
         quantize: msg.quantize,
         quantizeEmbedding: msg.quantizeEmbedding,
         groupSize: msg.groupSize,
+        adapters: msg.adapters,
         http: msg.http,
         job: id,
         onProgress: (done, total, file, fileDone, fileTotal) =>

@@ -114,7 +114,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		return ids
 	}
-	report := benchReport{Model: name, Backend: m.Backend.Name(), Weights: weights, Shape: shapeOf(m.Config), Batch: *batch}
+	report := benchReport{Model: name, Backend: m.Backend.Name(), Weights: weights, Shape: shapeOf(m.Config), Batch: *batch, LoRA: m.Adapters}
 	if d, ok := m.Backend.(interface{ Describe() string }); ok {
 		report.Adapter = d.Describe()
 	}
@@ -422,7 +422,9 @@ type benchReport struct {
 	Weights string `json:"weights,omitempty"`
 	Batch   int    `json:"batch"`
 	Backend string `json:"backend"`
-	Adapter string `json:"adapter,omitempty"`
+	Adapter string `json:"adapter,omitempty"` // the GPU adapter (WebGPU's word)
+	// LoRA lists the --adapter folders merged into the weights.
+	LoRA []model.AdapterInfo `json:"lora_adapters,omitempty"`
 	// Device memory (WebGPU): the weights alone, after loading, and
 	// everything held after the runs (weights, states, scratch).
 	WeightBytes int64           `json:"gpu_weight_bytes,omitempty"`
@@ -441,6 +443,9 @@ func (r benchReport) print(w io.Writer) {
 	fmt.Fprintf(w, "model %s (%s), weights %s, backend %s (medians)\n", r.Model, r.Shape, r.Weights, r.Backend)
 	if r.Adapter != "" {
 		fmt.Fprintf(w, "adapter %s\n", r.Adapter)
+	}
+	for _, a := range r.LoRA {
+		fmt.Fprintf(w, "LoRA %s: r %d, alpha %g, %s\n", a.Name, a.R, a.Alpha, strings.Join(a.Targets, ", "))
 	}
 	if r.WeightBytes > 0 {
 		fmt.Fprintf(w, "GPU memory: weights %s, all %s\n", formatBytes(r.WeightBytes), formatBytes(r.DeviceBytes))

@@ -27,7 +27,8 @@ type modelFlags struct {
 	quantize  string
 	embedding string
 	groupSize int
-	profile   bool // open WebGPU with kernel timing (set by bench --profile)
+	adapters  []string // --adapter, in order
+	profile   bool     // open WebGPU with kernel timing (set by bench --profile)
 }
 
 func (m *modelFlags) register(fs *flag.FlagSet) {
@@ -37,6 +38,14 @@ func (m *modelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.quantize, "quantize", "", "quantize in_proj, out_proj, the embedding and lm_head while loading: int8 (per row) or int4 (groups, docs/quantization.md)")
 	fs.StringVar(&m.embedding, "quantize-embedding", "", "with --quantize: the embedding and lm_head as int8 (the default: they cost the most quality per byte) or int4")
 	fs.IntVar(&m.groupSize, "group-size", 0, "elements per int4 group along a row (default 128)")
+	fs.Func("adapter", "a PEFT LoRA adapter `DIR` to merge into the weights at load (adapter_config.json + adapter_model.safetensors):\n"+
+		"a folder, an http(s) URL or a hub id, as for --model; repeat it to merge several, in order (docs/adapters.md)", func(s string) error {
+		if s == "" {
+			return errors.New("empty adapter")
+		}
+		m.adapters = append(m.adapters, s)
+		return nil
+	})
 }
 
 // quant is what --quantize and --group-size ask for.
@@ -99,24 +108,57 @@ func (m *modelFlags) source(ctx context.Context, stderr io.Writer) (fs.FS, strin
 	if m.model == "" {
 		return models.Tiny(), "embedded mamba2-go-tiny", nil
 	}
-	if loader.IsURL(m.model) {
-		return openURL(ctx, m.model, stderr)
+	return openSource(ctx, "model", m.model, stderr)
+}
+
+// openSource opens a folder, an http(s) URL or a hub id (what is "model"
+// or "adapter", for errors). Over HTTP, a model's files are downloaded
+// into the cache first; an adapter's two files likewise, where the folder
+// has them (OpenAdapter says what is missing).
+func openSource(ctx context.Context, what, s string, stderr io.Writer) (fs.FS, string, error) {
+	var files []string // what Prefetch fetches: nil is a model's files
+	if what == "adapter" {
+		files = []string{model.AdapterConfigFile, model.AdapterWeightsFile}
 	}
-	st, err := os.Stat(m.model)
-	if errors.Is(err, fs.ErrNotExist) && loader.IsHubID(m.model) {
-		u, err := loader.HubURL(m.model, os.Getenv("HF_ENDPOINT"))
+	if loader.IsURL(s) {
+		return openURL(ctx, s, stderr, files...)
+	}
+	st, err := os.Stat(s)
+	if errors.Is(err, fs.ErrNotExist) && loader.IsHubID(s) {
+		u, err := loader.HubURL(s, os.Getenv("HF_ENDPOINT"))
 		if err != nil {
 			return nil, "", err
 		}
-		return openURL(ctx, u, stderr)
+		return openURL(ctx, u, stderr, files...)
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("model folder: %v", err)
+		return nil, "", fmt.Errorf("%s folder: %v", what, err)
 	}
 	if !st.IsDir() {
-		return nil, "", fmt.Errorf("model %s is not a folder", m.model)
+		return nil, "", fmt.Errorf("%s %s is not a folder", what, s)
 	}
-	return loader.DirFS(m.model), m.model, nil // refuses FIFOs and devices instead of hanging on them
+	return loader.DirFS(s), s, nil // refuses FIFOs and devices instead of hanging on them
+}
+
+// openAdapters opens every --adapter, in order, and checks each against
+// the model before a backend is opened.
+func (m *modelFlags) openAdapters(ctx context.Context, cfg model.Config, ck *loader.Checkpoint, stderr io.Writer) ([]*model.Adapter, error) {
+	var ads []*model.Adapter
+	for _, s := range m.adapters {
+		fsys, name, err := openSource(ctx, "adapter", s, stderr)
+		if err != nil {
+			return nil, err
+		}
+		a, err := model.OpenAdapter(name, fsys)
+		if err != nil {
+			return nil, err
+		}
+		ads = append(ads, a)
+	}
+	if err := model.CheckAdapters(cfg, ck, ads); err != nil {
+		return nil, err
+	}
+	return ads, nil
 }
 
 // load opens the backend and the model, and the tokenizer when the folder
@@ -140,6 +182,10 @@ func (m *modelFlags) load(ctx context.Context, stderr io.Writer) (*model.Model, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %v", name, err)
 	}
+	ads, err := m.openAdapters(ctx, cfg, ck, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
 	var tok *tokenizer.Tokenizer
 	if f, err := fsys.Open("tokenizer.json"); err == nil {
 		tok, err = tokenizer.Load(f)
@@ -154,12 +200,12 @@ func (m *modelFlags) load(ctx context.Context, stderr io.Writer) (*model.Model, 
 	if err != nil {
 		return nil, nil, err
 	}
-	w, err := model.LoadWeights(cfg, ck, b, model.LoadOptions{Quantize: q})
+	w, err := model.LoadWeights(cfg, ck, b, model.LoadOptions{Quantize: q, Adapters: ads})
 	if err != nil {
 		b.Close()
 		return nil, nil, fmt.Errorf("%s: %v", name, err)
 	}
-	mod := &model.Model{Config: cfg, Backend: b, Weights: w}
+	mod := &model.Model{Config: cfg, Backend: b, Weights: w, Adapters: model.AdapterInfos(ads)}
 	mod.GatedNorm = gn
 	return mod, tok, nil
 }
@@ -199,7 +245,9 @@ func writeJSON(w io.Writer, v any) error {
 // openURL opens a Hugging Face-layout base URL, downloading every file once
 // into the cache folder (in parallel, resumable, verified) so that a second
 // run fetches no weights. HF_TOKEN, when set, is sent as a bearer token.
-func openURL(ctx context.Context, url string, stderr io.Writer) (fs.FS, string, error) {
+// files names the files to download (each only where it exists); none
+// means a model's (HTTPFS.Prefetch).
+func openURL(ctx context.Context, url string, stderr io.Writer, files ...string) (fs.FS, string, error) {
 	cache, err := loader.NewCache("")
 	if err != nil {
 		return nil, "", err
@@ -220,8 +268,15 @@ func openURL(ctx context.Context, url string, stderr io.Writer) (fs.FS, string, 
 	if err != nil {
 		return nil, "", err
 	}
-	if err := h.Prefetch(ctx); err != nil {
-		return nil, "", err
+	if len(files) == 0 {
+		if err := h.Prefetch(ctx); err != nil {
+			return nil, "", err
+		}
+	}
+	for _, f := range files {
+		if err := h.Prefetch(ctx, f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, "", err
+		}
 	}
 	return h, h.URL(), nil
 }

@@ -50,6 +50,10 @@ func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	group := fs.Int("group-size", model.DefaultGroupSize, "with --dtype int4: elements per group along a row, a positive even number (an int4 source keeps its own unless this is given)")
 	embedding := fs.String("embedding-dtype", "", "with --dtype int8 or int4: the embedding and lm_head's format, int8 (the default: they cost the most quality per byte) or int4")
 	shard := fs.Int64("shard-size", defaultShardSize, "the most bytes of weights in one safetensors file")
+	fs.Func("adapter", "a PEFT LoRA adapter `DIR` to merge into the written weights (a folder, URL or hub id); repeat it to merge several, in order (docs/adapters.md)", func(s string) error {
+		mf.adapters = append(mf.adapters, s)
+		return nil
+	})
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -82,6 +86,17 @@ func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err := model.CheckWeights(cfg, ck); err != nil {
 		return fmt.Errorf("%s: %v", name, err)
 	}
+	ads, err := mf.openAdapters(ctx, cfg, ck, stderr)
+	if err != nil {
+		return err
+	}
+	merge, err := model.PlanMerge(cfg, ck, ads)
+	if err != nil {
+		return err
+	}
+	for _, a := range ads {
+		fmt.Fprintf(stderr, "mamba2: merging adapter %s\n", a.Name)
+	}
 	tensors, q, err := plan(ck, cfg, to, *shard)
 	if err != nil {
 		return fmt.Errorf("%s: %v", name, err)
@@ -102,7 +117,7 @@ func cmdConvert(ctx context.Context, args []string, stdin io.Reader, stdout, std
 				}
 			}
 		}
-		e, err := writeShard(ctx, ck, filepath.Join(*out, file), these, q)
+		e, err := writeShard(ctx, ck, filepath.Join(*out, file), these, q, merge)
 		if err != nil {
 			return err
 		}
@@ -422,7 +437,7 @@ func totalSize(ts []outTensor) int64 {
 // a chunk whatever the model's size (a quantized tensor's scales and zeros,
 // a few percent of it, are kept until its data is written). It is written
 // under a temporary name and renamed when complete.
-func writeShard(ctx context.Context, ck *loader.Checkpoint, path string, ts []outTensor, q model.Quant) (loader.ManifestEntry, error) {
+func writeShard(ctx context.Context, ck *loader.Checkpoint, path string, ts []outTensor, q model.Quant, merge *model.MergePlan) (loader.ManifestEntry, error) {
 	type entry struct {
 		DType   loader.DType `json:"dtype"`
 		Shape   []int        `json:"shape"`
@@ -457,12 +472,25 @@ func writeShard(ctx context.Context, ck *loader.Checkpoint, path string, ts []ou
 				return err
 			}
 			if t.quantize {
-				if err := writeQuantized(w, ck, t, q); err != nil {
+				if err := writeQuantized(w, ck, t, q, merge); err != nil {
 					return fmt.Errorf("tensor %s: %w", t.name, err)
 				}
 				continue
 			}
 			for _, p := range t.parts {
+				if merge.Merges(p.src.Name) {
+					// Merged straight into the written dtype: one rounding.
+					s, err := merge.Stream(p.src.Name, p.src.DType, p.dtype, func(fn func(off int64, b []byte) error) error {
+						return ck.Stream(p.src.Name, 0, fn)
+					})
+					if err == nil {
+						err = s(func(_ int64, b []byte) error { _, err := w.Write(b); return err })
+					}
+					if err != nil {
+						return fmt.Errorf("tensor %s: %w", p.src.Name, err)
+					}
+					continue
+				}
 				err := ck.Stream(p.src.Name, 0, func(_ int64, b []byte) error {
 					if p.dtype == p.src.DType {
 						_, err := w.Write(b)
@@ -487,7 +515,7 @@ func writeShard(ctx context.Context, ck *loader.Checkpoint, path string, ts []ou
 // writeQuantized streams a float matrix through model.QuantizeSpec, the
 // quantizer a load with --quantize uses, and writes its packed data, then
 // its scales, then (int4) its zeros.
-func writeQuantized(w io.Writer, ck *loader.Checkpoint, t outTensor, q model.Quant) error {
+func writeQuantized(w io.Writer, ck *loader.Checkpoint, t outTensor, q model.Quant, merge *model.MergePlan) error {
 	f, _ := model.FloatFormat(t.in.DType)
 	es := int64(t.in.DType.Size())
 	spec := model.WeightSpec{Name: t.name, Role: t.role, Shape: t.in.Shape, Format: f, Data: func(fn func(off int64, b []byte) error) error {
@@ -500,7 +528,15 @@ func writeQuantized(w io.Writer, ck *loader.Checkpoint, t outTensor, q model.Qua
 			return fn(off, b)
 		})
 	}}
-	qs := model.QuantizeSpec(spec, t.in.DType, q)
+	dt := t.in.DType
+	if merge.Merges(t.name) { // merged first, handed on as f32: rounded once, by the quantizer
+		s, err := merge.Stream(t.name, dt, loader.F32, spec.Data)
+		if err != nil {
+			return err
+		}
+		spec.Data, spec.Format, dt = s, model.FormatF32, loader.F32
+	}
+	qs := model.QuantizeSpec(spec, dt, q)
 	for i, s := range []model.Stream{qs.Data, qs.Scales, qs.Zeros}[:len(t.parts)] {
 		var n int64
 		err := s(func(_ int64, b []byte) error {

@@ -274,3 +274,43 @@ test('a chat prefills only each new turn, streams, saves to OPFS and restores; r
   assert.deepEqual(page.errors, []);
   await page.close();
 });
+
+test('WebGPU (SwiftShader): hidden states match transformers; a state saved on the CPU restores on the GPU and back', { timeout: 600_000 }, async () => {
+  const page = await openPage(browser, server.url);
+  const r = await page.evaluate(async () => {
+    const { loadModel } = await import('./mamba2.js');
+    const fixture = await (await fetch('/fixtures/tiny-g1/hidden_states.json')).json();
+    const gpu = await loadModel('/fixtures/tiny-g1/', { device: 'webgpu', cache: 'off' });
+    const cpu = await loadModel('/fixtures/tiny-g1/', { device: 'cpu', cache: 'off' });
+    const ids = fixture.prompt_ids;
+    const all = await gpu.hiddenStates(ids, { layers: 'all' });
+    const diffs = all.hidden.map((h, k) => {
+      const want = fixture.hidden_states_f64[k].flat();
+      let d = h.length === want.length ? 0 : Infinity;
+      for (let i = 0; i < want.length; i++) d = Math.max(d, Math.abs(h[i] - want[i]));
+      return d;
+    });
+    const X = ids.slice(0, 40);
+    const Y = ids.slice(40, 44);
+    const opts = { maxNewTokens: 6, stopIds: [] };
+    const whole = (await cpu.generate([...X, ...Y], opts).result).ids;
+    const wholeGPU = (await gpu.generate([...X, ...Y], opts).result).ids;
+    const onCPU = await cpu.prefill(X);
+    const fromCPU = await gpu.restoreState(await onCPU.save());
+    const gpuCont = (await gpu.generate(Y, { ...opts, state: fromCPU }).result).ids;
+    const onGPU = await gpu.prefill(X);
+    const fromGPU = await cpu.restoreState(await onGPU.save());
+    const cpuCont = (await cpu.generate(Y, { ...opts, state: fromGPU }).result).ids;
+    const out = { device: gpu.device, diffs, whole, wholeGPU, gpuCont, cpuCont };
+    await gpu.dispose();
+    await cpu.dispose();
+    return out;
+  });
+  assert.equal(r.device, 'webgpu');
+  for (const [k, d] of r.diffs.entries()) assert.ok(d < 1e-3, `WebGPU hidden state ${k}: max |Δ| ${d}`);
+  assert.deepEqual(r.wholeGPU, r.whole, 'WebGPU and the CPU differ on the whole prompt');
+  assert.deepEqual(r.gpuCont, r.whole, 'a CPU state restored on WebGPU continues otherwise');
+  assert.deepEqual(r.cpuCont, r.whole, 'a WebGPU state restored on the CPU continues otherwise');
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});

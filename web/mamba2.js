@@ -342,7 +342,11 @@ export class Model {
     const opts = checked(options, prefillOptions);
     checkPrompt(input);
     const own = opts.state ? this.#own(opts.state) : null;
-    const r = await this.#call(conn, 'prefill', { handle: this.#handle, prompt: promptOf(input), options: { state: own?.handle } }, opts.signal);
+    const r = await this.#call(conn, 'prefill', { handle: this.#handle, prompt: promptOf(input), options: { state: own?.handle } }, opts.signal,
+      (made) => {
+        if (own) own.pos = made.pos; // it did take the input
+        else return conn.request('closeState', { handle: this.#handle, state: made.state }).catch(() => {});
+      });
     if (own) {
       own.pos = r.pos;
       return opts.state;
@@ -375,21 +379,29 @@ export class Model {
     return new Chat(this, conn, r.chat, opts);
   }
 
-  // #call is a request that an AbortSignal can abort.
-  async #call(conn, type, payload, signal) {
+  // #call is a request that an AbortSignal can abort. The runtime checks
+  // for an abort only before it starts the work, so an abort that comes
+  // later still rejects, after undo(result) has freed what was made.
+  async #call(conn, type, payload, signal, undo = null) {
     signal?.throwIfAborted();
     const p = conn.request(type, payload);
     if (!signal) return p;
     const onAbort = () => conn.abort(p.id);
     signal.addEventListener('abort', onAbort, { once: true });
+    let r;
     try {
-      return await p;
+      r = await p;
     } catch (err) {
       if (signal.aborted && err?.code === 'aborted') throw abortError(signal);
       throw err;
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
+    if (signal.aborted) {
+      await undo?.(r);
+      throw abortError(signal);
+    }
+    return r;
   }
 
   /** Resolves to the whole continuation of prompt. */

@@ -225,6 +225,26 @@ test('after a stop string the state\'s overshoot is matched against the next tur
   await go.chatClose(chat);
 });
 
+test('when the next turn does not begin with what the state holds past a reply, the chat prefills the conversation again', async () => {
+  // The reply stops at '\n\t"' (the state then holds '\n\t'), but the
+  // next turn begins ' // more\n': the state cannot be rewound, so the
+  // turn prefills the whole conversation's text from an empty state.
+  const template = { userPrefix: '\t"', userSuffix: '"\n\t"', assistantPrefix: '', assistantSuffix: ' // more\n', stop: ['\n\t"'] };
+  const { chat } = await go.chat(tiny.handle, { system: 'package main\n\nimport (', template });
+  const r1 = await go.chatSend(chat, 'fmt', { maxNewTokens: 20 });
+  assert.equal(r1.reason, 'stop');
+  const r2 = await go.chatSend(chat, 'strings', { maxNewTokens: 20 });
+  assert.equal(r2.turnText, ' // more\n\t"strings"\n\t"');
+  const history = r1.turnText + r1.text + r2.turnText;
+  const all = await go.encode(tiny.handle, history);
+  assert.equal(r2.promptTokens, all.length, 'the second turn did not prefill the conversation again');
+  const tokens = await go.chatTokens(chat);
+  assert.deepEqual(tokens.slice(0, all.length), all);
+  const whole = await go.generate(tiny.handle, all, { maxNewTokens: 20, stop: ['\n\t"'] });
+  assert.equal(r2.text, whole.text);
+  await go.chatClose(chat);
+});
+
 test('disposing a model closes its states and chats', async () => {
   const m = await go.loadModel(`${server.url}models/mamba2-go-tiny/`, { device: 'cpu', cache: 'off' });
   const st = await go.prefill(m.handle, [1, 2, 3], {});

@@ -314,3 +314,47 @@ test('WebGPU (SwiftShader): hidden states match transformers; a state saved on t
   assert.deepEqual(page.errors, []);
   await page.close();
 });
+
+test('an aborted chat turn keeps what it generated; an aborted prefill rejects with the signal\'s reason', async () => {
+  const page = await openPage(browser, server.url);
+  const r = await page.evaluate(async () => {
+    const { loadModel } = await import('./mamba2.js');
+    const model = await loadModel('/models/mamba2-go-tiny/', { device: 'cpu' });
+    const chat = await model.chat();
+    const ac = new AbortController();
+    let n = 0;
+    const out = {};
+    // result settles when the worker has ended the turn (iteration ends at once).
+    const stream = chat.stream('package main', { maxNewTokens: 4000, temperature: 1, seed: 5, stopIds: [], stop: [], signal: ac.signal });
+    try {
+      for await (const piece of stream) if (piece && ++n === 3) ac.abort();
+    } catch (e) {
+      out.iteration = e.name; // iteration rejects with the signal's reason, as generate's does
+    }
+    out.error = await stream.result.then(() => 'the turn was not aborted', (e) => e.name);
+    out.turns = chat.turns;
+    out.text = chat.text;
+    out.held = await model.tokenizer.decode(await chat.tokens());
+    const next = await chat.send('again', { maxNewTokens: 4 });
+    out.nextPrompt = next.promptTokens;
+    out.nextTurn = (await model.tokenizer.encode(next.turnText)).length;
+    const aborted = new AbortController();
+    aborted.abort();
+    try {
+      await model.prefill('x', { signal: aborted.signal });
+    } catch (e) {
+      out.prefill = e.name;
+    }
+    await model.dispose();
+    return out;
+  });
+  assert.equal(r.error, 'AbortError');
+  assert.equal(r.iteration, 'AbortError');
+  assert.equal(r.turns, 1);
+  assert.match(r.text, /^User: package main\nAssistant:./s);
+  assert.equal(r.held.slice(0, r.text.length), r.text, 'the state holds another text than chat.text after an abort');
+  assert.ok(r.nextPrompt <= r.nextTurn, `the turn after an abort prefilled ${r.nextPrompt} tokens, its text has ${r.nextTurn}`);
+  assert.equal(r.prefill, 'AbortError');
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});

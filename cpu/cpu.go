@@ -210,27 +210,31 @@ func (*Backend) Embed(out, table, ids model.Tensor) {
 	}
 }
 
-// RMSNorm: h += delta; out = h / sqrt(mean(h²) + eps) · w · mask.
-func (b *Backend) RMSNorm(out, h, delta, w, mask model.Tensor, eps float32) {
-	o, x, dl, wt, mk := f(out), f(h), f(delta), f(w), f(mask)
+// RMSNorm: out = h / rms_group(h) · w · mask, in groups of D/groups channels.
+func (b *Backend) RMSNorm(out, h, w, mask model.Tensor, groups int, eps float32) {
+	o, x, wt, mk := f(out), f(h), f(w), f(mask)
 	D := len(wt)
 	b.parallel(len(x)/D, func(lo, hi int) {
 		for t := lo; t < hi; t++ {
-			row := x[t*D : (t+1)*D]
-			if dl != nil {
-				for i, v := range dl[t*D : (t+1)*D] {
-					row[i] += v
-				}
-			}
-			scale := rms(row, eps)
-			if mk != nil {
-				scale *= mk[t]
-			}
-			for i, v := range row {
-				o[t*D+i] = v * scale * wt[i]
-			}
+			normRow(o[t*D:(t+1)*D], x[t*D:(t+1)*D], wt, mk, t, groups, eps)
 		}
 	})
+}
+
+// normRow writes row t's norm into dst.
+func normRow(dst, row, w, mask []float32, t, groups int, eps float32) {
+	groups = max(groups, 1)
+	gs := len(row) / groups
+	for g := range groups {
+		seg := row[g*gs : (g+1)*gs]
+		scale := rms(seg, eps)
+		if mask != nil {
+			scale *= mask[t]
+		}
+		for i, v := range seg {
+			dst[g*gs+i] = v * scale * w[g*gs+i]
+		}
+	}
 }
 
 // rms returns 1 / sqrt(mean(v²) + eps), accumulated in float64.
@@ -242,11 +246,20 @@ func rms(v []float32, eps float32) float32 {
 	return float32(1 / math.Sqrt(ss/float64(len(v))+float64(eps)))
 }
 
-// MatMul: out[t, n] = Σ_k x[t, k] · w[n, k] + bias[n].
-func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
+// MatMul: out[t, n] (+)= Σ_k x'[t, k] · w[n, k] + bias[n], x' = x or its
+// norm (model.Product), computed first into a row of its own.
+func (b *Backend) MatMul(out, x, w, bias model.Tensor, p model.Product) {
 	o, xv, wv, bv := f(out), f(x), f(w), f(bias)
 	N, K := w.Shape()[0], w.Shape()[1]
 	T := len(xv) / K
+	if p.Norm != nil {
+		nx := make([]float32, len(xv))
+		nw, mk := f(p.Norm), f(p.Mask)
+		for t := range T {
+			normRow(nx[t*K:(t+1)*K], xv[t*K:(t+1)*K], nw, mk, t, p.Groups, p.Eps)
+		}
+		xv = nx
+	}
 	b.parallel(N, func(lo, hi int) {
 		for n := lo; n < hi; n++ {
 			wr := wv[n*K : (n+1)*K]
@@ -254,6 +267,9 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
 				s := dot(xv[t*K:(t+1)*K], wr)
 				if bv != nil {
 					s += bv[n]
+				}
+				if p.Add {
+					s += o[t*N+n]
 				}
 				o[t*N+n] = s
 			}
@@ -319,29 +335,6 @@ func (b *Backend) Conv(out, proj, state, w, bias, mask model.Tensor, c model.Con
 			}
 			for k := range K - 1 {
 				st[(bi*(K-1)+k)*C+ch] = in[L+k]
-			}
-		}
-	})
-}
-
-// GatedNorm: g = y · silu(z); out = g / rms_group(g) · w.
-func (b *Backend) GatedNorm(out, y, proj, w model.Tensor, groups int, eps float32) {
-	o, yv, p, wt := f(out), f(y), f(proj), f(w)
-	I := len(wt)
-	PD := proj.Shape()[len(proj.Shape())-1]
-	gs := I / groups
-	b.parallel(len(yv)/I, func(lo, hi int) {
-		g := make([]float32, I)
-		for t := lo; t < hi; t++ {
-			for i := range I {
-				g[i] = yv[t*I+i] * silu(p[t*PD+i])
-			}
-			for gr := range groups {
-				seg := g[gr*gs : (gr+1)*gs]
-				r := rms(seg, eps)
-				for i, v := range seg {
-					o[t*I+gr*gs+i] = v * r * wt[gr*gs+i]
-				}
 			}
 		}
 	})

@@ -63,7 +63,11 @@ func (b *Backend) SSM(y, xbc, proj, state, dtBias, aLog, d model.Tensor, args mo
 			}
 			for t := range L {
 				for p := range P {
-					yv[(bi*L+t)*I+h*P+p] = float32(hd.y[t*P+p])
+					v := float32(hd.y[t*P+p])
+					if args.Gate {
+						v *= silu(pv[(bi*L+t)*PD+h*P+p])
+					}
+					yv[(bi*L+t)*I+h*P+p] = v
 				}
 			}
 			for i, v := range hd.S {

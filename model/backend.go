@@ -105,6 +105,20 @@ func (w WeightSpec) Check() error {
 	return nil
 }
 
+// Product says what Backend.MatMul does besides the product: normalise
+// the rows of x first (Norm set: Backend.RMSNorm with Norm as its weight,
+// Mask, Groups and Eps), and add into out instead of replacing it (Add).
+type Product struct {
+	Norm   Tensor
+	Mask   Tensor
+	Groups int // with Norm; 0 means 1: the whole row
+	Eps    float32
+	Add    bool
+}
+
+// Plain is a product without a norm, replacing out.
+var Plain = Product{}
+
 // SSMArgs are the per-call parameters of Backend.SSM.
 type SSMArgs struct {
 	Config
@@ -112,6 +126,8 @@ type SSMArgs struct {
 	// prompt; false selects the recurrence without the clamp, as for one
 	// decoded token (SPEC §2.2). Both must give the same y otherwise.
 	Chunked bool
+	// Gate multiplies y by silu(z), z the first I columns of proj.
+	Gate bool
 }
 
 // Backend executes the operations of the Mamba-2 forward pass. The model code
@@ -147,13 +163,18 @@ type Backend interface {
 
 	// Embed gathers rows: out[t, :] = table[ids[t], :]. out is [T, D].
 	Embed(out, table, ids Tensor)
-	// RMSNorm first adds delta into h when delta is not nil (h += delta, the
-	// residual stream), then writes out[t] = h[t] / sqrt(mean(h[t]²) + eps) · w,
-	// scaled by mask[t] when mask is not nil (padded positions become 0).
-	RMSNorm(out, h, delta, w, mask Tensor, eps float32)
-	// MatMul computes out[t, n] = Σ_k x[t, k] · w[n, k] (+ bias[n] when bias
-	// is not nil): x times w transposed, w in checkpoint layout [N, K].
-	MatMul(out, x, w, bias Tensor)
+	// RMSNorm writes out = rmsnorm(h)·w: each row of h ([T, D]) is cut
+	// into groups of D/groups channels, each divided by
+	// sqrt(mean(group²) + eps), then multiplied by w and by mask[t] when
+	// mask is not nil (padded positions become 0).
+	RMSNorm(out, h, w, mask Tensor, groups int, eps float32)
+	// MatMul computes out[t, n] = Σ_k x'[t, k] · w[n, k] (+ bias[n] when bias
+	// is not nil): x' times w transposed, w in checkpoint layout [N, K].
+	// x' is x, or, when p.Norm is set, RMSNorm(x, p.Norm, p.Mask, p.Groups,
+	// p.Eps), so a norm and the product that reads it are one operation (a
+	// GPU fuses them when decoding). With p.Add the product is added to
+	// out (the residual stream) instead of replacing it.
+	MatMul(out, x, w, bias Tensor, p Product)
 	// Conv runs the causal depthwise convolution over the xBC columns
 	// [I, 2I+2GN) of proj ([B, L, ProjDim]), each sequence continuing from
 	// state ([B, K-1, ConvDim], the previous K-1 inputs, zeros for a new
@@ -162,12 +183,10 @@ type Backend interface {
 	Conv(out, proj, state, w, bias, mask Tensor, c Config)
 	// SSM computes y ([B, L, I]) = SSM(x, dt, A, B, C) + D·x for each sequence,
 	// from xbc ([B, L, ConvDim]) and the dt columns of proj, starting from
-	// state ([B, H, P, N]) and leaving the final state there (SPEC §2.1).
+	// state ([B, H, P, N]) and leaving the final state there (SPEC §2.1);
+	// with a.Gate, y is then multiplied by silu(z), z being the first I
+	// columns of proj (the gate of the gated norm, SPEC §2.2).
 	SSM(y, xbc, proj, state, dtBias, aLog, d Tensor, a SSMArgs)
-	// GatedNorm computes g = y · silu(z), z being the first I columns of proj,
-	// then normalises g in groups of I/groups channels and scales by w:
-	// out = rmsnorm_group(g) · w. groups is G (mamba_ssm) or 1 (transformers).
-	GatedNorm(out, y, proj, w Tensor, groups int, eps float32)
 	// Last copies the last position of each sequence: x is [B, L, X], out [B, X].
 	Last(out, x Tensor)
 }
@@ -186,6 +205,18 @@ type DeviceSampler interface {
 	Sample(ids, logits, history Tensor, s Sampling, u []float32)
 	// ReadIDs waits for every operation issued so far and returns ids.
 	ReadIDs(ids Tensor) ([]int32, error)
+}
+
+// IDStager is an optional extension of a DeviceSampler that reads ids
+// back without waiting for later work: StageIDs records a copy of each ids
+// tensor (in order) after everything issued so far and submits it; the
+// returned function waits for that copy alone, not for work issued after
+// StageIDs, and returns the ids concatenated. Decoding uses it to keep
+// several steps in flight: the next steps are recorded and running while
+// the ids of earlier ones come back. Each returned function must be called
+// once.
+type IDStager interface {
+	StageIDs(ids ...Tensor) func() ([]int32, error)
 }
 
 // KernelTime is the device time one kernel took over a profiled stretch.

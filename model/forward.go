@@ -58,11 +58,10 @@ type State struct {
 // scratch holds the activations of one forward call of L positions per
 // sequence, allocated on first use and kept for the next call of that size.
 type scratch struct {
-	ids, mask             Tensor
-	h, u, proj, xbc, y, g Tensor
-	delta                 Tensor
-	last, logitsLast      Tensor
-	logitsAll             Tensor // allocated only when all positions are asked for
+	ids, mask          Tensor
+	h, u, proj, xbc, y Tensor
+	last, logitsLast   Tensor
+	logitsAll          Tensor // allocated only when all positions are asked for
 }
 
 // NewState returns a zero state for batch sequences.
@@ -101,8 +100,8 @@ func (s *State) Close() error {
 // freeScratch frees the activations of calls of L positions.
 func (s *State) freeScratch(L int) {
 	sc := s.scratch[L]
-	for _, t := range []Tensor{sc.ids, sc.mask, sc.h, sc.u, sc.proj, sc.xbc, sc.y, sc.g,
-		sc.delta, sc.last, sc.logitsLast, sc.logitsAll} {
+	for _, t := range []Tensor{sc.ids, sc.mask, sc.h, sc.u, sc.proj, sc.xbc, sc.y,
+		sc.last, sc.logitsLast, sc.logitsAll} {
 		s.m.Backend.Free(t) // logitsAll may be nil, which Free ignores
 	}
 	delete(s.scratch, L)
@@ -143,11 +142,9 @@ func (s *State) scratchFor(L int) *scratch {
 		mask:       b.Alloc(F32, B, L),
 		h:          b.Alloc(F32, B, L, c.Hidden),
 		u:          b.Alloc(F32, B, L, c.Hidden),
-		delta:      b.Alloc(F32, B, L, c.Hidden),
 		proj:       b.Alloc(F32, B, L, c.ProjDim()),
 		xbc:        b.Alloc(F32, B, L, c.ConvDim()),
 		y:          b.Alloc(F32, B, L, c.Inner()),
-		g:          b.Alloc(F32, B, L, c.Inner()),
 		last:       b.Alloc(F32, B, c.Hidden),
 		logitsLast: b.Alloc(F32, B, c.VocabSize),
 	}
@@ -283,52 +280,67 @@ func (s *State) step(ids []int32, mask []float32, L int, lastOnly bool, p Pacer)
 		s.m.Backend.Write(sc.mask, mask)
 		m = sc.mask
 	}
-	return s.run(sc, L, m, lastOnly, p)
+	return s.run(sc, sc.ids, L, m, lastOnly, p)
 }
 
-// run is the forward pass of SPEC §2, with the token ids already in sc.ids.
+// forwardIDs runs one position of every sequence from ids ([B] I32)
+// already on the device, such as the ids a DeviceSampler just chose, so a
+// decode step needs nothing from the host. It returns the logits [B, V].
+func (s *State) forwardIDs(ids Tensor) (Tensor, error) {
+	if s.closed {
+		return nil, errors.New("forward: the state is closed")
+	}
+	return s.run(s.scratchFor(1), ids, 1, nil, true, nil), nil
+}
+
+// run is the forward pass of SPEC §2 of the token ids in ids ([B·L] I32).
 // With a Pacer and more than one position, each layer is submitted on its
 // own, so no submission runs long whatever the piece.
-func (s *State) run(sc *scratch, L int, mask Tensor, lastOnly bool, p Pacer) Tensor {
+func (s *State) run(sc *scratch, ids Tensor, L int, mask Tensor, lastOnly bool, p Pacer) Tensor {
 	m, b, c := s.m, s.m.Backend, s.m.Config
 	eps := float32(c.Eps)
 	groups := c.Groups
 	if m.GatedNorm == Full {
 		groups = 1
 	}
-	args := SSMArgs{Config: c, Chunked: !(L == 1 && s.Pos > 0)}
+	args := SSMArgs{Config: c, Chunked: !(L == 1 && s.Pos > 0), Gate: true}
+	norm := func(w, mask Tensor, groups int) Product {
+		return Product{Norm: w, Mask: mask, Groups: groups, Eps: eps}
+	}
 
-	b.Embed(sc.h, m.Weights.Embed, sc.ids) // h = E[ids]
-	var delta Tensor                       // the previous layer's output, added into h
+	b.Embed(sc.h, m.Weights.Embed, ids) // h = E[ids]
 	for l, w := range m.Weights.Layers {
-		b.RMSNorm(sc.u, sc.h, delta, w.Norm, mask, eps)               // h += delta; u = rmsnorm(h)·w, padding zeroed
-		if s.tap != nil && l > 0 {
-			s.tap(l-1, s.tapStart, sc.h) // layer l-1's output: the residual stream
+		b.MatMul(sc.proj, sc.h, w.InProj, w.InBias, norm(w.Norm, mask, 1))  // z | xBC | dt = rmsnorm(h)·w·mask Wᵀ
+		b.Conv(sc.xbc, sc.proj, s.conv[l], w.ConvW, w.ConvB, mask, c)       // silu(causal_conv(xBC)), padding zeroed
+		b.SSM(sc.y, sc.xbc, sc.proj, s.ssm[l], w.DtBias, w.ALog, w.D, args) // y = (SSM(x) + D·x)·silu(z)
+		out := norm(w.MixNorm, nil, groups)
+		out.Add = true
+		b.MatMul(sc.h, sc.y, w.OutProj, w.OutBias, out) // h += rmsnorm_group(y)·w Woutᵀ
+		if s.tap != nil {
+			s.tap(l, s.tapStart, sc.h) // layer l's output: the residual stream
 		}
-		b.MatMul(sc.proj, sc.u, w.InProj, w.InBias)                   // z | xBC | dt
-		b.Conv(sc.xbc, sc.proj, s.conv[l], w.ConvW, w.ConvB, mask, c) // silu(causal_conv(xBC)), padding zeroed
-		b.SSM(sc.y, sc.xbc, sc.proj, s.ssm[l], w.DtBias, w.ALog, w.D, args)
-		b.GatedNorm(sc.g, sc.y, sc.proj, w.MixNorm, groups, eps) // rmsnorm(y·silu(z))·w
-		b.MatMul(sc.delta, sc.g, w.OutProj, w.OutBias)
-		delta = sc.delta
 		if p != nil && L > 1 {
 			p.Flush()
 		}
 	}
-	b.RMSNorm(sc.u, sc.h, delta, m.Weights.NormF, nil, eps)
 	if s.tap != nil {
-		s.tap(c.Layers-1, s.tapStart, sc.h)
+		b.RMSNorm(sc.u, sc.h, m.Weights.NormF, nil, 1, eps)
 		s.tap(c.Layers, s.tapStart, sc.u)
 	}
 	s.Pos += L
+	head := norm(m.Weights.NormF, nil, 1) // logits = rmsnorm(h)·w_f LMᵀ
 	if lastOnly {
-		b.Last(sc.last, sc.u)
-		b.MatMul(sc.logitsLast, sc.last, m.Weights.LMHead, nil)
+		last := sc.h
+		if L > 1 {
+			b.Last(sc.last, sc.h)
+			last = sc.last
+		}
+		b.MatMul(sc.logitsLast, last, m.Weights.LMHead, nil, head)
 		return sc.logitsLast
 	}
 	if sc.logitsAll == nil {
 		sc.logitsAll = b.Alloc(F32, s.Batch*L, c.VocabSize)
 	}
-	b.MatMul(sc.logitsAll, sc.u, m.Weights.LMHead, nil)
+	b.MatMul(sc.logitsAll, sc.h, m.Weights.LMHead, nil, head)
 	return sc.logitsAll
 }

@@ -109,8 +109,11 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 	} else if st.Batch != 1 || st.m != m {
 		return Result{}, errors.New("generate: Options.State must be a state of this model with a batch of one")
 	}
-	next, free := m.picker(o.Sampling, prompt)
-	defer free()
+	// Without a caller's state, steps run ahead of the ids read back
+	// (DecodeAhead); a continued state must end exactly after what was
+	// handed out, so then each step waits for the one before.
+	steps := newStepperFor(m, st, ids, maxNew, o, prompt)
+	defer steps.close()
 	var res Result
 	emitted := 0 // bytes of res.Text already passed to OnText
 	// Text is decoded incrementally, as streaming decoders do, so a long
@@ -131,14 +134,11 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		out, err := st.Forward(ids, nil)
+		row, err := steps.next()
 		if err != nil {
 			return res, err
 		}
-		id, err := next(out)
-		if err != nil {
-			return res, err
-		}
+		id := int(row[0])
 		if now := time.Now(); first.IsZero() {
 			first = now
 			res.Timing.FirstToken = now.Sub(start)
@@ -182,7 +182,6 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 			res.Reason = "length"
 			break
 		}
-		ids = []int32{int32(id)}
 	}
 	if o.Decode != nil {
 		// The whole text, decoded at once, is the result: the same as the
@@ -202,6 +201,12 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 		}
 	}
 	return res, nil
+}
+
+// newStepperFor is Generate's stepper: at most maxNew choices (the last
+// id is never fed back), running ahead unless o continues a caller's state.
+func newStepperFor(m *Model, st *State, ids []int32, maxNew int, o Options, prompt []int) *stepper {
+	return m.newStepper(st, ids, maxNew, o.Sampling, prompt, o.State == nil)
 }
 
 // tokensFor returns how many of ids, from the first, it takes for their

@@ -84,8 +84,9 @@ type Backend struct {
 	slot  uint64 // bytes per slot (minUniformBufferOffsetAlignment, ≥ 256)
 	slots int    // slots used
 
-	dummy   *wgpu.Buffer // bound where an optional input is absent
-	staging *wgpu.Buffer // MapRead buffer for Read, grown on demand
+	dummy   *wgpu.Buffer   // bound where an optional input is absent
+	staging *wgpu.Buffer   // MapRead buffer for Read, grown on demand
+	idBufs  []*wgpu.Buffer // MapRead buffers of StageIDs not in use, idBufSize bytes each
 	stSize  uint64
 
 	pipes   map[pipeKey]*pipeline

@@ -110,9 +110,9 @@ func New(opts Options) (*Backend, error) {
 	return b, nil
 }
 
-// maxStorageBindings is the most storage buffers one kernel binds (ssm_step,
-// ssm_scan); WebGPU's default limit is 8.
-const maxStorageBindings = 7
+// maxStorageBindings is the most storage buffers one kernel binds (the
+// output pass of ssm_scan); WebGPU's default limit is 8.
+const maxStorageBindings = 8
 
 // Adapter describes the adapter in use (in js, what GPUAdapter.info tells).
 func (b *Backend) Adapter() wgpu.AdapterInfo { return b.info }

@@ -33,7 +33,7 @@ func TestFreeWhileRecording(t *testing.T) {
 	b.Write(h, []float32{1, 1, 1, 1, 2, 2, 2, 2})
 	b.Write(w, []float32{1, 2, 3, 4})
 	before := b.Stats()
-	b.RMSNorm(out, h, nil, w, nil, 0)
+	b.RMSNorm(out, h, w, nil, 1, 0)
 	b.Free(h)
 	if s := b.Stats(); s.LiveBuffers != before.LiveBuffers-1 || s.LiveBindGroups != before.LiveBindGroups {
 		t.Errorf("after Free: %+v, before %+v (want one buffer fewer and the new bind group dropped)", s, before)
@@ -47,7 +47,7 @@ func TestFreeWhileRecording(t *testing.T) {
 			t.Fatalf("out = %v: the recorded rmsnorm did not see h", got)
 		}
 	}
-	b.RMSNorm(out, h, nil, w, nil, 0)
+	b.RMSNorm(out, h, w, nil, 1, 0)
 	if _, err := b.Read(out); err == nil || !strings.Contains(err.Error(), "freed") {
 		t.Errorf("rmsnorm of a freed tensor: %v, want an error saying it was freed", err)
 	}

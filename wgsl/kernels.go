@@ -151,10 +151,13 @@ func (k *kernel[P]) dispatchAs(b *Backend, d defines, note string, binds []bind,
 
 type matmulParams struct {
 	T, N, K, Stride, Ldo, Col0, HasBias, Kper, Pstride, Qstride uint32
+	Add, HasNorm, Groups, Gs                                    uint32
+	Eps                                                         float32
+	HasMask                                                     uint32
 }
 
 type matmulSumParams struct {
-	T, N, Splits, Pstride, HasBias uint32
+	T, N, Splits, Pstride, HasBias, Add uint32
 }
 
 type embedParams struct {
@@ -162,18 +165,13 @@ type embedParams struct {
 }
 
 type rmsnormParams struct {
-	T, D              uint32
-	Eps               float32
-	HasDelta, HasMask uint32
+	T, D, Groups, Gs uint32
+	Eps              float32
+	HasMask          uint32
 }
 
 type convParams struct {
 	B, L, C, PD, Xoff, Stride, HasBias, HasMask uint32
-}
-
-type gatedNormParams struct {
-	T, I, PD, Groups, Gs uint32
-	Eps                  float32
 }
 
 type lastParams struct {
@@ -188,6 +186,7 @@ type zeroParams struct {
 type ssmStepParams struct {
 	B, L, H, P, N, Hpg, I, GN, CD, PD, Dtoff, ClampOn uint32
 	Lo, Hi                                            float32
+	Gate                                              uint32
 }
 
 type ssmScanParams struct {
@@ -212,7 +211,8 @@ type sampleParams struct {
 var (
 	matmulKernel = newKernel[matmulParams](kernelInfo{
 		file: "matmul.wgsl", weight: true, variants: []string{"MATVEC"}, workgroup: 256,
-		binds: []binding{read("x"), read("W"), read("bias").optional(), write("out"), read("Q").only("WQ")},
+		binds: []binding{read("x"), read("W"), read("bias").optional(), write("out"),
+			read("nw").optional(), read("mask").optional(), read("Q").only("WQ")},
 	})
 	matmulSumKernel = newKernel[matmulSumParams](kernelInfo{
 		file: "matmul_sum.wgsl", workgroup: 256,
@@ -224,15 +224,11 @@ var (
 	})
 	rmsnormKernel = newKernel[rmsnormParams](kernelInfo{
 		file: "rmsnorm.wgsl", workgroup: 256,
-		binds: []binding{write("h"), read("delta").optional(), read("w"), read("mask").optional(), write("out")},
+		binds: []binding{read("h"), read("w"), read("mask").optional(), write("out")},
 	})
 	convKernel = newKernel[convParams](kernelInfo{
 		file: "conv.wgsl", weight: true, variants: []string{"PROMPT", "SHIFT"}, workgroup: 256,
 		binds: []binding{read("proj"), write("state"), read("W"), read("bias").optional(), read("mask").optional(), write("out")},
-	})
-	gatedNormKernel = newKernel[gatedNormParams](kernelInfo{
-		file: "gated_norm.wgsl", workgroup: 256,
-		binds: []binding{read("y"), read("proj"), read("w"), write("out")},
 	})
 	lastKernel = newKernel[lastParams](kernelInfo{
 		file: "last.wgsl", workgroup: 256,
@@ -270,6 +266,6 @@ var (
 	})
 	ssmOutKernel = newKernel[ssmScanParams](kernelInfo{
 		file: "ssm_scan.wgsl", pass: defs("PASS_OUT"), workgroup: 256,
-		binds: []binding{read("xbc"), read("cb"), read("dtb"), read("cumb"), read("cs"), read("dskip"), write("y")},
+		binds: []binding{read("xbc"), read("cb"), read("dtb"), read("cumb"), read("cs"), read("dskip"), write("y"), read("proj")},
 	})
 )

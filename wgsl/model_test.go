@@ -116,8 +116,8 @@ func TestSplitParts(t *testing.T) {
 				b.Embed(gh, gw, gid)
 				ref.Embed(ch, cw, cid)
 				gl, cl := b.Alloc(model.F32, s.T, s.V), ref.Alloc(model.F32, s.T, s.V)
-				b.MatMul(gl, gh, gw, gb) // tied: the table is also the head
-				ref.MatMul(cl, ch, cw, cb)
+				b.MatMul(gl, gh, gw, gb, model.Plain) // tied: the table is also the head
+				ref.MatMul(cl, ch, cw, cb, model.Plain)
 				for _, x := range [][2]model.Tensor{{gh, ch}, {gl, cl}} {
 					got, err := b.Read(x[0])
 					if err != nil {
@@ -254,12 +254,12 @@ func TestErrors(t *testing.T) {
 	})
 	t.Run("shape mismatch", func(t *testing.T) {
 		x, w, out := b.Alloc(model.F32, 2, 5), b.Alloc(model.F32, 3, 4), b.Alloc(model.F32, 2, 3)
-		b.MatMul(out, x, w, nil)
+		b.MatMul(out, x, w, nil, model.Plain)
 		check(t, "matmul", "[2 5]", "4 columns")
 	})
 	t.Run("aliasing", func(t *testing.T) {
 		h, w := b.Alloc(model.F32, 2, 8), b.Alloc(model.F32, 8)
-		b.RMSNorm(h, h, nil, w, nil, 1e-5)
+		b.RMSNorm(h, h, w, nil, 1, 1e-5)
 		check(t, "rmsnorm", "aliasing")
 	})
 	t.Run("foreign tensor", func(t *testing.T) {
@@ -365,3 +365,60 @@ func TestQuantizedFixtures(t *testing.T) {
 // TestHiddenStates checks the residual stream after each layer against
 // transformers' output_hidden_states.
 func TestHiddenStates(t *testing.T) { modeltest.RunHiddenStates(t, open(t, Options{}), 1e-3) }
+
+// TestGenerateAhead checks decoding with steps in flight (model.DecodeAhead:
+// ids kept on the device, read back in batches) against decoding that
+// waits for every token (a caller's state turns running ahead off): the
+// same ids for greedy and seeded sampling, and stop ids, stop lengths and
+// stop strings that land inside a batch of steps end it there.
+func TestGenerateAhead(t *testing.T) {
+	b := open(t, Options{})
+	m, err := model.Load(tiny(), b, model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := []int{1, 17, 300, 42, 9, 1000, 7, 3}
+	run := func(o model.Options, ahead bool) model.Result {
+		t.Helper()
+		if !ahead {
+			o.State = m.NewState(1)
+			defer o.State.Close()
+		}
+		r, err := m.Generate(context.Background(), prompt, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for _, s := range []model.Sampling{{}, {Temperature: 1, TopK: 50, RepetitionPenalty: 1.3, Seed: 7}} {
+		o := model.Options{Sampling: s, MaxNewTokens: 10, StopIDs: []int{}}
+		want := run(o, false)
+		got := run(o, true)
+		if fmt.Sprint(got.IDs) != fmt.Sprint(want.IDs) || got.Reason != want.Reason {
+			t.Fatalf("%+v: ahead %v (%s), step by step %v (%s)", s, got.IDs, got.Reason, want.IDs, want.Reason)
+		}
+		// A stop id at step 6 (inside the batch of steps 4..7) and a
+		// length of 5 end there.
+		o.StopIDs = []int{want.IDs[5]}
+		stop := run(o, true)
+		first := slices.Index(want.IDs, want.IDs[5])
+		if fmt.Sprint(stop.IDs) != fmt.Sprint(want.IDs[:first]) || stop.Reason != "eos" {
+			t.Errorf("%+v: stop id %d: got %v (%s), want %v (eos)", s, want.IDs[5], stop.IDs, stop.Reason, want.IDs[:first])
+		}
+		o.StopIDs, o.MaxNewTokens = []int{}, 5
+		short := run(o, true)
+		if fmt.Sprint(short.IDs) != fmt.Sprint(want.IDs[:5]) || short.Reason != "length" {
+			t.Errorf("%+v: 5 tokens: got %v (%s), want %v (length)", s, short.IDs, short.Reason, want.IDs[:5])
+		}
+	}
+	// The state a caller continues ends right after the last token fed back.
+	st := m.NewState(1)
+	defer st.Close()
+	r, err := m.Generate(context.Background(), prompt, model.Options{MaxNewTokens: 4, StopIDs: []int{}, State: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := len(prompt) + len(r.IDs) - 1; st.Pos != want {
+		t.Errorf("continued state at position %d, want %d", st.Pos, want)
+	}
+}

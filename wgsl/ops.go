@@ -126,13 +126,12 @@ func (b *Backend) Embed(out, table, ids model.Tensor) {
 	}
 }
 
-// RMSNorm implements model.Backend: h += delta; out = rmsnorm(h)·w·mask.
-func (b *Backend) RMSNorm(out, h, delta, w, mask model.Tensor, eps float32) {
+// RMSNorm implements model.Backend: out = rmsnorm_group(h)·w·mask.
+func (b *Backend) RMSNorm(out, h, w, mask model.Tensor, groups int, eps float32) {
 	const op = "rmsnorm"
 	o, ht, wt := b.need(op, "out", out), b.need(op, "h", h), b.need(op, "w", w)
-	dt, bad1 := b.maybe(op, "delta", delta)
-	mt, bad2 := b.maybe(op, "mask", mask)
-	if o == nil || ht == nil || wt == nil || bad1 || bad2 {
+	mt, bad := b.maybe(op, "mask", mask)
+	if o == nil || ht == nil || wt == nil || bad {
 		return
 	}
 	D := wt.elems()
@@ -142,13 +141,39 @@ func (b *Backend) RMSNorm(out, h, delta, w, mask model.Tensor, eps float32) {
 	}
 	T := ht.elems() / D
 	if !b.vector(op, "w", wt, D) || !b.activation(op, "h", ht, T*D) || !b.activation(op, "out", o, T*D) ||
-		(dt != nil && !b.activation(op, "delta", dt, T*D)) || (mt != nil && !b.activation(op, "mask", mt, T)) {
+		(mt != nil && !b.activation(op, "mask", mt, T)) {
+		return
+	}
+	b.rmsnorm(o, ht, wt, mt, T, D, groups, eps)
+}
+
+// rmsnorm records rmsnorm.wgsl over checked tensors.
+func (b *Backend) rmsnorm(o, ht, wt, mt *tensor, T, D, groups int, eps float32) {
+	groups = max(groups, 1)
+	if D%groups != 0 {
+		b.failf("rmsnorm: %d channels do not split into %d groups", D, groups)
 		return
 	}
 	rmsnormKernel.dispatch(b, nil,
-		[]bind{rw(ht.parts[0]), b.opt(dt), ro(wt.parts[0]), b.opt(mt), rw(o.parts[0])},
-		rmsnormParams{T: uint32(T), D: uint32(D), Eps: eps, HasDelta: b2u(dt != nil), HasMask: b2u(mt != nil)},
-		uint32(T))
+		[]bind{ro(ht.parts[0]), ro(wt.parts[0]), b.opt(mt), rw(o.parts[0])},
+		rmsnormParams{T: uint32(T), D: uint32(D), Groups: uint32(groups), Gs: uint32(D / groups), Eps: eps, HasMask: b2u(mt != nil)},
+		uint32(T*groups))
+}
+
+// maxNormGroups bounds the groups a decoded product normalises in the
+// kernel (matmul.wgsl keeps TB × groups scales in workgroup memory).
+const maxNormGroups = 64
+
+// vectorWidth is matmul.wgsl's WV for a weight format: the elements of one
+// read of the matrix-vector kernel.
+func vectorWidth(f model.Format) int {
+	switch f {
+	case model.FormatInt8:
+		return 4
+	case model.FormatInt4:
+		return 8
+	}
+	return 2
 }
 
 // matvecTokens is the most tokens for which MatMul uses the matrix-vector
@@ -160,12 +185,16 @@ const matvecTokens = 4
 // needs a single dispatch, better for a decoded token).
 const convParallelTokens = 2
 
-// MatMul implements model.Backend: out = x·wᵀ (+ bias).
-func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
+// MatMul implements model.Backend: out (+)= x'·wᵀ (+ bias), x' = x or
+// its norm. Decoding (T ≤ matvecTokens) normalises inside the product;
+// prompts normalise into scratch first.
+func (b *Backend) MatMul(out, x, w, bias model.Tensor, pr model.Product) {
 	const op = "matmul"
 	o, xt, wt := b.need(op, "out", out), b.need(op, "x", x), b.need(op, "w", w)
 	bt, bad := b.maybe(op, "bias", bias)
-	if o == nil || xt == nil || wt == nil || bad {
+	nt, bad2 := b.maybe(op, "norm", pr.Norm)
+	mt, bad3 := b.maybe(op, "mask", pr.Mask)
+	if o == nil || xt == nil || wt == nil || bad || bad2 || bad3 {
 		return
 	}
 	N, K, stride, parts := matrix(wt)
@@ -177,19 +206,47 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
 	if !b.activation(op, "x", xt, T*K) || !b.activation(op, "out", o, T*N) || (bt != nil && !b.vector(op, "bias", bt, N)) {
 		return
 	}
+	groups := max(pr.Groups, 1)
+	if nt != nil && (!b.vector(op, "norm", nt, K) || (mt != nil && !b.activation(op, "mask", mt, T))) {
+		return
+	}
+	if nt == nil && mt != nil {
+		b.failf("%s: a mask without a norm", op)
+		return
+	}
+	if nt != nil && K%groups != 0 {
+		b.failf("%s: %d columns do not split into %d norm groups", op, K, groups)
+		return
+	}
 	if T == 0 || N == 0 || !u32s(op, b, T*K, T*N) {
 		return
 	}
 	// Two kernels by prompt length (matmul.wgsl): tile edges in columns
 	// and tokens.
+	matvec := T <= matvecTokens
 	d, cols, toks := wt.withFormat(), uint32(64), uint32(64)
-	if T <= matvecTokens {
+	if matvec {
 		d, cols, toks = wt.withFormat("MATVEC"), 4, 4
+	}
+	gs := K / groups
+	fused := nt != nil && matvec && groups <= maxNormGroups && (groups == 1 || gs%vectorWidth(wt.format) == 0)
+	src := xt
+	if nt != nil && !fused {
+		u := b.scratchFor("matmul.norm", T*K)
+		if u == nil {
+			return
+		}
+		b.rmsnorm(u, xt, nt, mt, T, K, groups, pr.Eps)
+		src = u
+	}
+	var nb, mb bind = b.opt(nil), b.opt(nil)
+	if fused {
+		nb, mb = b.opt(nt), b.opt(mt)
 	}
 	// A prompt whose product has too few tiles to fill the GPU is cut along
 	// k: partial products into scratch, then matmul_sum.wgsl adds them.
 	splits, kper := 1, K
-	if T > matvecTokens {
+	if !matvec {
 		splits, kper = splitK(T, N, K, b.maxBinding)
 	}
 	dst := o.parts[0]
@@ -201,18 +258,19 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor) {
 		dst = sc.parts[0]
 	}
 	for _, p := range parts {
-		groups := ceilDiv(uint32(p.rows), cols) * ceilDiv(uint32(T), toks) * uint32(splits)
+		groupsN := ceilDiv(uint32(p.rows), cols) * ceilDiv(uint32(T), toks) * uint32(splits)
 		matmulKernel.dispatchAs(b, d, wt.role,
-			withQ([]bind{ro(xt.parts[0]), ro(p), b.opt(bt), rw(dst)}, p),
+			withQ([]bind{ro(src.parts[0]), ro(p), b.opt(bt), rw(dst), nb, mb}, p),
 			matmulParams{T: uint32(T), N: uint32(p.rows), K: uint32(K), Stride: uint32(stride), Ldo: uint32(N),
 				Col0: uint32(p.row0), HasBias: b2u(bt != nil && splits == 1), Kper: uint32(kper),
-				Pstride: uint32(T * N), Qstride: uint32(wt.qrow)},
-			groups)
+				Pstride: uint32(T * N), Qstride: uint32(wt.qrow), Add: b2u(pr.Add && splits == 1),
+				HasNorm: b2u(fused), Groups: uint32(groups), Gs: uint32(gs), Eps: pr.Eps, HasMask: b2u(fused && mt != nil)},
+			groupsN)
 	}
 	if splits > 1 {
 		matmulSumKernel.dispatchAs(b, nil, wt.role,
 			[]bind{ro(dst), b.opt(bt), rw(o.parts[0])},
-			matmulSumParams{T: uint32(T), N: uint32(N), Splits: uint32(splits), Pstride: uint32(T * N), HasBias: b2u(bt != nil)},
+			matmulSumParams{T: uint32(T), N: uint32(N), Splits: uint32(splits), Pstride: uint32(T * N), HasBias: b2u(bt != nil), Add: b2u(pr.Add)},
 			ceilDiv(uint32(T*N), matmulSumKernel.workgroup))
 	}
 }
@@ -289,38 +347,6 @@ func (b *Backend) Conv(out, proj, state, w, bias, mask model.Tensor, c model.Con
 	if K > 1 {
 		convKernel.dispatch(b, wt.withFormat(kc, "SHIFT"), binds, pr, ceilDiv(uint32(B*(K-1)*C), wg))
 	}
-}
-
-// GatedNorm implements model.Backend: out = rmsnorm_group(y·silu(z))·w.
-func (b *Backend) GatedNorm(out, y, proj, w model.Tensor, groups int, eps float32) {
-	const op = "gated norm"
-	o, yt, pt, wt := b.need(op, "out", out), b.need(op, "y", y), b.need(op, "proj", proj), b.need(op, "w", w)
-	if o == nil || yt == nil || pt == nil || wt == nil {
-		return
-	}
-	I := wt.elems()
-	if groups <= 0 || I == 0 || I%groups != 0 {
-		b.failf("%s: %d channels do not split into %d groups", op, I, groups)
-		return
-	}
-	if yt.elems()%I != 0 || len(pt.shape) == 0 {
-		b.failf("%s: y %v is not rows of %d channels", op, yt.shape, I)
-		return
-	}
-	T := yt.elems() / I
-	PD := pt.shape[len(pt.shape)-1]
-	if PD < I {
-		b.failf("%s: proj rows of %d columns hold no gate of %d", op, PD, I)
-		return
-	}
-	if !b.vector(op, "w", wt, I) || !b.activation(op, "y", yt, T*I) || !b.activation(op, "out", o, T*I) ||
-		!b.activation(op, "proj", pt, T*PD) || T == 0 {
-		return
-	}
-	gatedNormKernel.dispatch(b, nil,
-		[]bind{ro(yt.parts[0]), ro(pt.parts[0]), ro(wt.parts[0]), rw(o.parts[0])},
-		gatedNormParams{T: uint32(T), I: uint32(I), PD: uint32(PD), Groups: uint32(groups), Gs: uint32(I / groups), Eps: eps},
-		uint32(T*groups))
 }
 
 // Last implements model.Backend: out[b] = x[b, L-1].

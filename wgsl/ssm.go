@@ -54,17 +54,17 @@ func (b *Backend) ssmStep(yt, xt, pt, st, bt, at, dt *tensor, a model.SSMArgs, B
 	npl := (c.State + 31) / 32
 	ssmStepKernel.dispatch(b, defs(fmt.Sprintf("NPL=%du", npl)),
 		[]bind{ro(xt.parts[0]), ro(pt.parts[0]), rw(st.parts[0]), ro(bt.parts[0]), ro(at.parts[0]), ro(dt.parts[0]), rw(yt.parts[0])},
-		ssmParams(c, B, L, a.Chunked),
+		ssmParams(c, B, L, a.Chunked, a.Gate),
 		uint32(B*c.Heads)*ceilDiv(uint32(c.HeadDim), 8))
 }
 
 // ssmParams are the parameters ssm_step.wgsl and ssm_scan.wgsl share.
-func ssmParams(c model.Config, B, L int, clamp bool) ssmStepParams {
+func ssmParams(c model.Config, B, L int, clamp, gate bool) ssmStepParams {
 	H, P, N, G, I := c.Heads, c.HeadDim, c.State, c.Groups, c.Inner()
 	CD, PD := c.ConvDim(), c.ProjDim()
 	return ssmStepParams{B: uint32(B), L: uint32(L), H: uint32(H), P: uint32(P), N: uint32(N), Hpg: uint32(H / G),
 		I: uint32(I), GN: uint32(G * N), CD: uint32(CD), PD: uint32(PD), Dtoff: uint32(I + CD), ClampOn: b2u(clamp),
-		Lo: finite(c.TimeStepMin), Hi: finite(c.TimeStepMax)}
+		Lo: finite(c.TimeStepMin), Hi: finite(c.TimeStepMax), Gate: b2u(gate)}
 }
 
 // maxStatePerLane bounds the state elements one invocation of ssm_step keeps
@@ -97,7 +97,7 @@ func (b *Backend) ssmChunked(yt, xt, pt, st, bt, at, dt *tensor, a model.SSMArgs
 		}
 		scr[i] = t.parts[0]
 	}
-	pr := ssmScanParams{ssmStepParams: ssmParams(c, B, L, true), Q: uint32(Q), Nc: uint32(nc), G: uint32(G)}
+	pr := ssmScanParams{ssmStepParams: ssmParams(c, B, L, true, a.Gate), Q: uint32(Q), Nc: uint32(nc), G: uint32(G)}
 	dtb, cumb, cb, cs := scr[0], scr[1], scr[2], scr[3]
 	tiles := func(n int) uint32 { return ceilDiv(uint32(n), 64) } // tile.wgsl's edge
 	ssmCumKernel.dispatch(b, nil,
@@ -109,7 +109,7 @@ func (b *Backend) ssmChunked(yt, xt, pt, st, bt, at, dt *tensor, a model.SSMArgs
 	ssmCarryKernel.dispatch(b, nil,
 		[]bind{ro(cumb), rw(cs), rw(st.parts[0])}, pr, ceilDiv(uint32(B*H*P*N), ssmCarryKernel.workgroup))
 	ssmOutKernel.dispatch(b, nil,
-		[]bind{ro(xt.parts[0]), ro(cb), ro(dtb), ro(cumb), ro(cs), ro(dt.parts[0]), rw(yt.parts[0])}, pr,
+		[]bind{ro(xt.parts[0]), ro(cb), ro(dtb), ro(cumb), ro(cs), ro(dt.parts[0]), rw(yt.parts[0]), ro(pt.parts[0])}, pr,
 		uint32(B*H*nc)*tiles(Q)*tiles(P))
 }
 

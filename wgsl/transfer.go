@@ -95,6 +95,89 @@ func (b *Backend) ReadIDs(x model.Tensor) ([]int32, error) {
 	return slices.Clone(fromBytes[int32](raw)), nil
 }
 
+// idBufSize is the size of each StageIDs buffer: the ids of 1024 rows.
+const idBufSize = 4096
+
+// StageIDs implements model.IDStager: one submission copies the ids
+// tensors into a MapRead buffer of their own after everything recorded so
+// far; mapping that buffer waits for that submission only, so steps
+// recorded after it keep the GPU busy while the host waits.
+func (b *Backend) StageIDs(ids ...model.Tensor) func() ([]int32, error) {
+	fail := func(err error) func() ([]int32, error) { return func() ([]int32, error) { return nil, err } }
+	if b.closed {
+		return fail(errors.New("wgsl: the backend is closed"))
+	}
+	if b.broken != nil {
+		return fail(b.broken)
+	}
+	var ts []*tensor
+	size := uint64(0)
+	for _, x := range ids {
+		t := b.asTensor("stage ids", x, "ids")
+		if t == nil || !b.usable("stage ids", t) {
+			break
+		}
+		if t.kind != model.I32 || len(t.parts) != 1 {
+			b.failf("stage ids: %s is not an I32 tensor", t)
+			break
+		}
+		ts = append(ts, t)
+		size += uint64(t.elems()) * 4
+	}
+	if size > idBufSize {
+		b.failf("stage ids: %d ids are more than the %d one read takes", size/4, idBufSize/4)
+	}
+	if err := b.takeErr(); err != nil {
+		if b.enc != nil {
+			b.submit(nil)
+		}
+		b.takeErr()
+		return fail(err)
+	}
+	var buf *wgpu.Buffer
+	if n := len(b.idBufs); n > 0 {
+		buf, b.idBufs = b.idBufs[n-1], b.idBufs[:n-1]
+	} else {
+		var err error
+		if buf, err = b.newBuffer("ids read", idBufSize, wgpu.BufferUsageMapRead|wgpu.BufferUsageCopyDst); err != nil {
+			return fail(err)
+		}
+	}
+	b.submit(func(enc *wgpu.CommandEncoder) error {
+		off := uint64(0)
+		for _, t := range ts {
+			n := uint64(t.elems()) * 4
+			if err := enc.CopyBufferToBuffer(t.parts[0].buf, 0, buf, off, n); err != nil {
+				return err
+			}
+			off += n
+		}
+		return nil
+	})
+	if err := b.takeErr(); err != nil {
+		b.idBufs = append(b.idBufs, buf)
+		return fail(err)
+	}
+	return func() ([]int32, error) {
+		if b.closed {
+			return nil, errors.New("wgsl: the backend is closed")
+		}
+		raw, err := b.mapRead(buf, size)
+		if err == nil {
+			b.idBufs = append(b.idBufs, buf) // unmapped again by mapBuffer
+		}
+		if cerr := b.checkSubmitted(); cerr != nil && err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, err
+		}
+		return slices.Clone(fromBytes[int32](raw)), nil
+	}
+}
+
+var _ model.IDStager = (*Backend)(nil)
+
 // readBack submits everything recorded plus a copy of t into the staging
 // buffer, waits, and returns the mapped bytes (valid until the next call).
 func (b *Backend) readBack(t *tensor) ([]byte, error) {

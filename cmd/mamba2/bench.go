@@ -174,44 +174,44 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 
 	pick := batchPicker(m, *batch) // greedy, as Generate decodes
 	defer pick.free()
-	// decodeRun prefills 16 tokens of each sequence, then times n+1 greedy
-	// steps of all of them, the first a warm-up; with profiled, prof times
-	// the n others.
-	decodeRun := func(n int, profiled bool) ([]time.Duration, map[string]model.KernelTime, error) {
+	// decodeRun prefills 16 tokens of each sequence and decodes one
+	// warm-up step, then times n greedy steps of all of them as Generate
+	// decodes (State.Decode: the ids on the device, steps in flight), and
+	// returns the time per step; with profiled, prof times those n.
+	decodeRun := func(n int, profiled bool) (time.Duration, map[string]model.KernelTime, error) {
 		st := m.NewState(*batch)
 		defer st.Close()
 		out, err := st.Forward(randomIDs(16**batch), nil)
 		if err != nil {
-			return nil, nil, err
+			return 0, nil, err
 		}
-		var times []time.Duration
-		for i := range n + 1 {
-			if err := ctx.Err(); err != nil {
-				return nil, nil, err
-			}
-			if i == 1 && profiled {
-				if err := prof.SetProfiling(true); err != nil {
-					return nil, nil, err
-				}
-				prof.Profile() // the prefill and the warm-up step are not counted
-			}
-			start := time.Now()
-			next, err := pick.pick(out)
-			if err != nil {
-				return nil, nil, err
-			}
-			if out, err = st.Forward(next, nil); err != nil {
-				return nil, nil, err
-			}
-			if i > 0 {
-				times = append(times, time.Since(start))
-			}
+		next, err := pick.pick(out)
+		if err != nil {
+			return 0, nil, err
 		}
+		warm, err := st.Decode(next, 1, model.Sampling{})
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, nil, err
+		}
+		if profiled {
+			if err := prof.SetProfiling(true); err != nil {
+				return 0, nil, err
+			}
+			prof.Profile() // the prefill and the warm-up step are not counted
+		}
+		start := time.Now()
+		if _, err := st.Decode(warm, n, model.Sampling{}); err != nil {
+			return 0, nil, err
+		}
+		per := time.Since(start) / time.Duration(n)
 		if !profiled {
-			return times, nil, nil
+			return per, nil, nil
 		}
-		kernels := prof.Profile() // runs the last step's forward pass too
-		return times, kernels, prof.SetProfiling(false)
+		kernels := prof.Profile()
+		return per, kernels, prof.SetProfiling(false)
 	}
 	counts, hasCounts := m.Backend.(interface {
 		Counts() (submissions, dispatches int)
@@ -220,23 +220,28 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if hasCounts {
 		sub0, dis0 = counts.Counts()
 	}
-	times, _, err := decodeRun(*decode, false)
-	if err != nil {
-		return err
+	var times []time.Duration
+	for range *reps {
+		per, _, err := decodeRun(*decode, false)
+		if err != nil {
+			return err
+		}
+		times = append(times, per)
 	}
 	med := median(times)
 	report.Decode = decodeFigure{Tokens: *decode, MedianPerToken: med.Seconds(), TokensPerSec: float64(*batch) / med.Seconds()}
 	if hasCounts {
-		// decodeRun's prefill of 16 tokens is counted too: take it out by
-		// counting one more run of a single step.
+		// decodeRun's prefill of 16 tokens and warm-up step are counted
+		// too: take them out by counting one more run of a single step.
 		sub1, dis1 := counts.Counts()
 		if _, _, err := decodeRun(1, false); err != nil {
 			return err
 		}
 		sub2, dis2 := counts.Counts()
 		steps := float64(*decode - 1)
-		stepSub := float64((sub1-sub0)-(sub2-sub1)) / steps
-		stepDis := float64((dis1-dis0)-(dis2-dis1)) / steps
+		runs := float64(*reps)
+		stepSub := (float64(sub1-sub0)/runs - float64(sub2-sub1)) / steps
+		stepDis := (float64(dis1-dis0)/runs - float64(dis2-dis1)) / steps
 		report.Decode.SubmissionsPerToken, report.Decode.DispatchesPerToken = &stepSub, &stepDis
 	}
 	if hasMem {

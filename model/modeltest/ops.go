@@ -25,7 +25,8 @@ const OpsTolerance = 1e-4
 // prompts (Chunked true, with a finite dt clamp) continuing from nonzero
 // conv and SSM state, F32, F16 and BF16 weights and int8 and int4 matrices (odd row lengths
 // and ragged int4 groups included),
-// the full and grouped gated norm, and sampling ties. It also reads back the
+// norms in groups fused into the products, the gate, one layer's decode
+// step op by op, and sampling ties. It also reads back the
 // inputs an operation must leave alone. b must be fresh; RunOps does not
 // close it.
 func RunOps(t *testing.T, b model.Backend) {
@@ -36,7 +37,7 @@ func RunOps(t *testing.T, b model.Backend) {
 	t.Run("MatMul", h.matMul)
 	t.Run("Conv", h.conv)
 	t.Run("SSM", h.ssm)
-	t.Run("GatedNorm", h.gatedNorm)
+	t.Run("DecodeLayer", h.decodeLayer)
 	t.Run("Last", h.last)
 	if ds, ok := b.(model.DeviceSampler); ok {
 		t.Run("Sample", func(t *testing.T) { h.sample(t, ds) })
@@ -340,30 +341,25 @@ func (h *opsHarness) embed(t *testing.T) {
 }
 
 func (h *opsHarness) rmsNorm(t *testing.T) {
-	for _, D := range []int{70, 300} {
-		for _, withDelta := range []bool{false, true} {
-			for _, withMask := range []bool{false, true} {
-				dt := dtypes[(D/70+b2i(withDelta)+2*b2i(withMask))%3]
-				t.Run(fmt.Sprintf("D%d/delta=%v/mask=%v/w=%s", D, withDelta, withMask, dt), func(t *testing.T) {
-					const B, L = 2, 5
-					hh := h.act(t, h.rand(B*L*D, -2, 2), B, L, D)
-					w := h.weight(t, "norm", dt, 0.5, 1.5, D)
-					out := h.act(t, nil, B, L, D)
-					var delta, mask pair
-					if withDelta {
-						delta = h.act(t, nil, B, L, D)
-					}
-					if withMask {
-						mask = h.act(t, []float32{1, 1, 1, 1, 1, 0, 0, 1, 1, 1}, B, L)
-					}
-					h.b.RMSNorm(out.got, hh.got, delta.on(false), w.got, mask.on(false), 1e-5)
-					h.ref.RMSNorm(out.want, hh.want, delta.on(true), w.want, mask.on(true), 1e-5)
-					h.close(t, "out", out)
-					h.close(t, "h (+= delta)", hh)
-					h.unchanged(t, "delta", delta)
-					h.unchanged(t, "mask", mask)
-				})
-			}
+	cases := []struct{ D, groups int }{{70, 1}, {70, 5}, {300, 1}, {300, 4}, {512, 2}}
+	for i, c := range cases {
+		for _, withMask := range []bool{false, true} {
+			dt := dtypes[(i+2*b2i(withMask))%3]
+			t.Run(fmt.Sprintf("D%d/groups%d/mask=%v/w=%s", c.D, c.groups, withMask, dt), func(t *testing.T) {
+				const B, L = 2, 5
+				hh := h.act(t, h.rand(B*L*c.D, -2, 2), B, L, c.D)
+				w := h.weight(t, "norm", dt, 0.5, 1.5, c.D)
+				out := h.act(t, nil, B, L, c.D)
+				var mask pair
+				if withMask {
+					mask = h.act(t, []float32{1, 1, 1, 1, 1, 0, 0, 1, 1, 1}, B, L)
+				}
+				h.b.RMSNorm(out.got, hh.got, w.got, mask.on(false), c.groups, 1e-5)
+				h.ref.RMSNorm(out.want, hh.want, w.want, mask.on(true), c.groups, 1e-5)
+				h.close(t, "out", out)
+				h.unchanged(t, "h", hh)
+				h.unchanged(t, "mask", mask)
+			})
 		}
 	}
 }
@@ -394,10 +390,49 @@ func (h *opsHarness) matMul(t *testing.T) {
 					bias = h.weight(t, "bias", dtypes[j%3], -1, 1, s.N)
 				}
 				out := h.act(t, nil, s.T, s.N)
-				h.b.MatMul(out.got, x.got, w.got, bias.on(false))
-				h.ref.MatMul(out.want, x.want, w.want, bias.on(true))
+				h.b.MatMul(out.got, x.got, w.got, bias.on(false), model.Plain)
+				h.ref.MatMul(out.want, x.want, w.want, bias.on(true), model.Plain)
 				h.close(t, "out", out)
 				h.unchanged(t, "x", x)
+			})
+		}
+	}
+	// Products that normalise x first (in groups, with a padding mask) and
+	// add into out: the in_proj, out_proj and LM head of a layer.
+	fused := []struct{ T, N, K, groups int }{
+		{1, 33, 40, 1}, {2, 129, 64, 4}, {4, 64, 256, 2}, {3, 5, 30, 5}, {1, 70, 96, 3},
+		{5, 33, 40, 2}, {70, 129, 72, 3}, {9, 70, 600, 1}, {131, 257, 40, 2},
+	}
+	for i, s := range fused {
+		for j, wf := range matrixFormats {
+			if (i+j)%2 == 1 {
+				continue // half of the pairs keep the suite short
+			}
+			withBias, withMask, add := j%3 == 0, i%2 == 1, (i+j)%4 == 0
+			t.Run(fmt.Sprintf("norm/T%d/N%d/K%d/groups%d/%s/bias=%v/mask=%v/add=%v", s.T, s.N, s.K, s.groups, wf, withBias, withMask, add), func(t *testing.T) {
+				x := h.act(t, h.rand(s.T*s.K, -2, 2), s.T, s.K)
+				w := h.matrix(t, "w", wf, -1, 1, s.N, s.K)
+				nw := h.weight(t, "norm", dtypes[i%3], 0.5, 1.5, s.K)
+				var bias, mask pair
+				if withBias {
+					bias = h.weight(t, "bias", dtypes[j%3], -1, 1, s.N)
+				}
+				if withMask {
+					m := make([]float32, s.T)
+					for k := range m {
+						m[k] = float32((k + 1) % 3 % 2) // 1, 0, 1, 1, 0, ...
+					}
+					mask = h.act(t, m, s.T)
+				}
+				out := h.act(t, nil, s.T, s.N)
+				p := func(ref bool) model.Product {
+					return model.Product{Norm: nw.on(ref), Mask: mask.on(ref), Groups: s.groups, Eps: 1e-5, Add: add}
+				}
+				h.b.MatMul(out.got, x.got, w.got, bias.on(false), p(false))
+				h.ref.MatMul(out.want, x.want, w.want, bias.on(true), p(true))
+				h.close(t, "out", out)
+				h.unchanged(t, "x", x)
+				h.unchanged(t, "mask", mask)
 			})
 		}
 	}
@@ -491,7 +526,7 @@ func (h *opsHarness) ssm(t *testing.T) {
 		L       int
 		chunked bool
 	}{
-		{opsConfig(), 1, false},      // a decoded token
+		{opsConfig(), 1, false},      // a decoded token (gated: see below)
 		{opsConfig(), 13, true},      // a prompt: 2 chunks and a tail, with the dt clamp
 		{opsConfig(), 13, false},     // the recurrence over many tokens, no clamp
 		{opsConfig(), 3, true},       // shorter than a chunk
@@ -503,7 +538,7 @@ func (h *opsHarness) ssm(t *testing.T) {
 		{opsConfigHuge(), 310, true}, // a chunk longer than a 256-invocation workgroup
 	}
 	for _, c := range cases {
-		t.Run(fmt.Sprintf("H%d/P%d/N%d/G%d/L%d/chunked=%v", c.cfg.Heads, c.cfg.HeadDim, c.cfg.State, c.cfg.Groups, c.L, c.chunked), func(t *testing.T) {
+		t.Run(fmt.Sprintf("H%d/P%d/N%d/G%d/L%d/chunked=%v/gate=%v", c.cfg.Heads, c.cfg.HeadDim, c.cfg.State, c.cfg.Groups, c.L, c.chunked, c.L%2 == 1), func(t *testing.T) {
 			const B = 2
 			cfg := c.cfg
 			H, P, N, I, CD, PD := cfg.Heads, cfg.HeadDim, cfg.State, cfg.Inner(), cfg.ConvDim(), cfg.ProjDim()
@@ -514,7 +549,7 @@ func (h *opsHarness) ssm(t *testing.T) {
 			aLog := h.weight(t, "A_log", loader.BF16, -1, 1.5, H)
 			d := h.weight(t, "D", loader.F16, -1, 1, H)
 			y := h.act(t, nil, B, c.L, I)
-			args := model.SSMArgs{Config: cfg, Chunked: c.chunked}
+			args := model.SSMArgs{Config: cfg, Chunked: c.chunked, Gate: c.L%2 == 1}
 			h.b.SSM(y.got, xbc.got, proj.got, state.got, dtBias.got, aLog.got, d.got, args)
 			h.ref.SSM(y.want, xbc.want, proj.want, state.want, dtBias.want, aLog.want, d.want, args)
 			h.close(t, "y", y)
@@ -525,24 +560,52 @@ func (h *opsHarness) ssm(t *testing.T) {
 	}
 }
 
-func (h *opsHarness) gatedNorm(t *testing.T) {
-	cases := []struct{ I, PD, groups int }{
-		{30, 94, 1}, {30, 94, 2}, {30, 94, 5}, {300, 640, 1}, {300, 640, 4}, {512, 1100, 2},
-	}
-	for i, c := range cases {
-		dt := dtypes[i%3]
-		t.Run(fmt.Sprintf("I%d/groups%d/w=%s", c.I, c.groups, dt), func(t *testing.T) {
-			const B, L = 2, 3
-			y := h.act(t, h.rand(B*L*c.I, -2, 2), B, L, c.I)
-			proj := h.act(t, h.rand(B*L*c.PD, -3, 3), B, L, c.PD)
-			w := h.weight(t, "norm", dt, 0.5, 1.5, c.I)
-			out := h.act(t, nil, B, L, c.I)
-			h.b.GatedNorm(out.got, y.got, proj.got, w.got, c.groups, 1e-5)
-			h.ref.GatedNorm(out.want, y.want, proj.want, w.want, c.groups, 1e-5)
-			h.close(t, "out", out)
-			h.unchanged(t, "y", y)
-			h.unchanged(t, "proj", proj)
-		})
+// decodeLayer runs one layer's operations on one decoded token of two
+// sequences, in the order forward.go issues them, so a backend that fuses
+// neighbouring operations when decoding is checked against the CPU's
+// operations one by one.
+func (h *opsHarness) decodeLayer(t *testing.T) {
+	for i, cfg := range []model.Config{opsConfig(), opsConfigWide()} {
+		for j, wf := range matrixFormats {
+			if (i+j)%2 == 1 {
+				continue
+			}
+			t.Run(fmt.Sprintf("D%d/H%d/G%d/%s", cfg.Hidden, cfg.Heads, cfg.Groups, wf), func(t *testing.T) {
+				const B = 2
+				D, I, C, K, PD := cfg.Hidden, cfg.Inner(), cfg.ConvDim(), cfg.ConvKernel, cfg.ProjDim()
+				H, P, N := cfg.Heads, cfg.HeadDim, cfg.State
+				hh := h.act(t, h.rand(B*D, -2, 2), B, 1, D)
+				norm := h.weight(t, "norm", dtypes[j%3], 0.5, 1.5, D)
+				inW := h.matrix(t, "in_proj", wf, -0.5, 0.5, PD, D)
+				convW := h.weight(t, "conv1d.weight", dtypes[(j+1)%3], -1, 1, C, K)
+				convB := h.weight(t, "conv1d.bias", loader.F32, -1, 1, C)
+				conv := h.act(t, nil, B, K-1, C)
+				ssm := h.act(t, h.rand(B*H*P*N, -0.5, 0.5), B, H, P, N)
+				dtBias := h.weight(t, "dt_bias", loader.F32, -1, 1, H)
+				aLog := h.weight(t, "A_log", loader.F32, -1, 1.5, H)
+				d := h.weight(t, "D", loader.F32, -1, 1, H)
+				mix := h.weight(t, "norm", dtypes[(j+2)%3], 0.5, 1.5, I)
+				outW := h.matrix(t, "out_proj", wf, -0.5, 0.5, D, I)
+				proj, xbc, y := h.act(t, nil, B, 1, PD), h.act(t, nil, B, 1, C), h.act(t, nil, B, 1, I)
+				for step := range 2 { // the second step sees the first's conv and SSM state
+					for _, ref := range []bool{false, true} {
+						b := h.b
+						if ref {
+							b = h.ref
+						}
+						b.MatMul(proj.on(ref), hh.on(ref), inW.on(ref), nil, model.Product{Norm: norm.on(ref), Groups: 1, Eps: 1e-5})
+						b.Conv(xbc.on(ref), proj.on(ref), conv.on(ref), convW.on(ref), convB.on(ref), nil, cfg)
+						b.SSM(y.on(ref), xbc.on(ref), proj.on(ref), ssm.on(ref), dtBias.on(ref), aLog.on(ref), d.on(ref),
+							model.SSMArgs{Config: cfg, Chunked: false, Gate: true})
+						b.MatMul(hh.on(ref), y.on(ref), outW.on(ref), nil,
+							model.Product{Norm: mix.on(ref), Groups: cfg.Groups, Eps: 1e-5, Add: true})
+					}
+					h.close(t, fmt.Sprintf("step %d: h", step), hh)
+					h.close(t, fmt.Sprintf("step %d: conv state", step), conv)
+					h.close(t, fmt.Sprintf("step %d: SSM state", step), ssm)
+				}
+			})
+		}
 	}
 }
 

@@ -1,6 +1,12 @@
 // matmul.wgsl: Backend.MatMul, the CPU's
-//     for t, n: out[t, n] = Σ_k x[t, k] · w[n, k]  (+ bias[n])
-// x times W transposed, W in checkpoint layout [N, K]. A weight split by rows
+//     for t, n: out[t, n] (+)= Σ_k x'[t, k] · w[n, k]  (+ bias[n])
+// x times W transposed, W in checkpoint layout [N, K]; with add the product
+// is added to out (the residual stream). x' is x, or, with has_norm in the
+// MATVEC variant, rmsnorm.wgsl's norm of x computed in the kernel: every
+// workgroup first sums the squares of its tokens' rows (per group of gs
+// channels) and then scales x by them and by the norm weight as it goes,
+// so a decoded token's norm and product are one dispatch. (Prompts run
+// rmsnorm.wgsl into scratch first; their products dwarf it.) A weight split by rows
 // into several buffers is one dispatch per part: the part's rows are output
 // columns [col0, col0 + N) of an output row of ldo columns.
 //
@@ -36,6 +42,12 @@ struct Params {
     kper: u32,     // tiled: k per split (K when not split)
     pstride: u32,  // tiled, split: floats between the partial products
     qstride: u32,  // quantized W: parameters per row of Q (unpack.wgsl)
+    add: u32,      // out += the product
+    has_norm: u32, // MATVEC: x' = rmsnorm(x) · nw (· mask)
+    groups: u32,   // with has_norm: groups per row (gs = K / groups, a multiple of WV when groups > 1)
+    gs: u32,
+    eps: f32,
+    has_mask: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -43,8 +55,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> W: array<WWord>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> nw: array<f32>;
+@group(0) @binding(6) var<storage, read> mask: array<f32>;
 #ifdef WQ
-@group(0) @binding(5) var<storage, read> Q: array<u32>;
+@group(0) @binding(7) var<storage, read> Q: array<u32>;
 #endif
 
 const WG: u32 = 256u;
@@ -55,6 +69,46 @@ const RPW: u32 = WG / TPR;   // output columns per workgroup
 const TB: u32 = 4u;          // tokens per workgroup
 
 var<workgroup> part: array<f32, 1024>; // TB × WG partial sums
+var<workgroup> inv: array<f32, WG>;    // has_norm: 1/rms of (token j, group) at j · groups + group
+
+// norm_scales fills inv for the tn tokens from t0: the (token, group)
+// pairs are spread over segments of S invocations, each summing its pair's
+// squares, then a tree reduction within each segment. Uniform control flow.
+fn norm_scales(t0: u32, tn: u32, lid: u32) {
+    let pairs = tn * P.groups;
+    var S = WG;
+    while (S > 1u && S * pairs > WG) {
+        S = S >> 1u;
+    }
+    for (var base = 0u; base < pairs; base += WG / S) {
+        let pi = base + lid / S;
+        let li = lid % S;
+        var ss = 0.0;
+        if (pi < pairs) {
+            let xo = (t0 + pi / P.groups) * P.K + (pi % P.groups) * P.gs;
+            for (var k = li; k < P.gs; k += S) {
+                let v = x[xo + k];
+                ss += v * v;
+            }
+        }
+        part[lid] = ss;
+        workgroupBarrier();
+        for (var s = S / 2u; s > 0u; s = s >> 1u) {
+            if (li < s) {
+                part[lid] += part[lid + s];
+            }
+            workgroupBarrier();
+        }
+        if (li == 0u && pi < pairs) {
+            var r = inverseSqrt(part[lid] / f32(P.gs) + P.eps);
+            if (P.has_mask == 1u) {
+                r *= mask[t0 + pi / P.groups];
+            }
+            inv[pi] = r;
+        }
+        workgroupBarrier();
+    }
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -68,13 +122,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let n = (g % col_groups) * RPW + lid / TPR;
     let lane = lid % TPR;
     let tn = min(TB, P.T - t0); // tokens of this workgroup: the reduction skips the others
+    let normed = P.has_norm == 1u;
+    if (normed) {
+        norm_scales(t0, tn, lid);
+    }
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     if (n < P.N) {
         // Whole vectors of WV elements (a word of a packed format), then
-        // the last K % WV elements one by one.
+        // the last K % WV elements one by one. With the norm, the weights
+        // take the norm weight (once for all tokens) and each token's sum
+        // its group's scale (a vector never straddles two groups).
         let KV = P.K - P.K % WV;
         for (var k = lane * WV; k < KV; k += TPR * WV) {
             var wv = w_getv(n, k);
+            var grp = 0u;
+            if (normed) {
+                for (var i = 0u; i < WV; i++) {
+                    wv[i] *= nw[k + i];
+                }
+                grp = k / P.gs;
+            }
             for (var j = 0u; j < TB; j++) {
                 let t = t0 + j;
                 if (t < P.T) {
@@ -83,16 +150,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     for (var i = 0u; i < WV; i++) {
                         s += x[xo + i] * wv[i];
                     }
+                    if (normed) {
+                        s *= inv[j * P.groups + grp];
+                    }
                     acc[j] += s;
                 }
             }
         }
         for (var k = KV + lane; k < P.K; k += TPR) {
-            let wv = w_get(n, k);
+            var wv = w_get(n, k);
+            var grp = 0u;
+            if (normed) {
+                wv *= nw[k];
+                grp = k / P.gs;
+            }
             for (var j = 0u; j < TB; j++) {
                 let t = t0 + j;
                 if (t < P.T) {
-                    acc[j] += x[t * P.K + k] * wv;
+                    var s = x[t * P.K + k] * wv;
+                    if (normed) {
+                        s *= inv[j * P.groups + grp];
+                    }
+                    acc[j] += s;
                 }
             }
         }
@@ -117,7 +196,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 if (P.has_bias == 1u) {
                     v += bias[P.col0 + n];
                 }
-                out[t * P.ldo + P.col0 + n] = v;
+                let o = t * P.ldo + P.col0 + n;
+                if (P.add == 1u) {
+                    v += out[o];
+                }
+                out[o] = v;
             }
         }
     }
@@ -220,7 +303,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 if (P.has_bias == 1u) {
                     v += bias[P.col0 + n];
                 }
-                out[split * P.pstride + t * P.ldo + P.col0 + n] = v;
+                let o = split * P.pstride + t * P.ldo + P.col0 + n;
+                if (P.add == 1u) {
+                    v += out[o];
+                }
+                out[o] = v;
             }
         }
     }

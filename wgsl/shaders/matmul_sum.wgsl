@@ -2,6 +2,7 @@
 // (matmul.wgsl): out[t, col0 + n] = Σ_s part[s, t, col0 + n] (+ bias), the
 // partial products laid out like out, pstride floats apart. One invocation
 // per output element; the sum runs in split order, so it is deterministic.
+// With add, the sum is added to out (MatMul's Product.Add).
 
 #include "common.wgsl"
 
@@ -11,6 +12,7 @@ struct Params {
     splits: u32,
     pstride: u32,
     has_bias: u32,
+    add: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -33,6 +35,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if (P.has_bias == 1u) {
         v += bias[i % P.N];
+    }
+    if (P.add == 1u) {
+        v += out[i];
     }
     out[i] = v;
 }

@@ -41,6 +41,7 @@ struct Params {
     clamp_on: u32,
     lo: f32,
     hi: f32,
+    gate: u32,    // PASS_OUT: y ·= silu(z), z = proj[t, 0:I]
     Q: u32,       // chunk length (at most L)
     nc: u32,      // chunks, ceil(L / Q)
     G: u32,
@@ -292,6 +293,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(5) var<storage, read> cs: array<f32>;
 @group(0) @binding(6) var<storage, read> dskip: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<storage, read> proj: array<f32>;
 
 // For one (b, h, chunk), y is two matrix products over the chunk's Q tokens
 // and the head's P channels:
@@ -420,7 +422,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let p = p0 + tx + 16u * j;
             if (t < tend && p < P.P) {
                 let xo = (b * P.L + t) * P.CD + h * P.P + p;
-                y[(b * P.L + t) * P.I + h * P.P + p] = acc[i * 4u + j] + dh * xbc[xo];
+                var v = acc[i * 4u + j] + dh * xbc[xo];
+                if (P.gate == 1u) {
+                    v *= silu(proj[(b * P.L + t) * P.PD + h * P.P + p]);
+                }
+                y[(b * P.L + t) * P.I + h * P.P + p] = v;
             }
         }
     }

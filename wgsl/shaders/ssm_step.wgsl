@@ -7,6 +7,7 @@
 //             for p, n: S[p, n] = decay · S[p, n] + dt · x[t, h, p] · B[t, g, n]
 //             y[t, h, p] = Σ_n S[p, n] · C[t, g, n] + D[h] · x[t, h, p]
 //     state[b, h] = S
+//     if gate: y[t, h, p] *= silu(z[t, h·P + p])   (z = proj[t, 0:I])
 // It is used for single decoded tokens (args.Chunked false) and, with the
 // clamp, as the sequential fallback for prompts when the chunked passes are
 // turned off.
@@ -34,6 +35,7 @@ struct Params {
     clamp_on: u32,
     lo: f32,
     hi: f32,
+    gate: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -109,7 +111,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             workgroupBarrier();
         }
         if (live && lane == 0u) {
-            y[row * P.I + h * P.P + p] = part[lid] + dh * xp;
+            var v = part[lid] + dh * xp;
+            if (P.gate == 1u) {
+                v *= silu(proj[row * P.PD + h * P.P + p]);
+            }
+            y[row * P.I + h * P.P + p] = v;
         }
         workgroupBarrier();
     }

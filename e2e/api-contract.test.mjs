@@ -50,6 +50,24 @@ test('options.js, mamba2.d.ts, README and the Go runtime name the same options',
   assert.deepEqual([...info.generateOptions].sort(), sent);
 });
 
+test('the state, chat and storage options agree between options.js, mamba2.d.ts and README', () => {
+  assert.deepEqual(Object.keys(options.hiddenStatesOptions).sort(), fields('HiddenStatesOptions'));
+  assert.deepEqual(Object.keys(options.prefillOptions).sort(), fields('PrefillOptions'));
+  assert.deepEqual(Object.keys(options.chatOptions).sort(), fields('ChatOptions'));
+  assert.deepEqual(Object.keys(options.chatOptions.template.fields).sort(), fields('ChatTemplate'));
+  assert.deepEqual(Object.keys(options.storageOptions).sort(), fields('StorageOptions'));
+  // ChatSendOptions is Omit<GenerateOptions, 'state'> and onText.
+  assert.match(dts, /interface ChatSendOptions extends Omit<GenerateOptions, 'state'> \{\n[^}]*\n  onText\?:/);
+  assert.deepEqual(Object.keys(options.chatSendOptions).sort(), [...Object.keys(options.generateOptions).filter((k) => k !== 'state'), 'onText'].sort());
+  const names = [options.hiddenStatesOptions, options.prefillOptions, options.chatOptions, options.chatOptions.template.fields, options.storageOptions]
+    .flatMap((o) => Object.keys(o));
+  for (const name of [...names, 'onText']) assert.match(readme, new RegExp('`' + name + '`'), `web/README.md does not mention ${name}`);
+  for (const fn of ['hiddenStates', 'prefill', 'restoreState', 'chat', 'saveState', 'loadState', 'deleteState', 'listStates']) {
+    assert.match(readme, new RegExp(`\\b${fn}\\(`), `web/README.md does not show ${fn}()`);
+  }
+  for (const fn of ['saveState', 'loadState', 'deleteState', 'listStates', 'State', 'Chat']) assert.equal(typeof api[fn], 'function', `mamba2.js does not export ${fn}`);
+});
+
 test('every option is checked, with a bad-argument error naming it', () => {
   const bad = [
     [options.loadOptions, { onProgress: 'x' }, /onProgress must be a function, got "x"/],
@@ -83,6 +101,17 @@ test('every option is checked, with a bad-argument error naming it', () => {
     [options.generateOptions, { stop: [1] }, /stop must be a string or an array of strings/],
     [options.generateOptions, { stopIds: [1.5] }, /stopIds must be an array of non-negative integer token ids/],
     [options.generateOptions, 'x', /options must be an object/],
+    [options.generateOptions, { state: {} }, /state must be a State \(from model.prefill or model.restoreState\), got an object/],
+    [options.hiddenStatesOptions, { layers: 'first' }, /layers must be 'all', 'last' or a layer index/],
+    [options.hiddenStatesOptions, { layers: -1 }, /layers must be 'all', 'last' or a layer index/],
+    [options.hiddenStatesOptions, { mean: 1 }, /mean must be true or false, got 1/],
+    [options.hiddenStatesOptions, { layer: 1 }, /unknown option layer \(known: layers/],
+    [options.chatOptions, { system: 3 }, /system must be a string, got 3/],
+    [options.chatOptions, { template: { user: 'U: ' } }, /unknown option template.user \(known: systemPrefix/],
+    [options.chatOptions, { template: { stop: [1] } }, /template.stop must be a string or an array of strings/],
+    [options.chatSendOptions, { state: {} }, /unknown option state/],
+    [options.chatSendOptions, { onText: 'x' }, /onText must be a function/],
+    [options.storageOptions, { store: 'localStorage' }, /store must be one of 'idb', 'opfs'/],
   ];
   for (const [schema, o, want] of bad) {
     const why = options.checkOptions(o, schema);
@@ -136,7 +165,8 @@ test('the npm package has a LICENSE, a README and its files; an example type-che
   const dir = mkdtempSync(join(tmpdir(), 'mamba2-tsc-'));
   copyFileSync(join(webDir, 'mamba2.d.ts'), join(dir, 'mamba2.d.ts'));
   writeFileSync(join(dir, 'example.ts'), `
-import { loadModel, Mamba2Error, type GenerateOptions, type ModelInfo } from './mamba2.js';
+import { loadModel, Mamba2Error, saveState, loadState, listStates, deleteState, type GenerateOptions, type ModelInfo,
+  type State, type Chat, type ChatResult, type HiddenStates, type StoredState } from './mamba2.js';
 async function main(signal: AbortSignal): Promise<string> {
   const model = await loadModel('/models/mamba2-go-tiny/', { device: 'auto', cache: 'use', signal, http: { retries: 2 },
     quantize: 'int4', groupSize: 64, onProgress: (p) => console.log(p.loaded / p.total, p.file) });
@@ -149,6 +179,25 @@ async function main(signal: AbortSignal): Promise<string> {
   const r = await model.generate([1, 2, 3], { maxNewTokens: 4 }).result;
   if (r.reason === 'length') text += r.seed;
   try { await model.complete('x'); } catch (e) { if (e instanceof Mamba2Error && e.code === 'device-lost') text = ''; }
+  const st: State = await model.prefill('package main', { signal });
+  const saved: Uint8Array = await st.save();
+  await saveState('k', saved, { store: 'opfs' });
+  await saveState('k2', st);
+  const loaded: Uint8Array | null = await loadState('k', { store: 'opfs' });
+  const again = await model.restoreState(loaded ?? saved);
+  const g = await model.generate([1], { state: again }).result;
+  if ((g.statePos ?? 0) > again.pos && g.stateExtraIds?.length === 0) text += '.';
+  await again.close();
+  const h: HiddenStates = await model.hiddenStates([1, 2], { layers: 'all', mean: true, state: st });
+  const first: Float32Array = h.hidden[0];
+  if (h.shape.length === 1 && first.length === h.shape[0] && h.layers[0] === 0) text += first[0];
+  const chat: Chat = await model.chat({ system: 's', template: { userPrefix: 'Q: ', assistantPrefix: 'A:', stop: ['\\nQ:'] } });
+  const r2: ChatResult = await chat.send('hi', { maxNewTokens: 8, onText: (p: string) => { text += p; } });
+  for await (const piece of chat.stream('more')) text += piece + r2.historyTokens + r2.turnText;
+  await chat.restore(await chat.save());
+  const listed: StoredState[] = await listStates({ store: 'idb' });
+  if (listed.length && (await deleteState(listed[0].key))) await chat.reset();
+  await chat.close();
   await model.dispose();
   return text;
 }

@@ -21,15 +21,20 @@ const yieldEvery = 25 * time.Millisecond
 // names them (its entries marked go); info() reports them so a test can
 // hold the two lists equal.
 var generateOptionNames = []string{"maxNewTokens", "temperature", "topK", "topP", "minP",
-	"repetitionPenalty", "presencePenalty", "frequencyPenalty", "seed", "stop", "stopIds"}
+	"repetitionPenalty", "presencePenalty", "frequencyPenalty", "seed", "stop", "stopIds", "state"}
 
 // generate(handle, prompt, {generateOptionNames..., job, onText}) →
 // Promise<{text, ids, reason, seed, promptTokens, newTokens, seconds,
-// firstTokenSeconds, tokensPerSecond}>.
+// firstTokenSeconds, tokensPerSecond, statePos, stateExtraIds}>.
 //
 // prompt is text (needs the model's tokenizer) or an array of token ids.
 // onText(piece, newTokens) receives the text as it becomes final. An aborted
 // generation resolves with what it produced and reason "aborted".
+//
+// state (a handle from prefill or restoreState) is continued instead of a
+// new state, so the prompt is only what follows it; afterwards it holds the
+// prompt and every id of the result (see continueState), statePos
+// positions in all.
 func jsGenerate(_ js.Value, args []js.Value) any {
 	hv, prompt, opts := argOr(args, 0), argOr(args, 1), argOr(args, 2)
 	ctx, done, err := startJob(opts)
@@ -46,35 +51,36 @@ func jsGenerate(_ js.Value, args []js.Value) any {
 		if err != nil {
 			return nil, err
 		}
-		var ids []int
-		if prompt.Type() == js.TypeString {
-			if s.tok == nil {
-				return nil, codef(codeBadArg, "this model has no tokenizer.json: give the prompt as token ids")
-			}
-			if ids, err = s.tok.EncodeChecked(prompt.String()); err != nil {
-				return nil, coded(codeBadModel, err)
-			}
-		} else if ids, err = intsFromJS(prompt, "prompt"); err != nil {
+		ref, err := optState(opts, s)
+		if err != nil {
 			return nil, err
 		}
-		if len(ids) == 0 {
-			return nil, codef(codeBadArg, "the prompt is empty")
-		}
-		for _, id := range ids {
-			if id < 0 || id >= s.m.Config.VocabSize {
-				return nil, codef(codeBadArg, "token id %d is outside the vocabulary of %d", id, s.m.Config.VocabSize)
-			}
+		ids, err := s.promptIDs(prompt)
+		if err != nil {
+			return nil, err
 		}
 		if len(o.StopStrings) > 0 && s.tok == nil {
 			return nil, codef(codeBadArg, "stop strings need the model's tokenizer.json")
 		}
-		stop := context.AfterFunc(s.ctx, done) // dispose ends this generation
-		defer stop()
-		if err := s.acquire(ctx); err != nil {
-			return nil, err
-		}
-		defer s.release()
-		return s.generate(ctx, ids, o, optFunc(opts, "onText"))
+		return s.exclusive(ctx, done, func() (any, error) {
+			var st *model.State
+			if ref != nil {
+				if ref.closed {
+					return nil, codef(codeDisposed, "the state has been closed (State.close, or its model was disposed)")
+				}
+				st = ref.st
+			}
+			run, err := s.generate(ctx, ids, o, optFunc(opts, "onText"), st)
+			if err != nil {
+				return nil, err
+			}
+			out := run.js()
+			if st != nil {
+				out["statePos"] = st.Pos
+				out["stateExtraIds"] = intsToJS(run.extra)
+			}
+			return out, nil
+		})
 	})
 }
 
@@ -157,19 +163,34 @@ func (s *session) acquire(ctx context.Context) error {
 
 func (s *session) release() { <-s.lock }
 
-func (s *session) generate(ctx context.Context, ids []int, o model.Options, onText js.Value) (any, error) {
-	start := time.Now()
-	var first time.Time
-	n := 0
-	lastYield := start
+// genRun is one generation: the model's result, the prompt's length, the
+// options' seed, timings, and, with a state, what the state holds of it.
+type genRun struct {
+	res          model.Result
+	reason       string
+	seed         uint64
+	promptTokens int
+	start, first time.Time
+	end          time.Time
+	n            int   // tokens chosen (stop ids excepted)
+	extra        []int // ids the state holds past res.IDs (continueState)
+}
+
+// generate runs one generation on st (a new state when nil; continued
+// otherwise, and left holding the prompt and res.IDs: continueState).
+func (s *session) generate(ctx context.Context, ids []int, o model.Options, onText js.Value, st *model.State) (*genRun, error) {
+	r := &genRun{seed: o.Seed, promptTokens: len(ids), start: time.Now()}
+	lastYield := r.start
+	var chosen []int // every id chosen, also past a stop string's cut
 	if s.tok != nil {
 		o.Decode = s.tok.Decode
 	}
-	o.OnToken = func(int) error {
-		n++
+	o.OnToken = func(id int) error {
+		r.n++
+		chosen = append(chosen, id)
 		now := time.Now()
-		if n == 1 {
-			first = now
+		if r.n == 1 {
+			r.first = now
 		}
 		if now.Sub(lastYield) >= yieldEvery {
 			// Sleeping hands control back to the event loop, so queued
@@ -181,17 +202,20 @@ func (s *session) generate(ctx context.Context, ids []int, o model.Options, onTe
 	}
 	if onText.Type() == js.TypeFunction && s.tok != nil {
 		o.OnText = func(piece string) error {
-			onText.Invoke(piece, n)
+			onText.Invoke(piece, r.n)
 			return nil
 		}
 	}
-	res, err := s.m.Generate(ctx, ids, o)
-	if s.device == "webgpu" {
-		if gerr := gpuCheck(); gerr != nil {
-			return nil, gerr // the text is not to be trusted
-		}
+	pos0 := 0
+	if st != nil {
+		o.State = st
+		pos0 = st.Pos
 	}
-	reason := res.Reason
+	res, err := s.m.Generate(ctx, ids, o)
+	if gerr := s.gpuAfter(); gerr != nil {
+		return nil, gerr // the text is not to be trusted
+	}
+	r.res, r.reason = res, res.Reason
 	if err != nil {
 		if errors.Is(err, model.ErrDeviceLost) {
 			return nil, codef(codeLost, "%v; load the model again: its weights come from the browser cache", err)
@@ -199,30 +223,59 @@ func (s *session) generate(ctx context.Context, ids []int, o model.Options, onTe
 		if ctx.Err() == nil {
 			return nil, coded(codeInternal, err)
 		}
-		reason = "aborted"
+		r.reason = "aborted"
 	}
-	end := time.Now()
+	if st != nil {
+		if r.extra, err = continueState(st, st.Pos-pos0-len(ids), chosen, res.IDs); err != nil {
+			return nil, s.runError(err)
+		}
+	}
+	r.end = time.Now()
+	return r, nil
+}
+
+// continueState leaves a state that model.Generate continued holding the
+// prompt and every id of the result, so a later call can go on from the
+// result as from a prompt. Generate feeds back each chosen token but the
+// last (it never needs its logits), so the last id of the result is fed
+// here (one step). After a stop string the state may instead hold ids past
+// the result's (the tokens up to the one that completed it, which the
+// result cuts off); those are returned, for the caller to account for
+// (a chat matches them against its next turn). fed is how many chosen ids
+// the state consumed.
+func continueState(st *model.State, fed int, chosen, ids []int) (extra []int, err error) {
+	if fed >= len(ids) {
+		return chosen[len(ids):fed], nil
+	}
+	if _, err := st.Forward(int32s(ids[fed:]), nil); err != nil {
+		return nil, err
+	}
+	return []int{}, nil
+}
+
+// js is the generation's result for JavaScript.
+func (r *genRun) js() map[string]any {
 	out := map[string]any{
-		"text":              res.Text,
-		"ids":               intsToJS(res.IDs),
-		"reason":            reason,
-		"seed":              float64(o.Seed),
-		"promptTokens":      len(ids),
-		"newTokens":         len(res.IDs),
-		"seconds":           end.Sub(start).Seconds(),
+		"text":              r.res.Text,
+		"ids":               intsToJS(r.res.IDs),
+		"reason":            r.reason,
+		"seed":              float64(r.seed),
+		"promptTokens":      r.promptTokens,
+		"newTokens":         len(r.res.IDs),
+		"seconds":           r.end.Sub(r.start).Seconds(),
 		"firstTokenSeconds": 0.0,
 		"tokensPerSecond":   0.0,
 	}
-	if n > 0 {
-		out["firstTokenSeconds"] = first.Sub(start).Seconds()
-		if n > 1 && end.After(first) {
+	if n := r.n; n > 0 {
+		out["firstTokenSeconds"] = r.first.Sub(r.start).Seconds()
+		if n > 1 && r.end.After(r.first) {
 			// Decoding speed: tokens after the first over the time they took.
-			out["tokensPerSecond"] = float64(n-1) / end.Sub(first).Seconds()
+			out["tokensPerSecond"] = float64(n-1) / r.end.Sub(r.first).Seconds()
 		} else {
-			out["tokensPerSecond"] = float64(n) / end.Sub(start).Seconds()
+			out["tokensPerSecond"] = float64(n) / r.end.Sub(r.start).Seconds()
 		}
 	}
-	return out, nil
+	return out
 }
 
 // encode(handle, text) → Promise<number[]>.
@@ -289,6 +342,7 @@ func jsDispose(_ js.Value, args []js.Value) any {
 		s.cancel()
 		s.lock <- struct{}{} // wait for the running generation
 		defer func() { <-s.lock }()
+		closeStatesOf(s) // their tensors go with the backend
 		return nil, s.m.Backend.Close()
 	})
 }

@@ -22,6 +22,7 @@ const (
 	codeDisposed = "disposed"     // the model was disposed
 	codeLost     = "device-lost"  // the GPU device is gone: load the model again
 	codeInternal = "internal"     // a bug: a Go panic
+	codeBadState = "bad-state"    // saved state bytes refused: not a state, another version or model, cut short
 )
 
 // apiError is an error with a code for JavaScript.

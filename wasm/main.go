@@ -28,6 +28,19 @@ func main() {
 		"decode":    js.FuncOf(jsDecode),
 		"dispose":   js.FuncOf(jsDispose),
 		"info":      js.FuncOf(jsInfo),
+		// Hidden states, saved states and chats (state.go, chat.go).
+		"hiddenStates": js.FuncOf(jsHiddenStates),
+		"prefill":      js.FuncOf(jsPrefill),
+		"saveState":    js.FuncOf(jsSaveState),
+		"restoreState": js.FuncOf(jsRestoreState),
+		"closeState":   js.FuncOf(jsCloseState),
+		"chat":         js.FuncOf(jsChat),
+		"chatSend":     js.FuncOf(jsChatSend),
+		"chatTokens":   js.FuncOf(jsChatTokens),
+		"chatReset":    js.FuncOf(jsChatReset),
+		"chatSave":     js.FuncOf(jsChatSave),
+		"chatRestore":  js.FuncOf(jsChatRestore),
+		"chatClose":    js.FuncOf(jsChatClose),
 	}
 	js.Global().Set("mamba2Go", js.ValueOf(api))
 	if ready := js.Global().Get("mamba2GoReady"); ready.Type() == js.TypeFunction {

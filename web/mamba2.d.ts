@@ -11,22 +11,26 @@ export type Device = 'auto' | 'webgpu' | 'cpu';
  *   or stall timeout (see LoadOptions.http), a file that changed on the server during the load, or a
  *   download that does not match its size or sha256 (manifest.json, or an ETag that is one);
  * - 'no-webgpu': device 'webgpu' was asked for and the browser has no usable WebGPU adapter;
- * - 'too-big': the model does not fit the device (GPU buffer limits, WebAssembly memory);
+ * - 'too-big': the model does not fit the device (GPU buffer limits, WebAssembly memory), or the storage
+ *   helpers found the origin's storage quota full;
  * - 'bad-model': config.json, the safetensors weights or tokenizer.json were rejected (also a
  *   config.json, index or tokenizer.json larger than its size limit, refused before it is downloaded);
  * - 'bad-argument': a call with meaningless arguments (empty prompt, topP > 1, …);
- * - 'disposed': the model was disposed;
+ * - 'disposed': the model was disposed, or the State or Chat used was closed;
  * - 'worker': the worker or the wasm could not be loaded;
  * - 'aborted': a load or generation was cancelled inside the runtime;
  * - 'device-lost': the GPU device was lost (a driver reset, a GPU watchdog, the browser reclaiming it);
  *   this model cannot run any more: load it again (its weights come from the cache, no page reload needed);
- * - 'unsupported': the environment lacks what the runtime needs (no WebAssembly; Node.js, which has no Web Worker);
+ * - 'bad-state': saved bytes were refused by restoreState or Chat.restore: not a saved state (or chat), another format
+ *   version, saved by a model of another architecture (their config hash), or cut short; the message says which;
+ * - 'unsupported': the environment lacks what the runtime needs (no WebAssembly; Node.js, which has no Web Worker;
+ *   IndexedDB or OPFS missing for the storage helpers);
  * - 'internal': a bug.
  * Aborting through an AbortSignal rejects with the signal's reason (a DOMException named 'AbortError').
  */
 export type Mamba2ErrorCode =
   | 'bad-url' | 'not-found' | 'http' | 'no-webgpu' | 'too-big' | 'bad-model'
-  | 'bad-argument' | 'disposed' | 'worker' | 'aborted' | 'device-lost' | 'internal' | 'unsupported';
+  | 'bad-argument' | 'disposed' | 'worker' | 'aborted' | 'device-lost' | 'internal' | 'unsupported' | 'bad-state';
 
 export class Mamba2Error extends Error {
   readonly name: 'Mamba2Error';
@@ -189,6 +193,12 @@ export interface GenerateOptions {
   stop?: string | string[];
   /** Stop when one of these ids is sampled; default: the model's end-of-text id. [] never stops on an id. */
   stopIds?: number[];
+  /**
+   * Continue this state (from prefill or restoreState) instead of a new one: the prompt is what follows
+   * it. Afterwards the state holds the prompt and every id of the result (GenerateResult.statePos), so a
+   * next call goes on from the result as from a prompt.
+   */
+  state?: State;
   /** Aborting stops generation; iteration and `result` reject with the signal's reason. */
   signal?: AbortSignal;
 }
@@ -210,6 +220,13 @@ export interface GenerateResult {
   firstTokenSeconds: number;
   /** Decoding speed after the first token. */
   tokensPerSecond: number;
+  /** With a state option: the positions the state holds now. */
+  statePos?: number;
+  /**
+   * With a state option: ids the state holds past `ids` (only after a stop string: the generated tokens
+   * up to the one that completed it, which `ids` and `text` leave out); [] otherwise.
+   */
+  stateExtraIds?: number[];
 }
 
 /** Text pieces as they are decoded; never half a UTF-8 character, never part of a stop string. */
@@ -239,6 +256,128 @@ export interface ModelConfig {
   eos: number;
 }
 
+export interface HiddenStatesOptions {
+  /**
+   * Which hidden states: 'all' (0 … config.layers), 'last' (the default: config.layers, the final
+   * norm's output) or one index; index k < config.layers is the residual stream after layer k.
+   */
+  layers?: 'all' | 'last' | number;
+  /** Average each over the positions: one vector of hiddenSize values (an embedding of the input). */
+  mean?: boolean;
+  /** Continue this state (which then holds the input too) instead of a new one. */
+  state?: State;
+  signal?: AbortSignal;
+}
+
+/** What hiddenStates returns: transformers' Mamba2Model(output_hidden_states=True), per index of `layers`. */
+export interface HiddenStates {
+  /** The indices, in order, of the arrays in `hidden`. */
+  layers: number[];
+  /** Every array's shape: [tokens, hiddenSize] (row-major), or [hiddenSize] with mean. */
+  shape: [number, number] | [number];
+  hidden: Float32Array[];
+  /** Tokens of the input. */
+  tokens: number;
+}
+
+export interface PrefillOptions {
+  /** Continue this state (and resolve to it) instead of a new one. */
+  state?: State;
+  signal?: AbortSignal;
+}
+
+/**
+ * The recurrent state of a model after some tokens: a Mamba-2 model's whole memory of a prompt, of a
+ * fixed size however long the prompt was (every layer's conv and SSM state). It lives in the model's
+ * worker (on the GPU with WebGPU) until close() or the model's dispose().
+ */
+export class State {
+  private constructor();
+  /** Tokens the state has consumed. */
+  readonly pos: number;
+  /** Whether close() or the model's dispose() freed it. */
+  readonly closed: boolean;
+  /**
+   * Its bytes: a versioned header naming the model's architecture by its config hash, then every
+   * layer's state as float32. Model.restoreState takes them back, in this visit or a later one (saveState).
+   */
+  save(): Promise<Uint8Array>;
+  /** Frees it; twice is harmless. A State the page drops is freed when it is garbage-collected. */
+  close(): Promise<void>;
+}
+
+/**
+ * A chat's turn format. The conversation's text is
+ * `{systemPrefix}{system}{systemSuffix}` (once, with a system text), then per turn
+ * `{userPrefix}{text}{userSuffix}{assistantPrefix}{reply}{assistantSuffix}`. Every field is optional:
+ * the defaults give "User: …\nAssistant: …\n" (systemPrefix '', systemSuffix '\n', userPrefix 'User: ',
+ * userSuffix '\n', assistantPrefix 'Assistant:', assistantSuffix '\n'). A model trained with a chat
+ * template takes that template's markers here.
+ */
+export interface ChatTemplate {
+  systemPrefix?: string;
+  systemSuffix?: string;
+  userPrefix?: string;
+  userSuffix?: string;
+  assistantPrefix?: string;
+  assistantSuffix?: string;
+  /**
+   * Strings that end a reply, besides the model's end-of-text id. Default: assistantSuffix followed by
+   * userPrefix without trailing spaces ('\nUser:'), where the model begins the next user turn itself.
+   */
+  stop?: string | string[];
+}
+
+export interface ChatOptions {
+  /** Text the conversation begins with (an instruction, a persona). */
+  system?: string;
+  template?: ChatTemplate;
+}
+
+/** chat.send's and chat.stream's options: generate's (but state: a chat keeps its own), and onText. */
+export interface ChatSendOptions extends Omit<GenerateOptions, 'state'> {
+  /** Receives the reply's text in pieces as it is decoded (send only needs it to stream). */
+  onText?: (piece: string) => void;
+}
+
+export interface ChatResult extends GenerateResult {
+  /** The text this turn added before the reply (the previous reply's assistantSuffix, the user's block, assistantPrefix). */
+  turnText: string;
+  /** promptTokens: the tokens this turn prefilled; historyTokens: those the chat's state holds after it. */
+  historyTokens: number;
+  /** Turns so far. */
+  turns: number;
+}
+
+/**
+ * A conversation that keeps its state between turns, so each send() prefills only its own turn's
+ * tokens (ChatResult.promptTokens), never the conversation again.
+ */
+export class Chat {
+  private constructor();
+  readonly system: string;
+  /** The conversation's text so far: the system block, every turn and reply. */
+  readonly text: string;
+  readonly turns: number;
+  /** Tokens the chat's state holds. */
+  readonly historyTokens: number;
+  readonly closed: boolean;
+  /** One turn; resolves when the reply ends. An aborted turn keeps what was generated as the reply. */
+  send(text: string, options?: ChatSendOptions): Promise<ChatResult>;
+  /** One turn, streamed: iterate its pieces; `result` settles with the ChatResult. */
+  stream(text: string, options?: ChatSendOptions): TextStream & { readonly result: Promise<ChatResult> };
+  /** The token ids the chat's state holds, in order. */
+  tokens(): Promise<number[]>;
+  /** The conversation, its template and its state as bytes, for restore() (also in a later visit: saveState). */
+  save(): Promise<Uint8Array>;
+  /** Replaces the conversation with a saved one (template and system text included); other bytes reject with 'bad-state'. */
+  restore(bytes: Uint8Array | ArrayBuffer): Promise<void>;
+  /** Forgets the conversation; the system text and template stay. */
+  reset(): Promise<void>;
+  /** Frees the chat's state; twice is harmless. */
+  close(): Promise<void>;
+}
+
 export class Model {
   private constructor();
   /** The folder URL the model came from (absolute). */
@@ -259,6 +398,14 @@ export class Model {
   generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): TextStream;
   /** The whole continuation at once. */
   complete(prompt: string | ArrayLike<number>, options?: GenerateOptions): Promise<string>;
+  /** Hidden states of the input, as transformers' output_hidden_states (see HiddenStatesOptions). */
+  hiddenStates(input: string | ArrayLike<number>, options?: HiddenStatesOptions): Promise<HiddenStates>;
+  /** Runs the input through a new State without generating (or through options.state), and resolves to it. */
+  prefill(input: string | ArrayLike<number>, options?: PrefillOptions): Promise<State>;
+  /** A State from State.save()'s bytes; bytes that are not a state, or of another model's architecture, reject with 'bad-state'. */
+  restoreState(bytes: Uint8Array | ArrayBuffer): Promise<State>;
+  /** A new conversation (the model needs its tokenizer). */
+  chat(options?: ChatOptions): Promise<Chat>;
   /** Stops generation, frees the model (GPU buffers included) and ends its worker. */
   dispose(): Promise<void>;
 }
@@ -280,3 +427,31 @@ export function listCache(): Promise<CachedModel[]>;
 
 /** Removes the cached files of the model folder at url, or of every model; resolves to the number of files removed. */
 export function clearCache(url?: string | URL): Promise<number>;
+
+/** Where the storage helpers keep states: IndexedDB (the default) or the origin private file system. */
+export type StateStore = 'idb' | 'opfs';
+
+export interface StorageOptions {
+  /** Default 'idb'. 'opfs' writes each state as a file, atomically (FileSystemFileHandle.createWritable). */
+  store?: StateStore;
+}
+
+/** A stored state, as listStates reports it. */
+export interface StoredState {
+  key: string;
+  bytes: number;
+  /** When it was stored, in ms since 1970. */
+  savedAt: number;
+}
+
+/**
+ * Stores saved bytes (State.save(), Chat.save()), or a State or Chat (saved first), under key in this
+ * origin's storage, replacing what key held; resolves to the bytes stored. A full quota rejects with 'too-big'.
+ */
+export function saveState(key: string, data: Uint8Array | ArrayBuffer | State | Chat, options?: StorageOptions): Promise<number>;
+/** The bytes stored under key, or null. */
+export function loadState(key: string, options?: StorageOptions): Promise<Uint8Array | null>;
+/** Removes what key holds; resolves to whether there was anything. */
+export function deleteState(key: string, options?: StorageOptions): Promise<boolean>;
+/** The states stored, sorted by key. */
+export function listStates(options?: StorageOptions): Promise<StoredState[]>;

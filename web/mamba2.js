@@ -8,7 +8,12 @@
 // runtime mamba2.wasm on WebGPU or the CPU); this module is a thin proxy that
 // never blocks the page. See mamba2.d.ts for the full API.
 
-import { checkOptions, generateOptions, loadOptions } from './options.js';
+import {
+  STATE, chatOptions, chatSendOptions, checkOptions, generateOptions, hiddenStatesOptions, loadOptions, prefillOptions,
+} from './options.js';
+import { setErrorClass } from './storage.js';
+
+export { deleteState, listStates, loadState, saveState } from './storage.js';
 
 const here = import.meta.url;
 
@@ -23,6 +28,8 @@ export class Mamba2Error extends Error {
     this.code = code;
   }
 }
+
+setErrorClass(Mamba2Error);
 
 function abortError(signal) {
   if (signal?.reason instanceof Error || signal?.reason instanceof DOMException) return signal.reason;
@@ -278,17 +285,125 @@ export class Model {
 
   /**
    * Streams the continuation of prompt (text or token ids) in pieces. Bad
-   * arguments throw a bad-argument Mamba2Error at once.
+   * arguments throw a bad-argument Mamba2Error at once. With a state
+   * option the prompt continues that state, which then also holds the
+   * prompt and the result's ids.
    */
   generate(prompt, options = {}) {
     const conn = this.#live();
     const opts = checked(options, generateOptions);
-    const ids = typeof prompt !== 'string' && prompt !== null && typeof prompt === 'object' && typeof prompt.length === 'number';
-    if (typeof prompt !== 'string' && !(ids && Array.from(prompt).every((n) => Number.isInteger(n) && n >= 0))) {
-      const got = prompt === null ? 'null' : ids ? 'an array with something other than token ids' : typeof prompt === 'number' ? String(prompt) : `a ${typeof prompt}`;
-      throw new Mamba2Error(`the prompt must be a string or an array of token ids, got ${got}`, 'bad-argument');
+    checkPrompt(prompt);
+    const state = opts.state ? this.#own(opts.state) : null;
+    const sent = {};
+    for (const [k, rule] of Object.entries(generateOptions)) if (rule.go && opts[k] !== undefined) sent[k] = opts[k];
+    if (state) sent.state = state.handle;
+    return new TextStream(conn, 'generate', { handle: this.#handle, prompt: promptOf(prompt), options: sent }, opts.signal,
+      (r) => { if (state && typeof r.statePos === 'number') state.pos = r.statePos; });
+  }
+
+  // #own returns the state's internals, refusing a state of another model
+  // (it lives in another worker) or a closed one.
+  #own(state) {
+    const inner = stateInner.get(state);
+    if (!inner || inner.model !== this) {
+      throw new Mamba2Error('the state belongs to another model: states continue only the model that made them (save it and restore it into this one, if it is of the same architecture)', 'bad-argument');
     }
-    return new TextStream(conn, this.#handle, prompt, opts);
+    if (inner.closed) throw new Mamba2Error('the state has been closed (State.close, or its model was disposed)', 'disposed');
+    return inner;
+  }
+
+  /**
+   * Hidden states of input (text or token ids), as transformers'
+   * output_hidden_states: index k below config.layers is the residual
+   * stream after layer k, index config.layers the final norm's output.
+   * Resolves to {layers, shape, hidden, tokens}: one Float32Array per
+   * index in layers, each of shape [tokens, hiddenSize] (row-major), or
+   * [hiddenSize] with mean (the average over the positions).
+   */
+  async hiddenStates(input, options = {}) {
+    const conn = this.#live();
+    const opts = checked(options, hiddenStatesOptions);
+    checkPrompt(input);
+    const state = opts.state ? this.#own(opts.state) : null;
+    if (typeof opts.layers === 'number' && opts.layers > this.config.layers) {
+      throw new Mamba2Error(`layers must be 'all', 'last' or an index from 0 to ${this.config.layers} (${this.config.layers} is the final norm's output), got ${opts.layers}`, 'bad-argument');
+    }
+    const sent = { layers: opts.layers, mean: opts.mean, state: state?.handle };
+    const r = await this.#call(conn, 'hiddenStates', { handle: this.#handle, prompt: promptOf(input), options: sent }, opts.signal);
+    if (state) state.pos += r.tokens;
+    return r;
+  }
+
+  /**
+   * Runs input (text or token ids) through a new State without generating
+   * (or through options.state, continuing it), and resolves to the state.
+   * Continue it with generate(prompt, {state}); keep it with state.save().
+   */
+  async prefill(input, options = {}) {
+    const conn = this.#live();
+    const opts = checked(options, prefillOptions);
+    checkPrompt(input);
+    const own = opts.state ? this.#own(opts.state) : null;
+    const r = await this.#call(conn, 'prefill', { handle: this.#handle, prompt: promptOf(input), options: { state: own?.handle } }, opts.signal,
+      (made) => {
+        if (own) own.pos = made.pos; // it did take the input
+        else return conn.request('closeState', { handle: this.#handle, state: made.state }).catch(() => {});
+      });
+    if (own) {
+      own.pos = r.pos;
+      return opts.state;
+    }
+    return newState(this, conn, this.#handle, r.state, r.pos);
+  }
+
+  /**
+   * A State from saved bytes (State.save()). Bytes that are not a saved
+   * state, or were saved by a model of another architecture (their config
+   * hash), reject with 'bad-state' saying which.
+   */
+  async restoreState(bytes) {
+    const conn = this.#live();
+    if (!(bytes instanceof Uint8Array) && !(bytes instanceof ArrayBuffer)) {
+      throw new Mamba2Error(`restoreState takes the Uint8Array State.save() gave, got ${bytes === null ? 'null' : typeof bytes}`, 'bad-argument');
+    }
+    const r = await conn.request('restoreState', { handle: this.#handle, bytes });
+    return newState(this, conn, this.#handle, r.state, r.pos);
+  }
+
+  /**
+   * A conversation that keeps its state between turns (see Chat): each
+   * send() prefills only its own turn.
+   */
+  async chat(options = {}) {
+    const conn = this.#live();
+    const opts = checked(options, chatOptions);
+    const r = await conn.request('chat', { handle: this.#handle, options: { system: opts.system, template: opts.template } });
+    return new Chat(this, conn, r.chat, opts);
+  }
+
+  // #call is a request that an AbortSignal can abort. The runtime checks
+  // for an abort only before it starts the work, so an abort that comes
+  // later still rejects, after undo(result) has freed what was made.
+  async #call(conn, type, payload, signal, undo = null) {
+    signal?.throwIfAborted();
+    const p = conn.request(type, payload);
+    if (!signal) return p;
+    const onAbort = () => conn.abort(p.id);
+    signal.addEventListener('abort', onAbort, { once: true });
+    let r;
+    try {
+      r = await p;
+    } catch (err) {
+      if (signal.aborted && err?.code === 'aborted') throw abortError(signal);
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+    if (signal.aborted) {
+      await undo?.(r);
+      throw abortError(signal);
+    }
+    return r;
   }
 
   /** Resolves to the whole continuation of prompt. */
@@ -298,10 +413,11 @@ export class Model {
     return result.text;
   }
 
-  /** Stops the model's generations, frees its memory and ends its worker. */
+  /** Stops the model's generations, frees its memory (its states' and chats' too) and ends its worker. */
   async dispose() {
     if (this.#disposed) return;
     this.#disposed = true;
+    for (const inner of liveStates.get(this) ?? []) inner.closed = true;
     try {
       await this.#conn.request('dispose', { handle: this.#handle });
     } catch {
@@ -311,6 +427,211 @@ export class Model {
   }
 }
 
+function checkPrompt(prompt) {
+  const ids = typeof prompt !== 'string' && prompt !== null && typeof prompt === 'object' && typeof prompt.length === 'number';
+  if (typeof prompt !== 'string' && !(ids && Array.from(prompt).every((n) => Number.isInteger(n) && n >= 0))) {
+    const got = prompt === null ? 'null' : ids ? 'an array with something other than token ids' : typeof prompt === 'number' ? String(prompt) : `a ${typeof prompt}`;
+    throw new Mamba2Error(`the prompt must be a string or an array of token ids, got ${got}`, 'bad-argument');
+  }
+}
+
+function promptOf(prompt) {
+  return typeof prompt === 'string' ? prompt : Array.from(prompt);
+}
+
+// The internals of each State and Chat, kept out of reach of the page
+// (a WeakMap, so a dropped State costs nothing here): {model, conn,
+// modelHandle, handle, pos, closed}. liveStates lists them per model, so
+// dispose marks them closed.
+const stateInner = new WeakMap();
+const liveStates = new WeakMap();
+
+// A State or Chat the page drops without closing would keep its GPU memory
+// until the model is disposed: closing it when it is collected returns it.
+const finalizer = typeof FinalizationRegistry !== 'undefined'
+  ? new FinalizationRegistry(({ inner, type, key }) => {
+    if (inner.closed) return;
+    inner.closed = true;
+    inner.conn.request(type, { handle: inner.modelHandle, [key]: inner.handle }).catch(() => {});
+  })
+  : null;
+
+function track(model, inner, obj, type, key) {
+  stateInner.set(obj, inner);
+  if (!liveStates.has(model)) liveStates.set(model, new Set());
+  liveStates.get(model).add(inner);
+  finalizer?.register(obj, { inner, type, key }, obj);
+}
+
+function untrack(obj) {
+  const inner = stateInner.get(obj);
+  if (inner) liveStates.get(inner.model)?.delete(inner);
+  finalizer?.unregister(obj);
+}
+
+function newState(model, conn, modelHandle, handle, pos) {
+  const st = Object.create(State.prototype);
+  track(model, { model, conn, modelHandle, handle, pos, closed: false }, st, 'closeState', 'state');
+  return st;
+}
+
+/**
+ * A model's recurrent state after some tokens (model.prefill,
+ * model.restoreState): the whole memory of a Mamba-2 model of a prompt, of
+ * a fixed size however long the prompt was. generate(prompt, {state})
+ * continues it; save() gives its bytes to keep (saveState stores them in
+ * IndexedDB or OPFS); close() frees it.
+ */
+export class State {
+  // States are made with Object.create (newState), so they have no
+  // private fields: their internals are in stateInner.
+  constructor() {
+    throw new TypeError('States come from model.prefill() or model.restoreState()');
+  }
+
+  get [STATE]() {
+    return true;
+  }
+
+  /** Tokens the state has consumed. */
+  get pos() {
+    return stateInner.get(this).pos;
+  }
+
+  /** Whether close() (or the model's dispose()) has freed it. */
+  get closed() {
+    return stateInner.get(this).closed;
+  }
+
+  /**
+   * The state's bytes: a versioned header naming the model's architecture
+   * (its config hash), then every layer's conv and SSM state as float32.
+   * model.restoreState takes them back, also in a later visit.
+   */
+  async save() {
+    const inner = stateInner.get(this);
+    if (inner.closed) throw new Mamba2Error('the state has been closed (State.close, or its model was disposed)', 'disposed');
+    return inner.conn.request('saveState', { handle: inner.modelHandle, state: inner.handle });
+  }
+
+  /** Frees the state's memory (GPU buffers included); closing twice is harmless. */
+  async close() {
+    const inner = stateInner.get(this);
+    if (inner.closed) return;
+    inner.closed = true;
+    untrack(this);
+    await inner.conn.request('closeState', { handle: inner.modelHandle, state: inner.handle }).catch((err) => {
+      if (err?.code !== 'disposed') throw err;
+    });
+  }
+}
+
+/**
+ * A conversation with a model that keeps its state between turns, so each
+ * send() prefills only the new turn's tokens. Its text is plain turns in
+ * the template's format (by default "User: …\nAssistant: …\n"); see
+ * mamba2.d.ts, ChatTemplate.
+ */
+export class Chat {
+  #model;
+  #conn;
+  #handle;
+  #inner;
+
+  constructor(model, conn, handle, opts) {
+    this.#model = model;
+    this.#conn = conn;
+    this.#handle = handle;
+    this.#inner = { model, conn, modelHandle: handle, handle, pos: 0, closed: false };
+    // chat requests name the chat alone: the finalizer sends {handle: chat, chat}.
+    track(model, this.#inner, this, 'chatClose', 'chat');
+    /** The system text the chat began with. */
+    this.system = opts.system ?? '';
+    /** The conversation so far, as text (the system text, every turn and reply). */
+    this.text = '';
+    /** Turns so far. */
+    this.turns = 0;
+    /** Tokens the chat's state holds. */
+    this.historyTokens = 0;
+  }
+
+  #live() {
+    if (this.#inner.closed) throw new Mamba2Error('the chat has been closed (Chat.close, or its model was disposed)', 'disposed');
+    return this.#conn;
+  }
+
+  /**
+   * One turn, streamed: an async iterable of the reply's pieces, with the
+   * turn's result (a ChatResult) as .result. Options are generate's (but
+   * state); the template's stop strings are added to stop.
+   */
+  stream(text, options = {}) {
+    const conn = this.#live();
+    const { onText, ...opts } = checked(options, chatSendOptions);
+    if (typeof text !== 'string') throw new Mamba2Error(`a chat turn must be a string, got ${text === null ? 'null' : typeof text}`, 'bad-argument');
+    const sent = {};
+    for (const [k, rule] of Object.entries(chatSendOptions)) if (rule.go && opts[k] !== undefined) sent[k] = opts[k];
+    return new TextStream(conn, 'chatSend', { chat: this.#handle, text, options: sent }, opts.signal, (r) => {
+      this.text += r.turnText + r.text;
+      this.turns = r.turns;
+      this.historyTokens = r.historyTokens;
+    }, onText);
+  }
+
+  /** One turn: resolves to its ChatResult; options.onText gets the reply's pieces as they come. */
+  async send(text, options = {}) {
+    return this.stream(text, options).result;
+  }
+
+  /** The token ids the chat's state holds, in order. */
+  async tokens() {
+    return this.#live().request('chatTokens', { chat: this.#handle });
+  }
+
+  /** The chat's bytes (its conversation, template and state) for restore(), also in a later visit (saveState). */
+  async save() {
+    return this.#live().request('chatSave', { chat: this.#handle });
+  }
+
+  /**
+   * Replaces the conversation with a saved one (save()'s bytes), template
+   * and system text included. Bytes that are not a saved chat, or of a
+   * model of another architecture, reject with 'bad-state'.
+   */
+  async restore(bytes) {
+    const conn = this.#live();
+    if (!(bytes instanceof Uint8Array) && !(bytes instanceof ArrayBuffer)) {
+      throw new Mamba2Error(`restore takes the Uint8Array Chat.save() gave, got ${bytes === null ? 'null' : typeof bytes}`, 'bad-argument');
+    }
+    const r = await conn.request('chatRestore', { chat: this.#handle, bytes });
+    this.text = r.history;
+    this.turns = r.turns;
+    this.historyTokens = r.historyTokens;
+  }
+
+  /** Forgets the conversation; the system text and template stay. */
+  async reset() {
+    await this.#live().request('chatReset', { chat: this.#handle });
+    this.text = '';
+    this.turns = 0;
+    this.historyTokens = 0;
+  }
+
+  /** Whether close() (or the model's dispose()) has freed it. */
+  get closed() {
+    return this.#inner.closed;
+  }
+
+  /** Frees the chat's state; closing twice is harmless. */
+  async close() {
+    if (this.#inner.closed) return;
+    this.#inner.closed = true;
+    untrack(this);
+    await this.#conn.request('chatClose', { chat: this.#handle }).catch((err) => {
+      if (err?.code !== 'disposed') throw err;
+    });
+  }
+}
 
 /** An async iterable of text pieces, with the final result as a promise. */
 class TextStream {
@@ -320,10 +641,9 @@ class TextStream {
   #error = null;
   #stop;
 
-  constructor(conn, handle, prompt, options) {
-    const { signal } = options;
-    const sent = {};
-    for (const [k, rule] of Object.entries(generateOptions)) if (rule.go && options[k] !== undefined) sent[k] = options[k];
+  // The stream of one request (generate, chatSend) that sends text events;
+  // onResult sees the result before it settles, onText each piece.
+  constructor(conn, type, payload, signal, onResult = null, onText = null) {
     /** Tokens generated so far. */
     this.tokens = 0;
     /** Text generated so far. */
@@ -335,10 +655,11 @@ class TextStream {
       this.#stop = () => {};
       return;
     }
-    const call = conn.request('generate', { handle, prompt: typeof prompt === 'string' ? prompt : Array.from(prompt), options: sent }, (msg) => {
+    const call = conn.request(type, payload, (msg) => {
       if (msg.type !== 'text' || this.#ended) return;
       this.tokens = msg.tokens;
       this.text += msg.piece;
+      onText?.(msg.piece);
       this.#push(msg.piece);
     });
     const onAbort = () => {
@@ -351,6 +672,7 @@ class TextStream {
     this.result = call.then(
       (r) => {
         signal?.removeEventListener('abort', onAbort);
+        onResult?.(r);
         if (r.reason === 'aborted') throw this.#error ?? new DOMException('generation was aborted', 'AbortError');
         this.tokens = r.newTokens;
         this.#finish(null);

@@ -1,4 +1,5 @@
-// options.js — every option of loadModel() and generate(), in one place.
+// options.js — every option of loadModel(), generate() and the state and
+// chat calls, in one place.
 //
 // mamba2.js checks each call's options against these tables before anything
 // reaches the worker: an unknown name or a wrong type or range is one
@@ -47,7 +48,56 @@ export const generateOptions = {
   seed: { type: 'int', min: 0, max: Number.MAX_SAFE_INTEGER, go: true },
   stop: { type: 'strings', go: true },
   stopIds: { type: 'ints', go: true },
+  state: { type: 'state', go: true },
   signal: { type: 'signal' },
+};
+
+/**
+ * Marks the State objects of mamba2.js, so the 'state' rule can know one
+ * without importing it (mamba2.js imports this module).
+ */
+export const STATE = Symbol.for('mamba2.State');
+
+/** model.hiddenStates(input, options): name → rule. */
+export const hiddenStatesOptions = {
+  layers: { type: 'layers' },
+  mean: { type: 'boolean' },
+  state: { type: 'state' },
+  signal: { type: 'signal' },
+};
+
+/** model.prefill(input, options): name → rule. */
+export const prefillOptions = {
+  state: { type: 'state' },
+  signal: { type: 'signal' },
+};
+
+/** model.chat(options): name → rule; template's fields are the turn format (mamba2.d.ts, ChatTemplate). */
+export const chatOptions = {
+  system: { type: 'string' },
+  template: {
+    type: 'object',
+    fields: {
+      systemPrefix: { type: 'string' },
+      systemSuffix: { type: 'string' },
+      userPrefix: { type: 'string' },
+      userSuffix: { type: 'string' },
+      assistantPrefix: { type: 'string' },
+      assistantSuffix: { type: 'string' },
+      stop: { type: 'strings' },
+    },
+  },
+};
+
+/** chat.send(text, options) and chat.stream(): generate's options (but state: a chat keeps its own) and onText. */
+export const chatSendOptions = {
+  ...Object.fromEntries(Object.entries(generateOptions).filter(([k]) => k !== 'state')),
+  onText: { type: 'function' },
+};
+
+/** saveState, loadState, deleteState and listStates: name → rule. */
+export const storageOptions = {
+  store: { type: 'enum', values: ['idb', 'opfs'] },
 };
 
 function describe(v) {
@@ -76,6 +126,16 @@ function checkValue(name, rule, v) {
     case 'enum':
       return rule.values.includes(v) ? null
         : `${name} must be one of ${rule.values.map((x) => `'${x}'`).join(', ')}, got ${describe(v)}`;
+    case 'boolean':
+      return typeof v === 'boolean' ? null : `${name} must be true or false, got ${describe(v)}`;
+    case 'string':
+      return typeof v === 'string' ? null : `${name} must be a string, got ${describe(v)}`;
+    case 'layers':
+      return v === 'all' || v === 'last' || (Number.isInteger(v) && v >= 0) ? null
+        : `${name} must be 'all', 'last' or a layer index (0 … the number of layers, which is the final norm's output), got ${describe(v)}`;
+    case 'state':
+      return v !== null && typeof v === 'object' && v[STATE] === true ? null
+        : `${name} must be a State (from model.prefill or model.restoreState), got ${describe(v)}`;
     case 'function':
       return typeof v === 'function' ? null : `${name} must be a function, got ${describe(v)}`;
     case 'signal':

@@ -7,6 +7,15 @@
 //   {type: 'load', id, url, device, cache, quantize, quantizeEmbedding, groupSize, adapters, http} → progress events
 //   {type: 'generate', id, handle, prompt, options} → text events
 //   {type: 'encode' | 'decode' | 'dispose', id, handle, text | ids}
+//   {type: 'hiddenStates' | 'prefill', id, handle, prompt, options}
+//                                                {layers, shape, hidden: Float32Array[], tokens} | {state, pos, …}
+//   {type: 'saveState' | 'closeState', id, handle, state}  Uint8Array | undefined
+//   {type: 'restoreState', id, handle, bytes}   {state, pos}
+//   {type: 'chat', id, handle, options}         {chat}
+//   {type: 'chatSend', id, chat, text, options} → text events
+//   {type: 'chatTokens' | 'chatSave' | 'chatReset' | 'chatClose', id, chat}
+//   {type: 'chatRestore', id, chat, bytes}
+//     (the buffers of hidden states and saved bytes are transferred, not copied)
 //   {type: 'info', id}                           the runtime's info(), its memory
 //     included; answered also while a load or a generation runs (tests sample
 //     the wasm memory during a load with it)
@@ -60,9 +69,17 @@ self.mamba2GPUCheck = async () => {
 };
 const pending = new Set(); // ids of calls not yet answered
 
-function reply(msg) {
+function reply(msg, transfer = []) {
   if (msg.type === 'done' || msg.type === 'error') pending.delete(msg.id);
-  self.postMessage(msg);
+  self.postMessage(msg, transfer);
+}
+
+// transferOf lists the buffers a reply can hand over rather than copy:
+// hidden states and saved states are megabytes for a large model.
+function transferOf(value) {
+  if (ArrayBuffer.isView(value)) return [value.buffer];
+  if (value && Array.isArray(value.hidden)) return value.hidden.map((a) => a.buffer);
+  return [];
 }
 
 function errorOf(e) {
@@ -142,6 +159,34 @@ async function handle(msg) {
       return go.decode(msg.handle, msg.ids);
     case 'dispose':
       return go.dispose(msg.handle);
+    case 'hiddenStates':
+      return go.hiddenStates(msg.handle, msg.prompt, { ...msg.options, job: id });
+    case 'prefill':
+      return go.prefill(msg.handle, msg.prompt, { ...msg.options, job: id });
+    case 'saveState':
+      return go.saveState(msg.handle, msg.state);
+    case 'restoreState':
+      return go.restoreState(msg.handle, msg.bytes);
+    case 'closeState':
+      return go.closeState(msg.handle, msg.state);
+    case 'chat':
+      return go.chat(msg.handle, msg.options);
+    case 'chatSend':
+      return go.chatSend(msg.chat, msg.text, {
+        ...msg.options,
+        job: id,
+        onText: (piece, tokens) => self.postMessage({ type: 'text', id, piece, tokens }),
+      });
+    case 'chatTokens':
+      return go.chatTokens(msg.chat);
+    case 'chatSave':
+      return go.chatSave(msg.chat);
+    case 'chatRestore':
+      return go.chatRestore(msg.chat, msg.bytes);
+    case 'chatReset':
+      return go.chatReset(msg.chat);
+    case 'chatClose':
+      return go.chatClose(msg.chat);
   }
   throw Object.assign(new Error(`unknown request ${msg.type}`), { code: 'internal' });
 }
@@ -158,7 +203,7 @@ self.onmessage = (event) => {
   }
   pending.add(msg.id);
   handle(msg).then(
-    (value) => reply({ type: 'done', id: msg.id, value }),
+    (value) => reply({ type: 'done', id: msg.id, value }, transferOf(value)),
     (err) => reply({ type: 'error', id: msg.id, error: errorOf(err) }),
   );
 };

@@ -242,7 +242,13 @@ func (h *Handler) generate(w *statusWriter, r *http.Request, endpoint string) {
 	h.m.inFlight.Inc()
 	defer h.m.inFlight.Dec()
 	defer func() { h.m.duration.WithLabelValues(endpoint).Observe(time.Since(start).Seconds()) }()
+	// The body must come within readBody; then the deadline is lifted, or
+	// it would cut the server's watch for the client going away, which
+	// cancels the generation.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(readBody))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -578,6 +584,11 @@ func (h *Handler) wait(w *statusWriter, r *http.Request, ctx context.Context, st
 // not read before the response is given up (and the generation stopped).
 const writeIdle = 60 * time.Second
 
+// readBody bounds how long a request's body may take to arrive (a client
+// that sends its headers and then trickles or withholds the body would
+// otherwise hold a goroutine for good).
+const readBody = 30 * time.Second
+
 // stream answers a request with stream: server-sent events as text comes.
 // The status and headers wait for the first text or the first end, so
 // that a request refused at once (a full queue) gets its proper status
@@ -795,6 +806,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	// A deadline of its own: a connection kept alive from an earlier
+	// response (a file, with its idle deadline) may hold an old one.
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(writeIdle))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)+1))
 	w.WriteHeader(status)

@@ -504,7 +504,9 @@ type choiceResult struct {
 // client went away (there is no one to answer).
 func (h *Handler) errorFor(r *http.Request, err error) *apiError {
 	switch {
-	case r.Context().Err() != nil:
+	case r.Context().Err() != nil, errors.Is(err, context.Canceled):
+		// The client went away, or a write to it failed and the
+		// generation was stopped for that (the only cancellations here).
 		return nil
 	case errors.Is(err, ErrQueueFull):
 		return &apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: strp("queue_full"),

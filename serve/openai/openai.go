@@ -228,8 +228,7 @@ func (h *Handler) unknownModel(name string) *apiError {
 
 // choiceSpec is one generation of a request: a choice of one prompt.
 type choiceSpec struct {
-	index    int
-	prompt   int // which prompt of the request
+	index    int // prompt·n + choice, as OpenAI numbers them
 	ids      []int
 	points   []int // chat: prefix lengths worth caching
 	prefixed bool
@@ -291,6 +290,9 @@ func (h *Handler) generate(w *statusWriter, r *http.Request, endpoint string) {
 			}
 		}
 	}
+	if apiErr == nil && len(prompts)*s.n > maxChoices {
+		apiErr = invalid("n", "the request asks for %d generations (%d prompts, n %d); at most %d are allowed.", len(prompts)*s.n, len(prompts), s.n, maxChoices)
+	}
 	if apiErr != nil {
 		writeError(w, apiErr)
 		return
@@ -306,7 +308,7 @@ func (h *Handler) generate(w *statusWriter, r *http.Request, endpoint string) {
 	for p, ids := range prompts {
 		for i := range s.n {
 			specs = append(specs, choiceSpec{
-				index: p*s.n + i, prompt: p, ids: ids, points: points[p], prefixed: chat,
+				index: p*s.n + i, ids: ids, points: points[p], prefixed: chat,
 				o: model.Options{
 					Sampling: model.Sampling{Temperature: s.temperature, TopP: s.topP,
 						PresencePenalty: s.presencePenalty, FrequencyPenalty: s.frequencyPenalty,
@@ -331,7 +333,7 @@ func (h *Handler) generate(w *statusWriter, r *http.Request, endpoint string) {
 		n:       len(specs),
 	}
 	var once sync.Once
-	ev := h.start(ctx, specs, func() {
+	ev := h.start(ctx, specs, s.stream, func() {
 		once.Do(func() { h.m.firstToken.WithLabelValues(endpoint).Observe(time.Since(start).Seconds()) })
 	})
 	var results []choiceResult
@@ -473,12 +475,16 @@ func (e *events) take() []event {
 
 // start runs every choice on the engine at once (a batching engine runs
 // them together; Serial queues them) and reports through the events.
-func (h *Handler) start(ctx context.Context, specs []choiceSpec, firstToken func()) *events {
+// Only a stream needs the text as it comes (a whole answer is each
+// Result's Text).
+func (h *Handler) start(ctx context.Context, specs []choiceSpec, stream bool, firstToken func()) *events {
 	ev := &events{wake: make(chan struct{}, 1)}
 	for _, sp := range specs {
 		o := sp.o
 		o.OnToken = func(int) error { firstToken(); return nil }
-		o.OnText = func(piece string) error { ev.push(event{index: sp.index, text: piece}); return nil }
+		if stream {
+			o.OnText = func(piece string) error { ev.push(event{index: sp.index, text: piece}); return nil }
+		}
 		go func() {
 			var e event
 			if pe, ok := h.o.Engine.(PrefixEngine); ok && sp.prefixed {
@@ -522,18 +528,18 @@ func (h *Handler) errorFor(r *http.Request, err error) *apiError {
 	}
 }
 
-// collect folds events into results; the first error (not the
-// cancellations it causes in the other choices) is returned, and the
+// collector folds the ends of choices into results; the first error (not
+// the cancellations it causes in the other choices) is kept, and the
 // other choices are then stopped.
 type collector struct {
 	results []choiceResult
-	specs   int
-	left    int
+	left    int // choices not yet ended
 	err     error
 	stop    func()
 }
 
-func (c *collector) add(e event, prompts int, n int) {
+// add counts e if it is an end; n is the choices per prompt.
+func (c *collector) add(e event, n int) {
 	if !e.done {
 		return
 	}
@@ -553,16 +559,9 @@ func (c *collector) add(e event, prompts int, n int) {
 func (h *Handler) wait(w *statusWriter, r *http.Request, ctx context.Context, stop func(), ev *events, resp *response, prompts [][]int) []choiceResult {
 	n := resp.n / len(prompts)
 	c := &collector{left: resp.n, stop: stop}
-	texts := map[int]*strings.Builder{}
 	for c.left > 0 {
 		for _, e := range ev.take() {
-			if !e.done {
-				if texts[e.index] == nil {
-					texts[e.index] = &strings.Builder{}
-				}
-				texts[e.index].WriteString(e.text)
-			}
-			c.add(e, len(prompts), n)
+			c.add(e, n)
 		}
 	}
 	if c.err != nil {
@@ -660,7 +659,7 @@ func (h *Handler) stream(w *statusWriter, r *http.Request, ctx context.Context, 
 					}
 				}
 			}
-			c.add(e, len(prompts), n)
+			c.add(e, n)
 		}
 		switch {
 		case c.err == nil:

@@ -175,6 +175,7 @@ func TestErrors(t *testing.T) {
 		{"seed of wrong type", "POST", pathCompletions, `{"model": "mamba2-go-tiny", "prompt": "x", "seed": "s"}`, "", 400, "seed", "invalid_request_error", "expected an integer"},
 		{"echo", "POST", pathCompletions, `{"model": "mamba2-go-tiny", "prompt": "x", "echo": true}`, "", 400, "echo", "invalid_request_error", "'echo' is not supported"},
 		{"best_of", "POST", pathCompletions, `{"model": "mamba2-go-tiny", "prompt": "x", "best_of": 3}`, "", 400, "best_of", "invalid_request_error", "'best_of' other than 'n'"},
+		{"too many generations", "POST", pathCompletions, `{"model": "mamba2-go-tiny", "prompt": ["a", "b", "c", "d", "e"], "n": 16}`, "", 400, "n", "invalid_request_error", "asks for 80 generations (5 prompts, n 16); at most 64"},
 		{"body too large", "POST", pathCompletions, `{"prompt": "` + long + `"}`, "", 413, "", "invalid_request_error", "over 8388608 bytes"},
 		{"no messages", "POST", pathChat, `{"model": "mamba2-go-tiny"}`, "", 400, "messages", "invalid_request_error", "you must provide a messages parameter"},
 		{"empty messages", "POST", pathChat, `{"model": "mamba2-go-tiny", "messages": []}`, "", 400, "messages", "invalid_request_error", "'messages' is empty"},
@@ -485,6 +486,16 @@ func (b *blockingEngine) Generate(ctx context.Context, prompt []int, o model.Opt
 	return model.Result{}, ctx.Err()
 }
 
+// textThenBlock sends some text, then waits for its context to end.
+type textThenBlock struct{}
+
+func (textThenBlock) Generate(ctx context.Context, prompt []int, o model.Options) (model.Result, error) {
+	o.OnToken(1)
+	o.OnText("abc")
+	<-ctx.Done()
+	return model.Result{}, ctx.Err()
+}
+
 type fullEngine struct{}
 
 func (fullEngine) Generate(context.Context, []int, model.Options) (model.Result, error) {
@@ -517,6 +528,15 @@ func TestEngineErrors(t *testing.T) {
 		}
 		if err := <-eng.ended; !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("the engine saw %v", err)
+		}
+	})
+	t.Run("timeout mid-stream", func(t *testing.T) {
+		srv, _ := newServer(t, func(o *Options) { o.Engine, o.Timeout = textThenBlock{}, 50*time.Millisecond })
+		resp, data := post(t, srv.URL+pathCompletions, streamBody)
+		want := `data: {"choices":[{"finish_reason":null,"index":0,"logprobs":null,"text":"abc"}]`
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(data), want) ||
+			!strings.Contains(string(data), `"type":"timeout_error"`) || !strings.HasSuffix(string(data), "\n\ndata: [DONE]\n\n") {
+			t.Errorf("%s: %s", resp.Status, data)
 		}
 	})
 	t.Run("client goes away", func(t *testing.T) {

@@ -207,6 +207,7 @@ const (
 	maxBodyBytes  = 8 << 20
 	maxMessages   = 4096
 	maxPromptList = 64
+	maxChoices    = 64 // prompts × n
 )
 
 // samplingFields are the fields both endpoints take, decoded into s.

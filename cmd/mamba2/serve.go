@@ -239,14 +239,7 @@ func (a *apiFlags) start(ctx context.Context, files http.Handler, errLog *log.Lo
 		m.Backend.Close()
 		return nil, nil, fmt.Errorf("serve: %v", tmplErr)
 	}
-	stops := []int{m.Config.EOS}
-	if tmpl != nil && tmpl.EOS != "" {
-		// A chat model's turns end with the template's eos_token
-		// (<|im_end|>, <|eot_id|>), which need not be config.json's.
-		if id, ok := tok.TokenID(tmpl.EOS); ok && id != m.Config.EOS {
-			stops = append(stops, id)
-		}
-	}
+	stops := tmpl.StopIDs(m.Config.EOS, tok) // the model's EOS and the template's
 	var cache *model.PrefixCache
 	if a.prefixMiB > 0 {
 		cache = model.NewPrefixCache(int64(a.prefixMiB) << 20)

@@ -8,6 +8,9 @@ import (
 	"strings"
 
 	"github.com/ardanlabs/jinja"
+
+	"github.com/mamba2web/mamba2/loader"
+	"github.com/mamba2web/mamba2/tokenizer"
 )
 
 // ChatTemplate turns a conversation into the prompt text a chat model was
@@ -55,7 +58,8 @@ type tokenizerConfig struct {
 // ErrNoChatTemplate.
 func LoadChatTemplate(fsys fs.FS, override, overrideName string) (*ChatTemplate, error) {
 	var cfg tokenizerConfig
-	data, err := fs.ReadFile(fsys, "tokenizer_config.json")
+	// Size-limited reads: a model folder is untrusted input.
+	data, err := loader.ReadSideFile(fsys, "tokenizer_config.json")
 	switch {
 	case err == nil:
 		if err := json.Unmarshal(data, &cfg); err != nil {
@@ -75,7 +79,7 @@ func LoadChatTemplate(fsys fs.FS, override, overrideName string) (*ChatTemplate,
 	if override != "" {
 		return ParseChatTemplate(override, bos, eos, overrideName)
 	}
-	if src, err := fs.ReadFile(fsys, "chat_template.jinja"); err == nil {
+	if src, err := loader.ReadSideFile(fsys, "chat_template.jinja"); err == nil {
 		return ParseChatTemplate(string(src), bos, eos, "chat_template.jinja")
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("chat_template.jinja: %v", err)
@@ -174,4 +178,18 @@ func (t *ChatTemplate) Render(messages []Message, addGenerationPrompt bool) (str
 		return "", fmt.Errorf("chat template %s: %v", t.Source, err)
 	}
 	return out, nil
+}
+
+// StopIDs are the ids that end a chat generation: the model's EOS (from
+// config.json or generation_config.json) and, when it is another token of
+// the vocabulary, the template's eos_token: a chat model's turns end with
+// its own marker (<|im_end|>, <|eot_id|>), which config.json need not name.
+func (t *ChatTemplate) StopIDs(eos int, tok *tokenizer.Tokenizer) []int {
+	ids := []int{eos}
+	if t != nil && t.EOS != "" && tok != nil {
+		if id, ok := tok.TokenID(t.EOS); ok && id != eos {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }

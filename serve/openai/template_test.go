@@ -2,9 +2,12 @@ package openai
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/mamba2web/mamba2/tokenizer"
 )
 
 // chatML is the ChatML template (Qwen2, many fine-tunes), as it appears in
@@ -101,6 +104,7 @@ func TestLoadChatTemplate(t *testing.T) {
 		{name: "list without default", files: map[string]string{"tokenizer_config.json": `{"chat_template": [{"name": "rag", "template": "R"}]}`}, wantErr: `without one named "default" (it has "rag")`},
 		{name: "number", files: map[string]string{"tokenizer_config.json": `{"chat_template": 3}`}, wantErr: "chat_template: want a string or a list"},
 		{name: "bad bos", files: map[string]string{"tokenizer_config.json": `{"chat_template": "x", "bos_token": 1}`}, wantErr: "bos_token: want a string"},
+		{name: "too large", files: map[string]string{"tokenizer_config.json": `{"x": "` + strings.Repeat("x", 1<<20) + `"}`}, wantErr: "tokenizer_config.json"},
 		{name: "bad json", files: map[string]string{"tokenizer_config.json": `{`}, wantErr: "tokenizer_config.json: unexpected end"},
 		{name: "syntax error", files: map[string]string{"tokenizer_config.json": `{"chat_template": "{% for %}"}`}, wantErr: "chat template tokenizer_config.json: jinja"},
 	} {
@@ -130,5 +134,49 @@ func TestLoadChatTemplate(t *testing.T) {
 				t.Errorf("rendered %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// minimalTokenizer has the byte-level letters a and b and two special
+// tokens.
+const minimalTokenizer = `{
+  "version": "1.0",
+  "added_tokens": [{"id": 3, "content": "<eos>", "special": true, "normalized": false},
+                   {"id": 5, "content": "<|im_end|>", "special": true, "normalized": false}],
+  "normalizer": null,
+  "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
+  "post_processor": null,
+  "decoder": {"type": "ByteLevel"},
+  "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "<eos>": 3, "Ġ": 4, "<|im_end|>": 5}, "merges": ["a b"]}
+}`
+
+func TestStopIDs(t *testing.T) {
+	tok, err := tokenizer.Load(strings.NewReader(minimalTokenizer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		eos  string
+		want []int
+	}{
+		{"the template's turn end", "<|im_end|>", []int{3, 5}},
+		{"the same as the model's", "<eos>", []int{3}},
+		{"not a token", "</s>", []int{3}},
+		{"none", "", []int{3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ct, err := ParseChatTemplate(chatML, "", tc.eos, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ct.StopIDs(3, tok); !slices.Equal(got, tc.want) {
+				t.Errorf("StopIDs = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	var none *ChatTemplate
+	if got := none.StopIDs(3, tok); !slices.Equal(got, []int{3}) {
+		t.Errorf("no template: %v", got)
 	}
 }

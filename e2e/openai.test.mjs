@@ -54,7 +54,7 @@ test('a greedy completion is the CLI\'s greedy continuation, with usage', async 
   assert.equal(c.object, 'text_completion');
   assert.equal(c.choices.length, 1);
   assert.equal(c.choices[0].text, want.text);
-  assert.equal(c.choices[0].finish_reason, 'length');
+  assert.equal(c.choices[0].finish_reason, want.ids.length < 12 ? 'stop' : 'length');
   assert.equal(c.usage.completion_tokens, want.ids.length);
   assert.equal(c.usage.total_tokens, c.usage.prompt_tokens + c.usage.completion_tokens);
 });
@@ -81,7 +81,7 @@ test('chat completions, n=2 with a seed: two choices, reproducible', async () =>
     assert.equal(typeof c.message.content, 'string');
   }
   assert.deepEqual(b.choices.map((c) => c.message.content), a.choices.map((c) => c.message.content));
-  assert.equal(a.usage.completion_tokens, 20);
+  assert.ok(a.usage.completion_tokens > 0 && a.usage.completion_tokens <= 20, JSON.stringify(a.usage));
   // The second request restored the conversation's prefix from the cache.
   assert.ok(b.usage.prompt_tokens_details?.cached_tokens > 0, JSON.stringify(b.usage));
 });
@@ -102,8 +102,8 @@ test('streaming: chunks join to the text, usage last, the SDK sees the end', asy
     }
   }
   assert.equal(text, want.text);
-  assert.equal(finish, 'length');
-  assert.equal(usage?.completion_tokens, 10);
+  assert.equal(finish, want.ids.length < 10 ? 'stop' : 'length');
+  assert.equal(usage?.completion_tokens, want.ids.length);
 
   const chat = await client.chat.completions.create({
     model: MODEL, max_tokens: 6, stream: true, messages: [{ role: 'user', content: 'a parser' }],

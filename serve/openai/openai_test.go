@@ -232,7 +232,7 @@ func TestErrors(t *testing.T) {
 // greedy is the model's own greedy continuation, through the engine.
 func greedy(t *testing.T, h *Handler, prompt []int, maxNew int, stops ...string) model.Result {
 	t.Helper()
-	res, err := h.o.Engine.Generate(context.Background(), prompt, model.Options{MaxNewTokens: maxNew, StopStrings: stops, Decode: h.decode})
+	res, err := h.o.Engine.Generate(context.Background(), prompt, model.Options{MaxNewTokens: maxNew, StopIDs: h.o.StopIDs, StopStrings: stops, Decode: h.decode})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func stream(t *testing.T, url, body string) ([]completion, bool) {
 // "usage": null to every chunk and a last chunk with the totals, and the
 // stream ends with [DONE]; chat chunks open with the assistant's role.
 func TestStreaming(t *testing.T) {
-	srv, h := newServer(t, nil)
+	srv, h := newServer(t, func(o *Options) { o.StopIDs = []int{} }) // every choice runs to max_tokens
 	ids := h.o.Tokenizer.Encode(prompt)
 	want := greedy(t, h, ids, 10)
 	for _, tc := range []struct {
@@ -560,8 +560,9 @@ func TestEngineErrors(t *testing.T) {
 		srv, _ := newServer(t, func(o *Options) {
 			rec = &recording{Engine: o.Engine, ended: make(chan model.Result, 1), errs: make(chan error, 1)}
 			o.Engine = rec
+			o.StopIDs = []int{} // no EOS: only the client can end it early
 		})
-		resp, err := http.Post(srv.URL+pathCompletions, "application/json", strings.NewReader(`{"model": "mamba2-go-tiny", "prompt": "package main\n", "max_tokens": 4096, "temperature": 1, "stream": true}`))
+		resp, err := http.Post(srv.URL+pathCompletions, "application/json", strings.NewReader(`{"model": "mamba2-go-tiny", "prompt": "package main\n", "max_tokens": 4096, "temperature": 1, "seed": 1, "stream": true}`))
 		if err != nil {
 			t.Fatal(err)
 		}

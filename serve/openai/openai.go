@@ -338,9 +338,9 @@ func (h *Handler) generate(w *statusWriter, r *http.Request, endpoint string) {
 	})
 	var results []choiceResult
 	if s.stream {
-		results = h.stream(w, r, ctx, stop, ev, resp, s.includeUsage, prompts)
+		results = h.stream(w, r, stop, ev, resp, s.includeUsage, prompts)
 	} else {
-		results = h.wait(w, r, ctx, stop, ev, resp, prompts)
+		results = h.wait(w, r, stop, ev, resp, prompts)
 	}
 	if results != nil {
 		u := usageOf(prompts, results)
@@ -556,7 +556,7 @@ func (c *collector) add(e event, n int) {
 
 // wait answers a request without stream: one JSON object when every choice
 // is done.
-func (h *Handler) wait(w *statusWriter, r *http.Request, ctx context.Context, stop func(), ev *events, resp *response, prompts [][]int) []choiceResult {
+func (h *Handler) wait(w *statusWriter, r *http.Request, stop func(), ev *events, resp *response, prompts [][]int) []choiceResult {
 	n := resp.n / len(prompts)
 	c := &collector{left: resp.n, stop: stop}
 	for c.left > 0 {
@@ -594,7 +594,7 @@ const readBody = 30 * time.Second
 // The status and headers wait for the first text or the first end, so
 // that a request refused at once (a full queue) gets its proper status
 // rather than an error event in a 200 stream.
-func (h *Handler) stream(w *statusWriter, r *http.Request, ctx context.Context, stop func(), ev *events, resp *response, includeUsage bool, prompts [][]int) []choiceResult {
+func (h *Handler) stream(w *statusWriter, r *http.Request, stop func(), ev *events, resp *response, includeUsage bool, prompts [][]int) []choiceResult {
 	n := resp.n / len(prompts)
 	c := &collector{left: resp.n, stop: stop}
 	rc := http.NewResponseController(w)

@@ -182,3 +182,21 @@ func TestServeFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestServeServedName(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "my-model")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ model, want string }{
+		{"", "mamba2-go-tiny"},
+		{"state-spaces/mamba2-130m", "state-spaces/mamba2-130m"},
+		{"state-spaces/mamba2-130m@main", "state-spaces/mamba2-130m@main"},
+		{"https://example.com/models/mamba2-chat/", "mamba2-chat"},
+		{dir + "/", "my-model"},
+	} {
+		if got := servedName(tc.model); got != tc.want {
+			t.Errorf("servedName(%q) = %q, want %q", tc.model, got, tc.want)
+		}
+	}
+}

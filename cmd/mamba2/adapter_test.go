@@ -41,14 +41,6 @@ func loraCase(t *testing.T, name string) loraExpected {
 	return c
 }
 
-func joinIDs(ids []int) string {
-	s := make([]string, len(ids))
-	for i, v := range ids {
-		s[i] = itoa(v)
-	}
-	return strings.Join(s, ",")
-}
-
 // TestAdapterCLI runs logits and generate with --adapter (repeated, for
 // the case of two adapters merged in order) on the CPU and on WebGPU
 // (lavapipe here), and checks PEFT's merged float64 model's first and

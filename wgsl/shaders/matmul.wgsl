@@ -11,13 +11,12 @@
 // columns [col0, col0 + N) of an output row of ldo columns.
 //
 // Two variants, chosen by define:
-//   MATVEC  up to TB = 8 tokens (decoding a batch of up to 8): a workgroup
-//           computes RPW = 4 output columns; TPR = 64 invocations share each
-//           row of W, each summing a strided slice of k in vectors of WV (a
-//           pair of f32, f16 or bf16; one u32 word of int8 or int4,
-//           unpack.wgsl) against x staged in workgroup memory, then a tree
-//           reduction in workgroup memory. Each weight word is read once
-//           for all the workgroup's tokens.
+//   MATVEC  up to TB = 4 tokens (decoding): a workgroup computes RPW = 4
+//           output columns; TPR = 64 invocations share each row of W, each
+//           summing a strided slice of k in vectors of WV (a pair of f32,
+//           f16 or bf16; one u32 word of int8 or int4, unpack.wgsl), then
+//           a tree reduction in workgroup memory. Each weight word is read
+//           once per TB tokens.
 //   (else)  prompts: the 64 × 64 tiled product of tile.wgsl (64 tokens ×
 //           64 columns per workgroup). When that makes too few workgroups
 //           to fill the GPU (a short prompt, few output columns), k is
@@ -27,7 +26,10 @@
 //           per invocation measured no faster on an H200: for the out_proj
 //           of small models it leaves most of the GPU idle.
 // Sums are in f32 in a different order than the CPU's; the difference is
-// rounding.
+// rounding. Measured on an H200 and not kept: staging x (normalised once)
+// in workgroup memory in chunks, with 8 tokens per pass, was 1.5-2× slower
+// at batch 1 (a barrier per chunk for a few words per lane) and slower at
+// batch 8 than the tiled kernel.
 
 #include "common.wgsl"
 #include "unpack.wgsl"
@@ -67,12 +69,10 @@ const WG: u32 = 256u;
 #ifdef MATVEC
 const TPR: u32 = 64u;        // invocations per output column
 const RPW: u32 = WG / TPR;   // output columns per workgroup
-const TB: u32 = 8u;          // tokens per workgroup
+const TB: u32 = 4u;          // tokens per workgroup
 
-var<workgroup> part: array<f32, 2048>; // TB × WG partial sums
+var<workgroup> part: array<f32, 1024>; // TB × WG partial sums
 var<workgroup> inv: array<f32, WG>;    // has_norm: 1/rms of (token j, group) at j · groups + group
-const XS: u32 = 1536u;                 // x staged per chunk: XS elements of one token, XS/2 of two, XS/4 of 3 or 4, XS/8 of up to 8
-var<workgroup> xs: array<f32, XS>;
 
 // norm_scales fills inv for the tn tokens from t0: the (token, group)
 // pairs are spread over segments of S invocations, each summing its pair's
@@ -129,66 +129,59 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (normed) {
         norm_scales(t0, tn, lid);
     }
-    // x (normalised when normed) goes through workgroup memory in chunks
-    // of kc elements per token, read from global memory once per
-    // workgroup instead of once per row, so each weight word costs one
-    // global read and WV × tn workgroup reads.
-    var kc = XS;
-    if (tn > 1u) {
-        kc = XS / 2u;
-    }
-    if (tn > 2u) {
-        kc = XS / 4u;
-    }
-    if (tn > 4u) {
-        kc = XS / 8u;
-    }
-    var acc = array<f32, TB>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    let live = n < P.N;
-    for (var k0 = 0u; k0 < P.K; k0 += kc) {
-        let kn = min(kc, P.K - k0);
-        for (var e = lid; e < tn * kc; e += WG) {
-            let j = e / kc;
-            let c = e % kc;
-            var v = 0.0;
-            if (c < kn) {
-                let k = k0 + c;
-                v = x[(t0 + j) * P.K + k];
-                if (normed) {
-                    v *= nw[k] * inv[j * P.groups + k / P.gs];
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    if (n < P.N) {
+        // Whole vectors of WV elements (a word of a packed format), then
+        // the last K % WV elements one by one. With the norm, the weights
+        // take the norm weight (once for all tokens) and each token's sum
+        // its group's scale (a vector never straddles two groups).
+        let KV = P.K - P.K % WV;
+        var grp = 0u;       // the norm group of k, followed as k grows:
+        var gend = P.gs;    // no division per vector
+        for (var k = lane * WV; k < KV; k += TPR * WV) {
+            var wv = w_getv(n, k);
+            if (normed) {
+                for (var i = 0u; i < WV; i++) {
+                    wv[i] *= nw[k + i];
+                }
+                while (k >= gend) {
+                    grp++;
+                    gend += P.gs;
                 }
             }
-            xs[e] = v;
-        }
-        workgroupBarrier();
-        if (live) {
-            // Whole vectors of WV elements (a word of a packed format;
-            // chunks start at multiples of WV), then the last K % WV
-            // elements one by one.
-            let kv = kn - kn % WV;
-            for (var c = lane * WV; c < kv; c += TPR * WV) {
-                var wv = w_getv(n, k0 + c);
-                for (var j = 0u; j < TB; j++) {
-                    if (j < tn) {
-                        let xo = j * kc + c;
-                        var s = 0.0;
-                        for (var i = 0u; i < WV; i++) {
-                            s += xs[xo + i] * wv[i];
-                        }
-                        acc[j] += s;
+            for (var j = 0u; j < TB; j++) {
+                let t = t0 + j;
+                if (t < P.T) {
+                    let xo = t * P.K + k;
+                    var s = 0.0;
+                    for (var i = 0u; i < WV; i++) {
+                        s += x[xo + i] * wv[i];
                     }
-                }
-            }
-            for (var c = kv + lane; c < kn; c += TPR) {
-                let wv = w_get(n, k0 + c);
-                for (var j = 0u; j < TB; j++) {
-                    if (j < tn) {
-                        acc[j] += xs[j * kc + c] * wv;
+                    if (normed) {
+                        s *= inv[j * P.groups + grp];
                     }
+                    acc[j] += s;
                 }
             }
         }
-        workgroupBarrier();
+        for (var k = KV + lane; k < P.K; k += TPR) {
+            var wv = w_get(n, k);
+            var grp = 0u;
+            if (normed) {
+                wv *= nw[k];
+                grp = k / P.gs;
+            }
+            for (var j = 0u; j < TB; j++) {
+                let t = t0 + j;
+                if (t < P.T) {
+                    var s = x[t * P.K + k] * wv;
+                    if (normed) {
+                        s *= inv[j * P.groups + grp];
+                    }
+                    acc[j] += s;
+                }
+            }
+        }
     }
     for (var j = 0u; j < tn; j++) {
         part[j * WG + lid] = acc[j];

@@ -150,7 +150,8 @@ func (c *PrefixCache) Stats() PrefixStats {
 // same as without the cache, to float32 rounding of the scan's chunking.
 //
 // Generate must run where m's backend may be used (one goroutine at a
-// time); the cache itself may be shared. With a repetition penalty, which
+// time; on a Scheduler, GenerateOn does that); the cache itself may be
+// shared. With a repetition penalty, which
 // counts only the prompt of one call (Options.State), the cache is not
 // used, so the penalty sees the whole prompt. Options.State must be nil.
 func (c *PrefixCache) Generate(ctx context.Context, m *Model, prompt []int, points []int, o Options) (res Result, cached int, err error) {
@@ -195,6 +196,9 @@ func (c *PrefixCache) GenerateOn(ctx context.Context, s *Scheduler, prompt []int
 	// Written by the scheduler's goroutine, read here once Generate has
 	// returned (which may be before the hook ran, or while it runs, when
 	// the caller gives up: then 0 is as good an answer as any).
+	// The hook runs on the scheduler's goroutine, maybe after this call
+	// has returned (a caller that gave up): it gets copies of its own.
+	prompt, points = slices.Clone(prompt), slices.Clone(points)
 	var restored, fed atomic.Int64
 	res, err = s.generate(ctx, prompt, o, func(st *State, stop func() bool) (int, error) {
 		n, cached, err := c.prefill(st, prompt, points, stop)

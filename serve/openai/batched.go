@@ -156,6 +156,10 @@ func (b *Batched) acquire(ctx context.Context) error {
 }
 
 // release gives a request's slot to the first waiting one, or frees it.
+// The scheduler may keep the request's row for one more step (it retires
+// a request its caller left at its next step), so the next request can
+// wait that step in the scheduler's own queue: the count here is of
+// callers, which is what the bound is for.
 func (b *Batched) release() {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -35,6 +35,12 @@ type Batched struct {
 	idle    sync.WaitGroup // one per running request, for Close
 }
 
+// The Handler finds these by type assertion; keep them checked.
+var (
+	_ PrefixEngine = (*Batched)(nil)
+	_ QueueDepther = (*Batched)(nil)
+)
+
 // BatchedOptions configure NewBatched.
 type BatchedOptions struct {
 	// Slots is how many generations run at once. 0 means 8.

@@ -421,7 +421,7 @@ func (s *Scheduler) start(r *request, i int) *slot {
 	if r.prepare != nil {
 		n, err := r.prepare(st, r.quit.Load)
 		if err == nil && (n < 0 || n >= len(r.prompt)) {
-			err = fmt.Errorf("scheduler: the prefill hook left %d of the prompt's %d tokens fed, want fewer", n, len(r.prompt))
+			err = fmt.Errorf("scheduler: the prefill hook fed %d of the prompt's %d tokens; at least one must be left to feed", n, len(r.prompt))
 		}
 		if err != nil {
 			r.end(err)

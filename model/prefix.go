@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // PrefixCache keeps saved states (State.Save bytes) keyed by the token ids
@@ -149,7 +150,8 @@ func (c *PrefixCache) Stats() PrefixStats {
 // same as without the cache, to float32 rounding of the scan's chunking.
 //
 // Generate must run where m's backend may be used (one goroutine at a
-// time); the cache itself may be shared. With a repetition penalty, which
+// time; on a Scheduler, GenerateOn does that); the cache itself may be
+// shared. With a repetition penalty, which
 // counts only the prompt of one call (Options.State), the cache is not
 // used, so the penalty sees the whole prompt. Options.State must be nil.
 func (c *PrefixCache) Generate(ctx context.Context, m *Model, prompt []int, points []int, o Options) (res Result, cached int, err error) {
@@ -165,6 +167,57 @@ func (c *PrefixCache) Generate(ctx context.Context, m *Model, prompt []int, poin
 	}
 	st := m.NewState(1)
 	defer st.Close()
+	n, cached, err := c.prefill(st, prompt, points, func() bool { return ctx.Err() != nil })
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			err = cerr
+		}
+		return Result{}, cached, err
+	}
+	o.State = st
+	res, err = m.Generate(ctx, prompt[n:], o)
+	return res, cached, err
+}
+
+// GenerateOn is Generate on a Scheduler: the restore and the prefills up
+// to points run on the scheduler's goroutine when the request is admitted
+// to a slot, in place of the prompt's plain prefill, since the backend is
+// the scheduler's alone while it runs. The request is then one like any
+// other in the batch (a request with its own Options.State would run in
+// lockstep with its caller). Points, cached and Result.Timing are as in
+// Generate; ctx, the options and the errors are Scheduler.Generate's.
+//
+// Unlike Generate, the cache is used with a repetition penalty too: the
+// scheduler's sampler counts the whole prompt given here, restored or fed.
+func (c *PrefixCache) GenerateOn(ctx context.Context, s *Scheduler, prompt []int, points []int, o Options) (res Result, cached int, err error) {
+	if o.State != nil {
+		return Result{}, 0, errors.New("prefix cache: Options.State must be nil: the cache makes the state")
+	}
+	// Written by the scheduler's goroutine, read here once Generate has
+	// returned (which may be before the hook ran, or while it runs, when
+	// the caller gives up: then 0 is as good an answer as any).
+	// The hook runs on the scheduler's goroutine, maybe after this call
+	// has returned (a caller that gave up): it gets copies of its own.
+	prompt, points = slices.Clone(prompt), slices.Clone(points)
+	var restored, fed atomic.Int64
+	res, err = s.generate(ctx, prompt, o, func(st *State, stop func() bool) (int, error) {
+		n, cached, err := c.prefill(st, prompt, points, stop)
+		restored.Store(int64(cached))
+		fed.Store(int64(n))
+		return n, err
+	})
+	if n := int(fed.Load()); n > 0 && res.Timing.PromptTokens == len(prompt) {
+		res.Timing.PromptTokens -= n
+	}
+	return res, int(restored.Load()), err
+}
+
+// prefill brings st (a fresh batch-of-one state) through the longest
+// cached prefix of prompt, then through each of points beyond it, saving
+// the state at each into the cache. It returns how many tokens of prompt
+// st holds (fewer than all) and how many of those the cache gave. stop is
+// asked between pieces whether the caller has given up.
+func (c *PrefixCache) prefill(st *State, prompt, points []int, stop func() bool) (n, cached int, err error) {
 	n, data := c.Lookup(prompt)
 	if n > 0 {
 		if err := st.Restore(data); err != nil {
@@ -182,24 +235,22 @@ func (c *PrefixCache) Generate(ctx context.Context, m *Model, prompt []int, poin
 		if p <= n || p >= len(prompt) {
 			continue
 		}
-		if err := ctx.Err(); err != nil {
-			return Result{}, cached, err
+		if stop() {
+			return n, cached, errors.New("prefix cache: the request was given up")
 		}
 		piece := make([]int32, p-n)
 		for i, v := range prompt[n:p] {
 			piece[i] = int32(v)
 		}
 		if _, err := st.Forward(piece, nil); err != nil {
-			return Result{}, cached, err
+			return n, cached, err
 		}
 		saved, err := st.Save()
 		if err != nil {
-			return Result{}, cached, err
+			return n, cached, err
 		}
 		c.Put(prompt[:p], saved)
 		n = p
 	}
-	o.State = st
-	res, err = m.Generate(ctx, prompt[n:], o)
-	return res, cached, err
+	return n, cached, nil
 }

@@ -3,6 +3,7 @@ package model_test
 import (
 	"context"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/mamba2web/mamba2/model"
@@ -114,3 +115,81 @@ func TestPrefixCacheGenerate(t *testing.T) {
 }
 
 func concat(a, b []int) []int { return append(slices.Clone(a), b...) }
+
+// TestPrefixCacheGenerateOn: through a Scheduler, the cache gives the
+// tokens and text Model.Generate gives without it (a repetition penalty
+// included, which GenerateOn does not bypass), restores what it saved, and
+// counts only the tokens fed in Result.Timing; requests of a shared
+// system prompt may run at once.
+func TestPrefixCacheGenerateOn(t *testing.T) {
+	m, tok := tinyModel(t)
+	ctx := context.Background()
+	system := tok.Encode("// Package main is a small command.\npackage main\n\nimport (\n")
+	turn := tok.Encode("\t\"fmt\"\n)\n\nfunc main() {\n")
+	other := tok.Encode("\t\"os\"\n)\n\nfunc run() error {\n")
+	o := model.Options{MaxNewTokens: 12, Decode: tok.Decode}
+	penalized := o
+	penalized.RepetitionPenalty = 1.3
+	type tcase struct {
+		name       string
+		prompt     []int
+		points     []int
+		o          model.Options
+		wantCached int
+	}
+	cases := []tcase{
+		{"cold: saves both points", concat(system, turn), []int{len(system), len(system) + len(turn) - 2}, o, 0},
+		{"warm: the longer point", concat(system, turn), []int{len(system), len(system) + len(turn) - 2}, o, len(system) + len(turn) - 2},
+		{"shares the system prompt", concat(system, other), []int{len(system)}, o, len(system)},
+		{"repetition penalty", concat(system, other), []int{len(system)}, penalized, len(system)},
+	}
+	want := make([]model.Result, len(cases))
+	for i, tc := range cases {
+		var err error
+		if want[i], err = m.Generate(ctx, tc.prompt, tc.o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := model.NewScheduler(m, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := model.NewPrefixCache(64 << 20)
+	check := func(t *testing.T, i int, got model.Result, cached int, err error) {
+		t.Helper()
+		tc, w := cases[i], want[i]
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err) // not Fatal: check runs on other goroutines too
+			return
+		}
+		if !slices.Equal(got.IDs, w.IDs) || got.Text != w.Text || got.Reason != w.Reason {
+			t.Errorf("through the cache %v %q (%s), without %v %q (%s)", got.IDs, got.Text, got.Reason, w.IDs, w.Text, w.Reason)
+		}
+		if cached >= 0 && cached != tc.wantCached {
+			t.Errorf("cached %d tokens, want %d", cached, tc.wantCached)
+		}
+		if got.Timing.PromptTokens >= len(tc.prompt) && cached > 0 {
+			t.Errorf("timing counts %d prompt tokens of %d, %d restored", got.Timing.PromptTokens, len(tc.prompt), cached)
+		}
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, cached, err := c.GenerateOn(ctx, s, tc.prompt, tc.points, tc.o)
+			check(t, i, got, cached, err)
+		})
+	}
+	t.Run("at once", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for i, tc := range cases {
+			wg.Go(func() {
+				got, _, err := c.GenerateOn(ctx, s, tc.prompt, tc.points, tc.o)
+				check(t, i, got, -1, err) // what was cached depends on the order
+			})
+		}
+		wg.Wait()
+	})
+	if _, _, err := c.GenerateOn(ctx, s, system, nil, model.Options{State: m.NewState(1)}); err == nil {
+		t.Error("Options.State was accepted")
+	}
+}

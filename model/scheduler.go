@@ -40,7 +40,9 @@ var ErrSchedulerClosed = errors.New("scheduler: closed")
 // the state is left exactly as Model.Generate leaves it however it ends (a
 // stop string is seen before the next token is fed). Other requests are
 // pipelined: the batch runs on while their callers decode and stream, and
-// what a caller no longer needs is dropped.
+// what a caller no longer needs is dropped. PrefixCache.GenerateOn starts
+// a request from a cached prefix's state without lockstep: the restore
+// runs on the scheduler's goroutine, in place of the prompt's prefill.
 //
 // A new prompt is prefilled between two steps, so a long one delays the
 // other slots' next token by its prefill.
@@ -126,6 +128,14 @@ type request struct {
 	// pick before their next step, so the caller's state is left exactly
 	// as Model.Generate leaves it, however the generation ends.
 	lockstep bool
+	// prepare, when set, runs on the loop's goroutine at admission with
+	// the batch-of-one state just Reset, and brings it through the first
+	// n tokens of the prompt (fewer than all), which are then not fed:
+	// the prefix cache restores and saves states there (PrefixCache.
+	// GenerateOn), where the backend is the loop's, without the lockstep
+	// a caller's own Options.State would need. stop says whether the
+	// caller has given up, for work between pieces.
+	prepare func(st *State, stop func() bool) (n int, err error)
 
 	mu     sync.Mutex
 	picks  []pick // chosen and not yet taken by the caller
@@ -206,6 +216,11 @@ type slot struct {
 // slots alongside other calls. It waits for a free slot first. Callbacks
 // run in the calling goroutine.
 func (s *Scheduler) Generate(ctx context.Context, prompt []int, o Options) (Result, error) {
+	return s.generate(ctx, prompt, o, nil)
+}
+
+// generate is Generate with the request's prepare hook (nil for none).
+func (s *Scheduler) generate(ctx context.Context, prompt []int, o Options, prepare func(*State, func() bool) (int, error)) (Result, error) {
 	if len(prompt) == 0 {
 		return Result{}, errors.New("generate: the prompt is empty")
 	}
@@ -236,6 +251,7 @@ func (s *Scheduler) Generate(ctx context.Context, prompt []int, o Options) (Resu
 		stop:     o.StopIDs,
 		start:    time.Now(),
 		lockstep: o.State != nil,
+		prepare:  prepare,
 		notify:   make(chan struct{}, 1),
 		ack:      make(chan struct{}, 1),
 		released: make(chan struct{}),
@@ -401,8 +417,20 @@ func (s *Scheduler) start(r *request, i int) *slot {
 		st = s.pre
 		st.Reset()
 	}
-	ids := make([]int32, len(r.prompt))
-	for j, v := range r.prompt {
+	fed := 0
+	if r.prepare != nil {
+		n, err := r.prepare(st, r.quit.Load)
+		if err == nil && (n < 0 || n >= len(r.prompt)) {
+			err = fmt.Errorf("scheduler: the prefill hook fed %d of the prompt's %d tokens; at least one must be left to feed", n, len(r.prompt))
+		}
+		if err != nil {
+			r.end(err)
+			return nil
+		}
+		fed = n
+	}
+	ids := make([]int32, len(r.prompt)-fed)
+	for j, v := range r.prompt[fed:] {
 		ids[j] = int32(v)
 	}
 	out, err := st.Forward(ids, nil)

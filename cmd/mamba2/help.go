@@ -77,8 +77,11 @@ var help = map[string]helpText{
 	},
 	"serve": {
 		"mamba2 serve [flags]",
-		"Serves model folders over HTTP at /models/<name>/ (Range, ETag, CORS) and, with --static, the web demo at /.",
-		[]string{`scripts/build-web.sh && mamba2 serve --static build/web`},
+		"Serves model folders over HTTP at /models/<name>/ (Range, ETag, CORS), with --static the web demo at /, and with --model that model with OpenAI's API at /v1 (completions and chat, streamed or not; --slots requests batched at once, docs/server.md).",
+		[]string{
+			`scripts/build-web.sh && mamba2 serve --static build/web`,
+			`mamba2 serve --model org/mamba2-chat --slots 16 --queue 64`,
+		},
 	},
 	"convert": {
 		"mamba2 convert --model SRC --out DIR [flags]",

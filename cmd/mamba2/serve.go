@@ -76,7 +76,7 @@ func cmdServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintf(stdout, "  model %s: %s/models/%s/\n", name, base, name)
 	}
 	if api.enabled {
-		fmt.Fprintf(stdout, "  OpenAI API for %s: %s/v1 (metrics at %s/metrics)\n", api.name, base, base)
+		fmt.Fprintf(stdout, "  OpenAI API for %s: %s/v1 (%d slots; metrics at %s/metrics)\n", api.name, base, api.slots, base)
 	}
 	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
 		fmt.Fprintf(stderr, "mamba2 serve: %s is reachable from other machines\n", ln.Addr())
@@ -150,6 +150,7 @@ type apiFlags struct {
 	name         string // served as "model"; default from --model
 	chatTemplate string
 	queue        int
+	slots        int
 	timeout      time.Duration
 	maxTokens    int
 	prefixMiB    int
@@ -160,7 +161,8 @@ func (a *apiFlags) register(fs *flag.FlagSet) {
 	fs.Lookup("model").Usage = "serve this model with OpenAI's API at /v1 (a folder, http(s) URL or hub id; " + serve.EmbeddedModel + ", when no folder has that name, is the embedded one)"
 	fs.StringVar(&a.name, "served-model-name", "", `the name clients give as "model" (default: the hub id, or the folder's or URL's last element)`)
 	fs.StringVar(&a.chatTemplate, "chat-template", "", "a Jinja chat template `file` to use instead of the model's (tokenizer_config.json, chat_template.jinja)")
-	fs.IntVar(&a.queue, "queue", 32, "generations that may wait besides the one running; more get 429")
+	fs.IntVar(&a.slots, "slots", 8, "generations that run at once, batched into one forward pass a step (continuous batching); 1 runs one at a time")
+	fs.IntVar(&a.queue, "queue", 32, "generations that may wait besides the --slots running; more get 429")
 	fs.DurationVar(&a.timeout, "timeout", 10*time.Minute, "the longest a generation request may take, queueing included (504 after)")
 	fs.IntVar(&a.maxTokens, "max-tokens", 4096, "the most tokens a request may ask for")
 	fs.IntVar(&a.prefixMiB, "prefix-cache-mib", 256, "MiB of saved states of chat prompt prefixes (system prompts, earlier turns) kept to skip their prefill; 0: none")
@@ -185,6 +187,8 @@ func (a *apiFlags) check(fs *flag.FlagSet) error {
 	switch {
 	case a.model == "":
 		return errors.New("serve: --model is empty")
+	case a.slots < 1:
+		return fmt.Errorf("serve: --slots must be at least 1, got %d", a.slots)
 	case a.queue < 1:
 		return fmt.Errorf("serve: --queue must be at least 1, got %d", a.queue)
 	case a.timeout <= 0:
@@ -244,9 +248,14 @@ func (a *apiFlags) start(ctx context.Context, files http.Handler, errLog *log.Lo
 	if a.prefixMiB > 0 {
 		cache = model.NewPrefixCache(int64(a.prefixMiB) << 20)
 	}
-	// The engine: one model, one generation at a time. A batching
-	// scheduler with the same Generate method takes its place here.
-	eng := openai.NewSerial(m, openai.SerialOptions{Queue: a.queue, Prefixes: cache})
+	// The engine: a scheduler of --slots sequences that owns the backend
+	// from here until done. With --slots 1 it still runs one at a time,
+	// through the same code, so there is one engine to trust.
+	eng, err := openai.NewBatched(m, openai.BatchedOptions{Slots: a.slots, Queue: a.queue, Prefixes: cache})
+	if err != nil {
+		m.Backend.Close()
+		return nil, nil, fmt.Errorf("serve: %v", err)
+	}
 	api, err := openai.New(openai.Options{
 		Engine: eng, Tokenizer: tok, Model: name, VocabSize: m.Config.VocabSize,
 		Template: tmpl, TemplateError: tmplErr, StopIDs: stops,

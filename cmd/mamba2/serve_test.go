@@ -130,7 +130,7 @@ func TestServeOpenAI(t *testing.T) {
 	if err := os.WriteFile(tmpl, []byte("{% for m in messages %}// {{ m.content }}\n{% endfor %}"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	base := startServe(t, "--model", "mamba2-go-tiny", "--backend", "cpu", "--chat-template", tmpl, "--queue", "4", "--timeout", "1m")
+	base := startServe(t, "--model", "mamba2-go-tiny", "--backend", "cpu", "--chat-template", tmpl, "--queue", "4", "--slots", "2", "--timeout", "1m")
 	for _, tc := range []struct {
 		name, method, path, body string
 		status                   int
@@ -169,6 +169,8 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"--queue", "3"}, "--queue need --model"},
 		{[]string{"--backend", "cpu", "--chat-template", "x"}, "--backend, --chat-template need --model"},
 		{[]string{"--model", "mamba2-go-tiny", "--queue", "0"}, "--queue must be at least 1"},
+		{[]string{"--slots", "4"}, "--slots need --model"},
+		{[]string{"--model", "mamba2-go-tiny", "--slots", "0"}, "--slots must be at least 1"},
 		{[]string{"--model", "mamba2-go-tiny", "--timeout", "0s"}, "--timeout must be positive"},
 		{[]string{"--model", "mamba2-go-tiny", "--prefix-cache-mib", "-1"}, "--prefix-cache-mib must be 0 or more"},
 		{[]string{"--model", "mamba2-go-tiny", "--backend", "cpu", "--chat-template", "/nonexistent/t.jinja"}, "--chat-template: open /nonexistent/t.jinja"},

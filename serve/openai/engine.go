@@ -16,9 +16,9 @@ import (
 // ErrQueueFull at once when it cannot take more work, which the Handler
 // answers with 429.
 //
-// Serial is the engine of one model and one sequence at a time; a
-// scheduler that batches concurrent requests has the same method and
-// replaces it where the Handler's Options are made.
+// Batched is the engine that runs concurrent requests together, one
+// forward pass a step for all (model.Scheduler); Serial runs one sequence
+// at a time. Both have the same queue, errors and Close.
 type Engine interface {
 	Generate(ctx context.Context, prompt []int, o model.Options) (model.Result, error)
 }
@@ -48,9 +48,10 @@ var (
 )
 
 // Serial runs one generation at a time on a goroutine that owns the model:
-// a backend is not safe for concurrent use, and on one device a single
-// sequence at a time loses little (decode is bound by reading the
-// weights, which batching would share: that is the scheduler's gain).
+// a backend is not safe for concurrent use. Decoding is bound by reading
+// the weights, which Batched shares between the requests of a step, so
+// Serial is the simpler engine, not the faster one under load; each gives
+// a request the same result.
 // Requests wait in a bounded FIFO queue; a request whose context ends while
 // it waits leaves the queue at once and frees its place.
 type Serial struct {

@@ -15,20 +15,40 @@ import (
 var (
 	loadClients = flag.Int("load-clients", 64, "TestLoadTest: concurrent streaming clients")
 	loadTokens  = flag.Int("load-tokens", 8, "TestLoadTest: max_tokens of each request")
+	loadSlots   = flag.Int("load-slots", 8, "TestLoadTest: slots of the batched engine")
 )
 
 // TestLoadTest: many concurrent streaming clients (half completions, half
 // chats sharing a system prompt) against the tiny model on the CPU: every
 // request succeeds and every stream ends with [DONE]. It logs the
 // percentiles of the time to the first text and to the end, as a client
-// sees them; it asserts no timing (CI machines are shared and slow).
+// sees them; it asserts no timing (CI machines are shared and slow). It
+// runs on both engines: Serial, and Batched of -load-slots slots.
 // docs/server.md has measured numbers; rerun with
 //
-//	go test ./serve/openai -run LoadTest -v [-args -load-clients 64 -load-tokens 8]
-func TestLoadTest(t *testing.T) {
+//	go test ./serve/openai -run LoadTest -v [-args -load-clients 64 -load-tokens 8 -load-slots 8]
+func TestLoadTest(t *testing.T) { forEngines(t, testLoadTest) }
+
+func testLoadTest(t *testing.T, kind string) {
 	clients, tokens := *loadClients, *loadTokens
-	srv, h := newServer(t, func(o *Options) { o.Engine = NewSerial(tiny.m, SerialOptions{Queue: clients, Prefixes: o.Prefixes}) })
-	defer h.o.Engine.(*Serial).Close()
+	var eng closingEngine
+	srv, h := newServer(t, kind, func(o *Options) {
+		if kind == "batched" {
+			b, err := NewBatched(tiny.m, BatchedOptions{Slots: *loadSlots, Queue: clients, Prefixes: o.Prefixes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			eng = b
+		} else {
+			eng = NewSerial(tiny.m, SerialOptions{Queue: clients, Prefixes: o.Prefixes})
+		}
+		o.Engine = eng
+	})
+	defer eng.Close()
+	engine := "serial engine"
+	if kind == "batched" {
+		engine = fmt.Sprintf("batched engine of %d slots", *loadSlots)
+	}
 	type result struct {
 		first, total time.Duration
 		err          error
@@ -99,7 +119,7 @@ func TestLoadTest(t *testing.T) {
 	if errs > 0 {
 		t.Fatalf("%d of %d clients failed", errs, clients)
 	}
-	t.Logf("%d streaming clients, max_tokens %d, CPU backend, serial engine: all ended with [DONE] in %v", clients, tokens, wall.Round(time.Millisecond))
+	t.Logf("%d streaming clients, max_tokens %d, CPU backend, %s: all ended with [DONE] in %v", clients, tokens, engine, wall.Round(time.Millisecond))
 	t.Logf("time to first token: %s (%d of %d streams had text)", percentiles(firsts), len(firsts), clients)
 	t.Logf("total:               %s", percentiles(totals))
 	t.Logf("prefix cache: %+v", h.o.Prefixes.Stats())

@@ -15,9 +15,9 @@
 // when the engine's queue is full, 504 when a request outlives
 // Options.Timeout, 503 when the server shuts down.
 //
-// The generation itself is an Engine's: Serial runs one at a time on the
-// goroutine that owns the model; a batching scheduler with the same
-// Generate replaces it in Options.Engine.
+// The generation itself is an Engine's: Batched runs concurrent requests
+// in one batched forward pass a step (model.Scheduler), Serial one at a
+// time on the goroutine that owns the model.
 package openai
 
 import (

@@ -58,9 +58,44 @@ const goChat = `{% for m in messages %}// {{ m.role }}: {{ m.content }}
 
 const modelName = "mamba2-go-tiny"
 
-// newServer serves the tiny model through a Serial engine with a prefix
-// cache and the goChat template; edit changes the Options first.
-func newServer(t *testing.T, edit func(*Options)) (*httptest.Server, *Handler) {
+// engines are the kinds of engine newEngine makes, which the tests of
+// the Handler's behaviour with a real model run on (forEngines).
+var engines = []string{"serial", "batched"}
+
+// forEngines runs f as a subtest for each engine.
+func forEngines(t *testing.T, f func(t *testing.T, kind string)) {
+	for _, kind := range engines {
+		t.Run(kind, func(t *testing.T) { f(t, kind) })
+	}
+}
+
+type closingEngine interface {
+	PrefixEngine
+	QueueDepther
+	Close() error
+}
+
+// newEngine makes an engine of the kind over m: a Serial, or a Batched of
+// 4 slots (fewer than the load test's clients, so some wait).
+func newEngine(t testing.TB, kind string, m *model.Model, queue int, cache *model.PrefixCache) closingEngine {
+	t.Helper()
+	switch kind {
+	case "serial":
+		return NewSerial(m, SerialOptions{Queue: queue, Prefixes: cache})
+	case "batched":
+		b, err := NewBatched(m, BatchedOptions{Slots: 4, Queue: queue, Prefixes: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	t.Fatalf("no engine %q", kind)
+	return nil
+}
+
+// newServer serves the tiny model through an engine of the kind with a
+// prefix cache and the goChat template; edit changes the Options first.
+func newServer(t *testing.T, kind string, edit func(*Options)) (*httptest.Server, *Handler) {
 	t.Helper()
 	m, tok := tinyModel(t)
 	tmpl, err := ParseChatTemplate(goChat, "", "", "goChat")
@@ -68,7 +103,7 @@ func newServer(t *testing.T, edit func(*Options)) (*httptest.Server, *Handler) {
 		t.Fatal(err)
 	}
 	cache := model.NewPrefixCache(64 << 20)
-	eng := NewSerial(m, SerialOptions{Queue: 64, Prefixes: cache})
+	eng := newEngine(t, kind, m, 64, cache)
 	o := Options{Engine: eng, Tokenizer: tok, Model: modelName, VocabSize: m.Config.VocabSize, Template: tmpl, Prefixes: cache}
 	if edit != nil {
 		edit(&o)
@@ -138,8 +173,8 @@ type completion struct {
 // TestErrors: every bad request gets OpenAI's error shape, the right
 // status, the parameter at fault and a message that names the problem.
 func TestErrors(t *testing.T) {
-	srv, _ := newServer(t, nil)
-	noTemplate, _ := newServer(t, func(o *Options) { o.Template = nil })
+	srv, _ := newServer(t, "serial", nil)
+	noTemplate, _ := newServer(t, "serial", func(o *Options) { o.Template = nil })
 	long := strings.Repeat("x", maxBodyBytes+1)
 	for _, tc := range []struct {
 		name, method, path, body string
@@ -244,8 +279,10 @@ const prompt = "package main\n\nimport (\n"
 // TestCompletions: the text is the model's greedy continuation; usage
 // counts the prompt and the new tokens; finish_reason says why it ended;
 // a stop string cuts the text; n and a list of prompts give every choice.
-func TestCompletions(t *testing.T) {
-	srv, h := newServer(t, nil)
+func TestCompletions(t *testing.T) { forEngines(t, testCompletions) }
+
+func testCompletions(t *testing.T, kind string) {
+	srv, h := newServer(t, kind, nil)
 	ids := h.o.Tokenizer.Encode(prompt)
 	want := greedy(t, h, ids, 8)
 	stop := want.Text[len(want.Text)/2:][:2]
@@ -293,8 +330,10 @@ func TestCompletions(t *testing.T) {
 
 // TestSampling: a seed makes a sampled completion reproducible, and the
 // two choices of n=2 are different draws.
-func TestSampling(t *testing.T) {
-	srv, _ := newServer(t, nil)
+func TestSampling(t *testing.T) { forEngines(t, testSampling) }
+
+func testSampling(t *testing.T, kind string) {
+	srv, _ := newServer(t, kind, nil)
 	body := `{"model": "mamba2-go-tiny", "prompt": ` + jsonString(prompt) + `, "max_tokens": 12, "temperature": 1.5, "top_p": 0.95, "seed": 7, "n": 2}`
 	var runs [2][]string
 	for r := range runs {
@@ -364,8 +403,10 @@ func stream(t *testing.T, url, body string) ([]completion, bool) {
 // stream gets, each choice ends with its finish_reason, include_usage adds
 // "usage": null to every chunk and a last chunk with the totals, and the
 // stream ends with [DONE]; chat chunks open with the assistant's role.
-func TestStreaming(t *testing.T) {
-	srv, h := newServer(t, func(o *Options) { o.StopIDs = []int{} }) // every choice runs to max_tokens
+func TestStreaming(t *testing.T) { forEngines(t, testStreaming) }
+
+func testStreaming(t *testing.T, kind string) {
+	srv, h := newServer(t, kind, func(o *Options) { o.StopIDs = []int{} }) // every choice runs to max_tokens
 	ids := h.o.Tokenizer.Encode(prompt)
 	want := greedy(t, h, ids, 10)
 	for _, tc := range []struct {
@@ -430,8 +471,10 @@ func TestStreaming(t *testing.T) {
 // continuation of the rendered prompt, the same with the cache (a second
 // request with the same system prompt restores it: cached_tokens) as
 // without.
-func TestChatPrefixCache(t *testing.T) {
-	srv, h := newServer(t, nil)
+func TestChatPrefixCache(t *testing.T) { forEngines(t, testChatPrefixCache) }
+
+func testChatPrefixCache(t *testing.T, kind string) {
+	srv, h := newServer(t, kind, nil)
 	msgs := func(user string) []Message {
 		return []Message{{Role: "system", Content: "You write Go."}, {Role: "user", Content: user}}
 	}
@@ -525,7 +568,7 @@ func TestEngineErrors(t *testing.T) {
 	body := `{"model": "mamba2-go-tiny", "prompt": "x", "max_tokens": 4}`
 	streamBody := `{"model": "mamba2-go-tiny", "prompt": "x", "max_tokens": 4, "stream": true}`
 	t.Run("queue full", func(t *testing.T) {
-		srv, _ := newServer(t, func(o *Options) { o.Engine, o.RetryAfter = fullEngine{}, 3*time.Second })
+		srv, _ := newServer(t, "serial", func(o *Options) { o.Engine, o.RetryAfter = fullEngine{}, 3*time.Second })
 		for _, b := range []string{body, streamBody} {
 			resp, data := post(t, srv.URL+pathCompletions, b)
 			var e errorBody
@@ -537,7 +580,7 @@ func TestEngineErrors(t *testing.T) {
 	})
 	t.Run("timeout", func(t *testing.T) {
 		eng := &blockingEngine{started: make(chan struct{}, 1), ended: make(chan error, 1)}
-		srv, _ := newServer(t, func(o *Options) { o.Engine, o.Timeout = eng, 50*time.Millisecond })
+		srv, _ := newServer(t, "serial", func(o *Options) { o.Engine, o.Timeout = eng, 50*time.Millisecond })
 		resp, data := post(t, srv.URL+pathCompletions, body)
 		if resp.StatusCode != 504 || !strings.Contains(string(data), "longer than this server's limit of 50ms") {
 			t.Errorf("%s: %s", resp.Status, data)
@@ -547,7 +590,7 @@ func TestEngineErrors(t *testing.T) {
 		}
 	})
 	t.Run("timeout mid-stream", func(t *testing.T) {
-		srv, _ := newServer(t, func(o *Options) { o.Engine, o.Timeout = textThenBlock{}, 50*time.Millisecond })
+		srv, _ := newServer(t, "serial", func(o *Options) { o.Engine, o.Timeout = textThenBlock{}, 50*time.Millisecond })
 		resp, data := post(t, srv.URL+pathCompletions, streamBody)
 		want := `data: {"choices":[{"finish_reason":null,"index":0,"logprobs":null,"text":"abc"}]`
 		if resp.StatusCode != 200 || !strings.HasPrefix(string(data), want) ||
@@ -555,9 +598,9 @@ func TestEngineErrors(t *testing.T) {
 			t.Errorf("%s: %s", resp.Status, data)
 		}
 	})
-	t.Run("client goes away mid-stream", func(t *testing.T) {
+	forEngines(t, func(t *testing.T, kind string) {
 		var rec *recording
-		srv, _ := newServer(t, func(o *Options) {
+		srv, _ := newServer(t, kind, func(o *Options) {
 			rec = &recording{Engine: o.Engine, ended: make(chan model.Result, 1), errs: make(chan error, 1)}
 			o.Engine = rec
 			o.StopIDs = []int{} // no EOS: only the client can end it early
@@ -578,7 +621,7 @@ func TestEngineErrors(t *testing.T) {
 	})
 	t.Run("client goes away", func(t *testing.T) {
 		eng := &blockingEngine{started: make(chan struct{}, 1), ended: make(chan error, 1)}
-		srv, _ := newServer(t, func(o *Options) { o.Engine = eng })
+		srv, _ := newServer(t, "serial", func(o *Options) { o.Engine = eng })
 		ctx, cancel := context.WithCancel(context.Background())
 		req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+pathCompletions, strings.NewReader(streamBody))
 		go func() {
@@ -599,69 +642,12 @@ func TestEngineErrors(t *testing.T) {
 	})
 }
 
-// TestSerialQueue: Serial takes Queue requests besides the running one and
-// refuses more with ErrQueueFull; a waiting request that is cancelled
-// leaves the queue at once and frees its place; Close fails the waiting.
-func TestSerialQueue(t *testing.T) {
-	m, tok := tinyModel(t)
-	s := NewSerial(m, SerialOptions{Queue: 1})
-	ids := tok.Encode(prompt)
-	release := make(chan struct{})
-	running := make(chan struct{})
-	first := make(chan error, 1)
-	go func() {
-		_, err := s.Generate(context.Background(), ids, model.Options{MaxNewTokens: 2, OnToken: func(int) error {
-			select {
-			case running <- struct{}{}:
-				<-release
-			default:
-			}
-			return nil
-		}})
-		first <- err
-	}()
-	<-running // the worker is busy
-	ctx, cancel := context.WithCancel(context.Background())
-	queued := make(chan error, 1)
-	go func() { _, err := s.Generate(ctx, ids, model.Options{MaxNewTokens: 2}); queued <- err }()
-	for s.QueueDepth() != 1 {
-		time.Sleep(time.Millisecond)
-	}
-	if _, err := s.Generate(context.Background(), ids, model.Options{MaxNewTokens: 2}); !errors.Is(err, ErrQueueFull) {
-		t.Errorf("a third request: %v, want ErrQueueFull", err)
-	}
-	cancel()
-	if err := <-queued; !errors.Is(err, context.Canceled) {
-		t.Errorf("the cancelled request: %v", err)
-	}
-	if d := s.QueueDepth(); d != 0 {
-		t.Errorf("queue depth %d after the cancel", d)
-	}
-	late := make(chan error, 1)
-	go func() { _, err := s.Generate(context.Background(), ids, model.Options{MaxNewTokens: 2}); late <- err }()
-	for s.QueueDepth() != 1 {
-		time.Sleep(time.Millisecond)
-	}
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		close(release)
-	}()
-	s.Close()
-	if err := <-first; err != nil {
-		t.Errorf("the running request: %v", err)
-	}
-	if err := <-late; err != nil && !errors.Is(err, ErrClosed) {
-		t.Errorf("the waiting request: %v", err)
-	}
-	if _, err := s.Generate(context.Background(), ids, model.Options{}); !errors.Is(err, ErrClosed) {
-		t.Errorf("after Close: %v", err)
-	}
-}
-
 // TestModelsAndMetrics: /v1/models lists the model; /metrics has the
 // series docs/server.md names, with the requests made so far counted.
-func TestModelsAndMetrics(t *testing.T) {
-	srv, _ := newServer(t, nil)
+func TestModelsAndMetrics(t *testing.T) { forEngines(t, testModelsAndMetrics) }
+
+func testModelsAndMetrics(t *testing.T, kind string) {
+	srv, _ := newServer(t, kind, nil)
 	resp, err := http.Get(srv.URL + pathModels)
 	if err != nil {
 		t.Fatal(err)

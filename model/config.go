@@ -35,10 +35,24 @@ type Config struct {
 	// OriginalNaming is true for state-spaces checkpoints, whose embedding is
 	// backbone.embedding.weight.
 	OriginalNaming bool
+	// Hybrid describes the blocks of a hybrid architecture (Bamba,
+	// Falcon-H1, Zamba2, GraniteMoeHybrid: arch.go); nil for Mamba-2,
+	// whose fields above are then the whole architecture. For a hybrid,
+	// the fields above from State to TimeStepMax are its Mamba-2 mixer's.
+	Hybrid *Hybrid
 	// Quant is the quantization_config of a checkpoint written by convert
 	// --dtype int8|int4: the format of its quantized tensors. Zero for a
 	// float checkpoint.
 	Quant Quant
+}
+
+// Mixer is the Mamba-2 mixer's settings alone (what Backend.Conv and
+// Backend.SSM read): the SSM's dimensions, conv width, chunking and dt
+// clamp, without the model's vocabulary, layers or hybrid blocks.
+func (c Config) Mixer() Config {
+	return Config{Hidden: c.Hidden, State: c.State, Expand: c.Expand, Heads: c.Heads, HeadDim: c.HeadDim, Groups: c.Groups,
+		ConvKernel: c.ConvKernel, ChunkSize: c.ChunkSize, UseBias: c.UseBias, ConvBias: c.ConvBias, Eps: c.Eps,
+		TimeStepMin: c.TimeStepMin, TimeStepMax: c.TimeStepMax}
 }
 
 // Inner is I = H·P, the width of the SSM.
@@ -124,6 +138,9 @@ func ParseConfig(data []byte) (Config, error) {
 			return Config{}, fmt.Errorf("config.json: %v", err)
 		}
 	}
+	if parse, ok := Families[h.ModelType]; ok {
+		return parse(data)
+	}
 	var c Config
 	var err error
 	if h.DModel != nil || h.SSMCfg != nil {
@@ -203,7 +220,7 @@ func or[T any](p *T, def T) T {
 
 func (h hfConfig) huggingFace() (Config, error) {
 	if h.ModelType != "" && h.ModelType != "mamba2" {
-		return Config{}, fmt.Errorf("config.json: model_type is %q, want \"mamba2\"", h.ModelType)
+		return Config{}, fmt.Errorf("config.json: model_type is %q, want one of %s", h.ModelType, familyNames())
 	}
 	if h.RMSNorm != nil && !*h.RMSNorm {
 		return Config{}, fmt.Errorf("config.json: rms_norm false (LayerNorm) is not supported")
@@ -567,7 +584,11 @@ func (c Config) Validate() error {
 	// fit in an int64 whatever the size of int.
 	V, D, L, N, E := int64(c.VocabSize), int64(c.Hidden), int64(c.Layers), int64(c.State), int64(c.Expand)
 	H, P, G, K := int64(c.Heads), int64(c.HeadDim), int64(c.Groups), int64(c.ConvKernel)
-	if H*P != E*D {
+	if c.Hybrid != nil {
+		if err := c.validateHybrid(); err != nil {
+			return err
+		}
+	} else if H*P != E*D {
 		return fmt.Errorf("config.json: %s × %s = %d × %d = %d must equal %s × %s = %d × %d = %d",
 			n.heads, n.headDim, H, P, H*P, n.expand, n.hidden, E, D, E*D)
 	}

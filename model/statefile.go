@@ -62,6 +62,9 @@ func (s *State) Save() ([]byte, error) {
 	if s.closed {
 		return nil, errors.New("save: the state is closed")
 	}
+	if hy := s.m.Config.Hybrid; hy != nil {
+		return nil, fmt.Errorf("save: saving the state of a %s model (its attention KV caches) is not supported yet; only Mamba-2 states", hy.Family)
+	}
 	c := s.m.Config
 	out := make([]byte, 0, stateHeader+s.stateBytes())
 	out = append(out, stateMagic...)
@@ -98,6 +101,9 @@ func (s *State) stateBytes() int {
 func (s *State) Restore(data []byte) error {
 	if s.closed {
 		return errors.New("restore: the state is closed")
+	}
+	if hy := s.m.Config.Hybrid; hy != nil {
+		return fmt.Errorf("restore: restoring the state of a %s model (its attention KV caches) is not supported yet; only Mamba-2 states", hy.Family)
 	}
 	c := s.m.Config
 	if len(data) < stateHeader || string(data[:8]) != stateMagic {

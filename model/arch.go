@@ -97,9 +97,13 @@ type Hybrid struct {
 	NormGroups int
 
 	// Zamba2: the shared transformer blocks and their adapters.
-	MemBlocks   int   // num_mem_blocks: shared blocks used in turn
-	HybridIDs   []int // the layers that are hybrid, in order
-	AdapterRank int   // 0: no adapters
+	MemBlocks int   // num_mem_blocks: shared blocks used in turn
+	HybridIDs []int // the layers that are hybrid, in order
+	// AdapterRank is the rank of the per-layer adapters on the shared
+	// MLP's gate_up_proj (Zamba2 always has them); AttnAdapters adds
+	// them on q, k and v (use_shared_attention_adapter).
+	AdapterRank  int
+	AttnAdapters bool
 
 	// Inner is the Mamba-2 mixer's width I (mamba_d_ssm, or expand × D).
 	Inner int
@@ -557,13 +561,16 @@ func parseZamba2(data []byte) (Config, error) {
 		hy.RotaryDim = 0
 	}
 	hy.MemBlocks = or(h.NumMemBlocks, 1)
-	if or(h.UseSharedAdapter, false) {
-		hy.AdapterRank = or(h.AdapterRank, 128)
-	}
+	hy.AdapterRank = or(h.AdapterRank, 128)
+	hy.AttnAdapters = or(h.UseSharedAdapter, false)
 	hy.NormGroups = c.Groups
 	types := h.LayersBlockType
 	for l, t := range types {
 		switch t {
+		case "m", "g":
+			return Config{}, fmt.Errorf("config.json: layers_block_type[%d] is %q: this is Zyphra's original Zamba2 format "+
+				"(its own remote code, \"m\"/\"g\" blocks, state_size, ffn_hidden_size); the runtime reads the transformers format "+
+				"(\"mamba\"/\"hybrid\", mamba_d_state, intermediate_size) that transformers' Zamba2 reads", l, t)
 		case "mamba", "linear_attention":
 			hy.Blocks = append(hy.Blocks, BlockKind{Mamba: true})
 		case "hybrid":

@@ -182,9 +182,11 @@ func (c Config) hybridBindings(w *Weights) []binding {
 						mat(sharedNames(b, fmt.Sprintf("%s.%d.0.weight", list, k)), RoleAdapter, &lr.A, r, in),
 						mat(sharedNames(b, fmt.Sprintf("%s.%d.1.weight", list, k)), RoleAdapter, &lr.B, out, r))
 				}
-				ad("self_attn.linear_q_adapter_list", &blk.QA, 2*D, Hq*Dh)
-				ad("self_attn.linear_k_adapter_list", &blk.KA, 2*D, Hkv*Dh)
-				ad("self_attn.linear_v_adapter_list", &blk.VA, 2*D, Hkv*Dh)
+				if hy.AttnAdapters {
+					ad("self_attn.linear_q_adapter_list", &blk.QA, 2*D, Hq*Dh)
+					ad("self_attn.linear_k_adapter_list", &blk.KA, 2*D, Hkv*Dh)
+					ad("self_attn.linear_v_adapter_list", &blk.VA, 2*D, Hkv*Dh)
+				}
 				ad("feed_forward.gate_up_proj_adapter_list", &blk.GateUpA, D, 2*hy.Intermediate)
 			}
 		}

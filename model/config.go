@@ -1,7 +1,10 @@
 // Package model defines the Mamba-2 architecture: its configuration, its
 // weights, the forward pass written once against a small Backend interface,
 // and text generation. The definition of correct is SPEC.md in the project
-// root; comments here cite its sections.
+// root; comments here cite its sections. The hybrid families built on
+// Mamba-2 mixers (Bamba, Falcon-H1, Zamba2, GraniteMoeHybrid) are the same
+// stack of blocks with attention and MLP blocks added (arch.go, blocks.go,
+// hybridforward.go), matched against transformers 5.17.
 package model
 
 import (

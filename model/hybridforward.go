@@ -143,7 +143,7 @@ func (f *pass) attention(l int, a *Attention, blk *Block, out, x Tensor, inMul f
 	hb.MatMul(q, x, a.Q, a.QB, Plain) // q = q_proj(x)
 	hb.MatMul(k, x, a.K, a.KB, Plain) // k = k_proj(x)
 	hb.MatMul(v, x, a.V, a.VB, Plain) // v = v_proj(x)
-	if blk != nil && blk.Adapters {
+	if blk != nil && blk.QA.A != nil {
 		f.adapter(q, x, blk.QA) // q += linear_q_adapter(x)
 		f.adapter(k, x, blk.KA)
 		f.adapter(v, x, blk.VA)

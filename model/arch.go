@@ -182,6 +182,7 @@ type hybridJSON struct {
 	MambaConvBias         *bool           `json:"mamba_conv_bias"`
 	MambaProjBias         *bool           `json:"mamba_proj_bias"`
 	MambaDSSM             *int            `json:"mamba_d_ssm"`
+	ProjectorsBias        *bool           `json:"projectors_bias"`
 	MambaRMSNorm          *bool           `json:"mamba_rms_norm"`
 	MambaNormBeforeGate   *bool           `json:"mamba_norm_before_gate"`
 	AttnLayerIndices      []int           `json:"attn_layer_indices"`
@@ -485,8 +486,17 @@ func parseFalconH1(data []byte) (Config, error) {
 	if err := h.base(&c, hy); err != nil {
 		return Config{}, err
 	}
+	if or(h.ProjectorsBias, false) != c.UseBias {
+		// Falcon-H1 gives out_proj its own bias switch; the mixer here
+		// has one for in_proj and out_proj together.
+		return Config{}, fmt.Errorf("config.json: projectors_bias %v with mamba_proj_bias %v (out_proj's bias differing from in_proj's) is not supported",
+			or(h.ProjectorsBias, false), c.UseBias)
+	}
 	hy.MambaNorm = or(h.MambaRMSNorm, false)
 	if hy.MambaNorm {
+		// FalconH1RMSNormGated: per group of I/G channels; with
+		// norm_before_gate it normalises y before the gate, which the
+		// fused SSM gate (gate first) does not do.
 		if or(h.MambaNormBeforeGate, true) {
 			return Config{}, fmt.Errorf("config.json: mamba_rms_norm with mamba_norm_before_gate true (norm, then gate) is not supported")
 		}

@@ -80,6 +80,7 @@ func TestHybridConfigErrors(t *testing.T) {
 		{"mlp multipliers", "falcon-h1", func(m map[string]any) { m["mlp_multipliers"] = []any{1.0} }, "mlp_multipliers has 1 values"},
 		{"ssm multipliers", "falcon-h1", func(m map[string]any) { m["ssm_multipliers"] = []any{1.0, 2.0} }, "ssm_multipliers has 2 values"},
 		{"d_ssm", "falcon-h1", func(m map[string]any) { m["mamba_d_ssm"] = 100 }, "must equal its inner width 100"},
+		{"projectors bias", "falcon-h1", func(m map[string]any) { m["projectors_bias"] = true }, "projectors_bias true"},
 		{"norm before gate", "falcon-h1", func(m map[string]any) { m["mamba_rms_norm"] = true }, "mamba_norm_before_gate"},
 		{"activation", "bamba", func(m map[string]any) { m["hidden_act"] = "relu2" }, `hidden_act "relu2"`},
 		{"rope type", "bamba", func(m map[string]any) {

@@ -73,163 +73,204 @@ func mamba2Blocks(w *Weights) {
 	}
 }
 
-// hybridBindings binds the tensors of a hybrid architecture, block by
-// block, each kind with its own table.
+// binder collects a hybrid's bindings; each block kind has its own table
+// (a method below), named as transformers' state dict names it.
+type binder struct {
+	c  Config
+	hy *Hybrid
+	bs []binding
+}
+
+func one(name string) []string { return []string{name} }
+
+func (b *binder) vec(names []string, n int, dst *Tensor) {
+	b.bs = append(b.bs, binding{names: names, shape: []int{n}, role: RoleVector, dst: dst})
+}
+
+func (b *binder) mat(names []string, role Role, dst *Tensor, shape ...int) {
+	b.bs = append(b.bs, binding{names: names, shape: shape, role: role, dst: dst})
+}
+
+// mamba binds a Mamba-2 mixer under prefix (…mamba.): SPEC §1.3's
+// tensors, the gated norm only where the family has one.
+func (b *binder) mamba(prefix string, L *Layer) {
+	c := b.c
+	D, I, K, H, C, PD := c.Hidden, c.Inner(), c.ConvKernel, c.Heads, c.ConvDim(), c.ProjDim()
+	b.mat(one(prefix+"in_proj.weight"), RoleInProj, &L.InProj, PD, D)
+	b.bs = append(b.bs, binding{names: one(prefix + "conv1d.weight"), shape: []int{C, 1, K}, use: []int{C, K}, role: RoleConv, dst: &L.ConvW})
+	b.vec(one(prefix+"dt_bias"), H, &L.DtBias)
+	b.vec(one(prefix+"A_log"), H, &L.ALog)
+	b.vec(one(prefix+"D"), H, &L.D)
+	b.mat(one(prefix+"out_proj.weight"), RoleOutProj, &L.OutProj, D, I)
+	if b.hy.MambaNorm {
+		b.vec(one(prefix+"norm.weight"), I, &L.MixNorm)
+	}
+	if c.ConvBias {
+		b.vec(one(prefix+"conv1d.bias"), C, &L.ConvB)
+	}
+	if c.UseBias {
+		b.vec(one(prefix+"in_proj.bias"), PD, &L.InBias)
+		b.vec(one(prefix+"out_proj.bias"), D, &L.OutBias)
+	}
+}
+
+// attention binds q, k, v, o (…self_attn.) reading din channels; names
+// maps a suffix to the accepted names.
+func (b *binder) attention(names func(string) []string, a *Attention, din int) {
+	hy, D := b.hy, b.c.Hidden
+	Q, KV := hy.AttnHeads*hy.AttnHeadDim, hy.KVHeads*hy.AttnHeadDim
+	b.mat(names("self_attn.q_proj.weight"), RoleAttention, &a.Q, Q, din)
+	b.mat(names("self_attn.k_proj.weight"), RoleAttention, &a.K, KV, din)
+	b.mat(names("self_attn.v_proj.weight"), RoleAttention, &a.V, KV, din)
+	b.mat(names("self_attn.o_proj.weight"), RoleAttention, &a.O, D, Q)
+	if hy.AttnBias {
+		b.vec(names("self_attn.q_proj.bias"), Q, &a.QB)
+		b.vec(names("self_attn.k_proj.bias"), KV, &a.KB)
+		b.vec(names("self_attn.v_proj.bias"), KV, &a.VB)
+		b.vec(names("self_attn.o_proj.bias"), D, &a.OB)
+	}
+}
+
+// mlp binds a gated MLP under prefix: GraniteMoeHybrid's fused
+// input_linear/output_linear, or separate gate/up/down projections.
+func (b *binder) mlp(prefix string, m *MLP) {
+	D, I := b.c.Hidden, b.hy.Intermediate
+	if b.hy.Family == "granitemoehybrid" {
+		b.mat(one(prefix+"input_linear.weight"), RoleMLP, &m.Gate, 2*I, D)
+		b.mat(one(prefix+"output_linear.weight"), RoleMLP, &m.Down, D, I)
+		return
+	}
+	b.mat(one(prefix+"gate_proj.weight"), RoleMLP, &m.Gate, I, D)
+	b.mat(one(prefix+"up_proj.weight"), RoleMLP, &m.Up, I, D)
+	b.mat(one(prefix+"down_proj.weight"), RoleMLP, &m.Down, D, I)
+	if b.hy.MLPBias {
+		b.vec(one(prefix+"gate_proj.bias"), I, &m.GateB)
+		b.vec(one(prefix+"up_proj.bias"), I, &m.UpB)
+		b.vec(one(prefix+"down_proj.bias"), D, &m.DownB)
+	}
+}
+
+// moe binds GraniteMoeHybrid's block_sparse_moe (prefix): the router and
+// the stacked experts, in the checkpoint's names or transformers 5.x's.
+func (b *binder) moe(prefix string, m *MoE) {
+	D, E, I := b.c.Hidden, b.hy.Experts, b.hy.ExpertInter
+	b.mat([]string{prefix + "router.layer.weight", prefix + "router.weight"}, RoleRouter, &m.Router, E, D)
+	b.mat([]string{prefix + "input_linear.weight", prefix + "experts.gate_up_proj"}, RoleExpert, &m.GateUp, E, 2*I, D)
+	b.mat([]string{prefix + "output_linear.weight", prefix + "experts.down_proj"}, RoleExpert, &m.Down, E, D, I)
+}
+
+// sharedNames are the accepted names of Zamba2 shared block sb's tensor:
+// under every hybrid layer that uses it (a checkpoint stores one copy,
+// under the first).
+func (b *binder) sharedNames(sb int, suffix string) []string {
+	var out []string
+	for k, l := range b.hy.HybridIDs {
+		if k%b.hy.MemBlocks == sb {
+			out = append(out, fmt.Sprintf("model.layers.%d.shared_transformer.%s", l, suffix))
+		}
+	}
+	return out
+}
+
+// shared binds Zamba2 shared block sb: its 2·D-wide norm and attention,
+// and its MLP with the fused gate_up_proj.
+func (b *binder) shared(sb int, s *SharedBlock) {
+	D, I := b.c.Hidden, b.hy.Intermediate
+	names := func(x string) []string { return b.sharedNames(sb, x) }
+	b.vec(names("input_layernorm.weight"), 2*D, &s.Norm)
+	b.vec(names("pre_ff_layernorm.weight"), D, &s.FFNNorm)
+	b.mat(names("feed_forward.gate_up_proj.weight"), RoleMLP, &s.MLP.Gate, 2*I, D)
+	b.mat(names("feed_forward.down_proj.weight"), RoleMLP, &s.MLP.Down, D, I)
+	b.attention(names, &s.Attn, 2*D)
+}
+
+// adapters binds the k-th Zamba2 hybrid layer's adapters, which live in
+// its shared block's lists at index k.
+func (b *binder) adapters(k int, blk *Block) {
+	hy, D := b.hy, b.c.Hidden
+	r, sb := hy.AdapterRank, k%hy.MemBlocks
+	ad := func(list string, lr *LowRank, in, out int) {
+		b.mat(b.sharedNames(sb, fmt.Sprintf("%s.%d.0.weight", list, k)), RoleAdapter, &lr.A, r, in)
+		b.mat(b.sharedNames(sb, fmt.Sprintf("%s.%d.1.weight", list, k)), RoleAdapter, &lr.B, out, r)
+	}
+	if hy.AttnAdapters {
+		Q, KV := hy.AttnHeads*hy.AttnHeadDim, hy.KVHeads*hy.AttnHeadDim
+		ad("self_attn.linear_q_adapter_list", &blk.QA, 2*D, Q)
+		ad("self_attn.linear_k_adapter_list", &blk.KA, 2*D, KV)
+		ad("self_attn.linear_v_adapter_list", &blk.VA, 2*D, KV)
+	}
+	ad("feed_forward.gate_up_proj_adapter_list", &blk.GateUpA, D, 2*hy.Intermediate)
+	blk.Adapters = true
+}
+
+// hybridBindings binds the tensors of a hybrid architecture: the
+// embedding, final norm and head, Zamba2's shared blocks, then block by
+// block what its kind holds.
 func (c Config) hybridBindings(w *Weights) []binding {
 	hy := c.Hybrid
 	D, V := c.Hidden, c.VocabSize
+	b := &binder{c: c, hy: hy}
 	w.Layers = make([]Layer, c.Layers)
 	w.Blocks = make([]Block, c.Layers)
-	bs := []binding{
-		{names: []string{"model.embed_tokens.weight"}, shape: []int{V, D}, role: RoleEmbedding, dst: &w.Embed},
-		{names: []string{hy.FinalNorm}, shape: []int{D}, role: RoleVector, dst: &w.NormF},
-	}
+	b.mat(one("model.embed_tokens.weight"), RoleEmbedding, &w.Embed, V, D)
+	b.vec(one(hy.FinalNorm), D, &w.NormF)
 	if !c.TieEmbeddings {
-		bs = append(bs, binding{names: []string{"lm_head.weight"}, shape: []int{V, D}, role: RoleLMHead, dst: &w.LMHead})
+		b.mat(one("lm_head.weight"), RoleLMHead, &w.LMHead, V, D)
 	}
-	vec := func(names []string, n int, dst *Tensor) binding {
-		return binding{names: names, shape: []int{n}, role: RoleVector, dst: dst}
-	}
-	mat := func(names []string, role Role, dst *Tensor, shape ...int) binding {
-		return binding{names: names, shape: shape, role: role, dst: dst}
-	}
-	one := func(s string) []string { return []string{s} }
-	// Zamba2's shared blocks, each under every hybrid layer that uses it
-	// (a checkpoint stores one copy, under the first).
-	sharedNames := func(b int, suffix string) []string {
-		var out []string
-		for k, l := range hy.HybridIDs {
-			if k%hy.MemBlocks == b {
-				out = append(out, fmt.Sprintf("model.layers.%d.shared_transformer.%s", l, suffix))
-			}
-		}
-		return out
-	}
-	Hq, Hkv, Dh := hy.AttnHeads, hy.KVHeads, hy.AttnHeadDim
-	attention := func(names func(string) []string, a *Attention, din int) {
-		bs = append(bs,
-			mat(names("self_attn.q_proj.weight"), RoleAttention, &a.Q, Hq*Dh, din),
-			mat(names("self_attn.k_proj.weight"), RoleAttention, &a.K, Hkv*Dh, din),
-			mat(names("self_attn.v_proj.weight"), RoleAttention, &a.V, Hkv*Dh, din),
-			mat(names("self_attn.o_proj.weight"), RoleAttention, &a.O, D, Hq*Dh))
-		if hy.AttnBias {
-			bs = append(bs, vec(names("self_attn.q_proj.bias"), Hq*Dh, &a.QB), vec(names("self_attn.k_proj.bias"), Hkv*Dh, &a.KB),
-				vec(names("self_attn.v_proj.bias"), Hkv*Dh, &a.VB), vec(names("self_attn.o_proj.bias"), D, &a.OB))
+	if len(hy.HybridIDs) > 0 {
+		for sb := range hy.MemBlocks {
+			w.Shared = append(w.Shared, &SharedBlock{})
+			b.shared(sb, w.Shared[sb])
 		}
 	}
-	if hy.Family == "zamba2" {
-		I := hy.Intermediate
-		for b := range hy.MemBlocks {
-			sb := &SharedBlock{}
-			w.Shared = append(w.Shared, sb)
-			names := func(s string) []string { return sharedNames(b, s) }
-			bs = append(bs, vec(names("input_layernorm.weight"), 2*D, &sb.Norm), vec(names("pre_ff_layernorm.weight"), D, &sb.FFNNorm),
-				mat(names("feed_forward.gate_up_proj.weight"), RoleMLP, &sb.MLP.Gate, 2*I, D),
-				mat(names("feed_forward.down_proj.weight"), RoleMLP, &sb.MLP.Down, D, I))
-			attention(names, &sb.Attn, 2*D)
-		}
-	}
-	I, K, H, C, PD := c.Inner(), c.ConvKernel, c.Heads, c.ConvDim(), c.ProjDim()
 	hybrid := 0 // index of the next Zamba2 hybrid layer
 	for l, kind := range hy.Blocks {
 		blk := &w.Blocks[l]
 		blk.Kind = kind
 		p := fmt.Sprintf("model.layers.%d.", l)
-		if kind.Mamba {
-			L := &w.Layers[l]
-			blk.Mamba = L
-			mp, norm := p+"mamba.", p+"input_layernorm.weight"
-			if kind.Shared {
-				mp, norm = p+"mamba_decoder.mamba.", p+"mamba_decoder.input_layernorm.weight"
+		switch {
+		case kind.Shared: // Zamba2 hybrid layer
+			blk.Mamba = &w.Layers[l]
+			blk.Shared = w.Shared[hybrid%hy.MemBlocks]
+			b.vec(one(p+"mamba_decoder.input_layernorm.weight"), D, &blk.Mamba.Norm)
+			b.mamba(p+"mamba_decoder.mamba.", blk.Mamba)
+			b.mat(one(p+"linear.weight"), RoleMLP, &blk.Linear, D, D)
+			if hy.AdapterRank > 0 {
+				b.adapters(hybrid, blk)
 			}
-			if kind.Attention {
-				bs = append(bs, vec(one(norm), D, &blk.Norm)) // Falcon-H1: one norm for both mixers
-			} else {
-				bs = append(bs, vec(one(norm), D, &L.Norm))
-			}
-			bs = append(bs,
-				mat(one(mp+"in_proj.weight"), RoleInProj, &L.InProj, PD, D),
-				binding{names: one(mp + "conv1d.weight"), shape: []int{C, 1, K}, use: []int{C, K}, role: RoleConv, dst: &L.ConvW},
-				vec(one(mp+"dt_bias"), H, &L.DtBias), vec(one(mp+"A_log"), H, &L.ALog), vec(one(mp+"D"), H, &L.D),
-				mat(one(mp+"out_proj.weight"), RoleOutProj, &L.OutProj, D, I))
-			if hy.MambaNorm {
-				bs = append(bs, vec(one(mp+"norm.weight"), I, &L.MixNorm))
-			}
-			if c.ConvBias {
-				bs = append(bs, vec(one(mp+"conv1d.bias"), C, &L.ConvB))
-			}
-			if c.UseBias {
-				bs = append(bs, vec(one(mp+"in_proj.bias"), PD, &L.InBias), vec(one(mp+"out_proj.bias"), D, &L.OutBias))
-			}
-		}
-		if kind.Attention {
-			blk.Attn = &Attention{}
-			if !kind.Mamba {
-				bs = append(bs, vec(one(p+"input_layernorm.weight"), D, &blk.Norm))
-			}
-			attention(func(s string) []string { return one(p + s) }, blk.Attn, D)
-		}
-		if kind.Shared {
-			k := hybrid
 			hybrid++
-			blk.Shared = w.Shared[k%hy.MemBlocks]
-			bs = append(bs, mat(one(p+"linear.weight"), RoleMLP, &blk.Linear, D, D))
-			if r := hy.AdapterRank; r > 0 {
-				blk.Adapters = true
-				b := k % hy.MemBlocks
-				ad := func(list string, lr *LowRank, in, out int) {
-					bs = append(bs,
-						mat(sharedNames(b, fmt.Sprintf("%s.%d.0.weight", list, k)), RoleAdapter, &lr.A, r, in),
-						mat(sharedNames(b, fmt.Sprintf("%s.%d.1.weight", list, k)), RoleAdapter, &lr.B, out, r))
-				}
-				if hy.AttnAdapters {
-					ad("self_attn.linear_q_adapter_list", &blk.QA, 2*D, Hq*Dh)
-					ad("self_attn.linear_k_adapter_list", &blk.KA, 2*D, Hkv*Dh)
-					ad("self_attn.linear_v_adapter_list", &blk.VA, 2*D, Hkv*Dh)
-				}
-				ad("feed_forward.gate_up_proj_adapter_list", &blk.GateUpA, D, 2*hy.Intermediate)
-			}
+		case kind.Mamba && kind.Attention: // Falcon-H1: one norm for both mixers
+			blk.Mamba, blk.Attn = &w.Layers[l], &Attention{}
+			b.vec(one(p+"input_layernorm.weight"), D, &blk.Norm)
+			b.mamba(p+"mamba.", blk.Mamba)
+			b.attention(func(s string) []string { return one(p + s) }, blk.Attn, D)
+		case kind.Mamba:
+			blk.Mamba = &w.Layers[l]
+			b.vec(one(p+"input_layernorm.weight"), D, &blk.Mamba.Norm)
+			b.mamba(p+"mamba.", blk.Mamba)
+		case kind.Attention:
+			blk.Attn = &Attention{}
+			b.vec(one(p+"input_layernorm.weight"), D, &blk.Norm)
+			b.attention(func(s string) []string { return one(p + s) }, blk.Attn, D)
 		}
 		switch kind.FFN {
 		case MLPFFN:
 			blk.MLP = &MLP{}
-			ff := p + "feed_forward."
-			norm := p + "pre_ff_layernorm.weight"
-			if hy.Family == "granitemoehybrid" {
-				ff, norm = p+"shared_mlp.", p+"post_attention_layernorm.weight"
+			if hy.Family == "granitemoehybrid" { // its shared MLP alone
+				b.vec(one(p+"post_attention_layernorm.weight"), D, &blk.FFNNorm)
+				b.mlp(p+"shared_mlp.", blk.MLP)
+			} else {
+				b.vec(one(p+"pre_ff_layernorm.weight"), D, &blk.FFNNorm)
+				b.mlp(p+"feed_forward.", blk.MLP)
 			}
-			bs = append(bs, vec(one(norm), D, &blk.FFNNorm))
-			bs = append(bs, c.mlpBindings(ff, blk.MLP)...)
 		case MoEFFN:
 			blk.MLP, blk.MoE = &MLP{}, &MoE{}
-			e := p + "block_sparse_moe."
-			E, EI := hy.Experts, hy.ExpertInter
-			bs = append(bs, vec(one(p+"post_attention_layernorm.weight"), D, &blk.FFNNorm),
-				mat([]string{e + "router.layer.weight", e + "router.weight"}, RoleRouter, &blk.MoE.Router, E, D),
-				mat([]string{e + "input_linear.weight", e + "experts.gate_up_proj"}, RoleExpert, &blk.MoE.GateUp, E, 2*EI, D),
-				mat([]string{e + "output_linear.weight", e + "experts.down_proj"}, RoleExpert, &blk.MoE.Down, E, D, EI))
-			bs = append(bs, c.mlpBindings(p+"shared_mlp.", blk.MLP)...)
+			b.vec(one(p+"post_attention_layernorm.weight"), D, &blk.FFNNorm)
+			b.moe(p+"block_sparse_moe.", blk.MoE)
+			b.mlp(p+"shared_mlp.", blk.MLP)
 		}
 	}
-	return bs
-}
-
-// mlpBindings binds a gated MLP under prefix: GraniteMoeHybrid's fused
-// input_linear/output_linear, or separate gate/up/down projections.
-func (c Config) mlpBindings(prefix string, m *MLP) []binding {
-	hy := c.Hybrid
-	D, I := c.Hidden, hy.Intermediate
-	mat := func(name string, dst *Tensor, shape ...int) binding {
-		return binding{names: []string{prefix + name}, shape: shape, role: RoleMLP, dst: dst}
-	}
-	if hy.Family == "granitemoehybrid" {
-		return []binding{mat("input_linear.weight", &m.Gate, 2*I, D), mat("output_linear.weight", &m.Down, D, I)}
-	}
-	bs := []binding{mat("gate_proj.weight", &m.Gate, I, D), mat("up_proj.weight", &m.Up, I, D), mat("down_proj.weight", &m.Down, D, I)}
-	if hy.MLPBias {
-		bs = append(bs, mat("gate_proj.bias", &m.GateB, I), mat("up_proj.bias", &m.UpB, I), mat("down_proj.bias", &m.DownB, D))
-	}
-	return bs
+	return b.bs
 }
 
 // tensors lists every weight once (the tied head once), for Free.

@@ -151,3 +151,5 @@ func TestHybridHiddenStates(t *testing.T) {
 		t.Errorf("lm_head(final hidden state) vs the logits: max |Δ| = %.3g", worst)
 	}
 }
+
+func TestHybridOps(t *testing.T) { modeltest.RunHybridOps(t, cpu.New()) }

@@ -111,3 +111,37 @@ func TestHybridConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestZamba2SharedNames: with two shared blocks (Zamba2-2.7B), hybrid
+// layer k uses block k mod 2, whose tensors a checkpoint stores under that
+// block's first hybrid layer, adapters included at index k.
+func TestZamba2SharedNames(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(modeltest.Root(), "configs", "zamba2-2.7b-instruct-v2.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := model.ParseConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := c.WeightRoles()
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{"model.layers.6.shared_transformer.self_attn.q_proj.weight", true},                            // block 0
+		{"model.layers.12.shared_transformer.self_attn.q_proj.weight", true},                           // block 1
+		{"model.layers.18.shared_transformer.self_attn.q_proj.weight", true},                           // block 0 again, an accepted alias
+		{"model.layers.6.shared_transformer.feed_forward.gate_up_proj_adapter_list.2.0.weight", true},  // layer 18's, in block 0
+		{"model.layers.12.shared_transformer.feed_forward.gate_up_proj_adapter_list.3.1.weight", true}, // layer 24's, in block 1
+		{"model.layers.6.shared_transformer.feed_forward.gate_up_proj_adapter_list.1.0.weight", false}, // block 1's, not block 0's
+		{"model.layers.6.shared_transformer.self_attn.linear_q_adapter_list.0.0.weight", false},        // use_shared_attention_adapter false
+		{"model.layers.47.linear.weight", true},
+		{"model.layers.47.mamba_decoder.mamba.in_proj.weight", true},
+		{"model.layers.46.mamba.in_proj.weight", true},
+	} {
+		if _, ok := roles[tc.name]; ok != tc.want {
+			t.Errorf("%s bound: %v, want %v", tc.name, ok, tc.want)
+		}
+	}
+}

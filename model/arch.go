@@ -374,9 +374,6 @@ func finish(c Config, hy *Hybrid, h hybridJSON) (Config, error) {
 	if c.Quant, err = parseQuantization(h.Quantization); err != nil {
 		return Config{}, err
 	}
-	if len(hy.Blocks) != c.Layers {
-		return Config{}, fmt.Errorf("config.json: %d layer types for num_hidden_layers = %d", len(hy.Blocks), c.Layers)
-	}
 	return c, c.Validate()
 }
 
@@ -599,6 +596,11 @@ func parseZamba2(data []byte) (Config, error) {
 // validateHybrid checks the hybrid part's counts, naming the field.
 func (c Config) validateHybrid() error {
 	hy := c.Hybrid
+	if len(hy.Blocks) != c.Layers {
+		// The block list is the architecture: a layer count alone
+		// (bench --layers) cannot change it.
+		return fmt.Errorf("config.json: num_hidden_layers = %d, but the layer types list %d blocks (a hybrid's layers are its block pattern)", c.Layers, len(hy.Blocks))
+	}
 	if hy.Inner != c.Heads*c.HeadDim {
 		return fmt.Errorf("config.json: the Mamba-2 mixer's heads × head dim = %d × %d = %d must equal its inner width %d",
 			c.Heads, c.HeadDim, c.Heads*c.HeadDim, hy.Inner)

@@ -2,11 +2,14 @@ package model_test
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/mamba2web/mamba2/cpu"
+	"github.com/mamba2web/mamba2/loader"
 	"github.com/mamba2web/mamba2/model"
 	"github.com/mamba2web/mamba2/model/modeltest"
 )
@@ -75,7 +78,7 @@ func TestHybridConfigErrors(t *testing.T) {
 		want          string
 	}{
 		{"unknown layer type", "granitemoehybrid", func(m map[string]any) { m["layer_types"].([]any)[2] = "conv" }, `layer_types[2] is "conv"`},
-		{"layer count", "granitemoehybrid", func(m map[string]any) { m["num_hidden_layers"] = 5 }, "4 layer types for num_hidden_layers = 5"},
+		{"layer count", "granitemoehybrid", func(m map[string]any) { m["num_hidden_layers"] = 5 }, "num_hidden_layers = 5, but the layer types list 4 blocks"},
 		{"top-k above experts", "granitemoehybrid", func(m map[string]any) { m["num_experts_per_tok"] = 9 }, "num_experts_per_tok = 9"},
 		{"mlp multipliers", "falcon-h1", func(m map[string]any) { m["mlp_multipliers"] = []any{1.0} }, "mlp_multipliers has 1 values"},
 		{"ssm multipliers", "falcon-h1", func(m map[string]any) { m["ssm_multipliers"] = []any{1.0, 2.0} }, "ssm_multipliers has 2 values"},
@@ -142,6 +145,45 @@ func TestZamba2SharedNames(t *testing.T) {
 	} {
 		if _, ok := roles[tc.name]; ok != tc.want {
 			t.Errorf("%s bound: %v, want %v", tc.name, ok, tc.want)
+		}
+	}
+}
+
+// TestHybridShapes: the built-in hybrid shapes (bench --shape) are valid,
+// and random weights of a fixture's hybrid config run a forward pass to
+// finite logits (NewRandom binds a hybrid's tensors as a load does).
+func TestHybridShapes(t *testing.T) {
+	for _, name := range []string{"bamba-9b", "falcon-h1-0.5b", "granite-4.0-h-tiny", "zamba2-1.2b"} {
+		c, ok := model.Shapes[name]
+		if !ok || c.Hybrid == nil {
+			t.Fatalf("shape %s missing or not a hybrid", name)
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for _, family := range modeltest.HybridFamilies {
+		data, err := os.ReadFile(filepath.Join(modeltest.Root(), "fixtures", "hybrid-"+family, "config.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := model.ParseConfig(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := model.NewRandom(c, cpu.New(), loader.F32, 7)
+		if err != nil {
+			t.Fatalf("%s: %v", family, err)
+		}
+		st := m.NewState(1)
+		logits, err := st.Logits([]int32{5, 6, 7, 8}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range logits {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Fatalf("%s: logit %d is %v", family, i, v)
+			}
 		}
 	}
 }

@@ -109,9 +109,6 @@ func TestHybridKVGrowth(t *testing.T) {
 			if st.Pos != 150 {
 				t.Errorf("state at position %d, want 150", st.Pos)
 			}
-			if _, err := st.Save(); err == nil || !strings.Contains(err.Error(), "not supported yet") {
-				t.Errorf("saving a hybrid state: %v, want a clear refusal", err)
-			}
 		})
 	}
 }
@@ -153,3 +150,88 @@ func TestHybridHiddenStates(t *testing.T) {
 }
 
 func TestHybridOps(t *testing.T) { modeltest.RunHybridOps(t, cpu.New()) }
+
+// TestHybridSaveRestore: a left-padded batch's state after X, saved and
+// restored into a fresh state, continues with Y as the state after X‖Y
+// does (the KV caches and their key mask come back); the bytes refuse a
+// Mamba-2 model's state, a cut file, and another family's state.
+func TestHybridSaveRestore(t *testing.T) {
+	states := map[string][]byte{}
+	for _, family := range modeltest.HybridFamilies {
+		t.Run(family, func(t *testing.T) {
+			dir, exp, _ := modeltest.LoadHybrid(t, family)
+			m, err := model.Load(os.DirFS(dir), cpu.New(), model.LoadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var x, xy []int32
+			var mask, maskXY []float32
+			y := [][]int32{{7, 8, 9}, {10, 11, 12}}
+			for i := range 2 {
+				x = append(x, exp.BatchIDs[i]...)
+				mask = append(mask, exp.BatchMask[i]...)
+				xy = append(append(xy, exp.BatchIDs[i]...), y[i]...)
+				maskXY = append(append(maskXY, exp.BatchMask[i]...), 1, 1, 1)
+			}
+			whole := m.NewState(2)
+			out, err := whole.Forward(xy, maskXY)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := m.Backend.Read(out)
+			first := m.NewState(2)
+			if _, err := first.Forward(x, mask); err != nil {
+				t.Fatal(err)
+			}
+			saved, err := first.Save()
+			if err != nil {
+				t.Fatal(err)
+			}
+			states[family] = saved
+			again := m.NewState(2)
+			if err := again.Restore(saved); err != nil {
+				t.Fatal(err)
+			}
+			out, err = again.Forward(append(append([]int32{}, y[0]...), y[1]...), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := m.Backend.Read(out)
+			if d := maxDiff(got, want); d > 1e-5 {
+				t.Errorf("after restore: max |Δlogit| = %.3g", d)
+			}
+			for _, tc := range []struct {
+				data []byte
+				want string
+			}{
+				{saved[:len(saved)-4], "bytes, a state of this model"},
+				{states["bamba"], "another model"},
+			} {
+				if family == "bamba" && tc.want == "another model" {
+					continue
+				}
+				if err := m.NewState(2).Restore(tc.data); err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("restore: %v, want %q", err, tc.want)
+				}
+			}
+		})
+	}
+	fx := modeltest.Fixtures(t)[0]
+	m2, err := model.Load(os.DirFS(fx.Dir), cpu.New(), model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := m2.NewState(2)
+	if _, err := st.Forward([]int32{1, 2, 3, 4}, nil); err != nil {
+		t.Fatal(err)
+	}
+	mamba, _ := st.Save()
+	if err := st.Restore(states["zamba2"]); err == nil || !strings.Contains(err.Error(), "a hybrid model's") {
+		t.Errorf("a hybrid state into a Mamba-2 model: %v", err)
+	}
+	dir, _, _ := modeltest.LoadHybrid(t, "zamba2")
+	mz, _ := model.Load(os.DirFS(dir), cpu.New(), model.LoadOptions{})
+	if err := mz.NewState(2).Restore(mamba); err == nil || !strings.Contains(err.Error(), "version 1") {
+		t.Errorf("a Mamba-2 state into a hybrid: %v", err)
+	}
+}

@@ -552,6 +552,13 @@ type fieldNames struct {
 }
 
 func (c Config) names() fieldNames {
+	if hy := c.Hybrid; hy != nil && hy.Family == "zamba2" {
+		return fieldNames{"vocab_size", "hidden_size", "num_hidden_layers", "mamba_d_state", "mamba_expand",
+			"n_mamba_heads", "mamba_headdim", "mamba_ngroups", "mamba_d_conv", "chunk_size", "rms_norm_eps", "time_step_limit"}
+	} else if hy != nil {
+		return fieldNames{"vocab_size", "hidden_size", "num_hidden_layers", "mamba_d_state", "mamba_expand",
+			"mamba_n_heads", "mamba_d_head", "mamba_n_groups", "mamba_d_conv", "mamba_chunk_size", "rms_norm_eps", "time_step_limit"}
+	}
 	if c.OriginalNaming {
 		return fieldNames{"vocab_size (padded)", "d_model", "n_layer", "ssm_cfg.d_state", "ssm_cfg.expand",
 			"the head count (expand × d_model / headdim)", "ssm_cfg.headdim", "ssm_cfg.ngroups", "ssm_cfg.d_conv",

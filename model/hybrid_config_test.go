@@ -94,6 +94,8 @@ func TestHybridConfigErrors(t *testing.T) {
 			m["rope_parameters"] = map[string]any{"partial_rotary_factor": 0.3125, "rope_theta": 1e4}
 		}, "rotary width 5"},
 		{"zyphra format", "zamba2", func(m map[string]any) { m["layers_block_type"].([]any)[1] = "g" }, "Zyphra's original Zamba2 format"},
+		{"mamba field names", "bamba", func(m map[string]any) { m["mamba_d_state"] = 0 }, "mamba_d_state must be positive"},
+		{"zamba2 field names", "zamba2", func(m map[string]any) { m["mamba_ngroups"] = 3 }, "n_mamba_heads = 8 is not divisible by mamba_ngroups = 3"},
 		{"mem blocks", "zamba2", func(m map[string]any) { m["num_mem_blocks"] = 3 }, "num_mem_blocks = 3 for 2 hybrid layers"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

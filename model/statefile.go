@@ -14,7 +14,7 @@ import (
 // the backend holds them:
 //
 //	magic    "MAMBA2ST"          8 bytes
-//	version  uint32              1
+//	version  uint32              1 (a hybrid model's: 2, statehybrid.go)
 //	config   [32]byte            Config.Hash of the model that made it
 //	batch    uint32
 //	layers   uint32

@@ -150,78 +150,74 @@ var Families = map[string]func(data []byte) (Config, error){
 
 // hybridJSON is every config.json field the hybrid families use.
 type hybridJSON struct {
-	ModelType             string          `json:"model_type"`
-	VocabSize             *int            `json:"vocab_size"`
-	HiddenSize            *int            `json:"hidden_size"`
-	NumHiddenLayers       *int            `json:"num_hidden_layers"`
-	Intermediate          *int            `json:"intermediate_size"`
-	NumAttentionHeads     *int            `json:"num_attention_heads"`
-	NumKeyValueHeads      *int            `json:"num_key_value_heads"`
-	HeadDim               *int            `json:"head_dim"`
-	AttentionBias         *bool           `json:"attention_bias"`
-	MLPBias               *bool           `json:"mlp_bias"`
-	HiddenAct             string          `json:"hidden_act"`
-	RMSNormEps            json.RawMessage `json:"rms_norm_eps"`
-	TieWordEmbeddings     *bool           `json:"tie_word_embeddings"`
-	BOS                   *int            `json:"bos_token_id"`
-	EOS                   json.RawMessage `json:"eos_token_id"`
-	PAD                   *int            `json:"pad_token_id"`
-	RopeTheta             json.RawMessage `json:"rope_theta"`
-	RopeParameters        json.RawMessage `json:"rope_parameters"`
-	RopeScaling           json.RawMessage `json:"rope_scaling"`
-	PartialRotaryFactor   json.RawMessage `json:"partial_rotary_factor"`
-	TimeStepLimit         json.RawMessage `json:"time_step_limit"`
-	Quantization          json.RawMessage `json:"quantization_config"`
-	MambaNHeads           *int            `json:"mamba_n_heads"`
-	MambaDHead            json.RawMessage `json:"mamba_d_head"`
-	MambaNGroups          *int            `json:"mamba_n_groups"`
-	MambaDState           *int            `json:"mamba_d_state"`
-	MambaDConv            *int            `json:"mamba_d_conv"`
-	MambaExpand           *int            `json:"mamba_expand"`
-	MambaChunkSize        *int            `json:"mamba_chunk_size"`
-	MambaConvBias         *bool           `json:"mamba_conv_bias"`
-	MambaProjBias         *bool           `json:"mamba_proj_bias"`
-	MambaDSSM             *int            `json:"mamba_d_ssm"`
-	ProjectorsBias        *bool           `json:"projectors_bias"`
-	MambaRMSNorm          *bool           `json:"mamba_rms_norm"`
-	MambaNormBeforeGate   *bool           `json:"mamba_norm_before_gate"`
-	AttnLayerIndices      []int           `json:"attn_layer_indices"`
-	LayerTypes            []string        `json:"layer_types"`
-	NumLocalExperts       *int            `json:"num_local_experts"`
-	NumExpertsPerTok      *int            `json:"num_experts_per_tok"`
-	SharedIntermediate    *int            `json:"shared_intermediate_size"`
-	PositionEmbedding     string          `json:"position_embedding_type"`
-	EmbeddingMultiplier   json.RawMessage `json:"embedding_multiplier"`
-	ResidualMultiplier    json.RawMessage `json:"residual_multiplier"`
-	AttentionMultiplier   json.RawMessage `json:"attention_multiplier"`
-	LogitsScaling         json.RawMessage `json:"logits_scaling"`
-	LMHeadMultiplier      json.RawMessage `json:"lm_head_multiplier"`
-	KeyMultiplier         json.RawMessage `json:"key_multiplier"`
-	AttentionInMul        json.RawMessage `json:"attention_in_multiplier"`
-	AttentionOutMul       json.RawMessage `json:"attention_out_multiplier"`
-	SSMInMultiplier       json.RawMessage `json:"ssm_in_multiplier"`
-	SSMOutMultiplier      json.RawMessage `json:"ssm_out_multiplier"`
-	MLPMultipliers        []float64       `json:"mlp_multipliers"`
-	SSMMultipliers        []float64       `json:"ssm_multipliers"`
-	LayersBlockType       []string        `json:"layers_block_type"`
-	HybridLayerIDs        []int           `json:"hybrid_layer_ids"`
-	NumMemBlocks          *int            `json:"num_mem_blocks"`
-	AdapterRank           *int            `json:"adapter_rank"`
-	UseSharedAdapter      *bool           `json:"use_shared_attention_adapter"`
-	UseMemRope            *bool           `json:"use_mem_rope"`
-	AttentionHeadDim      *int            `json:"attention_head_dim"`
-	NMambaHeads           *int            `json:"n_mamba_heads"`
-	MambaHeaddim          *int            `json:"mamba_headdim"`
-	MambaNgroups          *int            `json:"mamba_ngroups"`
-	ChunkSize             *int            `json:"chunk_size"`
-	UseConvBias           *bool           `json:"use_conv_bias"`
-	AddBiasLinear         *bool           `json:"add_bias_linear"`
-	UseLongContext        *bool           `json:"use_long_context"`
-	SlidingWindow         json.RawMessage `json:"sliding_window"`
-	MambaDtRank           json.RawMessage `json:"mamba_dt_rank"`
-	UseMambaKernels       *bool           `json:"use_mamba_kernels"`
-	NumLogitsToKeep       *int            `json:"num_logits_to_keep"`
-	MaxPositionEmbeddings *int            `json:"max_position_embeddings"`
+	ModelType           string          `json:"model_type"`
+	VocabSize           *int            `json:"vocab_size"`
+	HiddenSize          *int            `json:"hidden_size"`
+	NumHiddenLayers     *int            `json:"num_hidden_layers"`
+	Intermediate        *int            `json:"intermediate_size"`
+	NumAttentionHeads   *int            `json:"num_attention_heads"`
+	NumKeyValueHeads    *int            `json:"num_key_value_heads"`
+	HeadDim             *int            `json:"head_dim"`
+	AttentionBias       *bool           `json:"attention_bias"`
+	MLPBias             *bool           `json:"mlp_bias"`
+	HiddenAct           string          `json:"hidden_act"`
+	RMSNormEps          json.RawMessage `json:"rms_norm_eps"`
+	TieWordEmbeddings   *bool           `json:"tie_word_embeddings"`
+	BOS                 *int            `json:"bos_token_id"`
+	EOS                 json.RawMessage `json:"eos_token_id"`
+	PAD                 *int            `json:"pad_token_id"`
+	RopeTheta           json.RawMessage `json:"rope_theta"`
+	RopeParameters      json.RawMessage `json:"rope_parameters"`
+	RopeScaling         json.RawMessage `json:"rope_scaling"`
+	PartialRotaryFactor json.RawMessage `json:"partial_rotary_factor"`
+	TimeStepLimit       json.RawMessage `json:"time_step_limit"`
+	Quantization        json.RawMessage `json:"quantization_config"`
+	MambaNHeads         *int            `json:"mamba_n_heads"`
+	MambaDHead          json.RawMessage `json:"mamba_d_head"`
+	MambaNGroups        *int            `json:"mamba_n_groups"`
+	MambaDState         *int            `json:"mamba_d_state"`
+	MambaDConv          *int            `json:"mamba_d_conv"`
+	MambaExpand         *int            `json:"mamba_expand"`
+	MambaChunkSize      *int            `json:"mamba_chunk_size"`
+	MambaConvBias       *bool           `json:"mamba_conv_bias"`
+	MambaProjBias       *bool           `json:"mamba_proj_bias"`
+	MambaDSSM           *int            `json:"mamba_d_ssm"`
+	ProjectorsBias      *bool           `json:"projectors_bias"`
+	MambaRMSNorm        *bool           `json:"mamba_rms_norm"`
+	MambaNormBeforeGate *bool           `json:"mamba_norm_before_gate"`
+	AttnLayerIndices    []int           `json:"attn_layer_indices"`
+	LayerTypes          []string        `json:"layer_types"`
+	NumLocalExperts     *int            `json:"num_local_experts"`
+	NumExpertsPerTok    *int            `json:"num_experts_per_tok"`
+	SharedIntermediate  *int            `json:"shared_intermediate_size"`
+	PositionEmbedding   string          `json:"position_embedding_type"`
+	EmbeddingMultiplier json.RawMessage `json:"embedding_multiplier"`
+	ResidualMultiplier  json.RawMessage `json:"residual_multiplier"`
+	AttentionMultiplier json.RawMessage `json:"attention_multiplier"`
+	LogitsScaling       json.RawMessage `json:"logits_scaling"`
+	LMHeadMultiplier    json.RawMessage `json:"lm_head_multiplier"`
+	KeyMultiplier       json.RawMessage `json:"key_multiplier"`
+	AttentionInMul      json.RawMessage `json:"attention_in_multiplier"`
+	AttentionOutMul     json.RawMessage `json:"attention_out_multiplier"`
+	SSMInMultiplier     json.RawMessage `json:"ssm_in_multiplier"`
+	SSMOutMultiplier    json.RawMessage `json:"ssm_out_multiplier"`
+	MLPMultipliers      []float64       `json:"mlp_multipliers"`
+	SSMMultipliers      []float64       `json:"ssm_multipliers"`
+	LayersBlockType     []string        `json:"layers_block_type"`
+	HybridLayerIDs      []int           `json:"hybrid_layer_ids"`
+	NumMemBlocks        *int            `json:"num_mem_blocks"`
+	AdapterRank         *int            `json:"adapter_rank"`
+	UseSharedAdapter    *bool           `json:"use_shared_attention_adapter"`
+	UseMemRope          *bool           `json:"use_mem_rope"`
+	AttentionHeadDim    *int            `json:"attention_head_dim"`
+	NMambaHeads         *int            `json:"n_mamba_heads"`
+	MambaHeaddim        *int            `json:"mamba_headdim"`
+	MambaNgroups        *int            `json:"mamba_ngroups"`
+	ChunkSize           *int            `json:"chunk_size"`
+	UseConvBias         *bool           `json:"use_conv_bias"`
+	AddBiasLinear       *bool           `json:"add_bias_linear"`
+	UseLongContext      *bool           `json:"use_long_context"`
+	SlidingWindow       json.RawMessage `json:"sliding_window"`
 }
 
 // readHybrid unmarshals config.json (Python's bare Infinity accepted).
@@ -309,6 +305,9 @@ func (h hybridJSON) base(c *Config, hy *Hybrid) error {
 	hy.RopeTheta, err = h.rope(hy, 1)
 	if err != nil {
 		return err
+	}
+	if w := h.SlidingWindow; !isNull(w) && string(w) != "0" {
+		return fmt.Errorf("config.json: sliding_window %s: sliding-window attention is not supported", shown(w))
 	}
 	if hy.AttnHeadDim > 0 {
 		hy.AttnScale = 1 / math.Sqrt(float64(hy.AttnHeadDim))
@@ -414,7 +413,7 @@ func parseGranite(data []byte) (Config, error) {
 		return Config{}, err
 	}
 	var c Config
-	hy := &Hybrid{Family: "granitemoehybrid", FinalNorm: "model.norm.weight"}
+	hy := &Hybrid{Family: "granitemoehybrid"}
 	if err := h.base(&c, hy); err != nil {
 		return Config{}, err
 	}

@@ -96,6 +96,7 @@ func TestHybridConfigErrors(t *testing.T) {
 		{"zyphra format", "zamba2", func(m map[string]any) { m["layers_block_type"].([]any)[1] = "g" }, "Zyphra's original Zamba2 format"},
 		{"mamba field names", "bamba", func(m map[string]any) { m["mamba_d_state"] = 0 }, "mamba_d_state must be positive"},
 		{"zamba2 field names", "zamba2", func(m map[string]any) { m["mamba_ngroups"] = 3 }, "n_mamba_heads = 8 is not divisible by mamba_ngroups = 3"},
+		{"sliding window", "falcon-h1", func(m map[string]any) { m["sliding_window"] = 4096 }, "sliding-window attention is not supported"},
 		{"mem blocks", "zamba2", func(m map[string]any) { m["num_mem_blocks"] = 3 }, "num_mem_blocks = 3 for 2 hybrid layers"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

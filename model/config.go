@@ -1,7 +1,10 @@
 // Package model defines the Mamba-2 architecture: its configuration, its
 // weights, the forward pass written once against a small Backend interface,
 // and text generation. The definition of correct is SPEC.md in the project
-// root; comments here cite its sections.
+// root; comments here cite its sections. The hybrid families built on
+// Mamba-2 mixers (Bamba, Falcon-H1, Zamba2, GraniteMoeHybrid) are the same
+// stack of blocks with attention and MLP blocks added (arch.go, blocks.go,
+// hybridforward.go), matched against transformers 5.17.
 package model
 
 import (
@@ -35,10 +38,24 @@ type Config struct {
 	// OriginalNaming is true for state-spaces checkpoints, whose embedding is
 	// backbone.embedding.weight.
 	OriginalNaming bool
+	// Hybrid describes the blocks of a hybrid architecture (Bamba,
+	// Falcon-H1, Zamba2, GraniteMoeHybrid: arch.go); nil for Mamba-2,
+	// whose fields above are then the whole architecture. For a hybrid,
+	// the fields above from State to TimeStepMax are its Mamba-2 mixer's.
+	Hybrid *Hybrid
 	// Quant is the quantization_config of a checkpoint written by convert
 	// --dtype int8|int4: the format of its quantized tensors. Zero for a
 	// float checkpoint.
 	Quant Quant
+}
+
+// Mixer is the Mamba-2 mixer's settings alone (what Backend.Conv and
+// Backend.SSM read): the SSM's dimensions, conv width, chunking and dt
+// clamp, without the model's vocabulary, layers or hybrid blocks.
+func (c Config) Mixer() Config {
+	return Config{Hidden: c.Hidden, State: c.State, Expand: c.Expand, Heads: c.Heads, HeadDim: c.HeadDim, Groups: c.Groups,
+		ConvKernel: c.ConvKernel, ChunkSize: c.ChunkSize, UseBias: c.UseBias, ConvBias: c.ConvBias, Eps: c.Eps,
+		TimeStepMin: c.TimeStepMin, TimeStepMax: c.TimeStepMax}
 }
 
 // Inner is I = H·P, the width of the SSM.
@@ -124,6 +141,9 @@ func ParseConfig(data []byte) (Config, error) {
 			return Config{}, fmt.Errorf("config.json: %v", err)
 		}
 	}
+	if parse, ok := Families[h.ModelType]; ok {
+		return parse(data)
+	}
 	var c Config
 	var err error
 	if h.DModel != nil || h.SSMCfg != nil {
@@ -203,7 +223,7 @@ func or[T any](p *T, def T) T {
 
 func (h hfConfig) huggingFace() (Config, error) {
 	if h.ModelType != "" && h.ModelType != "mamba2" {
-		return Config{}, fmt.Errorf("config.json: model_type is %q, want \"mamba2\"", h.ModelType)
+		return Config{}, fmt.Errorf("config.json: model_type is %q, want one of %s", h.ModelType, familyNames())
 	}
 	if h.RMSNorm != nil && !*h.RMSNorm {
 		return Config{}, fmt.Errorf("config.json: rms_norm false (LayerNorm) is not supported")
@@ -532,6 +552,13 @@ type fieldNames struct {
 }
 
 func (c Config) names() fieldNames {
+	if hy := c.Hybrid; hy != nil && hy.Family == "zamba2" {
+		return fieldNames{"vocab_size", "hidden_size", "num_hidden_layers", "mamba_d_state", "mamba_expand",
+			"n_mamba_heads", "mamba_headdim", "mamba_ngroups", "mamba_d_conv", "chunk_size", "rms_norm_eps", "time_step_limit"}
+	} else if hy != nil {
+		return fieldNames{"vocab_size", "hidden_size", "num_hidden_layers", "mamba_d_state", "mamba_expand",
+			"mamba_n_heads", "mamba_d_head", "mamba_n_groups", "mamba_d_conv", "mamba_chunk_size", "rms_norm_eps", "time_step_limit"}
+	}
 	if c.OriginalNaming {
 		return fieldNames{"vocab_size (padded)", "d_model", "n_layer", "ssm_cfg.d_state", "ssm_cfg.expand",
 			"the head count (expand × d_model / headdim)", "ssm_cfg.headdim", "ssm_cfg.ngroups", "ssm_cfg.d_conv",
@@ -567,7 +594,11 @@ func (c Config) Validate() error {
 	// fit in an int64 whatever the size of int.
 	V, D, L, N, E := int64(c.VocabSize), int64(c.Hidden), int64(c.Layers), int64(c.State), int64(c.Expand)
 	H, P, G, K := int64(c.Heads), int64(c.HeadDim), int64(c.Groups), int64(c.ConvKernel)
-	if H*P != E*D {
+	if c.Hybrid != nil {
+		if err := c.validateHybrid(); err != nil {
+			return err
+		}
+	} else if H*P != E*D {
 		return fmt.Errorf("config.json: %s × %s = %d × %d = %d must equal %s × %s = %d × %d = %d",
 			n.heads, n.headDim, H, P, H*P, n.expand, n.hidden, E, D, E*D)
 	}

@@ -36,15 +36,23 @@ func (g GatedNorm) String() string {
 	return "grouped"
 }
 
-// State is the recurrent state of a batch of sequences: for each layer the
-// last K-1 conv inputs and the SSM state. It belongs to the sequences, not to
-// the model, so one model can serve many states.
+// State is the memory of a batch of sequences, block by block: for a
+// Mamba-2 mixer the last K-1 conv inputs and the SSM state, for an
+// attention its KV cache. It belongs to the sequences, not to the model,
+// so one model can serve many states.
 type State struct {
-	m       *Model
-	Batch   int
-	Pos     int // positions consumed so far
-	conv    []Tensor
-	ssm     []Tensor
+	m     *Model
+	Batch int
+	Pos   int // positions consumed so far
+	// conv and ssm are each block's Mamba-2 memory (nil for a block
+	// without a Mamba-2 mixer).
+	conv []Tensor
+	ssm  []Tensor
+	// kv are the attention blocks' caches (nil elsewhere), and attn the
+	// key mask they share (kvcache.go).
+	kv      []*kvCache
+	attn    attnMemory
+	mask    []float32        // the host mask of the call in progress (nil: none)
 	scratch map[int]*scratch // per positions-per-call, allocated once
 	sizes   []int            // the call sizes over 1 in scratch, least recent first
 	closed  bool
@@ -62,15 +70,26 @@ type scratch struct {
 	h, u, proj, xbc, y Tensor
 	last, logitsLast   Tensor
 	logitsAll          Tensor // allocated only when all positions are asked for
+	// more are the hybrid blocks' activations, by name, made on first use.
+	more map[string]Tensor
 }
 
 // NewState returns a zero state for batch sequences.
 func (m *Model) NewState(batch int) *State {
-	c, b := m.Config, m.Backend
+	b := m.Backend
 	s := &State{m: m, Batch: batch, scratch: map[int]*scratch{}}
-	for range c.Layers {
-		s.conv = append(s.conv, b.Alloc(F32, batch, c.ConvKernel-1, c.ConvDim()))
-		s.ssm = append(s.ssm, b.Alloc(F32, batch, c.Heads, c.HeadDim, c.State))
+	for _, blk := range m.Weights.Blocks {
+		var conv, ssm Tensor
+		var kv *kvCache
+		if blk.Kind.Mamba {
+			mc := m.Config.Mixer()
+			conv = b.Alloc(F32, batch, mc.ConvKernel-1, mc.ConvDim())
+			ssm = b.Alloc(F32, batch, mc.Heads, mc.HeadDim, mc.State)
+		}
+		if blk.Kind.Attention || blk.Kind.Shared {
+			kv = &kvCache{}
+		}
+		s.conv, s.ssm, s.kv = append(s.conv, conv), append(s.ssm, ssm), append(s.kv, kv)
 	}
 	return s
 }
@@ -90,10 +109,14 @@ func (s *State) Close() error {
 		b.Free(s.conv[l])
 		b.Free(s.ssm[l])
 	}
+	for _, kv := range s.kv {
+		kv.free(b)
+	}
+	s.attn.free(b)
 	for L := range s.scratch {
 		s.freeScratch(L)
 	}
-	s.conv, s.ssm, s.scratch = nil, nil, nil
+	s.conv, s.ssm, s.kv, s.scratch = nil, nil, nil, nil
 	return nil
 }
 
@@ -104,15 +127,21 @@ func (s *State) freeScratch(L int) {
 		sc.last, sc.logitsLast, sc.logitsAll} {
 		s.m.Backend.Free(t) // logitsAll may be nil, which Free ignores
 	}
+	for _, t := range sc.more {
+		s.m.Backend.Free(t)
+	}
 	delete(s.scratch, L)
 }
 
 // Reset clears the state so the next call starts new sequences.
 func (s *State) Reset() {
 	for l := range s.conv {
-		s.m.Backend.Zero(s.conv[l])
-		s.m.Backend.Zero(s.ssm[l])
+		if s.conv[l] != nil {
+			s.m.Backend.Zero(s.conv[l])
+			s.m.Backend.Zero(s.ssm[l])
+		}
 	}
+	s.attn.reset() // the KV caches are overwritten from position 0
 	s.Pos = 0
 }
 
@@ -280,6 +309,8 @@ func (s *State) step(ids []int32, mask []float32, L int, lastOnly bool, p Pacer)
 		s.m.Backend.Write(sc.mask, mask)
 		m = sc.mask
 	}
+	s.mask = mask
+	defer func() { s.mask = nil }()
 	return s.run(sc, sc.ids, L, m, lastOnly, p)
 }
 
@@ -293,29 +324,26 @@ func (s *State) forwardIDs(ids Tensor) (Tensor, error) {
 	return s.run(s.scratchFor(1), ids, 1, nil, true, nil), nil
 }
 
-// run is the forward pass of SPEC §2 of the token ids in ids ([B·L] I32).
+// run is the forward pass of SPEC §2 of the token ids in ids ([B·L] I32),
+// block by block (for a hybrid, blocks.go and hybridforward.go).
 // With a Pacer and more than one position, each layer is submitted on its
 // own, so no submission runs long whatever the piece.
 func (s *State) run(sc *scratch, ids Tensor, L int, mask Tensor, lastOnly bool, p Pacer) Tensor {
 	m, b, c := s.m, s.m.Backend, s.m.Config
 	eps := float32(c.Eps)
-	groups := c.Groups
-	if m.GatedNorm == Full {
-		groups = 1
-	}
-	args := SSMArgs{Config: c, Chunked: !(L == 1 && s.Pos > 0), Gate: true}
 	norm := func(w, mask Tensor, groups int) Product {
 		return Product{Norm: w, Mask: mask, Groups: groups, Eps: eps}
 	}
+	f := s.pass(sc, ids, L, mask)
 
 	b.Embed(sc.h, m.Weights.Embed, ids) // h = E[ids]
-	for l, w := range m.Weights.Layers {
-		b.MatMul(sc.proj, sc.h, w.InProj, w.InBias, norm(w.Norm, mask, 1))  // z | xBC | dt = rmsnorm(h)·w·mask Wᵀ
-		b.Conv(sc.xbc, sc.proj, s.conv[l], w.ConvW, w.ConvB, mask, c)       // silu(causal_conv(xBC)), padding zeroed
-		b.SSM(sc.y, sc.xbc, sc.proj, s.ssm[l], w.DtBias, w.ALog, w.D, args) // y = (SSM(x) + D·x)·silu(z)
-		out := norm(w.MixNorm, nil, groups)
-		out.Add = true
-		b.MatMul(sc.h, sc.y, w.OutProj, w.OutBias, out) // h += rmsnorm_group(y)·w Woutᵀ
+	f.embedded()                        // (hybrids: h *= embedding multiplier; Zamba2 keeps E[ids])
+	for l, blk := range m.Weights.Blocks {
+		if c.Hybrid == nil {
+			f.mamba2(l, blk.Mamba) // h += Mamba-2 mixer(rmsnorm(h))
+		} else {
+			f.hybrid(l, &m.Weights.Blocks[l]) // h = the hybrid block (hybridforward.go)
+		}
 		if s.tap != nil {
 			s.tap(l, s.tapStart, sc.h) // layer l's output: the residual stream
 		}
@@ -329,6 +357,7 @@ func (s *State) run(sc *scratch, ids Tensor, L int, mask Tensor, lastOnly bool, 
 	}
 	s.Pos += L
 	head := norm(m.Weights.NormF, nil, 1) // logits = rmsnorm(h)·w_f LMᵀ
+	out := sc.logitsLast
 	if lastOnly {
 		last := sc.h
 		if L > 1 {
@@ -336,11 +365,55 @@ func (s *State) run(sc *scratch, ids Tensor, L int, mask Tensor, lastOnly bool, 
 			last = sc.last
 		}
 		b.MatMul(sc.logitsLast, last, m.Weights.LMHead, nil, head)
-		return sc.logitsLast
+	} else {
+		if sc.logitsAll == nil {
+			sc.logitsAll = b.Alloc(F32, s.Batch*L, c.VocabSize)
+		}
+		b.MatMul(sc.logitsAll, sc.h, m.Weights.LMHead, nil, head)
+		out = sc.logitsAll
 	}
-	if sc.logitsAll == nil {
-		sc.logitsAll = b.Alloc(F32, s.Batch*L, c.VocabSize)
+	f.logits(out) // (hybrids: logits *= the lm_head multiplier)
+	return out
+}
+
+// pass is one forward call's context: the state, its activations and the
+// per-call arguments every block reads.
+type pass struct {
+	s    *State
+	sc   *scratch
+	ids  Tensor
+	L    int
+	mask Tensor
+	eps  float32
+	args SSMArgs // the Mamba-2 mixer's settings, SPEC §2.1
+	// groups of the gated norm: G (grouped) or 1 (full), SPEC §2.2
+	groups int
+}
+
+func (s *State) pass(sc *scratch, ids Tensor, L int, mask Tensor) *pass {
+	m, c := s.m, s.m.Config
+	groups := c.Groups
+	if m.GatedNorm == Full {
+		groups = 1
 	}
-	b.MatMul(sc.logitsAll, sc.h, m.Weights.LMHead, nil, head)
-	return sc.logitsAll
+	if c.Hybrid != nil {
+		groups = c.Hybrid.NormGroups // as the family's transformers code computes it
+	}
+	return &pass{s: s, sc: sc, ids: ids, L: L, mask: mask, eps: float32(c.Eps), groups: groups,
+		args: SSMArgs{Config: c.Mixer(), Chunked: !(L == 1 && s.Pos > 0), Gate: true}}
+}
+
+func (f *pass) norm(w, mask Tensor, groups int) Product {
+	return Product{Norm: w, Mask: mask, Groups: groups, Eps: f.eps}
+}
+
+// mamba2 is one Mamba-2 block of SPEC §2, as four fused operations.
+func (f *pass) mamba2(l int, w *Layer) {
+	s, b, sc, mask, c := f.s, f.s.m.Backend, f.sc, f.mask, f.args.Config
+	b.MatMul(sc.proj, sc.h, w.InProj, w.InBias, f.norm(w.Norm, mask, 1))  // z | xBC | dt = rmsnorm(h)·w·mask Wᵀ
+	b.Conv(sc.xbc, sc.proj, s.conv[l], w.ConvW, w.ConvB, mask, c)         // silu(causal_conv(xBC)), padding zeroed
+	b.SSM(sc.y, sc.xbc, sc.proj, s.ssm[l], w.DtBias, w.ALog, w.D, f.args) // y = (SSM(x) + D·x)·silu(z)
+	out := f.norm(w.MixNorm, nil, f.groups)
+	out.Add = true
+	b.MatMul(sc.h, sc.y, w.OutProj, w.OutBias, out) // h += rmsnorm_group(y)·w Woutᵀ
 }

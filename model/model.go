@@ -118,6 +118,10 @@ func (m *Model) prefillChunk(batch int) int {
 	}
 	c := m.Config
 	widest := max(c.ProjDim(), c.ConvDim(), c.Inner(), c.Hidden) // floats per position
+	if hy := c.Hybrid; hy != nil {
+		// a fused gate_up product, Zamba2's [h ‖ E[ids]], the queries
+		widest = max(widest, 2*hy.Intermediate, 2*c.Hidden, hy.AttnHeads*hy.AttnHeadDim)
+	}
 	n := min(maxPrefillChunk, maxActivationBytes/(4*max(batch, 1)*max(widest, 1)))
 	if c.ChunkSize > 0 && n >= c.ChunkSize {
 		n -= n % c.ChunkSize // whole SSD chunks

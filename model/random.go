@@ -24,6 +24,39 @@ var Shapes = map[string]Config{
 	"1.3b":      releaseShape(2048, 48, 1, 50288, true),
 	"2.7b":      releaseShape(2560, 64, 1, 50288, true),
 	"codestral": releaseShape(4096, 64, 8, 32768, false),
+	// Hybrids (docs/architectures.md), from their released configs'
+	// sizes (testdata/configs).
+	"bamba-9b":           mustHybrid(`{"model_type": "bamba", "vocab_size": 128256, "hidden_size": 4096, "num_hidden_layers": 32, "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8, "attn_layer_indices": [9, 18, 27], "mamba_n_heads": 128, "mamba_d_head": 64, "mamba_d_state": 128, "mamba_n_groups": 1, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}`),
+	"falcon-h1-0.5b":     mustHybrid(`{"model_type": "falcon_h1", "vocab_size": 32784, "hidden_size": 1024, "num_hidden_layers": 36, "intermediate_size": 2048, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 64, "mamba_d_ssm": 1536, "mamba_n_heads": 24, "mamba_d_head": 64, "mamba_d_state": 128, "mamba_n_groups": 1, "mamba_chunk_size": 128, "rope_theta": 1e11, "embedding_multiplier": 5.656854249492381, "lm_head_multiplier": 0.0390625, "key_multiplier": 0.390625, "attention_out_multiplier": 0.9375, "mlp_multipliers": [0.8838834764831844, 0.5859375], "ssm_multipliers": [1, 1, 1, 1, 1], "eos_token_id": 11}`),
+	"granite-4.0-h-tiny": mustHybrid(`{"model_type": "granitemoehybrid", "vocab_size": 100352, "hidden_size": 1536, "num_hidden_layers": 40, "intermediate_size": 512, "shared_intermediate_size": 1024, "num_local_experts": 64, "num_experts_per_tok": 6, "num_attention_heads": 12, "num_key_value_heads": 4, "layer_types": ` + graniteLayers + `, "mamba_n_heads": 48, "mamba_d_head": 64, "mamba_d_state": 128, "mamba_n_groups": 1, "position_embedding_type": "nope", "embedding_multiplier": 12, "residual_multiplier": 0.22, "attention_multiplier": 0.0078125, "logits_scaling": 6, "tie_word_embeddings": true, "bos_token_id": 100257, "eos_token_id": 100257, "pad_token_id": 100256}`),
+	"zamba2-1.2b":        mustHybrid(`{"model_type": "zamba2", "vocab_size": 32000, "hidden_size": 2048, "num_hidden_layers": 38, "intermediate_size": 8192, "num_attention_heads": 32, "num_key_value_heads": 32, "layers_block_type": ` + zamba2Layers + `, "n_mamba_heads": 64, "mamba_headdim": 64, "mamba_d_state": 128, "mamba_ngroups": 1, "chunk_size": 256, "num_mem_blocks": 1, "adapter_rank": 128, "use_shared_attention_adapter": true, "use_mem_rope": true, "hidden_act": "gelu", "tie_word_embeddings": true}`),
+}
+
+// The block patterns of the hybrid shapes: attention every tenth layer
+// from the sixth (Granite 4.0 H), a shared block every sixth (Zamba2-1.2B).
+var (
+	graniteLayers = blockPattern(40, "mamba", "attention", 5, 15, 25, 35)
+	zamba2Layers  = blockPattern(38, "mamba", "hybrid", 5, 11, 17, 23, 29, 35)
+)
+
+func blockPattern(n int, base, other string, at ...int) string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = base
+	}
+	for _, i := range at {
+		out[i] = other
+	}
+	js, _ := json.Marshal(out)
+	return string(js)
+}
+
+func mustHybrid(js string) Config {
+	c, err := ParseConfig([]byte(js))
+	if err != nil {
+		panic("model: a built-in hybrid shape does not parse: " + err.Error())
+	}
+	return c
 }
 
 func releaseShape(d, layers, groups, vocab int, tied bool) Config {
@@ -49,6 +82,11 @@ func NewRandomQuantized(c Config, b Backend, dtype loader.DType, seed uint64, q 
 	if err := q.Check(); err != nil {
 		return nil, err
 	}
+	if c.Hybrid != nil {
+		if _, err := RequireHybrid(c, b); err != nil {
+			return nil, err
+		}
+	}
 	w := &Weights{}
 	err := c.randomTensors(w, dtype, seed, func(spec WeightSpec, dst *Tensor) error {
 		if q.On() && spec.Role.Quantizable() && len(spec.Shape) == 2 {
@@ -63,6 +101,9 @@ func NewRandomQuantized(c Config, b Backend, dtype loader.DType, seed uint64, q 
 	}
 	if c.TieEmbeddings {
 		w.LMHead = w.Embed
+	}
+	if c.Hybrid != nil && c.Hybrid.SSMMul != nil {
+		w.MupVector = mupVector(c, b)
 	}
 	return &Model{Config: c, Backend: b, Weights: w}, nil
 }

@@ -80,6 +80,10 @@ func copyStateRows(dst *State, dstRow int, src *State, srcRow, rows int) error {
 	if dst.m != src.m {
 		return fmt.Errorf("copy state rows: the states belong to different models")
 	}
+	if hy := dst.m.Config.Hybrid; hy != nil {
+		// A KV cache row holds positions, which differ between slots.
+		return fmt.Errorf("copy state rows: moving sequences of a %s model between states (batched serving) is not supported yet", hy.Family)
+	}
 	b := dst.m.Backend
 	for l := range dst.conv {
 		if err := CopyRows(b, dst.conv[l], dstRow, src.conv[l], srcRow, rows); err != nil {

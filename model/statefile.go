@@ -14,7 +14,7 @@ import (
 // the backend holds them:
 //
 //	magic    "MAMBA2ST"          8 bytes
-//	version  uint32              1
+//	version  uint32              1 (a hybrid model's: 2, statehybrid.go)
 //	config   [32]byte            Config.Hash of the model that made it
 //	batch    uint32
 //	layers   uint32
@@ -46,6 +46,22 @@ func (c Config) Hash() [32]byte {
 	for _, v := range []float64{c.Eps, c.TimeStepMin, c.TimeStepMax} {
 		binary.Write(&b, binary.LittleEndian, math.Float64bits(v))
 	}
+	if hy := c.Hybrid; hy != nil {
+		// A hybrid's blocks, attention and multipliers (absent for
+		// Mamba-2, whose hash stays what it was).
+		b.WriteString(hy.Family)
+		for _, k := range hy.Blocks {
+			b.WriteString(k.String() + ";")
+		}
+		for _, v := range []int{hy.AttnHeads, hy.KVHeads, hy.AttnHeadDim, hy.RotaryDim, hy.Intermediate, hy.Experts, hy.TopK,
+			hy.ExpertInter, hy.MemBlocks, hy.AdapterRank, b2i(hy.AttnAdapters), b2i(hy.MambaNorm), hy.NormGroups, hy.Inner} {
+			binary.Write(&b, binary.LittleEndian, int64(v))
+		}
+		for _, v := range append([]float64{hy.RopeTheta, hy.AttnScale, hy.EmbedMul, hy.LogitsMul, hy.ResidualMul, hy.AttnInMul,
+			hy.AttnOutMul, hy.KeyMul, hy.SSMInMul, hy.SSMOutMul, hy.GateMul, hy.DownMul}, hy.SSMMul...) {
+			binary.Write(&b, binary.LittleEndian, math.Float64bits(v))
+		}
+	}
 	return sha256.Sum256(b.Bytes())
 }
 
@@ -61,6 +77,9 @@ func b2i(v bool) int {
 func (s *State) Save() ([]byte, error) {
 	if s.closed {
 		return nil, errors.New("save: the state is closed")
+	}
+	if s.m.Config.Hybrid != nil {
+		return s.saveHybrid()
 	}
 	c := s.m.Config
 	out := make([]byte, 0, stateHeader+s.stateBytes())
@@ -99,11 +118,16 @@ func (s *State) Restore(data []byte) error {
 	if s.closed {
 		return errors.New("restore: the state is closed")
 	}
+	if s.m.Config.Hybrid != nil {
+		return s.restoreHybrid(data)
+	}
 	c := s.m.Config
 	if len(data) < stateHeader || string(data[:8]) != stateMagic {
 		return errors.New("restore: not a saved Mamba-2 state (no MAMBA2ST header)")
 	}
-	if v := binary.LittleEndian.Uint32(data[8:]); v != stateVersion {
+	if v := binary.LittleEndian.Uint32(data[8:]); v == hybridStateVersion {
+		return errors.New("restore: the state is a hybrid model's (version 2), not this Mamba-2 model's")
+	} else if v != stateVersion {
 		return fmt.Errorf("restore: saved state version %d, this runtime reads version %d", v, stateVersion)
 	}
 	if h := c.Hash(); !bytes.Equal(data[12:44], h[:]) {

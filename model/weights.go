@@ -27,10 +27,21 @@ type Layer struct {
 
 // Weights are the whole model's tensors, owned by one backend.
 type Weights struct {
-	Embed  Tensor // [V, D]
+	Embed Tensor // [V, D]
+	// Layers are the Mamba-2 mixers' weights, by block (zero for a block
+	// without one); Blocks point into them.
 	Layers []Layer
+	// Blocks are the stack the forward pass runs, one per layer
+	// (blocks.go); for a Mamba-2 model each is Layers[l] with its norm.
+	Blocks []Block
+	// Shared are Zamba2's shared transformer blocks.
+	Shared []*SharedBlock
 	NormF  Tensor // [D]
 	LMHead Tensor // [V, D]; the same tensor as Embed when tied
+	// MupVector is Falcon-H1's per-column in_proj multiplier
+	// (ssm_multipliers over z, x, B, C, dt, times ssm_in_multiplier),
+	// made at load; nil for the other families.
+	MupVector Tensor
 }
 
 // binding ties a checkpoint name to a field, with the shape the config implies.
@@ -43,6 +54,10 @@ type binding struct {
 }
 
 func (c Config) bindings(w *Weights) []binding {
+	if c.Hybrid != nil {
+		return c.hybridBindings(w)
+	}
+	defer mamba2Blocks(w)
 	D, I, V, H, K, C, PD := c.Hidden, c.Inner(), c.VocabSize, c.Heads, c.ConvKernel, c.ConvDim(), c.ProjDim()
 	bs := []binding{
 		{names: []string{"backbone.embeddings.weight", "backbone.embedding.weight"}, shape: []int{V, D}, role: RoleEmbedding, dst: &w.Embed},
@@ -133,6 +148,14 @@ func (s source) size() int64 { return s.data.Size + s.scales.Size + s.zeros.Size
 func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, opt LoadOptions) (*Weights, error) {
 	if err := opt.Quantize.Check(); err != nil {
 		return nil, err
+	}
+	if c.Hybrid != nil {
+		if _, err := RequireHybrid(c, b); err != nil {
+			return nil, err
+		}
+		if len(opt.Adapters) > 0 {
+			return nil, fmt.Errorf("LoRA adapters are supported for Mamba-2 checkpoints only, not %s", c.Hybrid.Family)
+		}
 	}
 	w := &Weights{}
 	bs, srcs, err := c.bind(ck, w)
@@ -248,7 +271,28 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, opt LoadOptions) (*
 	if c.TieEmbeddings {
 		w.LMHead = w.Embed
 	}
+	if c.Hybrid != nil && c.Hybrid.SSMMul != nil {
+		w.MupVector = mupVector(c, b)
+	}
 	return w, nil
+}
+
+// mupVector is Falcon-H1's in_proj output multiplier per column: the five
+// ssm_multipliers over z [I], x [I], B [GN], C [GN] and dt [H], each times
+// ssm_in_multiplier (in_proj is linear, so scaling its input is scaling
+// its output).
+func mupVector(c Config, b Backend) Tensor {
+	hy := c.Hybrid
+	I, GN, H := c.Inner(), c.Groups*c.State, c.Heads
+	v := make([]float32, 0, c.ProjDim())
+	for part, n := range []int{I, I, GN, GN, H} {
+		for range n {
+			v = append(v, float32(hy.SSMMul[part]*hy.SSMInMul))
+		}
+	}
+	t := b.Alloc(F32, len(v))
+	b.Write(t, v)
+	return t
 }
 
 // checkQuantize refuses to quantize a tensor that is quantized already in
@@ -294,7 +338,7 @@ func (c Config) bind(ck *loader.Checkpoint, w *Weights) ([]binding, []source, er
 	if err := c.Validate(); err != nil {
 		return nil, nil, err
 	}
-	if last := fmt.Sprintf("backbone.layers.%d.mixer.in_proj.weight", c.Layers-1); !has(ck, last) {
+	if last := fmt.Sprintf("backbone.layers.%d.mixer.in_proj.weight", c.Layers-1); c.Hybrid == nil && !has(ck, last) {
 		return nil, nil, fmt.Errorf("checkpoint lacks tensor %s, but config.json has %d layers", last, c.Layers)
 	}
 	bs := c.bindings(w)
@@ -510,16 +554,9 @@ func firstNonFinite(dt loader.DType, b []byte) int {
 // Free releases every weight tensor on b (the tied head once). The
 // weights cannot be used afterwards.
 func (w *Weights) Free(b Backend) {
-	b.Free(w.Embed)
-	if w.LMHead != w.Embed {
-		b.Free(w.LMHead)
-	}
-	b.Free(w.NormF)
-	for _, l := range w.Layers {
-		for _, t := range []Tensor{l.Norm, l.InProj, l.InBias, l.ConvW, l.ConvB, l.DtBias, l.ALog, l.D, l.MixNorm, l.OutProj, l.OutBias} {
-			if t != nil {
-				b.Free(t)
-			}
+	for _, t := range w.tensors() {
+		if t != nil {
+			b.Free(t)
 		}
 	}
 }

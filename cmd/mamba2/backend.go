@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/mamba2web/mamba2/cpu"
 	"github.com/mamba2web/mamba2/model"
@@ -18,6 +19,19 @@ import (
 var newWebGPU = func(profile, refuseSoftware bool) (*wgsl.Backend, error) {
 	quietWSI()
 	return wgsl.New(wgsl.Options{Profile: profile, RefuseSoftware: refuseSoftware})
+}
+
+// backendFor is the backend name to open for a model of config c: "auto"
+// means the CPU for a hybrid (Bamba, Falcon-H1, ...), whose attention and
+// MLP blocks only the CPU backend runs so far, saying so on stderr.
+func backendFor(name string, c model.Config, stderr io.Writer) string {
+	if (name == "auto" || name == "") && c.Hybrid != nil {
+		if _, err := model.RequireHybrid(c, &wgsl.Backend{}); err != nil {
+			fmt.Fprintf(stderr, "mamba2: using the CPU backend: %v\n", strings.TrimSuffix(err.Error(), "; use --backend cpu"))
+			return "cpu"
+		}
+	}
+	return name
 }
 
 // openBackend picks the backend. "auto" takes a real GPU through WebGPU,

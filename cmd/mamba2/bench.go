@@ -77,7 +77,7 @@ func cmdBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if err != nil {
 			return err
 		}
-		b, err := openBackend(mf.backend, *profile, stderr)
+		b, err := openBackend(backendFor(mf.backend, cfg, stderr), *profile, stderr)
 		if err != nil {
 			return err
 		}

@@ -196,7 +196,7 @@ func (m *modelFlags) load(ctx context.Context, stderr io.Writer) (*model.Model, 
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, err
 	}
-	b, err := openBackend(m.backend, m.profile, stderr)
+	b, err := openBackend(backendFor(m.backend, cfg, stderr), m.profile, stderr)
 	if err != nil {
 		return nil, nil, err
 	}

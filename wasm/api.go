@@ -147,7 +147,7 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := slotsOption(opts, "webgpu", model.Config{}); err != nil {
+		if _, err := slotsOption(opts, "webgpu", false, model.Config{}); err != nil {
 			return nil, err // checked before anything is fetched
 		}
 		r, err := load(ctx, url.String(), optString(opts, "device", "auto"), q, o, useCache, optFunc(opts, "onProgress"), adapters)
@@ -155,7 +155,7 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 			return nil, err
 		}
 		s := r.s
-		if s.slots, err = slotsOption(opts, s.device, s.m.Config); err != nil {
+		if s.slots, err = slotsOption(opts, s.device, isSoftware(s.m.Backend), s.m.Config); err != nil {
 			s.m.Backend.Close()
 			return nil, err
 		}
@@ -610,14 +610,23 @@ func unwrapPath(err error) error {
 	return err
 }
 
+// gpuCheckMu serialises gpuCheck: batched generations end concurrently, and
+// two checks interleaved at their awaits would pop each other's error
+// scopes (mamba2GPUCheck pops and pushes them one by one).
+var gpuCheckMu sync.Mutex
+
 // gpuCheck asks the worker (web/worker.js) for WebGPU errors caught since the
 // last check: the binding does not report validation errors, out-of-memory
-// or device loss, which WebGPU delivers asynchronously.
+// or device loss, which WebGPU delivers asynchronously. Errors of work that a
+// batch ran for other generations meanwhile are caught by whichever check
+// comes next: they share the device, and an error there is every one's.
 func gpuCheck() error {
 	check := js.Global().Get("mamba2GPUCheck")
 	if check.Type() != js.TypeFunction {
 		return nil // a host without the worker's watch
 	}
+	gpuCheckMu.Lock()
+	defer gpuCheckMu.Unlock()
 	v, err := await(check.Invoke())
 	if err != nil || !v.Truthy() {
 		return nil

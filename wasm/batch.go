@@ -107,19 +107,22 @@ const maxSlots = 64
 const defaultPoolBytes = 256 << 20
 
 // slotsOption reads loadModel's slots: how many generations decode
-// together. Without it: on WebGPU as many as fit in defaultPoolBytes of
+// together. Without it: on a GPU as many as fit in defaultPoolBytes of
 // state (at most 8; a step of 8 rows costs a GPU about what one does); on
-// the CPU 1, because there every slot costs its share of each step, an idle
-// one too (the scheduler runs free slots on the pad token), so a lone
-// generation would run several times slower.
-func slotsOption(opts js.Value, device string, c model.Config) (int, error) {
+// the CPU, and on a software WebGPU adapter (which computes on the CPU), 1,
+// because there every slot costs its share of each step, an idle one too
+// (the scheduler runs free slots on the pad token), so a lone generation
+// would run several times slower for no more tokens per second in all.
+// device is "webgpu" or "cpu", software whether the adapter is a
+// software renderer.
+func slotsOption(opts js.Value, device string, software bool, c model.Config) (int, error) {
 	if v, set := optValue(opts, "slots"); opts.Truthy() && set {
 		if v.Type() != js.TypeNumber || v.Float() != float64(int(v.Float())) || v.Int() < 1 || v.Int() > maxSlots {
 			return 0, codef(codeBadArg, "option slots must be an integer from 1 to %d, got %s", maxSlots, jsDescribe(v))
 		}
 		return v.Int(), nil
 	}
-	if device != "webgpu" {
+	if device != "webgpu" || software {
 		return 1, nil
 	}
 	per := int64(c.Layers) * int64(c.Heads*c.HeadDim*c.State+(c.ConvKernel-1)*c.ConvDim()) * 4

@@ -155,8 +155,9 @@ export interface LoadOptions {
    * alone; more wait for a free slot. 1 to 64. Each slot holds a recurrent
    * state (Model.slots reports the number). Default: on WebGPU as many as
    * fit in 256 MiB of state, at most 8 (a step of 8 sequences costs a GPU
-   * about what one does); on the CPU 1, since there every slot costs its
-   * share of each step, an idle one too. Calls with a state, chats,
+   * about what one does); on the CPU, and on a software WebGPU adapter
+   * (SwiftShader), 1, since there every slot costs its share of each step,
+   * an idle one too. Calls with a state, chats,
    * prefill and hiddenStates run alone, between batches.
    */
   slots?: number;

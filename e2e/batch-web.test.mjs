@@ -3,6 +3,8 @@
 // started together on one model, each with its own settings and signal,
 // give exactly what each gives alone; an array of prompts resolves to what
 // separate calls give; aborting one stream leaves the others untouched.
+// On WebGPU (SwiftShader) a short run checks the same with the device
+// sampler, which serves a batch whose rows sample alike in one call.
 // e2e/batch.test.mjs checks the Go runtime's side in more detail under Node.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +14,7 @@ let server, browser;
 
 before(async () => {
   await buildWeb();
-  [server, browser] = await Promise.all([serve({}), launch({ webgpu: false })]);
+  [server, browser] = await Promise.all([serve({}), launch()]);
 });
 
 after(async () => {
@@ -120,6 +122,40 @@ test('concurrent streams, an array of prompts and an abort, through the worker',
   assert.equal(r.abort.abortErr, 'AbortError');
   assert.ok(r.abort.tokens >= 3 && r.abort.tokens < 200, `${r.abort.tokens} tokens after the abort`);
   assert.equal(r.arrayAbort, 'AbortError');
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test('WebGPU (SwiftShader): concurrent calls and an array give what each gives alone', { timeout: 480_000 }, async () => {
+  const page = await openPage(browser, server.url);
+  const r = await page.evaluate(async () => {
+    const { loadModel } = await import('./mamba2.js');
+    const url = '/models/mamba2-go-tiny/';
+    // SwiftShader runs the shaders on the CPU: seconds per step, so few.
+    const batched = await loadModel(url, { device: 'webgpu', cache: 'off', slots: 2 });
+    const alone = await loadModel(url, { device: 'webgpu', cache: 'off' }); // the default: one slot here
+    const P = 'package main\n\nimport (\n';
+    const pick = (x) => JSON.stringify({ ids: x.ids, text: x.text, reason: x.reason });
+    const calls = [[P, { maxNewTokens: 4 }], ['func main() {\n', { maxNewTokens: 3, stop: ['\n'] }]];
+    const sampled = { maxNewTokens: 3, temperature: 0.9, topK: 30, seed: 4 };
+    const out = { device: batched.device, defaultSlots: alone.slots, mismatches: [] };
+    const together = await Promise.all(calls.map(([p, o]) => batched.generate(p, o).result));
+    const array = await batched.generate([P, 'type T struct {\n'], sampled);
+    for (const [i, [p, o]] of calls.entries()) {
+      const want = await alone.generate(p, o).result;
+      if (pick(together[i]) !== pick(want)) out.mismatches.push(`call ${i}: ${pick(together[i])} ≠ ${pick(want)}`);
+    }
+    for (const [i, p] of [P, 'type T struct {\n'].entries()) {
+      const want = await alone.generate(p, sampled).result;
+      if (pick(array[i]) !== pick(want)) out.mismatches.push(`array prompt ${i}: ${pick(array[i])} ≠ ${pick(want)}`);
+    }
+    await batched.dispose();
+    await alone.dispose();
+    return out;
+  });
+  assert.equal(r.device, 'webgpu');
+  assert.deepEqual(r.mismatches, []);
+  assert.equal(r.defaultSlots, 1, 'a software adapter computes on the CPU: one slot by default');
   assert.deepEqual(page.errors, []);
   await page.close();
 });

@@ -126,7 +126,7 @@ test('concurrent streams, an array of prompts and an abort, through the worker',
   await page.close();
 });
 
-test('WebGPU (SwiftShader): concurrent calls and an array give what each gives alone', { timeout: 480_000 }, async () => {
+test('WebGPU (SwiftShader): concurrent calls and an array give what each gives alone', { timeout: 900_000 }, async () => {
   const page = await openPage(browser, server.url);
   const r = await page.evaluate(async () => {
     const { loadModel } = await import('./mamba2.js');

@@ -120,17 +120,15 @@ func (s *session) batched(ctx context.Context, done func(), prompts [][]int, o m
 		if i > 0 && !seeded {
 			oi.Seed = rand.Uint64() >> 11
 		}
-		cb := onText
-		if batch && onText.Type() == js.TypeFunction {
-			f := js.FuncOf(func(_ js.Value, a []js.Value) any { return onText.Invoke(argOr(a, 0), argOr(a, 1), i) })
-			defer f.Release()
-			cb = f.Value
+		var index []any // onText's third argument, in a batch
+		if batch {
+			index = []any{i}
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			outs[i], errs[i] = safely(func() (any, error) {
-				run, err := s.generate(ctx, sched.Generate, ids, oi, cb, nil)
+				run, err := s.generate(ctx, sched.Generate, ids, oi, onText, nil, index...)
 				if err != nil {
 					return nil, err
 				}
@@ -252,7 +250,8 @@ type generator func(ctx context.Context, prompt []int, o model.Options) (model.R
 // generate runs one generation with gen on st (a new state when nil;
 // continued otherwise, and left holding the prompt and res.IDs:
 // continueState; then gen must be s.m.Generate, run holding the session).
-func (s *session) generate(ctx context.Context, gen generator, ids []int, o model.Options, onText js.Value, st *model.State) (*genRun, error) {
+// onText gets (piece, tokens so far, extra...).
+func (s *session) generate(ctx context.Context, gen generator, ids []int, o model.Options, onText js.Value, st *model.State, extra ...any) (*genRun, error) {
 	r := &genRun{seed: o.Seed, promptTokens: len(ids), start: time.Now()}
 	var chosen []int // every id chosen, also past a stop string's cut
 	if s.tok != nil {
@@ -268,7 +267,7 @@ func (s *session) generate(ctx context.Context, gen generator, ids []int, o mode
 	}
 	if onText.Type() == js.TypeFunction && s.tok != nil {
 		o.OnText = func(piece string) error {
-			onText.Invoke(piece, r.n)
+			onText.Invoke(append([]any{piece, r.n}, extra...)...)
 			return nil
 		}
 	}

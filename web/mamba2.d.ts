@@ -157,7 +157,8 @@ export interface LoadOptions {
    * fit in 256 MiB of state, at most 8 (a step of 8 sequences costs a GPU
    * about what one does); on the CPU, and on a software WebGPU adapter
    * (SwiftShader), 1, since there every slot costs its share of each step,
-   * an idle one too. Calls with a state, chats,
+   * an idle one too (more slots there trade a lone call's speed for some
+   * throughput when several run). Calls with a state, chats,
    * prefill and hiddenStates run alone, between batches.
    */
   slots?: number;

@@ -119,9 +119,9 @@ func argOr(args []js.Value, i int) js.Value {
 // adapters merged into the weights at load, in order (adaptersOption);
 // the result's adapters lists them. slots is how many generate calls decode
 // together (slotsOption; the result's slots is the number used). http is
-// {headerTimeout, stallTimeout (ms), retries}, each optional. onProgress(done, total, file, fileDone,
-// fileTotal) gets weight bytes loaded, and the same for the safetensors
-// file being read. The result's weights and the rest describe what was
+// {headerTimeout, stallTimeout (ms), retries}, each optional.
+// onProgress(done, total, file, fileDone, fileTotal) gets weight bytes
+// loaded, and the same for the safetensors file being read. The result's weights and the rest describe what was
 // loaded (loaded.report).
 func jsLoadModel(_ js.Value, args []js.Value) any {
 	url, opts := argOr(args, 0), argOr(args, 1)

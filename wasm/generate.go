@@ -96,8 +96,8 @@ func jsGenerate(_ js.Value, args []js.Value) any {
 				return out, nil
 			})
 		}
-		_, seeded := optValue(opts, "seed")
-		return s.batched(ctx, done, all, o, onText, batch, opts.Truthy() && seeded)
+		seed, _ := optNumber(opts, "seed", -1) // checked by genOptions; -1 draws one
+		return s.batched(ctx, done, all, o, onText, batch, seed != -1)
 	})
 }
 

@@ -19,12 +19,18 @@ import (
 )
 
 // session is one loaded model. Its backend is driven by one goroutine at a
-// time: lock serialises generate calls (and dispose) in arrival order.
+// time: gate admits, in arrival order, either batched generations (which
+// share the scheduler's goroutine) or one other call (batch.go).
 type session struct {
 	m      *model.Model
 	tok    *tokenizer.Tokenizer
 	device string
-	lock   chan struct{} // holds one token while in use
+	gate   gate
+	slots  int // sequences the scheduler decodes together (loadModel's slots)
+
+	schedMu sync.Mutex
+	sched   *model.Scheduler // open while batched generations run; nil after an exclusive call
+
 	ctx    context.Context
 	cancel context.CancelFunc // ends every generation, for dispose
 	closed bool
@@ -101,8 +107,8 @@ func argOr(args []js.Value, i int) js.Value {
 	return js.Undefined()
 }
 
-// loadModel(url, {device, cache, quantize, groupSize, adapters, http,
-// onProgress, job}) → Promise<{handle, device, note, config, hasTokenizer, seconds,
+// loadModel(url, {device, cache, quantize, groupSize, adapters, http, slots,
+// onProgress, job}) → Promise<{handle, device, note, config, hasTokenizer, slots, seconds,
 // cache, weights, weightFormats, quantize, groupSize, weightBytes,
 // gpuMemoryBytes, wasmMemoryBytes}>. url is an absolute http(s) URL of a
 // Hugging Face-layout folder. cache is 'use' (default), 'revalidate' or
@@ -111,10 +117,11 @@ func argOr(args []js.Value, i int) js.Value {
 // 'int4', with groupSize for int4) quantizes the float matrices while they
 // stream (quantOption). adapters (absolute folder URLs) are PEFT LoRA
 // adapters merged into the weights at load, in order (adaptersOption);
-// the result's adapters lists them. http is {headerTimeout, stallTimeout (ms),
-// retries}, each optional. onProgress(done, total, file, fileDone,
-// fileTotal) gets weight bytes loaded, and the same for the safetensors
-// file being read. The result's weights and the rest describe what was
+// the result's adapters lists them. slots is how many generate calls decode
+// together (slotsOption; the result's slots is the number used). http is
+// {headerTimeout, stallTimeout (ms), retries}, each optional.
+// onProgress(done, total, file, fileDone, fileTotal) gets weight bytes
+// loaded, and the same for the safetensors file being read. The result's weights and the rest describe what was
 // loaded (loaded.report).
 func jsLoadModel(_ js.Value, args []js.Value) any {
 	url, opts := argOr(args, 0), argOr(args, 1)
@@ -140,11 +147,18 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 		if err != nil {
 			return nil, err
 		}
+		if _, err := slotsOption(opts, "webgpu", false, model.Config{}); err != nil {
+			return nil, err // checked before anything is fetched
+		}
 		r, err := load(ctx, url.String(), optString(opts, "device", "auto"), q, o, useCache, optFunc(opts, "onProgress"), adapters)
 		if err != nil {
 			return nil, err
 		}
 		s := r.s
+		if s.slots, err = slotsOption(opts, s.device, isSoftware(s.m.Backend), s.m.Config); err != nil {
+			s.m.Backend.Close()
+			return nil, err
+		}
 		mu.Lock()
 		h := nextID
 		nextID++
@@ -162,6 +176,7 @@ func jsLoadModel(_ js.Value, args []js.Value) any {
 				"eos":        c.EOS,
 			},
 			"hasTokenizer": s.tok != nil,
+			"slots":        s.slots,
 			"seconds":      time.Since(start).Seconds(),
 			"cache": map[string]any{
 				"enabled":      r.cached,
@@ -468,6 +483,9 @@ func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, q model.Q
 		return nil, nil, "", loadError(ctx, err)
 	}
 	m := &model.Model{Config: cfg, Backend: b, Weights: w, Adapters: model.AdapterInfos(ads)}
+	if name == "cpu" {
+		m.Backend = &yielding{Backend: b} // see yielding
+	}
 	if name == "webgpu" {
 		if err := gpuCheck(); err != nil {
 			b.Close()
@@ -477,7 +495,7 @@ func loadFrom(ctx context.Context, fsys *loader.HTTPFS, device string, q model.Q
 	sctx, cancel := context.WithCancel(context.Background())
 	report := weightReport(rec, q, b, before)
 	report["adapters"] = adapterReport(m.Adapters)
-	return &session{m: m, tok: tok, device: name, lock: make(chan struct{}, 1), ctx: sctx, cancel: cancel},
+	return &session{m: m, tok: tok, device: name, ctx: sctx, cancel: cancel},
 		report, note, nil
 }
 
@@ -592,14 +610,23 @@ func unwrapPath(err error) error {
 	return err
 }
 
+// gpuCheckMu serialises gpuCheck: batched generations end concurrently, and
+// two checks interleaved at their awaits would pop each other's error
+// scopes (mamba2GPUCheck pops and pushes them one by one).
+var gpuCheckMu sync.Mutex
+
 // gpuCheck asks the worker (web/worker.js) for WebGPU errors caught since the
 // last check: the binding does not report validation errors, out-of-memory
-// or device loss, which WebGPU delivers asynchronously.
+// or device loss, which WebGPU delivers asynchronously. Errors of work that a
+// batch ran for other generations meanwhile are caught by whichever check
+// comes next: they share the device, and an error there is every one's.
 func gpuCheck() error {
 	check := js.Global().Get("mamba2GPUCheck")
 	if check.Type() != js.TypeFunction {
 		return nil // a host without the worker's watch
 	}
+	gpuCheckMu.Lock()
+	defer gpuCheckMu.Unlock()
 	v, err := await(check.Invoke())
 	if err != nil || !v.Truthy() {
 		return nil

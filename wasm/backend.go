@@ -40,3 +40,10 @@ func openBackend(device string) (b model.Backend, name, note string, err error) 
 	}
 	return nil, "", "", codef(codeBadArg, "device %q: want 'auto', 'webgpu' or 'cpu'", device)
 }
+
+// isSoftware reports whether b is WebGPU on a software renderer
+// (SwiftShader, lavapipe): its shaders run on the CPU.
+func isSoftware(b model.Backend) bool {
+	gb, ok := b.(*wgsl.Backend)
+	return ok && wgsl.IsSoftware(gb.Adapter())
+}

@@ -237,7 +237,7 @@ func jsChatSend(_ js.Value, args []js.Value) any {
 				return nil, codef(codeBadArg, "the turn is empty: its text and the template give no tokens")
 			}
 			c.Dirty = true // until the turn is accounted for
-			run, err := s.generate(ctx, ids, o, optFunc(opts, "onText"), c.st)
+			run, err := s.generate(ctx, s.m.Generate, ids, o, optFunc(opts, "onText"), c.st)
 			if err != nil {
 				return nil, err
 			}

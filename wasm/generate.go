@@ -6,16 +6,12 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"syscall/js"
 	"time"
 
 	"github.com/mamba2web/mamba2/model"
 )
-
-// yieldEvery is how long generation may run before it lets the worker's
-// event loop run (to receive an abort), when the backend itself never waits
-// (the CPU backend computes without pause).
-const yieldEvery = 25 * time.Millisecond
 
 // generateOptionNames are the options generate reads, as web/options.js
 // names them (its entries marked go); info() reports them so a test can
@@ -31,10 +27,22 @@ var generateOptionNames = []string{"maxNewTokens", "temperature", "topK", "topP"
 // onText(piece, newTokens) receives the text as it becomes final. An aborted
 // generation resolves with what it produced and reason "aborted".
 //
+// Without state, generations run through the session's scheduler
+// (batch.go): calls made while others run decode together with them, each
+// with its own options, callbacks and job, and each gets exactly what it
+// would alone. prompt may also be an array of prompts (each text or an
+// array of ids): they run together with the same options (each its own
+// Sampler: with a seed, each as a call with that seed would), and the
+// Promise resolves to an array of results in their order; onText then
+// gets the prompt's index as a third argument, and the job aborts them all.
+// Without a seed each prompt draws its own.
+//
 // state (a handle from prefill or restoreState) is continued instead of a
 // new state, so the prompt is only what follows it; afterwards it holds the
 // prompt and every id of the result (see continueState), statePos
-// positions in all.
+// positions in all. Such a call runs alone, as every call that keeps a
+// state does (a state must be left exactly as the result says, which the
+// scheduler would make every other slot wait for at each step).
 func jsGenerate(_ js.Value, args []js.Value) any {
 	hv, prompt, opts := argOr(args, 0), argOr(args, 1), argOr(args, 2)
 	ctx, done, err := startJob(opts)
@@ -55,33 +63,92 @@ func jsGenerate(_ js.Value, args []js.Value) any {
 		if err != nil {
 			return nil, err
 		}
-		ids, err := s.promptIDs(prompt)
-		if err != nil {
-			return nil, err
+		prompts, batch := promptsFromJS(prompt)
+		if batch && ref != nil {
+			return nil, codef(codeBadArg, "option state continues one sequence: give one prompt, not an array of %d", len(prompts))
+		}
+		all := make([][]int, len(prompts))
+		for i, p := range prompts {
+			if all[i], err = s.promptIDs(p); err != nil {
+				if batch {
+					return nil, codef(codeOf(err), "prompt %d: %v", i, err)
+				}
+				return nil, err
+			}
 		}
 		if len(o.StopStrings) > 0 && s.tok == nil {
 			return nil, codef(codeBadArg, "stop strings need the model's tokenizer.json")
 		}
-		return s.exclusive(ctx, done, func() (any, error) {
-			var st *model.State
-			if ref != nil {
+		onText := optFunc(opts, "onText")
+		if ref != nil {
+			return s.exclusive(ctx, done, func() (any, error) {
 				if ref.closed {
 					return nil, codef(codeDisposed, "the state has been closed (State.close, or its model was disposed)")
 				}
-				st = ref.st
-			}
-			run, err := s.generate(ctx, ids, o, optFunc(opts, "onText"), st)
-			if err != nil {
-				return nil, err
-			}
-			out := run.js()
-			if st != nil {
+				st := ref.st
+				run, err := s.generate(ctx, s.m.Generate, all[0], o, onText, st)
+				if err != nil {
+					return nil, err
+				}
+				out := run.js()
 				out["statePos"] = st.Pos
 				out["stateExtraIds"] = intsToJS(run.extra)
-			}
-			return out, nil
-		})
+				return out, nil
+			})
+		}
+		seed, _ := optNumber(opts, "seed", -1) // checked by genOptions; -1 draws one
+		return s.batched(ctx, done, all, o, onText, batch, seed != -1)
 	})
+}
+
+// batched runs prompts through the scheduler together, each in its own
+// goroutine, and returns their results (one, or an array with batch).
+// Without seeded, each prompt after the first draws its own seed.
+func (s *session) batched(ctx context.Context, done func(), prompts [][]int, o model.Options, onText js.Value, batch, seeded bool) (any, error) {
+	stop := context.AfterFunc(s.ctx, done)
+	defer stop()
+	sched, err := s.enterBatch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.leaveBatch()
+	outs := make([]any, len(prompts))
+	errs := make([]error, len(prompts))
+	var wg sync.WaitGroup
+	for i, ids := range prompts {
+		oi := o
+		if i > 0 && !seeded {
+			oi.Seed = rand.Uint64() >> 11
+		}
+		var index []any // onText's third argument, in a batch
+		if batch {
+			index = []any{i}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], errs[i] = safely(func() (any, error) {
+				run, err := s.generate(ctx, sched.Generate, ids, oi, onText, nil, index...)
+				if err != nil {
+					return nil, err
+				}
+				return run.js(), nil
+			})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			if batch {
+				return nil, codef(codeOf(err), "prompt %d: %v", i, err)
+			}
+			return nil, err
+		}
+	}
+	if !batch {
+		return outs[0], nil
+	}
+	return outs, nil
 }
 
 func genOptions(opts js.Value) (model.Options, error) {
@@ -144,24 +211,25 @@ func genOptions(opts js.Value) (model.Options, error) {
 	return o, nil
 }
 
-// acquire waits for the model to be free (or for ctx to end).
+// acquire waits for the model to be free of every other call, batched
+// generations included (or for ctx to end), and closes the scheduler, so
+// the caller alone drives the backend until release.
 func (s *session) acquire(ctx context.Context) error {
-	select {
-	case s.lock <- struct{}{}:
-	case <-ctx.Done():
+	if err := s.gate.enter(ctx, true); err != nil {
 		return codef(codeAborted, "aborted before it started")
 	}
 	mu.Lock()
 	closed := s.closed
 	mu.Unlock()
 	if closed {
-		<-s.lock
+		s.gate.leave(true)
 		return codef(codeDisposed, "the model has been disposed")
 	}
+	s.stopBatch()
 	return nil
 }
 
-func (s *session) release() { <-s.lock }
+func (s *session) release() { s.gate.leave(true) }
 
 // genRun is one generation: the model's result, the prompt's length, the
 // options' seed, timings, and, with a state, what the state holds of it.
@@ -176,11 +244,15 @@ type genRun struct {
 	extra        []int // ids the state holds past res.IDs (continueState)
 }
 
-// generate runs one generation on st (a new state when nil; continued
-// otherwise, and left holding the prompt and res.IDs: continueState).
-func (s *session) generate(ctx context.Context, ids []int, o model.Options, onText js.Value, st *model.State) (*genRun, error) {
+// generator is Model.Generate or Scheduler.Generate: the same contract.
+type generator func(ctx context.Context, prompt []int, o model.Options) (model.Result, error)
+
+// generate runs one generation with gen on st (a new state when nil;
+// continued otherwise, and left holding the prompt and res.IDs:
+// continueState; then gen must be s.m.Generate, run holding the session).
+// onText gets (piece, tokens so far, extra...).
+func (s *session) generate(ctx context.Context, gen generator, ids []int, o model.Options, onText js.Value, st *model.State, extra ...any) (*genRun, error) {
 	r := &genRun{seed: o.Seed, promptTokens: len(ids), start: time.Now()}
-	lastYield := r.start
 	var chosen []int // every id chosen, also past a stop string's cut
 	if s.tok != nil {
 		o.Decode = s.tok.Decode
@@ -188,21 +260,14 @@ func (s *session) generate(ctx context.Context, ids []int, o model.Options, onTe
 	o.OnToken = func(id int) error {
 		r.n++
 		chosen = append(chosen, id)
-		now := time.Now()
 		if r.n == 1 {
-			r.first = now
-		}
-		if now.Sub(lastYield) >= yieldEvery {
-			// Sleeping hands control back to the event loop, so queued
-			// messages (an abort) are delivered; ctx is checked next step.
-			time.Sleep(time.Millisecond)
-			lastYield = time.Now()
+			r.first = time.Now()
 		}
 		return nil
 	}
 	if onText.Type() == js.TypeFunction && s.tok != nil {
 		o.OnText = func(piece string) error {
-			onText.Invoke(piece, r.n)
+			onText.Invoke(append([]any{piece, r.n}, extra...)...)
 			return nil
 		}
 	}
@@ -211,7 +276,7 @@ func (s *session) generate(ctx context.Context, ids []int, o model.Options, onTe
 		o.State = st
 		pos0 = st.Pos
 	}
-	res, err := s.m.Generate(ctx, ids, o)
+	res, err := gen(ctx, ids, o)
 	if gerr := s.gpuAfter(); gerr != nil {
 		return nil, gerr // the text is not to be trusted
 	}
@@ -219,6 +284,11 @@ func (s *session) generate(ctx context.Context, ids []int, o model.Options, onTe
 	if err != nil {
 		if errors.Is(err, model.ErrDeviceLost) {
 			return nil, codef(codeLost, "%v; load the model again: its weights come from the browser cache", err)
+		}
+		if errors.Is(err, model.ErrSchedulerClosed) || (ctx.Err() != nil && r.n == 0 && s.ctx.Err() != nil) {
+			// Dispose ended it before its first token (waiting for a
+			// slot, as a call queued behind another used to wait).
+			return nil, codef(codeDisposed, "the model has been disposed")
 		}
 		if ctx.Err() == nil {
 			return nil, coded(codeInternal, err)
@@ -340,8 +410,10 @@ func jsDispose(_ js.Value, args []js.Value) any {
 		delete(sessions, hv.Int())
 		mu.Unlock()
 		s.cancel()
-		s.lock <- struct{}{} // wait for the running generation
-		defer func() { <-s.lock }()
+		// Wait for the running generations (and close the scheduler).
+		s.gate.enter(context.Background(), true)
+		defer s.gate.leave(true)
+		s.stopBatch()
 		closeStatesOf(s) // their tensors go with the backend
 		return nil, s.m.Backend.Close()
 	})

@@ -17,7 +17,8 @@ import (
 // handle, so a prompt prefilled once can be continued many times, saved
 // (State.Save's bytes) and restored in a later visit. It belongs to the
 // session that made it: its tensors live on that session's backend, so
-// every use takes the session's lock, and disposing the model closes it.
+// every use holds the session alone (exclusive), and disposing the model
+// closes it.
 type stateRef struct {
 	s      *session
 	st     *model.State
@@ -73,8 +74,9 @@ func closeStatesOf(s *session) {
 	}
 }
 
-// exclusive runs fn holding s's lock, in the order calls arrive, as
-// generate does; disposing the model cancels ctx (done ends the job).
+// exclusive runs fn holding s alone (no batched generation runs meanwhile:
+// acquire), in the order calls arrive; disposing the model cancels ctx
+// (done ends the job).
 func (s *session) exclusive(ctx context.Context, done func(), fn func() (any, error)) (any, error) {
 	stop := context.AfterFunc(s.ctx, done)
 	defer stop()

@@ -148,6 +148,20 @@ export interface LoadOptions {
    * adapter that does not fit the model, or DoRA, is refused ('bad-model').
    */
   adapters?: (string | URL)[];
+  /**
+   * How many generate calls decode together: calls made while others run
+   * join their batch (one forward pass per step for all of them), each with
+   * its own options, callbacks and signal, each giving exactly what it gives
+   * alone; more wait for a free slot. 1 to 64. Each slot holds a recurrent
+   * state (Model.slots reports the number). Default: on WebGPU as many as
+   * fit in 256 MiB of state, at most 8 (a step of 8 sequences costs a GPU
+   * about what one does); on the CPU, and on a software WebGPU adapter
+   * (SwiftShader), 1, since there every slot costs its share of each step,
+   * an idle one too (more slots there trade a lone call's speed for some
+   * throughput when several run). Calls with a state, chats,
+   * prefill and hiddenStates run alone, between batches.
+   */
+  slots?: number;
   /** Called as the weights arrive. */
   onProgress?: (progress: LoadProgress) => void;
   /**
@@ -393,11 +407,26 @@ export class Model {
   readonly info: Readonly<ModelInfo>;
   /** Seconds the load took. */
   readonly loadSeconds: number;
+  /** How many generate calls decode together (LoadOptions.slots). */
+  readonly slots: number;
   readonly tokenizer: Tokenizer;
-  /** Streams the continuation of a prompt (text, or token ids). Calls on one model run one after another. */
+  /**
+   * Streams the continuation of a prompt (text, or token ids). Calls made while others run decode
+   * together with them, up to `slots` at once (the rest wait for a slot), each exactly as it would alone;
+   * calls with a state option run alone.
+   */
   generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): TextStream;
+  /**
+   * Continues every prompt of the array together, with the same options (a seed seeds each; without one
+   * each draws its own), and resolves to their results in the same order. The signal aborts them all
+   * (rejecting with its reason); a state option is refused. To stream each, call generate once per prompt:
+   * concurrent calls share the batch too.
+   */
+  generate(prompts: (string | ArrayLike<number>)[], options?: Omit<GenerateOptions, 'state'>): Promise<GenerateResult[]>;
   /** The whole continuation at once. */
   complete(prompt: string | ArrayLike<number>, options?: GenerateOptions): Promise<string>;
+  /** The whole continuation of every prompt, run together (generate's array form). */
+  complete(prompts: (string | ArrayLike<number>)[], options?: Omit<GenerateOptions, 'state'>): Promise<string[]>;
   /** Hidden states of the input, as transformers' output_hidden_states (see HiddenStatesOptions). */
   hiddenStates(input: string | ArrayLike<number>, options?: HiddenStatesOptions): Promise<HiddenStates>;
   /** Runs the input through a new State without generating (or through options.state), and resolves to it. */

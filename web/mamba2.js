@@ -154,7 +154,7 @@ export function resolveModel(url, hub = DEFAULT_HUB) {
  * safetensors weights, tokenizer.json) into a new worker.
  */
 export async function loadModel(url, options = {}) {
-  const { device = 'auto', cache = 'use', quantize, quantizeEmbedding, groupSize, adapters, onProgress, signal, http } = checked(options, loadOptions);
+  const { device = 'auto', cache = 'use', quantize, quantizeEmbedding, groupSize, adapters, slots, onProgress, signal, http } = checked(options, loadOptions);
   signal?.throwIfAborted();
   if (typeof url !== 'string' && !(url instanceof URL)) {
     throw new Mamba2Error(`the model URL must be a string or a URL, got ${url === null ? 'null' : typeof url}`, 'bad-url');
@@ -180,7 +180,7 @@ export async function loadModel(url, options = {}) {
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await conn.request('init', { wasmURL, wasmExecURL });
-    const info = await conn.request('load', { url: modelURL, device, cache, quantize, quantizeEmbedding, groupSize, adapters: adapterURLs, http }, (msg) => {
+    const info = await conn.request('load', { url: modelURL, device, cache, quantize, quantizeEmbedding, groupSize, adapters: adapterURLs, slots, http }, (msg) => {
       if (msg.type === 'progress') {
         onProgress?.({ loaded: msg.done, total: msg.total, file: msg.file, fileLoaded: msg.fileDone, fileTotal: msg.fileTotal });
       }
@@ -260,6 +260,7 @@ export class Model {
     this.note = info.note || '';
     this.config = info.config;
     this.loadSeconds = info.seconds;
+    this.slots = info.slots;
     this.cache = info.cache;
     this.info = Object.freeze({
       weights: info.weights,
@@ -288,15 +289,31 @@ export class Model {
    * arguments throw a bad-argument Mamba2Error at once. With a state
    * option the prompt continues that state, which then also holds the
    * prompt and the result's ids.
+   *
+   * Calls made while others run decode together with them in the worker
+   * (up to the model's slots at once), each exactly as it would alone.
+   * Given an array of prompts (each text or token ids), it returns a
+   * Promise of their results, in order, run together with the same
+   * options (a seed seeds each of them; without one each draws its own).
    */
   generate(prompt, options = {}) {
     const conn = this.#live();
     const opts = checked(options, generateOptions);
-    checkPrompt(prompt);
+    const batch = isBatch(prompt);
+    if (batch) prompt.forEach((p, i) => checkPrompt(p, `prompt ${i}`));
+    else checkPrompt(prompt);
+    if (batch && opts.state) {
+      throw new Mamba2Error(`option state continues one sequence: give one prompt, not an array of ${prompt.length}`, 'bad-argument');
+    }
     const state = opts.state ? this.#own(opts.state) : null;
     const sent = {};
     for (const [k, rule] of Object.entries(generateOptions)) if (rule.go && opts[k] !== undefined) sent[k] = opts[k];
     if (state) sent.state = state.handle;
+    if (batch) {
+      // One request: the worker runs the prompts together and answers with
+      // every result; an abort reaches all of them.
+      return this.#call(conn, 'generate', { handle: this.#handle, prompt: prompt.map(promptOf), options: sent }, opts.signal);
+    }
     return new TextStream(conn, 'generate', { handle: this.#handle, prompt: promptOf(prompt), options: sent }, opts.signal,
       (r) => { if (state && typeof r.statePos === 'number') state.pos = r.statePos; });
   }
@@ -408,6 +425,7 @@ export class Model {
 
   /** Resolves to the whole continuation of prompt. */
   async complete(prompt, options = {}) {
+    if (isBatch(prompt)) return (await this.generate(prompt, options)).map((r) => r.text);
     const stream = this.generate(prompt, options);
     const result = await stream.result;
     return result.text;
@@ -427,12 +445,21 @@ export class Model {
   }
 }
 
-function checkPrompt(prompt) {
+function checkPrompt(prompt, what = 'the prompt') {
   const ids = typeof prompt !== 'string' && prompt !== null && typeof prompt === 'object' && typeof prompt.length === 'number';
   if (typeof prompt !== 'string' && !(ids && Array.from(prompt).every((n) => Number.isInteger(n) && n >= 0))) {
     const got = prompt === null ? 'null' : ids ? 'an array with something other than token ids' : typeof prompt === 'number' ? String(prompt) : `a ${typeof prompt}`;
-    throw new Mamba2Error(`the prompt must be a string or an array of token ids, got ${got}`, 'bad-argument');
+    throw new Mamba2Error(`${what} must be a string or an array of token ids, got ${got}`, 'bad-argument');
   }
+}
+
+// isBatch says whether generate's prompt is an array of prompts: an Array
+// whose first element is text or an array of ids (an array of numbers is
+// one prompt of token ids; the elements are checked one by one after).
+function isBatch(prompt) {
+  if (!Array.isArray(prompt) || prompt.length === 0) return false;
+  const p = prompt[0];
+  return typeof p === 'string' || (p !== null && typeof p === 'object' && typeof p.length === 'number');
 }
 
 function promptOf(prompt) {

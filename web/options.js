@@ -18,6 +18,7 @@ export const loadOptions = {
   quantizeEmbedding: { type: 'enum', values: ['int8', 'int4'], requires: ['quantize'] },
   groupSize: { type: 'int', min: 2, max: 65536, even: true, requires: ['quantize', 'int4'] },
   adapters: { type: 'urls' },
+  slots: { type: 'int', min: 1, max: 64 },
   onProgress: { type: 'function' },
   signal: { type: 'signal' },
   http: {

@@ -4,8 +4,10 @@
 //
 // Protocol (page → worker), every message has a numeric id:
 //   {type: 'init', id, wasmURL, wasmExecURL}
-//   {type: 'load', id, url, device, cache, quantize, quantizeEmbedding, groupSize, adapters, http} → progress events
-//   {type: 'generate', id, handle, prompt, options} → text events
+//   {type: 'load', id, url, device, cache, quantize, quantizeEmbedding, groupSize, adapters, slots, http} → progress events
+//   {type: 'generate', id, handle, prompt, options} → text events; prompt may be
+//     an array of prompts (each text or ids), run together: the reply is an
+//     array of results and each text event carries the prompt's index
 //   {type: 'encode' | 'decode' | 'dispose', id, handle, text | ids}
 //   {type: 'hiddenStates' | 'prefill', id, handle, prompt, options}
 //                                                {layers, shape, hidden: Float32Array[], tokens} | {state, pos, …}
@@ -25,7 +27,7 @@
 //     tests of what a lost device does (a 'device-lost' error, a reload)
 // Replies (worker → page):
 //   {type: 'progress', id, done, total, file, fileDone, fileTotal}
-//   {type: 'text', id, piece, tokens}
+//   {type: 'text', id, piece, tokens, index}   (index: a batch's prompt, else undefined)
 //   {type: 'done', id, value}
 //   {type: 'error', id, error: {name, message, code}}
 'use strict';
@@ -140,6 +142,7 @@ async function handle(msg) {
         quantizeEmbedding: msg.quantizeEmbedding,
         groupSize: msg.groupSize,
         adapters: msg.adapters,
+        slots: msg.slots,
         http: msg.http,
         job: id,
         onProgress: (done, total, file, fileDone, fileTotal) =>
@@ -149,7 +152,7 @@ async function handle(msg) {
       return go.generate(msg.handle, msg.prompt, {
         ...msg.options,
         job: id,
-        onText: (piece, tokens) => self.postMessage({ type: 'text', id, piece, tokens }),
+        onText: (piece, tokens, index) => self.postMessage({ type: 'text', id, piece, tokens, index }),
       });
     case 'info':
       return go.info();

@@ -346,6 +346,7 @@ func (s *Scheduler) abandon(r *request, err error) error {
 // loop is the scheduler's goroutine: admit, step, retire, until closed.
 func (s *Scheduler) loop() {
 	defer close(s.done)
+	defer s.recoverPanic()
 	for {
 		s.mu.Lock()
 		closed := s.closed
@@ -619,6 +620,32 @@ func (s *Scheduler) sharedSampling() (Sampling, bool) {
 
 // shutdown ends every running and queued request with ErrSchedulerClosed
 // and frees the scheduler's states.
+// recoverPanic turns a panic in the loop (a backend's, say) into the
+// error of every request running or queued, and closes the scheduler,
+// instead of ending the program (in a browser, the whole wasm runtime).
+// The backend is not touched again: it may be what failed.
+func (s *Scheduler) recoverPanic() {
+	p := recover()
+	if p == nil {
+		return
+	}
+	err := fmt.Errorf("scheduler: the decode loop failed: %v", p)
+	s.mu.Lock()
+	s.closed = true
+	queued := s.queue
+	s.queue = nil
+	s.mu.Unlock()
+	for i, sl := range s.slots {
+		if sl != nil {
+			sl.r.end(err)
+			s.slots[i] = nil
+		}
+	}
+	for _, r := range queued {
+		r.end(err)
+	}
+}
+
 func (s *Scheduler) shutdown() {
 	for i, sl := range s.slots {
 		if sl != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mamba2web/mamba2/cpu"
@@ -324,3 +325,56 @@ func TestCopyRows(t *testing.T) {
 // hostOnly hides the CPU backend's RowCopier, so CopyRows falls back to
 // Read and Write.
 type hostOnly struct{ model.Backend }
+
+// panicky is a backend whose MatMul panics once armed, as a driver bug or
+// a lost device might make a backend fail in the middle of a step.
+type panicky struct {
+	model.Backend
+	armed *atomic.Bool
+}
+
+func (p panicky) MatMul(out, x, w, bias model.Tensor, pr model.Product) {
+	if p.armed.Load() {
+		panic("the device fell over")
+	}
+	p.Backend.MatMul(out, x, w, bias, pr)
+}
+
+// TestSchedulerPanic: a panic in the decode loop ends every running and
+// queued request with an error that says so, and later calls are refused,
+// instead of the panic ending the program.
+func TestSchedulerPanic(t *testing.T) {
+	m, tok := tinyModel(t)
+	var armed atomic.Bool
+	pm := *m
+	pm.Backend = panicky{Backend: m.Backend, armed: &armed}
+	s, err := model.NewScheduler(&pm, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	prompt := tok.Encode("package main\n")
+	started := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.Generate(context.Background(), prompt, model.Options{MaxNewTokens: 200, StopIDs: []int{},
+				OnToken: func(int) error { once.Do(func() { close(started) }); return nil }})
+		}()
+	}
+	<-started
+	armed.Store(true)
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "decode loop failed") {
+			t.Errorf("request %d: %v, want the loop's failure", i, err)
+		}
+	}
+	if _, err := s.Generate(context.Background(), prompt, model.Options{MaxNewTokens: 2}); err == nil {
+		t.Error("a broken scheduler took a new request")
+	}
+}

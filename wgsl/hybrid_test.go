@@ -149,3 +149,59 @@ func f64s(v []float32) []float64 {
 	}
 	return out
 }
+
+// TestHybridDecodeSteadyState: a hybrid's decode step (attention over the
+// KV cache, MLPs, the experts routed on the device) creates no GPU object
+// once warm and is one submission per token, as a Mamba-2 model's; the
+// batch of two is left-padded, so the key mask is read too.
+func TestHybridDecodeSteadyState(t *testing.T) {
+	for _, family := range modeltest.HybridFamilies {
+		t.Run(family, func(t *testing.T) {
+			dir, exp, _ := modeltest.LoadHybrid(t, family)
+			b := open(t, Options{})
+			m, err := model.Load(os.DirFS(dir), b, model.LoadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := m.NewState(2)
+			defer st.Close()
+			var ids []int32
+			var mask []float32
+			for i := range 2 {
+				ids = append(ids, exp.BatchIDs[i]...)
+				mask = append(mask, exp.BatchMask[i]...)
+			}
+			idT := b.Alloc(model.I32, 2)
+			out, err := st.Forward(ids, mask)
+			if err != nil {
+				t.Fatal(err)
+			}
+			step := func() {
+				b.Sample(idT, out, nil, model.Sampling{}, []float32{0.5, 0.5})
+				next, err := b.ReadIDs(idT)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if out, err = st.Forward(next, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range 2 { // warm-up: the L=1 scratch and pipelines
+				step()
+			}
+			before := b.Stats()
+			const steps = 3
+			for range steps {
+				step()
+			}
+			after := b.Stats()
+			if after.Buffers != before.Buffers || after.BindGroups != before.BindGroups || after.Pipelines != before.Pipelines {
+				t.Errorf("decode steps created GPU objects: before %+v, after %+v", before, after)
+			}
+			if subs := after.Submissions - before.Submissions; subs != steps {
+				t.Errorf("%d submissions for %d steps, want one per step", subs, steps)
+			}
+			t.Logf("%s: %d dispatches per decode step", family, (after.Dispatches-before.Dispatches)/steps)
+		})
+	}
+}

@@ -2,10 +2,8 @@
 //     for t, i < I: out[t, i] = act(gate_scale · g) · u
 // with g, u = gate[t, i], up[t, i], or with fused = 1 gate[t, i] and
 // gate[t, I + i] (a fused gate_up_proj, rows of 2I). act is SiLU, exact
-// GELU or its tanh form (act = 0, 1, 2: model.Activation). WGSL has no
-// erf, so gelu uses Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7), and
-// tanh is written out from exp, which, unlike some builtins, cannot turn
-// a large argument into NaN. One invocation per output element.
+// GELU or its tanh form (act = 0, 1, 2: model.Activation, act.wgsl). One
+// invocation per output element.
 
 #include "common.wgsl"
 #include "act.wgsl"

@@ -107,10 +107,10 @@ var (
 // keeps in workgroup memory and registers.
 const attendMaxHeadDim = 512
 
-// elementwise checks the single tensor of an elementwise op.
-func (b *Backend) elementwise(op string, x model.Tensor) (*tensor, int) {
-	t := b.need(op, "x", x)
-	if t == nil || !b.activation(op, "x", t, t.elems()) || !u32s(op, b, t.elems()) {
+// elementwise checks the tensor an elementwise op writes.
+func (b *Backend) elementwise(op, what string, x model.Tensor) (*tensor, int) {
+	t := b.need(op, what, x)
+	if t == nil || !b.activation(op, what, t, t.elems()) || !u32s(op, b, t.elems()) {
 		return nil, 0
 	}
 	return t, t.elems()
@@ -118,7 +118,7 @@ func (b *Backend) elementwise(op string, x model.Tensor) (*tensor, int) {
 
 // Scale implements model.HybridBackend: x *= s.
 func (b *Backend) Scale(x model.Tensor, s float32) {
-	xt, n := b.elementwise("scale", x)
+	xt, n := b.elementwise("scale", "x", x)
 	if xt == nil || n == 0 {
 		return
 	}
@@ -128,7 +128,7 @@ func (b *Backend) Scale(x model.Tensor, s float32) {
 // AddScaled implements model.HybridBackend: out += s·x.
 func (b *Backend) AddScaled(out, x model.Tensor, s float32) {
 	const op = "add scaled"
-	o, n := b.elementwise(op, out)
+	o, n := b.elementwise(op, "out", out)
 	xt := b.need(op, "x", x)
 	if o == nil || xt == nil || !b.activation(op, "x", xt, n) || n == 0 {
 		return
@@ -140,7 +140,7 @@ func (b *Backend) AddScaled(out, x model.Tensor, s float32) {
 // MulCols implements model.HybridBackend: x[t, j] *= v[j].
 func (b *Backend) MulCols(x, v model.Tensor) {
 	const op = "mul cols"
-	xt, n := b.elementwise(op, x)
+	xt, n := b.elementwise(op, "x", x)
 	vt := b.need(op, "v", v)
 	if xt == nil || vt == nil {
 		return

@@ -27,7 +27,8 @@ func TestHybridFixtures(t *testing.T) {
 }
 
 // plainBackend hides the CPU's hybrid operations, as a backend without
-// them (WebGPU today) looks to the model.
+// them looks to the model (named webgpu, which had none before
+// wgsl/hybrid.go).
 type plainBackend struct{ model.Backend }
 
 func (plainBackend) Name() string { return "webgpu" }

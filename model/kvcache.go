@@ -26,6 +26,12 @@ type attnMemory struct {
 	hist   []float32 // [B, cap]: 1 for a token, 0 for padding
 	padded bool      // some position so far was padding
 	mask   Tensor    // hist on the device, written when padded
+	// synced says mask holds hist. Positions past those consumed are 1
+	// in hist (Attend never reads them), so a decode step of an
+	// unpadded token changes nothing and writes nothing: a Write ends
+	// the GPU backend's recording, and would make every decode step of
+	// a left-padded batch two submissions.
+	synced bool
 }
 
 func (a *attnMemory) free(b Backend) {
@@ -61,11 +67,15 @@ func (s *State) reserve(hb HybridBackend, L int) {
 		}
 		hist := make([]float32, B*grown)
 		for b := range B {
-			copy(hist[b*grown:b*grown+a.cap], a.hist[b*a.cap:(b+1)*a.cap])
+			row := hist[b*grown : (b+1)*grown]
+			for i := copy(row, a.hist[b*a.cap:(b+1)*a.cap]); i < grown; i++ {
+				row[i] = 1
+			}
 		}
 		a.hist, a.cap = hist, grown
 		hb.Free(a.mask)
 		a.mask = hb.Alloc(F32, B, grown)
+		a.synced = false
 	}
 	for b := range B {
 		for i := range L {
@@ -76,11 +86,15 @@ func (s *State) reserve(hb HybridBackend, L int) {
 			if v == 0 {
 				a.padded = true
 			}
-			a.hist[b*a.cap+s.Pos+i] = v
+			if a.hist[b*a.cap+s.Pos+i] != v {
+				a.hist[b*a.cap+s.Pos+i] = v
+				a.synced = false
+			}
 		}
 	}
-	if a.padded {
+	if a.padded && !a.synced {
 		hb.Write(a.mask, a.hist)
+		a.synced = true
 	}
 }
 

@@ -161,11 +161,15 @@ func (s *State) restoreHybrid(data []byte) error {
 			a.hist[bi*capa+i] = v
 			a.padded = a.padded || v == 0
 		}
+		for i := pos; i < capa; i++ {
+			a.hist[bi*capa+i] = 1 // not consumed yet (attnMemory.synced)
+		}
 	}
 	a.mask = b.Alloc(F32, B, capa)
 	if a.padded {
 		b.Write(a.mask, a.hist)
 	}
+	a.synced = a.padded
 	s.Pos = pos
 	return nil
 }

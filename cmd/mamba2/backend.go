@@ -22,8 +22,12 @@ var newWebGPU = func(profile, refuseSoftware bool) (*wgsl.Backend, error) {
 }
 
 // backendFor is the backend name to open for a model of config c: "auto"
-// means the CPU for a hybrid (Bamba, Falcon-H1, ...), whose attention and
-// MLP blocks only the CPU backend runs so far, saying so on stderr.
+// means the CPU for a hybrid (Bamba, Falcon-H1, ...) whose operations the
+// WebGPU backend lacks (model.RequireHybrid), saying so on stderr. The
+// WebGPU backend implements model.HybridBackend, so today every hybrid
+// keeps "auto"; the check stays so that an operation added to the
+// interface before the GPU has it falls back to the CPU instead of
+// failing at load.
 func backendFor(name string, c model.Config, stderr io.Writer) string {
 	if (name == "auto" || name == "") && c.Hybrid != nil {
 		if _, err := model.RequireHybrid(c, &wgsl.Backend{}); err != nil {

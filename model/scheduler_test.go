@@ -326,53 +326,60 @@ func TestCopyRows(t *testing.T) {
 // Read and Write.
 type hostOnly struct{ model.Backend }
 
-// panicky is a backend whose MatMul panics once armed, as a driver bug or
-// a lost device might make a backend fail in the middle of a step.
+// panicky is a backend whose MatMul panics from its after-th call on, as
+// a driver bug or a lost device might make a backend fail mid-step.
 type panicky struct {
 	model.Backend
-	armed *atomic.Bool
+	calls *atomic.Int64
+	after int64
 }
 
 func (p panicky) MatMul(out, x, w, bias model.Tensor, pr model.Product) {
-	if p.armed.Load() {
+	if p.calls.Add(1) >= p.after {
 		panic("the device fell over")
 	}
 	p.Backend.MatMul(out, x, w, bias, pr)
 }
 
 // TestSchedulerPanic: a panic in the decode loop ends every running and
-// queued request with an error that says so, and later calls are refused,
-// instead of the panic ending the program.
+// queued request with an error (the loop's failure, or the closed
+// scheduler's for a request that came after), and later calls are
+// refused, instead of the panic ending the program. The backend fails
+// after a fixed number of products, so the test does not depend on how
+// goroutines are scheduled (js/wasm runs them on one thread).
 func TestSchedulerPanic(t *testing.T) {
 	m, tok := tinyModel(t)
-	var armed atomic.Bool
+	var calls atomic.Int64
 	pm := *m
-	pm.Backend = panicky{Backend: m.Backend, armed: &armed}
+	pm.Backend = panicky{Backend: m.Backend, calls: &calls, after: int64(3*(2*m.Config.Layers+1) + 5)}
 	s, err := model.NewScheduler(&pm, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	prompt := tok.Encode("package main\n")
-	started := make(chan struct{})
-	var once sync.Once
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i := range errs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = s.Generate(context.Background(), prompt, model.Options{MaxNewTokens: 200, StopIDs: []int{},
-				OnToken: func(int) error { once.Do(func() { close(started) }); return nil }})
+			_, errs[i] = s.Generate(context.Background(), prompt, model.Options{MaxNewTokens: 200, StopIDs: []int{}})
 		}()
 	}
-	<-started
-	armed.Store(true)
 	wg.Wait()
+	failed := 0
 	for i, err := range errs {
-		if err == nil || !strings.Contains(err.Error(), "decode loop failed") {
-			t.Errorf("request %d: %v, want the loop's failure", i, err)
+		switch {
+		case err != nil && strings.Contains(err.Error(), "decode loop failed"):
+			failed++
+		case errors.Is(err, model.ErrSchedulerClosed):
+		default:
+			t.Errorf("request %d: %v, want the loop's failure or a closed scheduler", i, err)
 		}
+	}
+	if failed == 0 {
+		t.Error("no request reported the loop's failure")
 	}
 	if _, err := s.Generate(context.Background(), prompt, model.Options{MaxNewTokens: 2}); err == nil {
 		t.Error("a broken scheduler took a new request")

@@ -126,7 +126,14 @@ export async function startServer({ staticDir, modelsDir, mounts = {}, virtual =
         }
         const cut = f.dropAfter ?? f.stallAfter;
         const part = read(0, Math.min(cut, st.size) - 1);
-        if (f.dropAfter !== undefined) part.on('end', () => setTimeout(() => res.socket?.destroy(), 50));
+        // dropAfter: close the connection once the cut's bytes have left
+        // this process (write's callback) and the client has had time to
+        // read them: destroying the socket while they sit in Node's write
+        // queue, or before a busy client took them, loses some, and the
+        // client then resumes earlier than the cut.
+        if (f.dropAfter !== undefined) {
+          part.on('end', () => res.write('', () => setTimeout(() => res.socket?.destroy(), 400)));
+        }
         part.pipe(res, { end: false }); // stallAfter: the connection stays open, silent
         return;
       }

@@ -55,6 +55,7 @@ type Stats struct {
 // use; one goroutine drives it, as model.Generate does.
 type Backend struct {
 	opts  Options
+	lanes int      // Options.MatvecLanes, checked
 	plat  platform // what the platform needs besides the device
 	dev   *wgpu.Device
 	queue *wgpu.Queue

@@ -3,6 +3,8 @@ package wgsl
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +22,12 @@ type Options struct {
 	// recurrence kernel (with the dt clamp) instead of the chunked SSD
 	// passes. It is for cross-checking and benchmarking the two.
 	SequentialScan bool
+	// MatvecLanes is how many invocations share one row of a weight in the
+	// matrix-vector kernel that decodes (8, 16, 32 or 64; 0 means 64, or
+	// the environment's MAMBA2_WGSL_MATVEC_LANES). Fewer lanes give each
+	// invocation more of the row and a workgroup more rows, so the
+	// reduction at the end is shorter; it is a tuning knob for benchmarks.
+	MatvecLanes int
 	// ArenaSlots is how many dispatches one submission may record before the
 	// backend submits early to reuse the parameter arena; 0 means 4096.
 	ArenaSlots int
@@ -47,6 +55,10 @@ var ErrSoftwareAdapter = errors.New("the only WebGPU adapter is a software rende
 
 // an error that starts with "no WebGPU adapter:".
 func New(opts Options) (*Backend, error) {
+	lanes, err := matvecLanes(opts.MatvecLanes)
+	if err != nil {
+		return nil, err
+	}
 	lost := &deviceLoss{}
 	plat, dev, adapterLimits, info, timestamps, err := openDevice(opts.Profile, lost)
 	if err != nil {
@@ -58,7 +70,7 @@ func New(opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("%w: %s", ErrSoftwareAdapter, describeAdapter(info))
 	}
 	b := &Backend{
-		opts: opts, plat: plat, dev: dev, queue: dev.GetQueue(), info: info, lost: lost,
+		opts: opts, plat: plat, dev: dev, queue: dev.GetQueue(), info: info, lost: lost, lanes: lanes,
 		AdapterLimits: adapterLimits,
 		Limits:        dev.GetLimits().Limits,
 		pipes:         map[pipeKey]*pipeline{},
@@ -218,4 +230,27 @@ func (b *Backend) Close() error {
 		return nil // the loss was reported by the call that found it
 	}
 	return err
+}
+
+// matvecLanes checks Options.MatvecLanes, or, when it is 0, the
+// environment's MAMBA2_WGSL_MATVEC_LANES, and returns the lanes per row of
+// the matrix-vector kernel.
+func matvecLanes(n int) (int, error) {
+	src := "Options.MatvecLanes"
+	if n == 0 {
+		v := os.Getenv("MAMBA2_WGSL_MATVEC_LANES")
+		if v == "" {
+			return 64, nil
+		}
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			n = -1
+		}
+		src = "MAMBA2_WGSL_MATVEC_LANES"
+	}
+	switch n {
+	case 8, 16, 32, 64:
+		return n, nil
+	}
+	return 0, fmt.Errorf("wgsl: %s is %d: want 8, 16, 32 or 64 lanes per row", src, n)
 }

@@ -228,7 +228,7 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor, pr model.Product) {
 	matvec := T <= matvecTokens
 	d, cols, toks := wt.withFormat(), uint32(64), uint32(64)
 	if matvec {
-		d, cols, toks = wt.withFormat("MATVEC"), 4, matvecTokens
+		d, cols, toks = wt.withFormat("MATVEC", fmt.Sprintf("TPR=%du", b.lanes)), uint32(256/b.lanes), matvecTokens
 	}
 	gs := K / groups
 	// The norm goes inside the product for float weights. For int8 and

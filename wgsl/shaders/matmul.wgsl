@@ -11,8 +11,8 @@
 // columns [col0, col0 + N) of an output row of ldo columns.
 //
 // Two variants, chosen by define:
-//   MATVEC  up to TB = 4 tokens (decoding): a workgroup computes RPW = 4
-//           output columns; TPR = 64 invocations share each row of W, each
+//   MATVEC  up to TB = 4 tokens (decoding): a workgroup computes RPW = WG /
+//           TPR output columns; TPR (64) invocations share each row of W, each
 //           summing a strided slice of k in vectors of WV (a pair of f32,
 //           f16 or bf16; one u32 word of int8 or int4, unpack.wgsl), then
 //           a tree reduction in workgroup memory. Each weight word is read
@@ -67,7 +67,8 @@ struct Params {
 const WG: u32 = 256u;
 
 #ifdef MATVEC
-const TPR: u32 = 64u;        // invocations per output column
+// TPR, the invocations per output column (8 to 64; Options.MatvecLanes),
+// is a define.
 const RPW: u32 = WG / TPR;   // output columns per workgroup
 const TB: u32 = 4u;          // tokens per workgroup
 

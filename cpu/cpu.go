@@ -275,6 +275,9 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor, p model.Product) {
 			}
 		}
 	})
+	if c := p.Conv; c != nil {
+		b.Conv(c.Out, out, c.State, c.W, c.Bias, c.Mask, c.Config)
+	}
 }
 
 // dot sums in four float32 lanes, then in float64.

@@ -114,6 +114,18 @@ type Product struct {
 	Groups int // with Norm; 0 means 1: the whole row
 	Eps    float32
 	Add    bool
+	// Conv, when set, runs Backend.Conv after the product, with the
+	// product's out as its proj: Conv(c.Out, out, c.State, c.W, c.Bias,
+	// c.Mask, c.Config). The causal conv of a decoded token reads only its
+	// own channel's column, so a GPU computes it in the product's epilogue,
+	// where that column is written, instead of in a dispatch of its own.
+	Conv *ConvArgs
+}
+
+// ConvArgs are Backend.Conv's arguments besides proj (Product.Conv).
+type ConvArgs struct {
+	Out, State, W, Bias, Mask Tensor
+	Config                    Config
 }
 
 // Plain is a product without a norm, replacing out.
@@ -173,7 +185,8 @@ type Backend interface {
 	// x' is x, or, when p.Norm is set, RMSNorm(x, p.Norm, p.Mask, p.Groups,
 	// p.Eps), so a norm and the product that reads it are one operation (a
 	// GPU fuses them when decoding). With p.Add the product is added to
-	// out (the residual stream) instead of replacing it.
+	// out (the residual stream) instead of replacing it. With p.Conv, out
+	// is then the proj of a Conv (Product.Conv).
 	MatMul(out, x, w, bias Tensor, p Product)
 	// Conv runs the causal depthwise convolution over the xBC columns
 	// [I, 2I+2GN) of proj ([B, L, ProjDim]), each sequence continuing from

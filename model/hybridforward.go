@@ -118,11 +118,16 @@ func (f *pass) mamba(l int, w *Layer, out, x Tensor, norm, add bool) {
 	if norm {
 		in = f.norm(w.Norm, mask, 1)
 	}
-	b.MatMul(sc.proj, x, w.InProj, w.InBias, in) // z | xBC | dt
-	if mup := s.m.Weights.MupVector; mup != nil {
-		f.hb().MulCols(sc.proj, mup) // ·ssm_in_multiplier·mup_vector
+	conv := &ConvArgs{Out: sc.xbc, State: s.conv[l], W: w.ConvW, Bias: w.ConvB, Mask: mask, Config: c}
+	mup := s.m.Weights.MupVector
+	if mup == nil {
+		in.Conv = conv // the conv reads in_proj's output as it is written
 	}
-	b.Conv(sc.xbc, sc.proj, s.conv[l], w.ConvW, w.ConvB, mask, c)         // silu(causal_conv(xBC)), padding zeroed
+	b.MatMul(sc.proj, x, w.InProj, w.InBias, in) // z | xBC | dt
+	if mup != nil {
+		f.hb().MulCols(sc.proj, mup)                                           // ·ssm_in_multiplier·mup_vector
+		b.Conv(conv.Out, sc.proj, conv.State, conv.W, conv.Bias, conv.Mask, c) // silu(causal_conv(xBC)), padding zeroed
+	}
 	b.SSM(sc.y, sc.xbc, sc.proj, s.ssm[l], w.DtBias, w.ALog, w.D, f.args) // y = (SSM(x) + D·x)·silu(z)
 	o := Plain
 	if w.MixNorm != nil {

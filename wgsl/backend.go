@@ -95,6 +95,7 @@ type Backend struct {
 	groups  map[groupKey]*wgpu.BindGroup
 	byID    map[uint64]map[groupKey]struct{} // the cached groups binding each buffer
 	scratch map[string]*tensor               // internal buffers of multi-pass kernels
+	packs   map[packKey]*tensor              // convPack's copies, made on first use
 
 	all map[*wgpu.Buffer]uint64 // every live buffer and its size, for Close
 	// Freed objects that work being recorded may still use: they are

@@ -156,6 +156,12 @@ type matmulParams struct {
 	HasMask                                                     uint32
 }
 
+// matvecConvParams are matmul.wgsl's with CONV (and MATVEC).
+type matvecConvParams struct {
+	matmulParams
+	C, Xoff, NwOff, BOff, CwOff, CbOff, HasCbias, ConvMask uint32
+}
+
 type matmulSumParams struct {
 	T, N, Splits, Pstride, HasBias, Add uint32
 }
@@ -213,6 +219,13 @@ var (
 		file: "matmul.wgsl", weight: true, variants: []string{"MATVEC"}, workgroup: 256,
 		binds: []binding{read("x"), read("W"), read("bias").optional(), write("out"),
 			read("nw").optional(), read("mask").optional(), read("Q").only("WQ")},
+	})
+	// matvecConvKernel is the decode product with the causal conv in its
+	// epilogue (Product.Conv): another binding table of matmul.wgsl.
+	matvecConvKernel = newKernel[matvecConvParams](kernelInfo{
+		file: "matmul.wgsl", pass: defs("MATVEC", "CONV"), weight: true, workgroup: 256,
+		binds: []binding{read("x"), read("W"), read("vec"), write("out"), read("mask").optional(),
+			write("cstate"), write("xbc"), read("Q").only("WQ")},
 	})
 	matmulSumKernel = newKernel[matmulSumParams](kernelInfo{
 		file: "matmul_sum.wgsl", workgroup: 256,

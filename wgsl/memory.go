@@ -179,6 +179,7 @@ func (b *Backend) Free(x model.Tensor) {
 		return
 	}
 	for _, p := range t.parts {
+		b.dropPacks(p.id)
 		b.dropGroups(p.id)
 		b.dropBuffer(p.buf)
 		if p.q != nil {

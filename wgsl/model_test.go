@@ -152,7 +152,7 @@ func decodeStep(t *testing.T, b *Backend, st *model.State, idT model.Tensor, id 
 
 // TestDecodeSteadyState loads mamba2-go-tiny (8 layers) and checks that a
 // decode step after warm-up creates no buffer, bind group or pipeline and is
-// exactly one submission; it logs the dispatches per token. It also checks
+// exactly one submission, and bounds the dispatches per token. It also checks
 // greedy generation against the CPU backend.
 func TestDecodeSteadyState(t *testing.T) {
 	b := open(t, Options{})
@@ -193,6 +193,11 @@ func TestDecodeSteadyState(t *testing.T) {
 		}
 		t.Logf("mamba2-go-tiny (%d layers), sampling %+v: %d dispatches and %d submission per decoded token",
 			m.Config.Layers, s, disp/steps, subs/steps)
+		// Issue 12's bound: 3 per layer (the conv in in_proj's epilogue),
+		// 4 per token (embedding, final norm with the LM head, sampler).
+		if max := 3*m.Config.Layers + 4; disp > max*steps {
+			t.Errorf("%+v: %d dispatches per token, want at most %d (3 per layer and 4 more)", s, disp/steps, max)
+		}
 	}
 
 	// Greedy generation matches the CPU backend id for id.

@@ -265,8 +265,24 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor, pr model.Product) {
 		}
 		dst = sc.parts[0]
 	}
+	var ce *convEpilogue
+	if pr.Conv != nil && matvec {
+		ce = b.convEpilogue(pr, o, nt, bt, mt, fused, T, N, K)
+	}
 	for _, p := range parts {
 		groupsN := ceilDiv(uint32(p.rows), cols) * ceilDiv(uint32(T), toks) * uint32(splits)
+		if ce != nil {
+			binds := []bind{ro(src.parts[0]), ro(p), ro(ce.vec.parts[0]), rw(dst), b.opt(ce.mask), rw(ce.state.parts[0]), rw(ce.out.parts[0])}
+			matvecConvKernel.dispatchAs(b, wt.withFormat("MATVEC", "CONV", fmt.Sprintf("TPR=%du", b.lanes), fmt.Sprintf("KC=%du", ce.kc)), wt.role,
+				withQ(binds, p),
+				matvecConvParams{matmulParams: matmulParams{T: uint32(T), N: uint32(p.rows), K: uint32(K), Stride: uint32(stride), Ldo: uint32(N),
+					Col0: uint32(p.row0), HasBias: b2u(bt != nil), Kper: uint32(K), Pstride: uint32(T * N), Qstride: uint32(wt.qrow),
+					Add: b2u(pr.Add), HasNorm: b2u(fused), Groups: uint32(groups), Gs: uint32(gs), Eps: pr.Eps, HasMask: b2u(fused && mt != nil)},
+					C: uint32(ce.c), Xoff: uint32(ce.xoff), NwOff: ce.nwOff, BOff: ce.bOff, CwOff: ce.cwOff, CbOff: ce.cbOff,
+					HasCbias: b2u(ce.cbias), ConvMask: b2u(ce.mask != nil)},
+				groupsN)
+			continue
+		}
 		matmulKernel.dispatchAs(b, d, wt.role,
 			withQ([]bind{ro(src.parts[0]), ro(p), b.opt(bt), rw(dst), nb, mb}, p),
 			matmulParams{T: uint32(T), N: uint32(p.rows), K: uint32(K), Stride: uint32(stride), Ldo: uint32(N),
@@ -280,6 +296,9 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor, pr model.Product) {
 			[]bind{ro(dst), b.opt(bt), rw(o.parts[0])},
 			matmulSumParams{T: uint32(T), N: uint32(N), Splits: uint32(splits), Pstride: uint32(T * N), HasBias: b2u(bt != nil), Add: b2u(pr.Add)},
 			ceilDiv(uint32(T*N), matmulSumKernel.workgroup))
+	}
+	if c := pr.Conv; c != nil && ce == nil && b.broken == nil {
+		b.Conv(c.Out, out, c.State, c.W, c.Bias, c.Mask, c.Config)
 	}
 }
 

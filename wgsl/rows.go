@@ -1,8 +1,6 @@
 package wgsl
 
 import (
-	"fmt"
-
 	"github.com/mamba2web/mamba2/model"
 )
 
@@ -54,20 +52,8 @@ func (b *Backend) CopyRows(dst model.Tensor, dstRow int, src model.Tensor, srcRo
 	if rows == 0 || dn == 0 {
 		return
 	}
-	if b.enc == nil && !b.beginEncoder() {
-		return
-	}
-	if b.pass != nil {
-		if err := endPass(b.pass); err != nil {
-			b.fail(fmt.Errorf("wgsl: %v", err))
-		}
-		b.pass.Release()
-		b.pass = nil
-	}
 	row := uint64(dn) * 4
-	if err := b.enc.CopyBufferToBuffer(s.parts[0].buf, uint64(srcRow)*row, d.parts[0].buf, uint64(dstRow)*row, uint64(rows)*row); err != nil {
-		b.fail(fmt.Errorf("wgsl: %s: %v", op, err))
-	}
+	b.copyBuffer(op, s.parts[0].buf, uint64(srcRow)*row, d.parts[0].buf, uint64(dstRow)*row, uint64(rows)*row)
 }
 
 // rowElems is the number of elements in one row (the first axis) of shape.

@@ -13,13 +13,15 @@ import (
 
 // Weight implements model.Backend.
 //
-// Matrices (rank ≥ 2: in_proj, out_proj, conv1d, the embedding and lm_head)
-// keep their stored format: f16 and bf16 stay packed two per u32, int8 four
+// Matrices (rank ≥ 2: in_proj, out_proj, the embedding and lm_head) keep
+// their stored format: f16 and bf16 stay packed two per u32, int8 four
 // and int4 eight, each row padded to a whole word so it starts on one, and
 // the kernels widen or dequantize them in registers (the format picks the
 // shader variant, unpack.wgsl). A quantized matrix has a second buffer per
 // part of its rows' scales and zeros. Vectors (norm weights, biases,
-// dt_bias, A_log, D) are widened to f32 on upload: they are a negligible
+// dt_bias, A_log, D) and the conv1d weight are widened to f32 on upload
+// (the decode step copies the conv's and the norm's into one buffer the
+// in_proj product reads, convPack): they are a negligible
 // share of the bytes, and keeping them f32 lets a kernel read several of
 // them without a variant for every combination of formats.
 //
@@ -49,6 +51,9 @@ func (b *Backend) weight(w model.WeightSpec) (*tensor, error) {
 			t.cols = n / t.rows
 		}
 		t.format = w.Format
+		if w.Role == model.RoleConv && !w.Format.Quantized() {
+			t.format = model.FormatF32 // widened, as a vector: see convPack
+		}
 	}
 	if w.Format.Quantized() {
 		t.group = w.GroupSize
@@ -68,7 +73,7 @@ func (b *Backend) weight(w model.WeightSpec) (*tensor, error) {
 	if rowBytes > 0 {
 		perPart = min(perPart, int(b.maxBinding/rowBytes))
 	}
-	usage := wgpu.BufferUsageStorage | wgpu.BufferUsageCopyDst
+	usage := wgpu.BufferUsageStorage | wgpu.BufferUsageCopyDst | wgpu.BufferUsageCopySrc // CopySrc: convPack copies vectors
 	for r := 0; r < max(1, t.rows); r += perPart {
 		if err := b.addPart(t, r, min(perPart, max(1, t.rows)-r), usage); err != nil {
 			b.Free(t)

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/mamba2web/mamba2/cpu"
@@ -191,8 +192,12 @@ func QuantSpecOf(name string, shape []int, data []float32, q model.Quant, chunk 
 	return spec
 }
 
-// role guesses a test tensor's role from its rank: matrices are in_proj.
+// role guesses a test tensor's role from its name and rank: the conv
+// weight is the conv's, other matrices are in_proj.
 func role(name string, shape []int) model.Role {
+	if strings.HasSuffix(name, "conv1d.weight") {
+		return model.RoleConv
+	}
 	if len(shape) >= 2 {
 		return model.RoleInProj
 	}
@@ -562,52 +567,80 @@ func (h *opsHarness) ssm(t *testing.T) {
 	}
 }
 
-// decodeLayer runs one layer's operations on one decoded token of two
-// sequences, in the order forward.go issues them, so a backend that fuses
-// neighbouring operations when decoding is checked against the CPU's
-// operations one by one.
+// decodeLayer runs one layer's operations on one decoded token of B
+// sequences, as forward.go issues them (the conv as the in_proj product's
+// epilogue, Product.Conv), against the CPU's operations one by one, so a
+// backend that fuses neighbouring operations when decoding is checked
+// against the unfused path. B = 5 is more rows than a matrix-vector
+// kernel takes at once.
 func (h *opsHarness) decodeLayer(t *testing.T) {
+	n := 0 // cases so far: the batch size, mask and bias rotate over them
 	for i, cfg := range []model.Config{opsConfig(), opsConfigWide()} {
 		for j, wf := range matrixFormats {
 			if (i+j)%2 == 1 {
 				continue
 			}
-			t.Run(fmt.Sprintf("D%d/H%d/G%d/%s", cfg.Hidden, cfg.Heads, cfg.Groups, wf), func(t *testing.T) {
-				const B = 2
-				D, I, C, K, PD := cfg.Hidden, cfg.Inner(), cfg.ConvDim(), cfg.ConvKernel, cfg.ProjDim()
-				H, P, N := cfg.Heads, cfg.HeadDim, cfg.State
-				hh := h.act(t, h.rand(B*D, -2, 2), B, 1, D)
-				norm := h.weight(t, "norm", dtypes[j%3], 0.5, 1.5, D)
-				inW := h.matrix(t, "in_proj", wf, -0.5, 0.5, PD, D)
-				convW := h.weight(t, "conv1d.weight", dtypes[(j+1)%3], -1, 1, C, K)
-				convB := h.weight(t, "conv1d.bias", loader.F32, -1, 1, C)
-				conv := h.act(t, nil, B, K-1, C)
-				ssm := h.act(t, h.rand(B*H*P*N, -0.5, 0.5), B, H, P, N)
-				dtBias := h.weight(t, "dt_bias", loader.F32, -1, 1, H)
-				aLog := h.weight(t, "A_log", loader.F32, -1, 1.5, H)
-				d := h.weight(t, "D", loader.F32, -1, 1, H)
-				mix := h.weight(t, "norm", dtypes[(j+2)%3], 0.5, 1.5, I)
-				outW := h.matrix(t, "out_proj", wf, -0.5, 0.5, D, I)
-				proj, xbc, y := h.act(t, nil, B, 1, PD), h.act(t, nil, B, 1, C), h.act(t, nil, B, 1, I)
-				for step := range 2 { // the second step sees the first's conv and SSM state
-					for _, ref := range []bool{false, true} {
-						b := h.b
-						if ref {
-							b = h.ref
-						}
-						b.MatMul(proj.on(ref), hh.on(ref), inW.on(ref), nil, model.Product{Norm: norm.on(ref), Groups: 1, Eps: 1e-5})
-						b.Conv(xbc.on(ref), proj.on(ref), conv.on(ref), convW.on(ref), convB.on(ref), nil, cfg)
-						b.SSM(y.on(ref), xbc.on(ref), proj.on(ref), ssm.on(ref), dtBias.on(ref), aLog.on(ref), d.on(ref),
-							model.SSMArgs{Config: cfg, Chunked: false, Gate: true})
-						b.MatMul(hh.on(ref), y.on(ref), outW.on(ref), nil,
-							model.Product{Norm: mix.on(ref), Groups: cfg.Groups, Eps: 1e-5, Add: true})
-					}
-					h.close(t, fmt.Sprintf("step %d: h", step), hh)
-					h.close(t, fmt.Sprintf("step %d: conv state", step), conv)
-					h.close(t, fmt.Sprintf("step %d: SSM state", step), ssm)
-				}
+			B, masked, biased := []int{2, 5, 1}[n%3], n%2 == 1, n%3 != 1
+			n++
+			t.Run(fmt.Sprintf("D%d/H%d/G%d/%s/B%d/mask=%v/bias=%v", cfg.Hidden, cfg.Heads, cfg.Groups, wf, B, masked, biased), func(t *testing.T) {
+				h.decodeLayerCase(t, cfg, wf, j, B, masked, biased)
 			})
 		}
+	}
+}
+
+func (h *opsHarness) decodeLayerCase(t *testing.T, cfg model.Config, wf wformat, j, B int, masked, biased bool) {
+	D, I, C, K, PD := cfg.Hidden, cfg.Inner(), cfg.ConvDim(), cfg.ConvKernel, cfg.ProjDim()
+	H, P, N := cfg.Heads, cfg.HeadDim, cfg.State
+	hh := h.act(t, h.rand(B*D, -2, 2), B, 1, D)
+	norm := h.weight(t, "norm", dtypes[j%3], 0.5, 1.5, D)
+	inW := h.matrix(t, "in_proj", wf, -0.5, 0.5, PD, D)
+	var inB, mask pair
+	if biased {
+		inB = h.weight(t, "in_proj.bias", loader.F32, -1, 1, PD)
+	}
+	if masked { // the first sequence is padding at this step
+		m := make([]float32, B)
+		for r := 1; r < B; r++ {
+			m[r] = 1
+		}
+		mask = h.act(t, m, B, 1)
+	}
+	convW := h.weight(t, "conv1d.weight", dtypes[(j+1)%3], -1, 1, C, K)
+	convB := h.weight(t, "conv1d.bias", loader.F32, -1, 1, C)
+	conv := h.act(t, h.rand(B*(K-1)*C, -1, 1), B, K-1, C)
+	ssm := h.act(t, h.rand(B*H*P*N, -0.5, 0.5), B, H, P, N)
+	dtBias := h.weight(t, "dt_bias", loader.F32, -1, 1, H)
+	aLog := h.weight(t, "A_log", loader.F32, -1, 1.5, H)
+	d := h.weight(t, "D", loader.F32, -1, 1, H)
+	mix := h.weight(t, "norm", dtypes[(j+2)%3], 0.5, 1.5, I)
+	outW := h.matrix(t, "out_proj", wf, -0.5, 0.5, D, I)
+	proj, xbc, y := h.act(t, nil, B, 1, PD), h.act(t, nil, B, 1, C), h.act(t, nil, B, 1, I)
+	for step := range 2 { // the second step sees the first's conv and SSM state
+		for _, ref := range []bool{false, true} {
+			b := h.b
+			if ref {
+				b = h.ref
+			}
+			in := model.Product{Norm: norm.on(ref), Mask: mask.on(ref), Groups: 1, Eps: 1e-5}
+			cv := &model.ConvArgs{Out: xbc.on(ref), State: conv.on(ref), W: convW.on(ref), Bias: convB.on(ref), Mask: mask.on(ref), Config: cfg}
+			if ref {
+				b.MatMul(proj.on(ref), hh.on(ref), inW.on(ref), inB.on(ref), in)
+				b.Conv(cv.Out, proj.on(ref), cv.State, cv.W, cv.Bias, cv.Mask, cfg)
+			} else {
+				in.Conv = cv
+				b.MatMul(proj.on(ref), hh.on(ref), inW.on(ref), inB.on(ref), in)
+			}
+			b.SSM(y.on(ref), xbc.on(ref), proj.on(ref), ssm.on(ref), dtBias.on(ref), aLog.on(ref), d.on(ref),
+				model.SSMArgs{Config: cfg, Chunked: false, Gate: true})
+			b.MatMul(hh.on(ref), y.on(ref), outW.on(ref), nil,
+				model.Product{Norm: mix.on(ref), Groups: cfg.Groups, Eps: 1e-5, Add: true})
+		}
+		h.close(t, fmt.Sprintf("step %d: proj", step), proj)
+		h.close(t, fmt.Sprintf("step %d: xbc", step), xbc)
+		h.close(t, fmt.Sprintf("step %d: h", step), hh)
+		h.close(t, fmt.Sprintf("step %d: conv state", step), conv)
+		h.close(t, fmt.Sprintf("step %d: SSM state", step), ssm)
 	}
 }
 

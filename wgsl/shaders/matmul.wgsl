@@ -51,17 +51,74 @@ struct Params {
     gs: u32,
     eps: f32,
     has_mask: u32,
+#ifdef CONV
+    C: u32,        // conv channels: output columns [xoff, xoff + C) are xBC
+    xoff: u32,
+    nw_off: u32,   // where vec holds the norm weight, the bias, the conv
+    b_off: u32,    // weight ([C, KC]) and the conv bias
+    cw_off: u32,
+    cb_off: u32,
+    has_cbias: u32,
+    conv_mask: u32, // the conv's output is multiplied by mask[t]
+#endif
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> W: array<WWord>;
+#ifdef CONV
+// CONV (with MATVEC, tokens of one position each): the causal conv of a
+// decoded token in the epilogue, Backend.Conv's default variant for the
+// one column an invocation has just written. WebGPU guarantees 8 storage
+// bindings, so the norm weight, the bias and the conv's weight and bias
+// come packed in one f32 buffer (convPack).
+@group(0) @binding(3) var<storage, read> vec: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> mask: array<f32>;
+@group(0) @binding(6) var<storage, read_write> cstate: array<f32>;
+@group(0) @binding(7) var<storage, read_write> xbc: array<f32>;
+#ifdef WQ
+@group(0) @binding(8) var<storage, read> Q: array<u32>;
+#endif
+
+fn norm_w(k: u32) -> f32 { return vec[P.nw_off + k]; }
+fn bias_at(n: u32) -> f32 { return vec[P.b_off + n]; }
+
+// conv_step is conv.wgsl's decode step for channel c of sequence t, whose
+// new input v (its xBC column of proj) this invocation just wrote.
+fn conv_step(t: u32, c: u32, v: f32) {
+    var s = 0.0;
+    if (P.has_cbias == 1u) {
+        s = vec[P.cb_off + c];
+    }
+    let w0 = P.cw_off + c * KC;
+    let s0 = t * (KC - 1u) * P.C + c;
+    for (var k = 0u; k + 1u < KC; k++) {
+        let old = cstate[s0 + k * P.C];
+        s += vec[w0 + k] * old;
+        var next = v;
+        if (k + 2u < KC) {
+            next = cstate[s0 + (k + 1u) * P.C];
+        }
+        cstate[s0 + k * P.C] = next;
+    }
+    s = silu(s + vec[w0 + KC - 1u] * v);
+    if (P.conv_mask == 1u) {
+        s *= mask[t];
+    }
+    xbc[t * P.C + c] = s;
+}
+#else
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read> nw: array<f32>;
 @group(0) @binding(6) var<storage, read> mask: array<f32>;
 #ifdef WQ
 @group(0) @binding(7) var<storage, read> Q: array<u32>;
+#endif
+
+fn norm_w(k: u32) -> f32 { return nw[k]; }
+fn bias_at(n: u32) -> f32 { return bias[n]; }
 #endif
 
 const WG: u32 = 256u;
@@ -143,7 +200,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             var wv = w_getv(n, k);
             if (normed) {
                 for (var i = 0u; i < WV; i++) {
-                    wv[i] *= nw[k + i];
+                    wv[i] *= norm_w(k + i);
                 }
                 while (k >= gend) {
                     grp++;
@@ -169,7 +226,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             var wv = w_get(n, k);
             var grp = 0u;
             if (normed) {
-                wv *= nw[k];
+                wv *= norm_w(k);
                 grp = k / P.gs;
             }
             for (var j = 0u; j < TB; j++) {
@@ -202,13 +259,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (t < P.T) {
                 var v = part[j * WG + lid];
                 if (P.has_bias == 1u) {
-                    v += bias[P.col0 + n];
+                    v += bias_at(P.col0 + n);
                 }
                 let o = t * P.ldo + P.col0 + n;
                 if (P.add == 1u) {
                     v += out[o];
                 }
                 out[o] = v;
+#ifdef CONV
+                let col = P.col0 + n;
+                if (col >= P.xoff && col < P.xoff + P.C) {
+                    conv_step(t, col - P.xoff, v);
+                }
+#endif
             }
         }
     }

@@ -412,7 +412,7 @@ func (f *pass) mamba2(l int, w *Layer) {
 	s, b, sc, mask, c := f.s, f.s.m.Backend, f.sc, f.mask, f.args.Config
 	in := f.norm(w.Norm, mask, 1)
 	in.Conv = &ConvArgs{Out: sc.xbc, State: s.conv[l], W: w.ConvW, Bias: w.ConvB, Mask: mask, Config: c}
-	b.MatMul(sc.proj, sc.h, w.InProj, w.InBias, in) // z | xBC | dt = rmsnorm(h)·w·mask Wᵀ; then xbc = silu(causal_conv(xBC)), padding zeroed
+	b.MatMul(sc.proj, sc.h, w.InProj, w.InBias, in)                       // z | xBC | dt = rmsnorm(h)·w·mask Wᵀ; then xbc = silu(causal_conv(xBC)), padding zeroed
 	b.SSM(sc.y, sc.xbc, sc.proj, s.ssm[l], w.DtBias, w.ALog, w.D, f.args) // y = (SSM(x) + D·x)·silu(z)
 	out := f.norm(w.MixNorm, nil, f.groups)
 	out.Add = true

@@ -91,10 +91,33 @@ func RunHybridScheduler(t *testing.T, m *model.Model, exp HybridExpected) {
 			}
 		})
 	}
+	t.Run("idle slot", func(t *testing.T) {
+		// One request after another in two slots: the free slot runs on
+		// the pad token at every step, and its position would pass the
+		// caches' capacity during the second request; it starts over
+		// instead, and the request in the other slot is undisturbed.
+		s, err := model.NewScheduler(m, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		for _, r := range []request{{ints(p[:2]), greedy(60)}, {ints(p[:5]), greedy(10)}} {
+			w, err := m.Generate(context.Background(), r.prompt, r.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, err := s.Generate(context.Background(), r.prompt, r.o)
+			if err != nil || !slices.Equal(g.IDs, w.IDs) {
+				t.Errorf("%d prompt tokens: %v (%v), Generate alone %v", len(r.prompt), g.IDs, err, w.IDs)
+			}
+		}
+	})
 	t.Run("state", func(t *testing.T) {
-		run := func(gen func(context.Context, []int, model.Options) (model.Result, error)) ([]int, []byte) {
+		// run feeds two prompts through gen on one state and returns the
+		// ids and the state, which the caller saves once the backend is
+		// its own again.
+		run := func(gen func(context.Context, []int, model.Options) (model.Result, error)) ([]int, *model.State) {
 			st := m.NewState(1)
-			defer st.Close()
 			var ids []int
 			for _, pr := range [][]int{ints(p[:9]), ints(p[9:12])} {
 				res, err := gen(context.Background(), pr, model.Options{MaxNewTokens: 7, StopIDs: []int{}, State: st})
@@ -103,18 +126,22 @@ func RunHybridScheduler(t *testing.T, m *model.Model, exp HybridExpected) {
 				}
 				ids = append(append(ids, res.IDs...), -1)
 			}
+			return ids, st
+		}
+		save := func(st *model.State) []byte {
+			defer st.Close()
 			saved, err := st.Save()
 			if err != nil {
 				t.Fatal(err)
 			}
-			return ids, saved
+			return saved
 		}
-		wantIDs, wantState := run(m.Generate)
+		wantIDs, st := run(m.Generate)
+		wantState := save(st)
 		s, err := model.NewScheduler(m, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer s.Close()
 		// Another request runs beside it, so the state's slot is not the
 		// pool's only row and its position is not the others'.
 		var wg sync.WaitGroup
@@ -123,8 +150,10 @@ func RunHybridScheduler(t *testing.T, m *model.Model, exp HybridExpected) {
 				t.Error(err)
 			}
 		})
-		gotIDs, gotState := run(s.Generate)
+		gotIDs, st := run(s.Generate)
 		wg.Wait()
+		s.Close()
+		gotState := save(st)
 		if !slices.Equal(gotIDs, wantIDs) {
 			t.Errorf("ids %v, Generate %v", gotIDs, wantIDs)
 		}

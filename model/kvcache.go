@@ -181,11 +181,18 @@ func (s *State) reserve(hb HybridBackend, L int) {
 		a.start, a.startSynced = hb.Alloc(I32, B), false
 	}
 	if !a.startSynced {
-		pos := make([]int32, B)
+		// Every sequence at 0 (a new or Reset state: each prompt the
+		// Scheduler prefills) is a Zero, recorded with the call's other
+		// work; a Write would end the GPU backend's recording.
+		pos, zero := make([]int32, B), true
 		for b, n := range a.lens {
-			pos[b] = int32(n)
+			pos[b], zero = int32(n), zero && n == 0
 		}
-		hb.WriteIDs(a.start, pos)
+		if zero {
+			hb.Zero(a.start)
+		} else {
+			hb.WriteIDs(a.start, pos)
+		}
 		a.startSynced = true
 	}
 	if a.padded && !a.synced {

@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"cmp"
+	"fmt"
 	"math"
 	"slices"
 
@@ -53,14 +54,14 @@ func (*Backend) Concat(out, a, b model.Tensor) {
 // (inv_freq = 1 / theta^(2i/Dim), freq = pos·inv_freq, then cos and sin),
 // whatever the model's dtype.
 func (*Backend) Rotary(x model.Tensor, a model.RotaryArgs) {
-	xv := f(x)
+	xv, start := f(x), ids(a.Start)
 	sh := x.Shape()
 	B, L := sh[0], sh[1]
 	half := a.Dim / 2
 	cos, sin := make([]float32, half), make([]float32, half)
 	for bi := range B {
 		for l := range L {
-			pos := float32(a.Pos + l)
+			pos := float32(a.Pos + at(start, bi) + l)
 			for i := range half {
 				inv := float32(1 / float64(float32(math.Pow(a.Theta, float64(float32(2*i)/float32(a.Dim))))))
 				ang := float64(pos * inv)
@@ -79,13 +80,54 @@ func (*Backend) Rotary(x model.Tensor, a model.RotaryArgs) {
 	}
 }
 
-// StoreKV: cache[b, at+i, :] = x[b, i, :].
-func (*Backend) StoreKV(cache, x model.Tensor, at int) {
-	cv, xv := f(cache), f(x)
+// ids is an I32 tensor's elements (nil for nil).
+func ids(t model.Tensor) []int32 {
+	if t == nil {
+		return nil
+	}
+	return t.(*tensor).ids
+}
+
+// at is start[b], 0 without start.
+func at(start []int32, b int) int {
+	if start == nil {
+		return 0
+	}
+	return int(start[b])
+}
+
+// StoreKV: cache[b, at+start[b]+i, :] = x[b, i, :], positions past the
+// capacity dropped.
+func (*Backend) StoreKV(cache, x model.Tensor, at0 int, start model.Tensor) {
+	cv, xv, sv := f(cache), f(x), ids(start)
 	cs, xs := cache.Shape(), x.Shape()
 	B, Cap, L, X := cs[0], cs[1], xs[1], xs[2]
 	for b := range B {
-		copy(cv[(b*Cap+at)*X:(b*Cap+at+L)*X], xv[b*L*X:(b+1)*L*X])
+		p := at0 + at(sv, b)
+		n := max(0, min(L, Cap-p))
+		if p < 0 {
+			panic(fmt.Sprintf("cpu: store kv: sequence %d at position %d", b, p))
+		}
+		copy(cv[(b*Cap+p)*X:(b*Cap+p+n)*X], xv[b*L*X:(b*L+n)*X])
+	}
+}
+
+// CopyKV: dst[dstRow, :n] = src[srcRow, :n].
+func (*Backend) CopyKV(dst model.Tensor, dstRow int, src model.Tensor, srcRow, n int) {
+	dv, sv := f(dst), f(src)
+	ds, ss := dst.Shape(), src.Shape()
+	X := ds[2]
+	if ss[2] != X || n > ds[1] || n > ss[1] {
+		panic(fmt.Sprintf("cpu: copy kv: %d positions of %v into %v", n, ss, ds))
+	}
+	copy(dv[dstRow*ds[1]*X:(dstRow*ds[1]+n)*X], sv[srcRow*ss[1]*X:(srcRow*ss[1]+n)*X])
+}
+
+// Advance: pos[b] += n.
+func (*Backend) Advance(pos model.Tensor, n int) {
+	p := ids(pos)
+	for i := range p {
+		p[i] += int32(n)
 	}
 }
 
@@ -93,7 +135,7 @@ func (*Backend) StoreKV(cache, x model.Tensor, at int) {
 // query, head), softmax over the visible keys in float64, then the
 // weighted sum of the values.
 func (b *Backend) Attend(out, q, k, v, keyMask model.Tensor, a model.AttnArgs) {
-	o, qv, kv, vv, mk := f(out), f(q), f(k), f(v), f(keyMask)
+	o, qv, kv, vv, mk, start := f(out), f(q), f(k), f(v), f(keyMask), ids(a.Start)
 	B, L, Cap := q.Shape()[0], q.Shape()[1], k.Shape()[1]
 	Hq, Hkv, Dh := a.Heads, a.KVHeads, a.HeadDim
 	rep := Hq / Hkv
@@ -104,7 +146,7 @@ func (b *Backend) Attend(out, q, k, v, keyMask model.Tensor, a model.AttnArgs) {
 			bi, l, h := i/(L*Hq), i/Hq%L, i%Hq
 			kh := h / rep
 			qr := qv[(bi*L+l)*Hq*Dh+h*Dh:][:Dh]
-			last := a.Pos + l
+			last := min(a.Pos+at(start, bi)+l, Cap-1)
 			best := math.Inf(-1)
 			for j := 0; j <= last; j++ {
 				w[j] = math.Inf(-1)

@@ -42,16 +42,23 @@ type RotaryArgs struct {
 	// rotary: head_dim × partial_rotary_factor); the rest pass through.
 	Dim   int
 	Theta float64 // rope_theta
-	Pos   int     // the position of the first row of every sequence
+	// Pos is the position of the first row of every sequence, plus
+	// Start[b] for sequence b when Start is set: [B] I32 on the backend,
+	// so the sequences of a batch may be at different positions (the
+	// Scheduler's slots) without the host writing them every step.
+	Pos   int
+	Start Tensor
 }
 
 // AttnArgs are the parameters of HybridBackend.Attend.
 type AttnArgs struct {
 	Heads, KVHeads, HeadDim int
-	// Pos is the position of the first query of every sequence: the
-	// queries are positions [Pos, Pos+L), and query Pos+i sees the keys
-	// [0, Pos+i] of the cache.
+	// Pos is the position of the first query of every sequence, plus
+	// Start[b] for sequence b when Start ([B] I32) is set: the queries of
+	// sequence b are positions [p, p+L) with p = Pos + Start[b], and
+	// query p+i sees the keys [0, p+i] of its row of the cache.
 	Pos   int
+	Start Tensor
 	Scale float32 // the factor on q·k (1/sqrt(head_dim) for most families)
 }
 
@@ -83,20 +90,35 @@ type HybridBackend interface {
 	// Concat writes out[t] = a[t] ‖ b[t] for rows of a [T, X] and b [T, Y].
 	Concat(out, a, b Tensor)
 	// Rotary rotates q or k ([B, L, Heads·HeadDim]) in place by the
-	// position of each row (a.Pos + l), transformers' rotate_half
-	// convention: for i < Dim/2, with angle (a.Pos+l)·Theta^(−2i/Dim),
+	// position of each row (p = a.Pos + a.Start[b] + l, a.Start nil
+	// counting as zeros), transformers' rotate_half convention: for
+	// i < Dim/2, with angle p·Theta^(−2i/Dim),
 	// (x[i], x[i+Dim/2]) becomes (x[i]·cos − x[i+Dim/2]·sin,
 	// x[i+Dim/2]·cos + x[i]·sin); channels from Dim on are left alone.
 	Rotary(x Tensor, a RotaryArgs)
-	// StoreKV copies x ([B, L, X]) into positions [at, at+L) of cache
-	// ([B, Cap, X]): appending to a KV cache, or moving a cache into a
-	// larger one.
-	StoreKV(cache, x Tensor, at int)
+	// StoreKV copies x ([B, L, X]) into positions [p, p+L) of cache
+	// ([B, Cap, X]), p = at + start[b] for sequence b (start, [B] I32,
+	// nil counting as zeros): appending to a KV cache, each sequence at
+	// its own length, or moving a cache into a larger one. Positions
+	// past Cap are not written (start lives on the device, where the
+	// backend cannot check it first; the model never asks for them).
+	StoreKV(cache, x Tensor, at int, start Tensor)
+	// CopyKV copies positions [0, n) of sequence srcRow of the cache src
+	// ([B, Cap, X]) into positions [0, n) of sequence dstRow of dst
+	// ([B', Cap', X]), ordered with the operations around it: moving one
+	// sequence's keys or values into a slot of another state (the
+	// Scheduler), whatever the two capacities.
+	CopyKV(dst Tensor, dstRow int, src Tensor, srcRow, n int)
+	// Advance adds n to every element of pos (an I32 vector): the
+	// sequences' positions after a forward call of n positions, moved on
+	// without a round trip through the host.
+	Advance(pos Tensor, n int)
 	// Attend is causal grouped-query attention: for each sequence b,
-	// query row l of q ([B, L, Heads·HeadDim]) at position a.Pos+l, and
+	// query row l of q ([B, L, Heads·HeadDim]) at position
+	// p = a.Pos + a.Start[b] + l (a.Start nil counting as zeros), and
 	// head h (using KV head h / (Heads/KVHeads)),
 	//
-	//	out = Σ_j softmax_j(a.Scale · q·k_j) v_j over j ≤ a.Pos+l with keyMask[b, j] ≠ 0
+	//	out = Σ_j softmax_j(a.Scale · q·k_j) v_j over j ≤ min(p, Cap−1) with keyMask[b, j] ≠ 0
 	//
 	// k and v are the caches ([B, Cap, KVHeads·HeadDim]); keyMask
 	// ([B, Cap], nil: every key counts) marks left padding. A query with

@@ -160,18 +160,22 @@ func (f *pass) attention(l int, a *Attention, blk *Block, out, x Tensor, inMul f
 	if km := inMul * float32(hy.KeyMul); km != 1 {
 		hb.Scale(k, km)
 	}
+	start := s.attn.start // each sequence's position (kvcache.go)
 	if hy.RotaryDim > 0 {
-		ra := RotaryArgs{Heads: Hq, HeadDim: Dh, Dim: hy.RotaryDim, Theta: hy.RopeTheta, Pos: s.Pos}
+		ra := RotaryArgs{Heads: Hq, HeadDim: Dh, Dim: hy.RotaryDim, Theta: hy.RopeTheta, Start: start}
 		hb.Rotary(q, ra) // q, k = apply_rotary_pos_emb(q, k, cos, sin)
 		ra.Heads = Hkv
 		hb.Rotary(k, ra)
 	}
 	kv := s.kv[l]
-	hb.StoreKV(kv.k, k, s.Pos) // the cache grows by this call's positions
-	hb.StoreKV(kv.v, v, s.Pos)
+	hb.StoreKV(kv.k, k, 0, start) // each sequence's cache grows by this call's positions
+	hb.StoreKV(kv.v, v, 0, start)
 	att := f.buf("att", Hq*Dh)
 	hb.Attend(att, q, kv.k, kv.v, s.attn.keyMask(),
-		AttnArgs{Heads: Hq, KVHeads: Hkv, HeadDim: Dh, Pos: s.Pos, Scale: float32(hy.AttnScale)}) // softmax(q·kᵀ·scale + causal/pad mask)·v
+		AttnArgs{Heads: Hq, KVHeads: Hkv, HeadDim: Dh, Start: start, Scale: float32(hy.AttnScale)}) // softmax(q·kᵀ·scale + causal/pad mask)·v
+	if l == s.attn.last {
+		s.advance(hb, f.L) // the blocks after this one read no positions
+	}
 	hb.MatMul(out, att, a.O, a.OB, Plain) // out = o_proj(att)
 }
 

@@ -69,10 +69,12 @@ func CopyRows(b Backend, dst Tensor, dstRow int, src Tensor, srcRow, rows int) e
 	return nil
 }
 
-// copyStateRows copies the conv and SSM state of sequences [srcRow,
-// srcRow+rows) of src into sequences [dstRow, dstRow+rows) of dst, layer
-// by layer: the whole recurrent state of those sequences, so dst's rows
-// continue exactly where src's were (Mamba has no positions to move).
+// copyStateRows copies the state of sequences [srcRow, srcRow+rows) of
+// src into sequences [dstRow, dstRow+rows) of dst, layer by layer: the
+// conv and SSM state of every Mamba-2 block and, for a hybrid, the keys
+// and values each attention block holds of those sequences and their key
+// mask (copyKVRow). So dst's rows continue exactly where src's were, each
+// at its own position, whatever position dst's other rows are at.
 func copyStateRows(dst *State, dstRow int, src *State, srcRow, rows int) error {
 	if dst.closed || src.closed {
 		return fmt.Errorf("copy state rows: the state is closed")
@@ -80,17 +82,32 @@ func copyStateRows(dst *State, dstRow int, src *State, srcRow, rows int) error {
 	if dst.m != src.m {
 		return fmt.Errorf("copy state rows: the states belong to different models")
 	}
-	if hy := dst.m.Config.Hybrid; hy != nil {
-		// A KV cache row holds positions, which differ between slots.
-		return fmt.Errorf("copy state rows: moving sequences of a %s model between states (batched serving) is not supported yet", hy.Family)
+	if rows < 0 || srcRow < 0 || dstRow < 0 || srcRow+rows > src.Batch || dstRow+rows > dst.Batch {
+		return fmt.Errorf("copy state rows: sequences [%d, %d) of %d into [%d, %d) of %d are out of range",
+			srcRow, srcRow+rows, src.Batch, dstRow, dstRow+rows, dst.Batch)
+	}
+	if dst == src {
+		return fmt.Errorf("copy state rows: source and destination are the same state")
 	}
 	b := dst.m.Backend
 	for l := range dst.conv {
+		if dst.conv[l] == nil { // an attention-only block of a hybrid
+			continue
+		}
 		if err := CopyRows(b, dst.conv[l], dstRow, src.conv[l], srcRow, rows); err != nil {
 			return fmt.Errorf("layer %d conv state: %w", l, err)
 		}
 		if err := CopyRows(b, dst.ssm[l], dstRow, src.ssm[l], srcRow, rows); err != nil {
 			return fmt.Errorf("layer %d SSM state: %w", l, err)
+		}
+	}
+	if hasKV(dst) {
+		hb, err := RequireHybrid(dst.m.Config, b)
+		if err != nil {
+			return fmt.Errorf("copy state rows: %w", err)
+		}
+		for r := range rows {
+			dst.copyKVRow(hb, dstRow+r, src, srcRow+r)
 		}
 	}
 	return nil

@@ -28,7 +28,9 @@ var ErrSchedulerClosed = errors.New("scheduler: closed")
 // or their caller no longer waiting: a stop string, a callback's error, a
 // cancelled context). Free slots run on the pad token and are ignored; a
 // slot's state is overwritten when a request is admitted into it, and Mamba
-// decoding has no positions, so an idle row never disturbs the others.
+// decoding has no positions, so an idle row never disturbs the others. A
+// hybrid's attention rows each keep their own position and KV cache
+// length (model/kvcache.go), so its slots are as independent.
 //
 // Generate has the signature and the results of Model.Generate: each
 // request gets exactly the ids it would get alone, a seed giving the same
@@ -87,6 +89,9 @@ func NewScheduler(m *Model, slots int) (*Scheduler, error) {
 	}
 	if _, ok := m.Backend.(DeviceSampler); ok {
 		s.idsT = m.Backend.Alloc(I32, slots)
+	}
+	for i := range slots {
+		s.pool.releaseRow(i) // a hybrid's free slots never grow its KV caches
 	}
 	go s.loop()
 	return s, nil
@@ -510,6 +515,7 @@ func (s *Scheduler) retire(i int, err error) {
 		}
 		st.Pos = sl.pos
 	}
+	s.pool.releaseRow(i)
 	sl.r.end(err)
 }
 

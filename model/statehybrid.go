@@ -18,7 +18,11 @@ import (
 //	k, v        per attention block: [B, pos, KVHeads·HeadDim] float32 each
 //	key mask    [B, pos] float32, 1 for a token, 0 for left padding
 //
-// Its size grows with pos, as the caches do.
+// Its size grows with pos, as the caches do. Every sequence is at
+// position pos: a state whose sequences are at different positions (the
+// Scheduler's pool, whose slots were copied in at their own lengths) is
+// not saved, so the format needs no per-sequence lengths and files of
+// every earlier release still restore.
 const hybridStateVersion = 2
 
 // hybridStateBytes is the body of a hybrid state at position pos.
@@ -38,6 +42,9 @@ func (s *State) hybridStateBytes(pos int) int {
 
 func (s *State) saveHybrid() ([]byte, error) {
 	c, b, B := s.m.Config, s.m.Backend, s.Batch
+	if !s.uniform() {
+		return nil, fmt.Errorf("save: the sequences of this state are at different positions %v (sequences moved between states, as the scheduler's slots); a saved state holds sequences at one position", s.attn.lens)
+	}
 	out := make([]byte, 0, stateHeader+s.hybridStateBytes(s.Pos))
 	out = append(out, stateMagic...)
 	out = binary.LittleEndian.AppendUint32(out, hybridStateVersion)
@@ -155,7 +162,11 @@ func (s *State) restoreHybrid(data []byte) error {
 	}
 	a := &s.attn
 	a.free(b)
+	s.initAttn()
 	a.cap, a.hist, a.padded = capa, make([]float32, B*capa), false
+	for bi := range B {
+		a.lens[bi], a.idle[bi] = pos, false
+	}
 	for bi := range B {
 		for i, v := range take(pos) {
 			a.hist[bi*capa+i] = v

@@ -34,17 +34,21 @@ type concatParams struct {
 }
 
 type storeKVParams struct {
-	B, L, X, Cap, At uint32
+	B, L, X, Cap, At, HasStart uint32
 }
 
 type rotaryParams struct {
-	Rows, L, Heads, HeadDim, Half, Pos uint32
+	Rows, L, Heads, HeadDim, Half, Pos, HasStart uint32
 }
 
 type attendParams struct {
 	B, L, Cap, Heads, KVHeads, HeadDim, Pos uint32
 	Scale                                   float32
-	HasMask                                 uint32
+	HasMask, HasStart                       uint32
+}
+
+type advanceParams struct {
+	B, N uint32
 }
 
 type gluParams struct {
@@ -78,14 +82,17 @@ var (
 		file: "concat.wgsl", workgroup: 256, binds: []binding{read("a"), read("b"), write("out")},
 	})
 	storeKVKernel = newKernel[storeKVParams](kernelInfo{
-		file: "store_kv.wgsl", workgroup: 256, binds: []binding{read("x"), write("cache")},
+		file: "store_kv.wgsl", workgroup: 256, binds: []binding{read("x"), write("cache"), read("start").optional()},
 	})
 	rotaryKernel = newKernel[rotaryParams](kernelInfo{
-		file: "rotary.wgsl", workgroup: 256, binds: []binding{write("x"), read("inv")},
+		file: "rotary.wgsl", workgroup: 256, binds: []binding{write("x"), read("inv"), read("start").optional()},
 	})
 	attendKernel = newKernel[attendParams](kernelInfo{
 		file: "attend.wgsl", workgroup: 128,
-		binds: []binding{read("q"), read("k"), read("v"), read("mask").optional(), write("out")},
+		binds: []binding{read("q"), read("k"), read("v"), read("mask").optional(), write("out"), read("start").optional()},
+	})
+	advanceKernel = newKernel[advanceParams](kernelInfo{
+		file: "advance.wgsl", workgroup: 64, binds: []binding{write("pos")},
 	})
 	gluKernel = newKernel[gluParams](kernelInfo{
 		file: "glu.wgsl", workgroup: 256, binds: []binding{read("gate"), read("up").optional(), write("out")},
@@ -186,8 +193,23 @@ func (b *Backend) Concat(out, a, c model.Tensor) {
 		concatParams{T: uint32(T), X: uint32(X), Y: uint32(Y)}, ceilDiv(uint32(T*(X+Y)), concatKernel.workgroup))
 }
 
-// StoreKV implements model.HybridBackend: cache[b, at+i] = x[b, i].
-func (b *Backend) StoreKV(cache, x model.Tensor, at int) {
+// positions checks an optional per-sequence position vector: an I32
+// tensor of B elements in one buffer. bad reports one present but unfit.
+func (b *Backend) positions(op string, x model.Tensor, B int) (t *tensor, bad bool) {
+	t, bad = b.maybe(op, "start", x)
+	if t == nil || bad {
+		return t, bad
+	}
+	if t.kind != model.I32 || len(t.parts) != 1 || t.elems() != B {
+		b.failf("%s: start %s must be an I32 vector of the batch's %d sequences", op, t, B)
+		return nil, true
+	}
+	return t, false
+}
+
+// StoreKV implements model.HybridBackend: cache[b, at+start[b]+i] = x[b, i],
+// positions past the cache dropped.
+func (b *Backend) StoreKV(cache, x model.Tensor, at int, start model.Tensor) {
 	const op = "store kv"
 	ct, xt := b.need(op, "cache", cache), b.need(op, "x", x)
 	if ct == nil || xt == nil {
@@ -198,16 +220,94 @@ func (b *Backend) StoreKV(cache, x model.Tensor, at int) {
 		return
 	}
 	B, Cap, L, X := ct.shape[0], ct.shape[1], xt.shape[1], xt.shape[2]
-	if at < 0 || at+L > Cap {
+	st, bad := b.positions(op, start, B)
+	if bad {
+		return
+	}
+	if at < 0 || (st == nil && at+L > Cap) {
 		b.failf("%s: positions [%d, %d) do not fit a cache of %d", op, at, at+L, Cap)
 		return
 	}
-	if !b.activation(op, "cache", ct, B*Cap*X) || !b.activation(op, "x", xt, B*L*X) || B*L*X == 0 || !u32s(op, b, B*Cap*X) {
+	if !b.activation(op, "cache", ct, B*Cap*X) || !b.activation(op, "x", xt, B*L*X) || B*L*X == 0 || !u32s(op, b, B*Cap*X, at+L) {
 		return
 	}
-	storeKVKernel.dispatch(b, nil, []bind{ro(xt.parts[0]), rw(ct.parts[0])},
-		storeKVParams{B: uint32(B), L: uint32(L), X: uint32(X), Cap: uint32(Cap), At: uint32(at)},
+	storeKVKernel.dispatch(b, nil, []bind{ro(xt.parts[0]), rw(ct.parts[0]), b.opt(st)},
+		storeKVParams{B: uint32(B), L: uint32(L), X: uint32(X), Cap: uint32(Cap), At: uint32(at), HasStart: b2u(st != nil)},
 		ceilDiv(uint32(B*L*X), storeKVKernel.workgroup))
+}
+
+// CopyKV implements model.HybridBackend with a buffer-to-buffer copy
+// recorded between the dispatches around it, as CopyRows: the first n
+// positions of a sequence's row are one contiguous run in either cache,
+// whatever their capacities.
+func (b *Backend) CopyKV(dst model.Tensor, dstRow int, src model.Tensor, srcRow, n int) {
+	const op = "copy kv"
+	d, s := b.need(op, "dst", dst), b.need(op, "src", src)
+	if d == nil || s == nil {
+		return
+	}
+	if len(d.shape) != 3 || len(s.shape) != 3 || d.shape[2] != s.shape[2] {
+		b.failf("%s: caches %v and %v must be [B, Cap, X] of the same X", op, s.shape, d.shape)
+		return
+	}
+	if !b.activation(op, "dst", d, d.elems()) || !b.activation(op, "src", s, s.elems()) {
+		return
+	}
+	if d.parts[0].id == s.parts[0].id {
+		b.failf("%s: %s is both source and destination", op, d)
+		return
+	}
+	if n < 0 || srcRow < 0 || dstRow < 0 || srcRow >= s.shape[0] || dstRow >= d.shape[0] || n > s.shape[1] || n > d.shape[1] {
+		b.failf("%s: positions [0, %d) of sequence %d of %v into sequence %d of %v are out of range", op, n, srcRow, s.shape, dstRow, d.shape)
+		return
+	}
+	if n == 0 || d.shape[2] == 0 {
+		return
+	}
+	if b.closed {
+		b.failf("%s: the backend is closed", op)
+		return
+	}
+	if b.broken != nil {
+		b.fail(b.broken)
+		return
+	}
+	if b.enc == nil && !b.beginEncoder() {
+		return
+	}
+	if b.pass != nil {
+		if err := endPass(b.pass); err != nil {
+			b.fail(fmt.Errorf("wgsl: %v", err))
+		}
+		b.pass.Release()
+		b.pass = nil
+	}
+	X := uint64(d.shape[2]) * 4
+	if err := b.enc.CopyBufferToBuffer(s.parts[0].buf, uint64(srcRow*s.shape[1])*X, d.parts[0].buf, uint64(dstRow*d.shape[1])*X, uint64(n)*X); err != nil {
+		b.fail(fmt.Errorf("wgsl: %s: %v", op, err))
+	}
+}
+
+// Advance implements model.HybridBackend: pos[b] += n, on the device.
+func (b *Backend) Advance(pos model.Tensor, n int) {
+	const op = "advance"
+	pt := b.need(op, "pos", pos)
+	if pt == nil {
+		return
+	}
+	if pt.kind != model.I32 || len(pt.parts) != 1 {
+		b.failf("%s: pos %s must be an I32 vector", op, pt)
+		return
+	}
+	B := pt.elems()
+	if B == 0 || n == 0 {
+		return
+	}
+	if !u32s(op, b, B, n) {
+		return
+	}
+	advanceKernel.dispatch(b, nil, []bind{rw(pt.parts[0])}, advanceParams{B: uint32(B), N: uint32(n)},
+		ceilDiv(uint32(B), advanceKernel.workgroup))
 }
 
 // Rotary implements model.HybridBackend: rotate_half on the first a.Dim
@@ -228,6 +328,10 @@ func (b *Backend) Rotary(x model.Tensor, a model.RotaryArgs) {
 		return
 	}
 	B, L := xt.shape[0], xt.shape[1]
+	st, bad := b.positions(op, a.Start, B)
+	if bad {
+		return
+	}
 	half := a.Dim / 2
 	n := B * L * a.Heads * half
 	if !b.activation(op, "x", xt, B*L*a.Heads*a.HeadDim) || n == 0 || !u32s(op, b, n, a.Pos+L) {
@@ -237,8 +341,9 @@ func (b *Backend) Rotary(x model.Tensor, a model.RotaryArgs) {
 	if inv == nil {
 		return
 	}
-	rotaryKernel.dispatch(b, nil, []bind{rw(xt.parts[0]), ro(inv.parts[0])},
-		rotaryParams{Rows: uint32(B * L), L: uint32(L), Heads: uint32(a.Heads), HeadDim: uint32(a.HeadDim), Half: uint32(half), Pos: uint32(a.Pos)},
+	rotaryKernel.dispatch(b, nil, []bind{rw(xt.parts[0]), ro(inv.parts[0]), b.opt(st)},
+		rotaryParams{Rows: uint32(B * L), L: uint32(L), Heads: uint32(a.Heads), HeadDim: uint32(a.HeadDim), Half: uint32(half),
+			Pos: uint32(a.Pos), HasStart: b2u(st != nil)},
 		ceilDiv(uint32(n), rotaryKernel.workgroup))
 }
 
@@ -296,7 +401,11 @@ func (b *Backend) Attend(out, q, k, v, keyMask model.Tensor, a model.AttnArgs) {
 		return
 	}
 	B, L, Cap := qt.shape[0], qt.shape[1], kt.shape[1]
-	if a.Pos < 0 || a.Pos+L > Cap {
+	st, bad := b.positions(op, a.Start, B)
+	if bad {
+		return
+	}
+	if a.Pos < 0 || (st == nil && a.Pos+L > Cap) || Cap == 0 {
 		b.failf("%s: queries at positions [%d, %d) past a cache of %d", op, a.Pos, a.Pos+L, Cap)
 		return
 	}
@@ -305,9 +414,9 @@ func (b *Backend) Attend(out, q, k, v, keyMask model.Tensor, a model.AttnArgs) {
 		(mt != nil && !b.activation(op, "key mask", mt, B*Cap)) || B*L == 0 || !u32s(op, b, B*Cap*Hkv*Dh, B*L*Hq) {
 		return
 	}
-	attendKernel.dispatch(b, nil, []bind{ro(qt.parts[0]), ro(kt.parts[0]), ro(vt.parts[0]), b.opt(mt), rw(o.parts[0])},
+	attendKernel.dispatch(b, nil, []bind{ro(qt.parts[0]), ro(kt.parts[0]), ro(vt.parts[0]), b.opt(mt), rw(o.parts[0]), b.opt(st)},
 		attendParams{B: uint32(B), L: uint32(L), Cap: uint32(Cap), Heads: uint32(Hq), KVHeads: uint32(Hkv), HeadDim: uint32(Dh),
-			Pos: uint32(a.Pos), Scale: a.Scale, HasMask: b2u(mt != nil)},
+			Pos: uint32(a.Pos), Scale: a.Scale, HasMask: b2u(mt != nil), HasStart: b2u(st != nil)},
 		uint32(B*L*Hq))
 }
 

@@ -3,6 +3,7 @@ package modeltest
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"testing"
 
@@ -56,106 +57,114 @@ func RunHybridOps(t *testing.T, b model.HybridBackend) {
 		}
 		compare(t, "Concat", read(t, out), cat, 0)
 	})
+	ids := func(v ...int32) model.Tensor {
+		if v == nil {
+			return nil
+		}
+		x := b.Alloc(model.I32, len(v))
+		b.WriteIDs(x, v)
+		return x
+	}
+	// at is start[b], 0 without start: the per-sequence positions of
+	// RotaryArgs.Start, AttnArgs.Start and StoreKV's start.
+	at := func(start []int32, b int) int {
+		if start == nil {
+			return 0
+		}
+		return int(start[b])
+	}
 	t.Run("Rotary", func(t *testing.T) {
-		B, L, H, Dh, Dim, pos := 2, 3, 3, 10, 6, 5
-		x := h.rand(B*L*H*Dh, -1, 1)
-		tx := tensor(x, B, L, H*Dh)
-		b.Rotary(tx, model.RotaryArgs{Heads: H, HeadDim: Dh, Dim: Dim, Theta: 500, Pos: pos})
-		want := make([]float32, len(x))
-		copy(want, x)
-		for r := range B * L {
-			p := float64(pos + r%L)
-			for hh := range H {
-				o := (r*H + hh) * Dh
-				for i := range Dim / 2 {
-					ang := p * math.Pow(500, -float64(2*i)/float64(Dim))
-					x1, x2 := float64(x[o+i]), float64(x[o+i+Dim/2])
-					want[o+i] = float32(x1*math.Cos(ang) - x2*math.Sin(ang))
-					want[o+i+Dim/2] = float32(x2*math.Cos(ang) + x1*math.Sin(ang))
+		for _, c := range []struct {
+			name  string
+			pos   int
+			start []int32
+		}{
+			{"one position", 5, nil},
+			{"per sequence", 2, []int32{0, 9}},
+			{"per sequence, no offset", 0, []int32{7, 1}},
+		} {
+			B, L, H, Dh, Dim := 2, 3, 3, 10, 6
+			x := h.rand(B*L*H*Dh, -1, 1)
+			tx := tensor(x, B, L, H*Dh)
+			b.Rotary(tx, model.RotaryArgs{Heads: H, HeadDim: Dh, Dim: Dim, Theta: 500, Pos: c.pos, Start: ids(c.start...)})
+			want := make([]float32, len(x))
+			copy(want, x)
+			for r := range B * L {
+				p := float64(c.pos + at(c.start, r/L) + r%L)
+				for hh := range H {
+					o := (r*H + hh) * Dh
+					for i := range Dim / 2 {
+						ang := p * math.Pow(500, -float64(2*i)/float64(Dim))
+						x1, x2 := float64(x[o+i]), float64(x[o+i+Dim/2])
+						want[o+i] = float32(x1*math.Cos(ang) - x2*math.Sin(ang))
+						want[o+i+Dim/2] = float32(x2*math.Cos(ang) + x1*math.Sin(ang))
+					}
 				}
 			}
+			compare(t, "Rotary, "+c.name, read(t, tx), want, 1e-5)
 		}
-		compare(t, "Rotary", read(t, tx), want, 1e-5)
 	})
 	t.Run("StoreKV", func(t *testing.T) {
-		cache := tensor(make([]float32, 2*6*3), 2, 6, 3)
-		x := h.rand(2*2*3, -1, 1)
-		b.StoreKV(cache, tensor(x, 2, 2, 3), 3)
-		want := make([]float32, 2*6*3)
-		for bi := range 2 {
-			copy(want[(bi*6+3)*3:], x[bi*2*3:(bi+1)*2*3])
-		}
-		compare(t, "StoreKV", read(t, cache), want, 0)
-	})
-	t.Run("Attend", func(t *testing.T) {
-		B, L, Cap, pos, Hq, Hkv, Dh := 2, 4, 9, 3, 6, 2, 5
-		q, k, v := h.rand(B*L*Hq*Dh, -2, 2), h.rand(B*Cap*Hkv*Dh, -2, 2), h.rand(B*Cap*Hkv*Dh, -1, 1)
-		mask := make([]float32, B*Cap)
-		for i := range mask {
-			mask[i] = 1
-		}
-		mask[0], mask[1], mask[2], mask[3], mask[4] = 0, 0, 0, 0, 0 // row 0: five padded positions, so its first query sees nothing
-		a := model.AttnArgs{Heads: Hq, KVHeads: Hkv, HeadDim: Dh, Pos: pos, Scale: 0.45}
-		tq, tk, tv, tm := tensor(q, B, L, Hq*Dh), tensor(k, B, Cap, Hkv*Dh), tensor(v, B, Cap, Hkv*Dh), tensor(mask, B, Cap)
-		out := b.Alloc(model.F32, B, L, Hq*Dh)
-		b.Attend(out, tq, tk, tv, tm, a)
-		want := make([]float32, B*L*Hq*Dh)
-		for bi := range B {
-			for l := range L {
-				for hh := range Hq {
-					kh := hh / (Hq / Hkv)
-					qr := q[((bi*L+l)*Hq+hh)*Dh:][:Dh]
-					var w []float64
-					var js []int
-					for j := 0; j <= pos+l; j++ {
-						if mask[bi*Cap+j] == 0 {
-							continue
-						}
-						var s float64
-						for d := range Dh {
-							s += float64(qr[d]) * float64(k[((bi*Cap+j)*Hkv+kh)*Dh+d])
-						}
-						w, js = append(w, s*0.45), append(js, j)
-					}
-					if len(w) == 0 {
-						continue // zeros
-					}
-					m := math.Inf(-1)
-					for _, s := range w {
-						m = max(m, s)
-					}
-					var z float64
-					for i := range w {
-						w[i] = math.Exp(w[i] - m)
-						z += w[i]
-					}
-					for d := range Dh {
-						var s float64
-						for i, j := range js {
-							s += w[i] * float64(v[((bi*Cap+j)*Hkv+kh)*Dh+d])
-						}
-						want[((bi*L+l)*Hq+hh)*Dh+d] = float32(s / z)
+		for _, c := range []struct {
+			name  string
+			at    int
+			start []int32
+		}{
+			{"one position", 3, nil},
+			{"per sequence", 1, []int32{0, 2}},
+			{"past the capacity", 0, []int32{1, 5}}, // sequence 1's second position is dropped
+		} {
+			const B, Cap, L, X = 2, 6, 2, 3
+			old := h.rand(B*Cap*X, -1, 1)
+			cache := tensor(old, B, Cap, X)
+			x := h.rand(B*L*X, -1, 1)
+			b.StoreKV(cache, tensor(x, B, L, X), c.at, ids(c.start...))
+			want := slices.Clone(old)
+			for bi := range B {
+				for i := range L {
+					if p := c.at + at(c.start, bi) + i; p < Cap {
+						copy(want[(bi*Cap+p)*X:(bi*Cap+p+1)*X], x[(bi*L+i)*X:(bi*L+i+1)*X])
 					}
 				}
 			}
+			compare(t, "StoreKV, "+c.name, read(t, cache), want, 0)
 		}
-		got := read(t, out)
-		compare(t, "Attend", got, want, 1e-5)
-		// One query at a time, as decoding does, gives the prefill's rows.
-		X := Hq * Dh
-		for l := range L {
-			ql := make([]float32, 0, B*X)
-			for bi := range B {
-				ql = append(ql, q[(bi*L+l)*X:(bi*L+l+1)*X]...)
-			}
-			one := b.Alloc(model.F32, B, 1, X)
-			a1 := a
-			a1.Pos = pos + l
-			b.Attend(one, tensor(ql, B, 1, X), tk, tv, tm, a1)
-			row := read(t, one)
-			for bi := range B {
-				compare(t, "Attend, one query at a time", row[bi*X:(bi+1)*X], got[(bi*L+l)*X:(bi*L+l+1)*X], 1e-6)
-			}
+	})
+	t.Run("CopyKV", func(t *testing.T) {
+		const X = 3
+		src, dst := h.rand(2*5*X, -1, 1), h.rand(3*7*X, -1, 1)
+		tdst := tensor(dst, 3, 7, X)
+		b.CopyKV(tdst, 2, tensor(src, 2, 5, X), 1, 4) // positions [0, 4) of sequence 1 into sequence 2
+		want := slices.Clone(dst)
+		copy(want[2*7*X:], src[5*X:(5+4)*X])
+		compare(t, "CopyKV", read(t, tdst), want, 0)
+	})
+	t.Run("Advance", func(t *testing.T) {
+		// The positions are seen through StoreKV: [3 0 5] moved on by 2
+		// then 1 store at 6, 3, and 8, past a capacity of 8 (dropped).
+		pos := ids(3, 0, 5)
+		b.Advance(pos, 2)
+		b.Advance(pos, 1)
+		cache := tensor(make([]float32, 3*8), 3, 8, 1)
+		b.StoreKV(cache, tensor([]float32{1, 2, 3}, 3, 1, 1), 0, pos)
+		want := make([]float32, 3*8)
+		want[6], want[8+3] = 1, 2
+		compare(t, "Advance", read(t, cache), want, 0)
+	})
+	t.Run("Attend", func(t *testing.T) {
+		for _, c := range []struct {
+			name  string
+			pos   int
+			start []int32
+		}{
+			{"one position", 3, nil},
+			// Sequence 0 at 4 (its first query still sees nothing past
+			// its padding), sequence 1 at 1; then sequence 1 past the
+			// cache's last key, which its queries see up to.
+			{"per sequence", 1, []int32{3, 0}},
+			{"past the capacity", 0, []int32{3, 7}},
+		} {
+			t.Run(c.name, func(t *testing.T) { attendCase(t, h, c.pos, c.start, read, tensor, ids, at) })
 		}
 	})
 	acts := map[model.Activation]func(float64) float64{
@@ -237,4 +246,83 @@ func RunHybridOps(t *testing.T, b model.HybridBackend) {
 			compare(t, "MoE", read(t, out), want, 1e-5)
 		}
 	})
+}
+
+// attendCase checks Attend for queries at positions pos + start[b] + l
+// against the loop written from its doc comment, and decoding one query
+// at a time against the rows of the call of all L.
+func attendCase(t *testing.T, h *opsHarness, pos int, start []int32,
+	read func(*testing.T, model.Tensor) []float32, tensor func([]float32, ...int) model.Tensor,
+	ids func(...int32) model.Tensor, at func([]int32, int) int) {
+	b := h.b.(model.HybridBackend)
+	B, L, Cap, Hq, Hkv, Dh := 2, 4, 9, 6, 2, 5
+	q, k, v := h.rand(B*L*Hq*Dh, -2, 2), h.rand(B*Cap*Hkv*Dh, -2, 2), h.rand(B*Cap*Hkv*Dh, -1, 1)
+	mask := make([]float32, B*Cap)
+	for i := range mask {
+		mask[i] = 1
+	}
+	mask[0], mask[1], mask[2], mask[3], mask[4] = 0, 0, 0, 0, 0 // row 0: five padded positions, so its first query sees nothing
+	a := model.AttnArgs{Heads: Hq, KVHeads: Hkv, HeadDim: Dh, Pos: pos, Start: ids(start...), Scale: 0.45}
+	tq, tk, tv, tm := tensor(q, B, L, Hq*Dh), tensor(k, B, Cap, Hkv*Dh), tensor(v, B, Cap, Hkv*Dh), tensor(mask, B, Cap)
+	out := b.Alloc(model.F32, B, L, Hq*Dh)
+	b.Attend(out, tq, tk, tv, tm, a)
+	want := make([]float32, B*L*Hq*Dh)
+	for bi := range B {
+		for l := range L {
+			last := min(pos+at(start, bi)+l, Cap-1)
+			for hh := range Hq {
+				kh := hh / (Hq / Hkv)
+				qr := q[((bi*L+l)*Hq+hh)*Dh:][:Dh]
+				var w []float64
+				var js []int
+				for j := 0; j <= last; j++ {
+					if mask[bi*Cap+j] == 0 {
+						continue
+					}
+					var s float64
+					for d := range Dh {
+						s += float64(qr[d]) * float64(k[((bi*Cap+j)*Hkv+kh)*Dh+d])
+					}
+					w, js = append(w, s*0.45), append(js, j)
+				}
+				if len(w) == 0 {
+					continue // zeros
+				}
+				m := math.Inf(-1)
+				for _, s := range w {
+					m = max(m, s)
+				}
+				var z float64
+				for i := range w {
+					w[i] = math.Exp(w[i] - m)
+					z += w[i]
+				}
+				for d := range Dh {
+					var s float64
+					for i, j := range js {
+						s += w[i] * float64(v[((bi*Cap+j)*Hkv+kh)*Dh+d])
+					}
+					want[((bi*L+l)*Hq+hh)*Dh+d] = float32(s / z)
+				}
+			}
+		}
+	}
+	got := read(t, out)
+	compare(t, "Attend", got, want, 1e-5)
+	// One query at a time, as decoding does, gives the call's rows.
+	X := Hq * Dh
+	for l := range L {
+		ql := make([]float32, 0, B*X)
+		for bi := range B {
+			ql = append(ql, q[(bi*L+l)*X:(bi*L+l+1)*X]...)
+		}
+		one := b.Alloc(model.F32, B, 1, X)
+		a1 := a
+		a1.Pos = pos + l
+		b.Attend(one, tensor(ql, B, 1, X), tk, tv, tm, a1)
+		row := read(t, one)
+		for bi := range B {
+			compare(t, "Attend, one query at a time", row[bi*X:(bi+1)*X], got[(bi*L+l)*X:(bi*L+l+1)*X], 1e-6)
+		}
+	}
 }

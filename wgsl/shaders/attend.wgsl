@@ -1,6 +1,7 @@
 // attend.wgsl: HybridBackend.Attend, the CPU's
 //     for b, l < L, head h (KV head kh = h / (heads / kv_heads)):
-//         over keys j ≤ pos + l with mask[b, j] ≠ 0:
+//         over keys j ≤ min(pos + start[b] + l, cap − 1) with mask[b, j] ≠ 0
+//         (start[b] 0 without start: each sequence's position):
 //             out[b, l, h] = Σ_j softmax_j(scale · q[b, l, h]·k[b, j, kh]) v[b, j, kh]
 //         zeros when no key is visible (a padded query)
 // causal grouped-query attention over the KV caches k, v ([B, cap,
@@ -25,6 +26,7 @@ struct Params {
     pos: u32,
     scale: f32,
     has_mask: u32,
+    has_start: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -33,6 +35,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v: array<f32>;
 @group(0) @binding(4) var<storage, read> mask: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read> start: array<i32>;
 
 const WG: u32 = 128u;
 const DPI: u32 = 4u;          // channels per invocation: head_dim ≤ WG · DPI
@@ -72,7 +75,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         qs[d] = q[qo + d];
     }
     workgroupBarrier();
-    let last = min(P.pos + l, P.cap - 1u);
+    var p = P.pos + l;
+    if (P.has_start != 0u) {
+        p += u32(start[b]);
+    }
+    let last = min(p, P.cap - 1u);
     let kvrow = P.kv_heads * Dh;
     var m = NEG;
     var z = 0.0;

@@ -1,6 +1,6 @@
 // rotary.wgsl: HybridBackend.Rotary, the CPU's
 //     for each row r = (b, l), head h, i < half = dim/2:
-//         ang = f32(pos + l) · inv[i]
+//         ang = f32(pos + start[b] + l) · inv[i]   (start[b] 0 without start)
 //         (x1, x2) = (x[i], x[i + half]) of the head
 //         x[i] = x1·cos(ang) − x2·sin(ang);  x[i + half] = x2·cos(ang) + x1·sin(ang)
 // in place, rotate_half convention; channels from dim on are untouched.
@@ -21,12 +21,14 @@ struct Params {
     heads: u32,
     head_dim: u32,
     half: u32,  // dim / 2
-    pos: u32,   // position of row l = 0 of every sequence
+    pos: u32,   // position of row l = 0 of every sequence, plus start[b]
+    has_start: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> inv: array<f32>;
+@group(0) @binding(3) var<storage, read> start: array<i32>; // [B]: each sequence's position
 
 const WG: u32 = 256u;
 
@@ -57,7 +59,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = g % P.half;
     let rh = g / P.half; // row · heads + head
     let row = rh / P.heads;
-    let ang = f32(P.pos + row % P.L) * inv[i];
+    var p = P.pos + row % P.L;
+    if (P.has_start != 0u) {
+        p += u32(start[row / P.L]);
+    }
+    let ang = f32(p) * inv[i];
     let cs = cos_sin(ang);
     let o = rh * P.head_dim + i;
     let x1 = x[o];

@@ -116,8 +116,13 @@ func RunLoRA(t *testing.T, newBackend, ref func(t *testing.T) model.Backend) {
 			got := logits(t, apart, "a", c.PromptIDs)
 			want := logits(t, merged, "", c.PromptIDs)
 			V := apart.Config.VocabSize
-			if d := maxDiff32(got, want); d > 1e-4 {
-				t.Errorf("attached vs merged: max |Δlogit| over every position %.3g > 1e-4", d)
+			// The two round differently (W+ΔW once, against W·x and
+			// B·(A·x) apart), and tiny random models amplify float32's
+			// rounding through the layers: 1e-4 of the logits' scale.
+			d, scale := maxDiff32(got, want), max(1, maxAbs32(want))
+			t.Logf("attached vs merged: max |Δlogit| %.3g (logits up to %.3g)", d, scale)
+			if d > 1e-4*scale {
+				t.Errorf("attached vs merged: max |Δlogit| over every position %.3g > 1e-4 × %.3g", d, scale)
 			}
 			first, last := MaxAbsDiff(got[:V], c.First), MaxAbsDiff(got[len(got)-V:], c.Last)
 			if first > 1e-3 || last > 1e-3 {
@@ -308,4 +313,12 @@ func abs32(x float32) float32 {
 		return -x
 	}
 	return x
+}
+
+func maxAbs32(a []float32) float64 {
+	m := 0.0
+	for _, v := range a {
+		m = max(m, float64(abs32(v)))
+	}
+	return m
 }

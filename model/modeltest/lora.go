@@ -2,15 +2,20 @@ package modeltest
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"testing/fstest"
 
+	"github.com/mamba2web/mamba2/loader"
 	"github.com/mamba2web/mamba2/model"
 )
 
@@ -321,4 +326,50 @@ func maxAbs32(a []float32) float64 {
 		m = max(m, float64(abs32(v)))
 	}
 	return m
+}
+
+// RandomLoRA is a PEFT adapter folder for models of config c: rank r on
+// every layer's in_proj and out_proj, alpha 2r, A and B drawn from seed at
+// a scale that changes a model's greedy output. Tests of packages without
+// an adapter fixture of their model's shape (the embedded tiny model) use
+// it.
+func RandomLoRA(c model.Config, r int, seed uint64) fstest.MapFS {
+	rng := rand.New(rand.NewPCG(seed, 0x10ad))
+	type entry struct {
+		name  string
+		shape []int
+	}
+	var ts []entry
+	for l := range c.Layers {
+		p := fmt.Sprintf("base_model.model.backbone.layers.%d.mixer.", l)
+		ts = append(ts,
+			entry{p + "in_proj.lora_A.weight", []int{r, c.Hidden}},
+			entry{p + "in_proj.lora_B.weight", []int{c.ProjDim(), r}},
+			entry{p + "out_proj.lora_A.weight", []int{r, c.Inner()}},
+			entry{p + "out_proj.lora_B.weight", []int{c.Hidden, r}})
+	}
+	header := map[string]any{}
+	var body []byte
+	for _, e := range ts {
+		n := e.shape[0] * e.shape[1]
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * 0.5)
+		}
+		raw := Encode(v, loader.F32)
+		header[e.name] = map[string]any{"dtype": "F32", "shape": e.shape, "data_offsets": []int{len(body), len(body) + len(raw)}}
+		body = append(body, raw...)
+	}
+	h, _ := json.Marshal(header)
+	for len(h)%8 != 0 {
+		h = append(h, ' ')
+	}
+	st := binary.LittleEndian.AppendUint64(nil, uint64(len(h)))
+	st = append(append(st, h...), body...)
+	cfg, _ := json.Marshal(map[string]any{"peft_type": "LORA", "r": r, "lora_alpha": 2 * r,
+		"target_modules": []string{"in_proj", "out_proj"}, "bias": "none"})
+	return fstest.MapFS{
+		model.AdapterConfigFile:  {Data: cfg},
+		model.AdapterWeightsFile: {Data: st},
+	}
 }

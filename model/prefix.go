@@ -54,6 +54,10 @@ func NewPrefixCache(maxBytes int64) *PrefixCache {
 	return &PrefixCache{maxBytes: maxBytes, lru: list.New()}
 }
 
+// Lookup, Contains, Put and Remove see the entries of states made under
+// the base model (no attached adapter); Generate and GenerateOn key each
+// entry by the adapter the request runs under (Options.Adapter).
+
 // Lookup returns the longest cached prefix of ids that is shorter than ids
 // (something must remain to be fed, since a generation starts by feeding
 // the prompt) and its saved state; n is 0 and state nil when none is.

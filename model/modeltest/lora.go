@@ -136,9 +136,11 @@ func RunLoRA(t *testing.T, newBackend, ref func(t *testing.T) model.Backend) {
 			if ids := greedy(t, apart, "a", c); !slices.Equal(ids, c.GreedyNew) {
 				t.Errorf("attached greedy ids\n got %v\nwant %v (PEFT's)", ids, c.GreedyNew)
 			}
-			// The base model stays what it was: "" selects no adapter.
+			// The base model stays what it was: "" selects no adapter. (Not
+			// bit for bit on a device backend, whose prompt pieces are sized
+			// from measured timings, so may differ between two models.)
 			plain := load(t, b, c.Base, model.LoadOptions{})
-			if d := maxDiff32(logits(t, apart, "", c.PromptIDs), logits(t, plain, "", c.PromptIDs)); d != 0 {
+			if d := maxDiff32(logits(t, apart, "", c.PromptIDs), logits(t, plain, "", c.PromptIDs)); d > 1e-4*scale {
 				t.Errorf("with no adapter selected, logits differ from the plain base by %.3g", d)
 			}
 		})

@@ -197,8 +197,8 @@ func RunLoRA(t *testing.T, newBackend, ref func(t *testing.T) model.Backend) {
 		V := m.Config.VocabSize
 		for r, n := range rows {
 			alone := logits(t, m, n, batch[r*L:(r+1)*L])
-			if d := maxDiff32(all[r*L*V:(r+1)*L*V], alone); d > 1e-5 {
-				t.Errorf("row %d (adapter %q): batched vs alone max |Δlogit| %.3g > 1e-5", r, n, d)
+			if d := maxDiff32(all[r*L*V:(r+1)*L*V], alone); d > 1e-4 {
+				t.Errorf("row %d (adapter %q): batched vs alone max |Δlogit| %.3g > 1e-4", r, n, d)
 			}
 		}
 	})

@@ -38,9 +38,10 @@ const (
 //	scale = lora_alpha / r  (lora_alpha / √r with use_rslora)
 //
 // exactly PEFT's merge_and_unload. Merging at load, rather than keeping
-// B·A apart and adding x·Aᵀ·Bᵀ at every matmul, costs nothing per token
-// and needs no change to any backend or kernel; the price is that one
-// loaded model carries one fixed set of adapters.
+// B·A apart and adding x·Aᵀ·Bᵀ at every matmul, costs nothing per token;
+// the price is that one loaded model carries one fixed set of adapters.
+// Model.AttachAdapter keeps an adapter apart instead (lora.go), for
+// adapters switched per request and over quantized weights.
 type Adapter struct {
 	Name string // where it came from (a folder or URL), for errors and reports
 	cfg  adapterConfig

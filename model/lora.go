@@ -462,10 +462,12 @@ func (f *pass) loraBuf(kind string, L, R int) Tensor {
 	return t
 }
 
-// loraMid returns the intermediate [B, L, R] for u, and after its first
-// product zeroes the rows that do not run under u.
+// loraMid is the r-wide intermediate of an adapter's two products.
 func (f *pass) loraMid(L, R int) Tensor { return f.loraBuf("mid", L, R) }
 
+// loraMask zeroes the rows of mid ([B, L, R]) that do not run under u,
+// by copying rows of a zero tensor over them, so the second product adds
+// nothing to those rows.
 func (f *pass) loraMask(u loraUse, mid Tensor, L, R int) {
 	if len(u.skip) == 0 {
 		return

@@ -38,9 +38,10 @@ const (
 //	scale = lora_alpha / r  (lora_alpha / √r with use_rslora)
 //
 // exactly PEFT's merge_and_unload. Merging at load, rather than keeping
-// B·A apart and adding x·Aᵀ·Bᵀ at every matmul, costs nothing per token
-// and needs no change to any backend or kernel; the price is that one
-// loaded model carries one fixed set of adapters.
+// B·A apart and adding x·Aᵀ·Bᵀ at every matmul, costs nothing per token;
+// the price is that one loaded model carries one fixed set of adapters.
+// Model.AttachAdapter keeps an adapter apart instead (lora.go), for
+// adapters switched per request and over quantized weights.
 type Adapter struct {
 	Name string // where it came from (a folder or URL), for errors and reports
 	cfg  adapterConfig
@@ -569,31 +570,13 @@ func planAdapters(c Config, bs []binding, srcs []source, ads []*Adapter) (map[in
 			index[bd.names[0]] = i
 		}
 	}
-	if c.TieEmbeddings {
-		shapes["lm_head.weight"] = shapes["backbone.embeddings.weight"]
-		index["lm_head.weight"] = index["backbone.embeddings.weight"]
-	}
-	out := map[int][]adapterPart{}
-	for _, ad := range ads {
-		mods, err := ad.plan(c, shapes)
-		if err != nil {
-			return nil, fmt.Errorf("adapter %s: %w", ad.Name, err)
+	return groupAdapters(c, shapes, index, ads, func(ad *Adapter, i int) error {
+		if s := srcs[i]; s.format.Quantized() {
+			return fmt.Errorf("adapter %s: %s is stored as %s%s, and adapters merge into float weights only: load the float checkpoint with the adapter (and --quantize to quantize after the merge), or attach it kept apart (docs/adapters.md)",
+				ad.Name, s.data.Name, s.format, groupNote(s))
 		}
-		names := make([]string, 0, len(mods))
-		for n := range mods {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		for _, n := range names {
-			i := index[n]
-			if s := srcs[i]; s.format.Quantized() {
-				return nil, fmt.Errorf("adapter %s: %s is stored as %s%s, and adapters merge into float weights only: load the float checkpoint with the adapter (and --quantize to quantize after the merge)",
-					ad.Name, s.data.Name, s.format, groupNote(s))
-			}
-			out[i] = append(out[i], adapterPart{ad, mods[n]})
-		}
-	}
-	return out, nil
+		return nil
+	})
 }
 
 // CheckAdapters is LoadWeights' check of the adapters alone, for a load

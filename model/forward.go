@@ -61,6 +61,11 @@ type State struct {
 	// tapStart; it reads them back, so it costs a wait per layer.
 	tap      func(k, start int, t Tensor)
 	tapStart int
+	// lora is each row's attached adapter (nil: none; the slice is nil
+	// while no row has one), and loraRuns what forward makes of it
+	// (lora.go), nil when it is to be worked out again.
+	lora     []*attached
+	loraRuns *[]loraUse
 }
 
 // scratch holds the activations of one forward call of L positions per
@@ -104,6 +109,7 @@ func (s *State) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.releaseAdapters()
 	b := s.m.Backend
 	for l := range s.conv {
 		b.Free(s.conv[l])
@@ -337,6 +343,7 @@ func (s *State) run(sc *scratch, ids Tensor, L int, mask Tensor, lastOnly bool, 
 	f := s.pass(sc, ids, L, mask)
 
 	b.Embed(sc.h, m.Weights.Embed, ids) // h = E[ids]
+	f.loraEmbed()                       // (attached adapters: h += their updates of E, lora.go)
 	f.embedded()                        // (hybrids: h *= embedding multiplier; Zamba2 keeps E[ids])
 	for l, blk := range m.Weights.Blocks {
 		if c.Hybrid == nil {
@@ -365,11 +372,13 @@ func (s *State) run(sc *scratch, ids Tensor, L int, mask Tensor, lastOnly bool, 
 			last = sc.last
 		}
 		b.MatMul(sc.logitsLast, last, m.Weights.LMHead, nil, head)
+		f.loraHead(sc.logitsLast, last, head, 1)
 	} else {
 		if sc.logitsAll == nil {
 			sc.logitsAll = b.Alloc(F32, s.Batch*L, c.VocabSize)
 		}
 		b.MatMul(sc.logitsAll, sc.h, m.Weights.LMHead, nil, head)
+		f.loraHead(sc.logitsAll, sc.h, head, L)
 		out = sc.logitsAll
 	}
 	f.logits(out) // (hybrids: logits *= the lm_head multiplier)
@@ -411,10 +420,19 @@ func (f *pass) norm(w, mask Tensor, groups int) Product {
 func (f *pass) mamba2(l int, w *Layer) {
 	s, b, sc, mask, c := f.s, f.s.m.Backend, f.sc, f.mask, f.args.Config
 	in := f.norm(w.Norm, mask, 1)
-	in.Conv = &ConvArgs{Out: sc.xbc, State: s.conv[l], W: w.ConvW, Bias: w.ConvB, Mask: mask, Config: c}
-	b.MatMul(sc.proj, sc.h, w.InProj, w.InBias, in)                       // z | xBC | dt = rmsnorm(h)·w·mask Wᵀ; then xbc = silu(causal_conv(xBC)), padding zeroed
+	conv := &ConvArgs{Out: sc.xbc, State: s.conv[l], W: w.ConvW, Bias: w.ConvB, Mask: mask, Config: c}
+	tuned := f.loraIn(l) // attached adapters change in_proj's output, which the conv reads
+	if !tuned {
+		in.Conv = conv
+	}
+	b.MatMul(sc.proj, sc.h, w.InProj, w.InBias, in) // z | xBC | dt = rmsnorm(h)·w·mask Wᵀ; then xbc = silu(causal_conv(xBC)), padding zeroed
+	if tuned {
+		f.loraLayer(l, false, sc.proj, sc.h, in)                               // (+ attached adapters' updates)
+		b.Conv(conv.Out, sc.proj, conv.State, conv.W, conv.Bias, conv.Mask, c) // then the conv
+	}
 	b.SSM(sc.y, sc.xbc, sc.proj, s.ssm[l], w.DtBias, w.ALog, w.D, f.args) // y = (SSM(x) + D·x)·silu(z)
 	out := f.norm(w.MixNorm, nil, f.groups)
 	out.Add = true
 	b.MatMul(sc.h, sc.y, w.OutProj, w.OutBias, out) // h += rmsnorm_group(y)·w Woutᵀ
+	f.loraLayer(l, true, sc.h, sc.y, out)
 }

@@ -33,6 +33,11 @@ type Options struct {
 	// every generated token but the last (which was never fed back).
 	// The repetition penalty counts only this call's prompt.
 	State *State
+	// Adapter names the attached adapter (Model.AttachAdapter) to run
+	// under; "" runs the base model (with what was merged at load). A
+	// continued State must have been made under the same adapter, since
+	// its memory is the adapted model's.
+	Adapter string
 }
 
 // Result is what Generate produced.
@@ -108,6 +113,9 @@ func (m *Model) Generate(ctx context.Context, prompt []int, o Options) (Result, 
 		defer st.Close()
 	} else if st.Batch != 1 || st.m != m {
 		return Result{}, errors.New("generate: Options.State must be a state of this model with a batch of one")
+	}
+	if err := st.continueUnder(o.Adapter); err != nil {
+		return Result{}, err
 	}
 	// Without a caller's state, steps run ahead of the ids read back
 	// (DecodeAhead); a continued state must end exactly after what was

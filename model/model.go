@@ -30,7 +30,8 @@ type Model struct {
 	// negative value turns the timing off: pieces as long as memory allows.
 	SubmissionBudget time.Duration
 
-	pace pace // piece sizes for a device backend (Pacer)
+	pace pace    // piece sizes for a device backend (Pacer)
+	lora loraSet // adapters attached apart from the weights (lora.go)
 }
 
 // LoadConfig reads and validates config.json from fsys.

@@ -29,11 +29,17 @@ type PrefixCache struct {
 }
 
 type prefixEntry struct {
-	ids   []int
-	state []byte
+	// adapter is the key of the attached adapter the state was made under
+	// ("" for the base model): a state is the adapted model's memory, so
+	// it is never found for another adapter, or for none.
+	adapter string
+	ids     []int
+	state   []byte
 }
 
-func (e *prefixEntry) size() int64 { return int64(len(e.state)) + 8*int64(len(e.ids)) }
+func (e *prefixEntry) size() int64 {
+	return int64(len(e.state)) + 8*int64(len(e.ids)) + int64(len(e.adapter))
+}
 
 // PrefixStats describe a PrefixCache.
 type PrefixStats struct {
@@ -48,18 +54,27 @@ func NewPrefixCache(maxBytes int64) *PrefixCache {
 	return &PrefixCache{maxBytes: maxBytes, lru: list.New()}
 }
 
+// Lookup, Contains, Put and Remove see the entries of states made under
+// the base model (no attached adapter); Generate and GenerateOn key each
+// entry by the adapter the request runs under (Options.Adapter).
+
 // Lookup returns the longest cached prefix of ids that is shorter than ids
 // (something must remain to be fed, since a generation starts by feeding
 // the prompt) and its saved state; n is 0 and state nil when none is.
 // Entries are few (each is a whole state, megabytes), so a scan over them
 // costs nothing next to the prefill it saves.
 func (c *PrefixCache) Lookup(ids []int) (n int, state []byte) {
+	return c.lookup("", ids)
+}
+
+// lookup is Lookup among the entries made under the adapter of key.
+func (c *PrefixCache) lookup(key string, ids []int) (n int, state []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var best *list.Element
 	for e := c.lru.Front(); e != nil; e = e.Next() {
 		p := e.Value.(*prefixEntry)
-		if len(p.ids) < len(ids) && (best == nil || len(p.ids) > len(best.Value.(*prefixEntry).ids)) && slices.Equal(p.ids, ids[:len(p.ids)]) {
+		if p.adapter == key && len(p.ids) < len(ids) && (best == nil || len(p.ids) > len(best.Value.(*prefixEntry).ids)) && slices.Equal(p.ids, ids[:len(p.ids)]) {
 			best = e
 		}
 	}
@@ -77,12 +92,12 @@ func (c *PrefixCache) Lookup(ids []int) (n int, state []byte) {
 func (c *PrefixCache) Contains(ids []int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.find(ids) != nil
+	return c.find("", ids) != nil
 }
 
-func (c *PrefixCache) find(ids []int) *list.Element {
+func (c *PrefixCache) find(key string, ids []int) *list.Element {
 	for e := c.lru.Front(); e != nil; e = e.Next() {
-		if slices.Equal(e.Value.(*prefixEntry).ids, ids) {
+		if p := e.Value.(*prefixEntry); p.adapter == key && slices.Equal(p.ids, ids) {
 			return e
 		}
 	}
@@ -92,14 +107,17 @@ func (c *PrefixCache) find(ids []int) *list.Element {
 // Put stores the state after ids (copies of both), replacing an entry for
 // the same ids, and forgets the least recently used entries until the
 // cache fits its bound. An entry larger than the whole bound is not kept.
-func (c *PrefixCache) Put(ids []int, state []byte) {
+func (c *PrefixCache) Put(ids []int, state []byte) { c.put("", ids, state) }
+
+// put is Put of a state made under the adapter of key.
+func (c *PrefixCache) put(key string, ids []int, state []byte) {
 	if len(ids) == 0 {
 		return
 	}
-	p := &prefixEntry{ids: slices.Clone(ids), state: slices.Clone(state)}
+	p := &prefixEntry{adapter: key, ids: slices.Clone(ids), state: slices.Clone(state)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e := c.find(ids); e != nil {
+	if e := c.find(key, ids); e != nil {
 		c.bytes -= e.Value.(*prefixEntry).size()
 		c.lru.Remove(e)
 	}
@@ -117,10 +135,12 @@ func (c *PrefixCache) Put(ids []int, state []byte) {
 
 // Remove forgets the entry for ids, if any (a state that no longer
 // restores, say).
-func (c *PrefixCache) Remove(ids []int) {
+func (c *PrefixCache) Remove(ids []int) { c.remove("", ids) }
+
+func (c *PrefixCache) remove(key string, ids []int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e := c.find(ids); e != nil {
+	if e := c.find(key, ids); e != nil {
 		c.bytes -= e.Value.(*prefixEntry).size()
 		c.lru.Remove(e)
 	}
@@ -167,6 +187,9 @@ func (c *PrefixCache) Generate(ctx context.Context, m *Model, prompt []int, poin
 	}
 	st := m.NewState(1)
 	defer st.Close()
+	if err := st.continueUnder(o.Adapter); err != nil {
+		return Result{}, 0, err
+	}
 	n, cached, err := c.prefill(st, prompt, points, func() bool { return ctx.Err() != nil })
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
@@ -218,12 +241,13 @@ func (c *PrefixCache) GenerateOn(ctx context.Context, s *Scheduler, prompt []int
 // st holds (fewer than all) and how many of those the cache gave. stop is
 // asked between pieces whether the caller has given up.
 func (c *PrefixCache) prefill(st *State, prompt, points []int, stop func() bool) (n, cached int, err error) {
-	n, data := c.Lookup(prompt)
+	key := st.adapterKey(0) // entries of st's adapter only
+	n, data := c.lookup(key, prompt)
 	if n > 0 {
 		if err := st.Restore(data); err != nil {
 			// Another model's state (a cache shared by mistake) or a
 			// damaged one: forget it and prefill everything.
-			c.Remove(prompt[:n])
+			c.remove(key, prompt[:n])
 			st.Reset()
 			n = 0
 		}
@@ -249,7 +273,7 @@ func (c *PrefixCache) prefill(st *State, prompt, points []int, stop func() bool)
 		if err != nil {
 			return n, cached, err
 		}
-		c.Put(prompt[:p], saved)
+		c.put(key, prompt[:p], saved)
 		n = p
 	}
 	return n, cached, nil

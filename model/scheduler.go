@@ -63,6 +63,7 @@ type Scheduler struct {
 
 	mu     sync.Mutex
 	queue  []*request
+	tasks  []task // work for the loop's goroutine (attaching adapters)
 	closed bool
 	wake   chan struct{} // cap 1: a request was queued, or Close was called
 	done   chan struct{} // closed when the loop has exited
@@ -141,6 +142,10 @@ type request struct {
 	// a caller's own Options.State would need. stop says whether the
 	// caller has given up, for work between pieces.
 	prepare func(st *State, stop func() bool) (n int, err error)
+	// ad is the attached adapter the request runs under (nil: none),
+	// held from the call to its end so it cannot be detached meanwhile.
+	ad      *attached
+	release func()
 
 	mu     sync.Mutex
 	picks  []pick // chosen and not yet taken by the caller
@@ -174,6 +179,9 @@ func (r *request) end(err error) {
 	if !r.ended {
 		r.ended, r.endErr = true, err
 		close(r.released)
+		if r.release != nil {
+			r.release()
+		}
 	}
 	r.mu.Unlock()
 	r.poke()
@@ -241,6 +249,15 @@ func (s *Scheduler) generate(ctx context.Context, prompt []int, o Options, prepa
 	if st := o.State; st != nil && (st.Batch != 1 || st.m != s.m) {
 		return Result{}, errors.New("generate: Options.State must be a state of this model with a batch of one")
 	}
+	ad, err := s.m.lookupAdapter(o.Adapter)
+	if err != nil {
+		return Result{}, fmt.Errorf("generate: %w", err)
+	}
+	if st := o.State; st != nil {
+		if err := st.continueUnder(o.Adapter); err != nil {
+			return Result{}, err
+		}
+	}
 	for _, id := range prompt {
 		if id < 0 || id >= s.m.Config.VocabSize {
 			return Result{}, fmt.Errorf("forward: token id %d is outside the vocabulary of %d", id, s.m.Config.VocabSize)
@@ -257,6 +274,8 @@ func (s *Scheduler) generate(ctx context.Context, prompt []int, o Options, prepa
 		start:    time.Now(),
 		lockstep: o.State != nil,
 		prepare:  prepare,
+		ad:       ad,
+		release:  ad.hold(),
 		notify:   make(chan struct{}, 1),
 		ack:      make(chan struct{}, 1),
 		released: make(chan struct{}),
@@ -270,6 +289,7 @@ func (s *Scheduler) generate(ctx context.Context, prompt []int, o Options, prepa
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		r.release()
 		return Result{}, ErrSchedulerClosed
 	}
 	s.queue = append(s.queue, r)
@@ -360,6 +380,7 @@ func (s *Scheduler) loop() {
 			s.shutdown()
 			return
 		}
+		s.runTasks()
 		s.admit()
 		s.awaitLockstep()
 		for i, sl := range s.slots {
@@ -369,7 +390,7 @@ func (s *Scheduler) loop() {
 		}
 		if !slices.ContainsFunc(s.slots, func(sl *slot) bool { return sl != nil }) {
 			s.mu.Lock()
-			idle := len(s.queue) == 0
+			idle := len(s.queue) == 0 && len(s.tasks) == 0
 			s.mu.Unlock()
 			if idle {
 				<-s.wake
@@ -422,6 +443,8 @@ func (s *Scheduler) start(r *request, i int) *slot {
 	if st == nil {
 		st = s.pre
 		st.Reset()
+		st.setRowAdapter(0, r.ad)
+		defer st.setRowAdapter(0, nil) // the adapter stays held by r and its row
 	}
 	fed := 0
 	if r.prepare != nil {
@@ -464,6 +487,7 @@ func (s *Scheduler) start(r *request, i int) *slot {
 		r.end(fmt.Errorf("scheduler: %w", err))
 		return nil
 	}
+	s.pool.setRowAdapter(i, r.ad)
 	if s.pool.Pos == 0 {
 		// The pool's rows continue prefilled sequences: its one-token
 		// steps are decoding (the recurrence), never a prompt's start.
@@ -509,6 +533,7 @@ func (s *Scheduler) deliver(sl *slot, id int) bool {
 func (s *Scheduler) retire(i int, err error) {
 	sl := s.slots[i]
 	s.slots[i] = nil
+	s.pool.setRowAdapter(i, nil)
 	if st := sl.r.o.State; st != nil {
 		if cerr := copyStateRows(st, 0, s.pool, i, 1); cerr != nil && err == nil {
 			err = fmt.Errorf("scheduler: giving the state back: %w", cerr)
@@ -650,6 +675,9 @@ func (s *Scheduler) recoverPanic() {
 	for _, r := range queued {
 		r.end(err)
 	}
+	s.pool.releaseAdapters()
+	s.pre.releaseAdapters()
+	s.failTasks(err)
 }
 
 func (s *Scheduler) shutdown() {
@@ -665,7 +693,63 @@ func (s *Scheduler) shutdown() {
 	for _, r := range queued {
 		r.end(ErrSchedulerClosed)
 	}
+	s.failTasks(ErrSchedulerClosed)
 	s.pool.Close()
 	s.pre.Close()
 	s.m.Backend.Free(s.idsT)
+}
+
+// task is a function the loop's goroutine runs between steps, and where
+// its error goes.
+type task struct {
+	fn   func() error
+	done chan error // cap 1
+}
+
+// do runs fn on the loop's goroutine, between two steps, and returns its
+// error: the backend is the loop's alone while the scheduler is open.
+func (s *Scheduler) do(fn func() error) error {
+	t := task{fn: fn, done: make(chan error, 1)}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrSchedulerClosed
+	}
+	s.tasks = append(s.tasks, t)
+	s.mu.Unlock()
+	s.signal()
+	return <-t.done
+}
+
+func (s *Scheduler) runTasks() {
+	s.mu.Lock()
+	ts := s.tasks
+	s.tasks = nil
+	s.mu.Unlock()
+	for _, t := range ts {
+		t.done <- t.fn()
+	}
+}
+
+// failTasks answers the tasks still queued with err.
+func (s *Scheduler) failTasks(err error) {
+	s.mu.Lock()
+	ts := s.tasks
+	s.tasks = nil
+	s.mu.Unlock()
+	for _, t := range ts {
+		t.done <- err
+	}
+}
+
+// AttachAdapter is Model.AttachAdapter run on the scheduler's goroutine,
+// between two steps: requests queued after it returns may select name.
+func (s *Scheduler) AttachAdapter(name string, ads ...*Adapter) error {
+	return s.do(func() error { return s.m.AttachAdapter(name, ads...) })
+}
+
+// DetachAdapter is Model.DetachAdapter run on the scheduler's goroutine.
+// It refuses while a queued or running request selects the adapter.
+func (s *Scheduler) DetachAdapter(name string) error {
+	return s.do(func() error { return s.m.DetachAdapter(name) })
 }

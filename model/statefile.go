@@ -23,6 +23,17 @@ import (
 //	ssm      layers × [B, H, P, N] float32   (the two interleaved per layer:
 //	                                           conv of layer 0, ssm of layer 0, …)
 //
+// A state any row of which runs under an attached adapter (State.
+// UseAdapter) ends with what each row ran under, since its memory is the
+// adapted model's:
+//
+//	"LORA"   4 bytes
+//	per row  [32]byte the adapter's key (zeros: none), uint16 n, n bytes of its name
+//
+// and restores only into a state whose rows run under the same adapters
+// (names aside); a state without it is the base model's, and restores only
+// into rows that run under none.
+//
 // Restoring it into a state of the same model continues the sequences
 // exactly where they were: feeding Y after a restored state of X computes
 // what feeding X then Y would (the same arithmetic, whatever the pieces).
@@ -101,7 +112,7 @@ func (s *State) Save() ([]byte, error) {
 			}
 		}
 	}
-	return out, nil
+	return s.appendAdapters(out), nil
 }
 
 // stateBytes is the size of the conv and SSM state of every layer.
@@ -141,9 +152,14 @@ func (s *State) Restore(data []byte) error {
 	if layers != c.Layers {
 		return fmt.Errorf("restore: the state has %d layers, the model %d", layers, c.Layers)
 	}
-	if want := stateHeader + s.stateBytes(); len(data) != want {
+	want := stateHeader + s.stateBytes()
+	if len(data) < want || len(data) > want && string(data[want:min(len(data), want+4)]) != loraTrailer {
 		return fmt.Errorf("restore: the saved state is %d bytes, a state of this model and batch is %d", len(data), want)
 	}
+	if err := s.checkAdapters(data[want:]); err != nil {
+		return err
+	}
+	data = data[:want]
 	if pos > math.MaxInt32 {
 		return fmt.Errorf("restore: position %d is out of range", pos)
 	}

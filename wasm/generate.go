@@ -17,7 +17,7 @@ import (
 // names them (its entries marked go); info() reports them so a test can
 // hold the two lists equal.
 var generateOptionNames = []string{"maxNewTokens", "temperature", "topK", "topP", "minP",
-	"repetitionPenalty", "presencePenalty", "frequencyPenalty", "seed", "stop", "stopIds", "state"}
+	"repetitionPenalty", "presencePenalty", "frequencyPenalty", "seed", "stop", "stopIds", "state", "adapter"}
 
 // generate(handle, prompt, {generateOptionNames..., job, onText}) →
 // Promise<{text, ids, reason, seed, promptTokens, newTokens, seconds,
@@ -58,6 +58,9 @@ func jsGenerate(_ js.Value, args []js.Value) any {
 		o, err := genOptions(opts)
 		if err != nil {
 			return nil, err
+		}
+		if err := s.m.CheckAdapter(o.Adapter); err != nil {
+			return nil, coded(codeBadArg, err)
 		}
 		ref, err := optState(opts, s)
 		if err != nil {
@@ -203,6 +206,12 @@ func genOptions(opts js.Value) (model.Options, error) {
 			if o.StopIDs, err = intsFromJS(v, "stopIds"); err != nil {
 				return o, err
 			}
+		}
+		if v, set := optValue(opts, "adapter"); set {
+			if v.Type() != js.TypeString {
+				return o, codef(codeBadArg, "option adapter must be the name of a loaded adapter (loadAdapter), got %s", jsDescribe(v))
+			}
+			o.Adapter = v.String()
 		}
 	}
 	if err := o.Validate(); err != nil {

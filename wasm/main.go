@@ -41,6 +41,9 @@ func main() {
 		"chatSave":     js.FuncOf(jsChatSave),
 		"chatRestore":  js.FuncOf(jsChatRestore),
 		"chatClose":    js.FuncOf(jsChatClose),
+		// LoRA adapters kept apart (lora.go).
+		"loadAdapter":   js.FuncOf(jsLoadAdapter),
+		"unloadAdapter": js.FuncOf(jsUnloadAdapter),
 	}
 	js.Global().Set("mamba2Go", js.ValueOf(api))
 	if ready := js.Global().Get("mamba2GoReady"); ready.Type() == js.TypeFunction {

@@ -213,6 +213,12 @@ export interface GenerateOptions {
    * next call goes on from the result as from a prompt.
    */
   state?: State;
+  /**
+   * The name of an adapter loaded with Model.loadAdapter to generate under (kept apart from the weights);
+   * omitted, the base model (with what LoadOptions.adapters merged). A state continues only under the
+   * adapter it was made with.
+   */
+  adapter?: string;
   /** Aborting stops generation; iteration and `result` reject with the signal's reason. */
   signal?: AbortSignal;
 }
@@ -435,8 +441,42 @@ export class Model {
   restoreState(bytes: Uint8Array | ArrayBuffer): Promise<State>;
   /** A new conversation (the model needs its tokenizer). */
   chat(options?: ChatOptions): Promise<Chat>;
+  /**
+   * Fetches a PEFT LoRA adapter folder (URL or hub id) and attaches it kept apart from the weights under
+   * options.name, which GenerateOptions.adapter selects; no reload, and calls under different adapters share
+   * the batch. An adapter that does not fit the model is refused ('bad-model').
+   */
+  loadAdapter(url: string | URL, options: LoadAdapterOptions): Promise<LoadedAdapter>;
+  /** Frees an adapter loadAdapter attached; refused ('bad-argument') while a State or Chat made under it is open. */
+  unloadAdapter(name: string): Promise<{ attached: AttachedAdapter[] }>;
   /** Stops generation, frees the model (GPU buffers included) and ends its worker. */
   dispose(): Promise<void>;
+}
+
+/** Model.loadAdapter's options. */
+export interface LoadAdapterOptions {
+  /** What GenerateOptions.adapter selects it by (required). */
+  name: string;
+  /** The cache policy for its files, as LoadOptions.cache; default 'use'. */
+  cache?: 'use' | 'revalidate' | 'off';
+  /** Aborting stops the load (rejecting with the signal's reason). */
+  signal?: AbortSignal;
+}
+
+/** An adapter attached with Model.loadAdapter. */
+export interface AttachedAdapter {
+  name: string;
+  /** Sequences running under it now. */
+  inUse: number;
+  adapters: AdapterInfo[];
+}
+
+/** Model.loadAdapter's result. */
+export interface LoadedAdapter {
+  name: string;
+  adapters: AdapterInfo[];
+  /** Every adapter the model has attached now. */
+  attached: AttachedAdapter[];
 }
 
 /**

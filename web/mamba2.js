@@ -9,7 +9,8 @@
 // never blocks the page. See mamba2.d.ts for the full API.
 
 import {
-  STATE, chatOptions, chatSendOptions, checkOptions, generateOptions, hiddenStatesOptions, loadOptions, prefillOptions,
+  STATE, chatOptions, chatSendOptions, checkOptions, generateOptions, hiddenStatesOptions, loadAdapterOptions, loadOptions,
+  prefillOptions,
 } from './options.js';
 import { setErrorClass } from './storage.js';
 
@@ -396,6 +397,39 @@ export class Model {
     const opts = checked(options, chatOptions);
     const r = await conn.request('chat', { handle: this.#handle, options: { system: opts.system, template: opts.template } });
     return new Chat(this, conn, r.chat, opts);
+  }
+
+  /**
+   * Fetches a PEFT LoRA adapter folder (a URL or hub id, like the model's;
+   * through the same cache) and attaches it kept apart from the weights
+   * under options.name, which generate's adapter option selects: the
+   * model does not reload, calls under different adapters (or none) share
+   * the batch, and a quantized model works too (docs/adapters.md).
+   * Resolves to {name, adapters, attached}.
+   */
+  async loadAdapter(url, options = {}) {
+    const conn = this.#live();
+    const opts = checked(options, loadAdapterOptions);
+    if (!opts.name) {
+      throw new Mamba2Error("loadAdapter needs options.name: the name generate's adapter option selects it by", 'bad-argument');
+    }
+    if (typeof url !== 'string' && !(url instanceof URL)) {
+      throw new Mamba2Error(`the adapter URL must be a string or a URL, got ${url === null ? 'null' : typeof url}`, 'bad-url');
+    }
+    const handle = this.#handle;
+    return this.#call(conn, 'loadAdapter', { handle, url: resolveModel(url), options: { name: opts.name, cache: opts.cache } }, opts.signal,
+      () => conn.request('unloadAdapter', { handle, name: opts.name }).catch(() => {}));
+  }
+
+  /**
+   * Frees the adapter loaded as name, once the generations running have
+   * ended; a State or Chat made under it keeps it until closed (refused
+   * meanwhile, 'bad-argument'). Resolves to {attached}.
+   */
+  async unloadAdapter(name) {
+    const conn = this.#live();
+    if (typeof name !== 'string') throw new Mamba2Error('unloadAdapter takes the adapter\'s name', 'bad-argument');
+    return conn.request('unloadAdapter', { handle: this.#handle, name });
   }
 
   // #call is a request that an AbortSignal can abort. The runtime checks

@@ -50,6 +50,14 @@ export const generateOptions = {
   stop: { type: 'strings', go: true },
   stopIds: { type: 'ints', go: true },
   state: { type: 'state', go: true },
+  adapter: { type: 'string', go: true },
+  signal: { type: 'signal' },
+};
+
+/** model.loadAdapter(url, options): name → rule. */
+export const loadAdapterOptions = {
+  name: { type: 'string' },
+  cache: { type: 'enum', values: ['use', 'revalidate', 'off'] },
   signal: { type: 'signal' },
 };
 

@@ -190,6 +190,10 @@ async function handle(msg) {
       return go.chatReset(msg.chat);
     case 'chatClose':
       return go.chatClose(msg.chat);
+    case 'loadAdapter':
+      return go.loadAdapter(msg.handle, msg.url, { ...msg.options, job: id });
+    case 'unloadAdapter':
+      return go.unloadAdapter(msg.handle, msg.name);
   }
   throw Object.assign(new Error(`unknown request ${msg.type}`), { code: 'internal' });
 }

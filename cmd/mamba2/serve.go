@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -154,7 +155,12 @@ type apiFlags struct {
 	timeout      time.Duration
 	maxTokens    int
 	prefixMiB    int
+	loras        []loraFlag // --lora, in order
 }
+
+// loraFlag is one --lora NAME=SOURCE: an adapter attached apart from the
+// weights and served as the model NAME.
+type loraFlag struct{ name, source string }
 
 func (a *apiFlags) register(fs *flag.FlagSet) {
 	a.modelFlags.register(fs)
@@ -166,6 +172,18 @@ func (a *apiFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&a.timeout, "timeout", 10*time.Minute, "the longest a generation request may take, queueing included (504 after)")
 	fs.IntVar(&a.maxTokens, "max-tokens", 4096, "the most tokens a request may ask for")
 	fs.IntVar(&a.prefixMiB, "prefix-cache-mib", 256, "MiB of saved states of chat prompt prefixes (system prompts, earlier turns) kept to skip their prefill; 0: none")
+	fs.Func("lora", "a PEFT LoRA adapter kept apart from the weights, served as the model `NAME=DIR`: a request whose \"model\" is NAME runs under it\n"+
+		"(DIR a folder, an http(s) URL or a hub id, as for --adapter); repeat it for several, which share the batch (docs/adapters.md)", func(v string) error {
+		name, src, ok := strings.Cut(v, "=")
+		switch {
+		case !ok || name == "" || src == "":
+			return fmt.Errorf("want NAME=DIR, got %q", v)
+		case slices.ContainsFunc(a.loras, func(l loraFlag) bool { return l.name == name }):
+			return fmt.Errorf("adapter name %q given twice", name)
+		}
+		a.loras = append(a.loras, loraFlag{name, src})
+		return nil
+	})
 }
 
 // check refuses API options without --model and values that mean nothing.
@@ -243,6 +261,19 @@ func (a *apiFlags) start(ctx context.Context, files http.Handler, errLog *log.Lo
 		m.Backend.Close()
 		return nil, nil, fmt.Errorf("serve: %v", tmplErr)
 	}
+	var loraNames []string
+	for _, l := range a.loras {
+		if l.name == name {
+			m.Backend.Close()
+			return nil, nil, fmt.Errorf("serve: --lora %s: that is the base model's served name", l.name)
+		}
+		if err := a.attach(ctx, m, l, stderr); err != nil {
+			m.Backend.Close()
+			return nil, nil, err
+		}
+		loraNames = append(loraNames, l.name)
+		fmt.Fprintf(stderr, "mamba2 serve: adapter %s (%s) attached: \"model\": %q selects it\n", l.name, l.source, l.name)
+	}
 	stops := tmpl.StopIDs(m.Config.EOS, tok) // the model's EOS and the template's
 	var cache *model.PrefixCache
 	if a.prefixMiB > 0 {
@@ -257,7 +288,7 @@ func (a *apiFlags) start(ctx context.Context, files http.Handler, errLog *log.Lo
 		return nil, nil, fmt.Errorf("serve: %v", err)
 	}
 	api, err := openai.New(openai.Options{
-		Engine: eng, Tokenizer: tok, Model: name, VocabSize: m.Config.VocabSize,
+		Engine: eng, Tokenizer: tok, Model: name, Adapters: loraNames, VocabSize: m.Config.VocabSize,
 		Template: tmpl, TemplateError: tmplErr, StopIDs: stops,
 		Timeout: a.timeout, MaxTokens: a.maxTokens, Prefixes: cache, ErrorLog: errLog,
 	})
@@ -283,6 +314,23 @@ func (a *apiFlags) start(ctx context.Context, files http.Handler, errLog *log.Lo
 		files.ServeHTTP(w, r)
 	})
 	return h, done, nil
+}
+
+// attach opens a --lora adapter and attaches it to m, before the engine
+// owns the backend.
+func (a *apiFlags) attach(ctx context.Context, m *model.Model, l loraFlag, stderr io.Writer) error {
+	fsys, src, err := openSource(ctx, "adapter", l.source, stderr)
+	if err != nil {
+		return fmt.Errorf("serve: --lora %s: %v", l.name, err)
+	}
+	ad, err := model.OpenAdapter(src, fsys)
+	if err != nil {
+		return fmt.Errorf("serve: --lora %s: %v", l.name, err)
+	}
+	if err := m.AttachAdapter(l.name, ad); err != nil {
+		return fmt.Errorf("serve: --lora %s: %v", l.name, err)
+	}
+	return nil
 }
 
 // servedName is the default "model" name of --model's value: the embedded

@@ -14,6 +14,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mamba2web/mamba2/model"
+	"github.com/mamba2web/mamba2/model/modeltest"
+	"github.com/mamba2web/mamba2/models"
 )
 
 // syncBuffer is an io.Writer safe for the server goroutine and the test.
@@ -199,6 +203,62 @@ func TestServeServedName(t *testing.T) {
 	} {
 		if got := servedName(tc.model); got != tc.want {
 			t.Errorf("servedName(%q) = %q, want %q", tc.model, got, tc.want)
+		}
+	}
+}
+
+// TestServeLoRA: --lora NAME=DIR attaches an adapter served as the model
+// NAME beside the base model; its mistakes are errors naming the flag.
+func TestServeLoRA(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := model.LoadConfig(models.Tiny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range modeltest.RandomLoRA(cfg, 4, 7) {
+		if err := os.WriteFile(filepath.Join(dir, name), f.Data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := startServe(t, "--model", "mamba2-go-tiny", "--backend", "cpu", "--lora", "go-lora="+dir)
+	texts := map[string]string{}
+	for _, n := range []string{"mamba2-go-tiny", "go-lora"} {
+		resp, err := http.Post(base+"/v1/completions", "application/json",
+			strings.NewReader(`{"model": "`+n+`", "prompt": "package main\n", "max_tokens": 6, "temperature": 0}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(data), `"model":"`+n+`"`) {
+			t.Fatalf("%s: %s %s", n, resp.Status, data)
+		}
+		texts[n] = string(data[strings.Index(string(data), `"text"`):])
+	}
+	if texts["go-lora"] == texts["mamba2-go-tiny"] {
+		t.Errorf("the adapter's completion is the base model's: %s", texts["go-lora"])
+	}
+	resp, err := http.Get(base + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(data), `"id":"go-lora"`) || !strings.Contains(string(data), `"parent":"mamba2-go-tiny"`) {
+		t.Errorf("/v1/models: %s", data)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--lora", "x"}, "want NAME=DIR"},
+		{[]string{"--lora", "a=" + dir, "--lora", "a=" + dir}, `adapter name "a" given twice`},
+		{[]string{"--model", "mamba2-go-tiny", "--backend", "cpu", "--lora", "mamba2-go-tiny=" + dir}, "the base model's served name"},
+		{[]string{"--model", "mamba2-go-tiny", "--backend", "cpu", "--lora", "a=/nonexistent"}, "--lora a: adapter folder"},
+	} {
+		err := run(context.Background(), append([]string{"serve", "--addr", "127.0.0.1:0"}, tc.args...), strings.NewReader(""), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one with %q", tc.args, err, tc.want)
 		}
 	}
 }

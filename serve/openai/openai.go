@@ -2,7 +2,7 @@
 // clients and tools speak (the openai SDKs, LangChain, curl scripts), and
 // the one vLLM serves too, so a client moves between them by its base URL:
 //
-//	GET  /v1/models              the one model served
+//	GET  /v1/models              the model served, and its attached LoRA adapters
 //	POST /v1/completions         text in, text out
 //	POST /v1/chat/completions    messages in, through the model's chat template
 //	GET  /metrics                Prometheus text format
@@ -49,6 +49,12 @@ type Options struct {
 	Tokenizer *tokenizer.Tokenizer
 	// Model is the name clients give as "model" and /v1/models lists.
 	Model string
+	// Adapters are the names of LoRA adapters attached to the engine's
+	// model (model.Model.AttachAdapter), served besides Model as vLLM
+	// serves --lora-modules: a request whose "model" is one of them runs
+	// under that adapter (model.Options.Adapter), one whose "model" is
+	// Model under none, and /v1/models lists them all.
+	Adapters []string
 	// VocabSize bounds the token ids a completion prompt may hold.
 	VocabSize int
 	// Template renders chat requests; nil answers them with a 400 that
@@ -97,6 +103,13 @@ func New(o Options) (*Handler, error) {
 		return nil, errors.New("openai: Options.Tokenizer is nil: the API takes and returns text, which needs the model's tokenizer.json")
 	case o.Model == "":
 		return nil, errors.New("openai: Options.Model (the served name) is empty")
+	}
+	seen := map[string]bool{o.Model: true}
+	for _, a := range o.Adapters {
+		if a == "" || seen[a] {
+			return nil, fmt.Errorf("openai: adapter name %q is empty or served twice (the model is %q)", a, o.Model)
+		}
+		seen[a] = true
 	}
 	if o.VocabSize <= 0 {
 		o.VocabSize = o.Tokenizer.VocabSize()
@@ -206,24 +219,48 @@ type modelInfo struct {
 	Object  string `json:"object"`
 	Created int64  `json:"created"`
 	OwnedBy string `json:"owned_by"`
+	// Root and Parent are vLLM's: for an adapter, the base model's name.
+	Root   string  `json:"root"`
+	Parent *string `json:"parent"`
 }
 
 func (h *Handler) models(w http.ResponseWriter, r *http.Request) {
-	info := modelInfo{ID: h.o.Model, Object: "model", Created: h.created, OwnedBy: "mamba2"}
+	infos := []modelInfo{{ID: h.o.Model, Object: "model", Created: h.created, OwnedBy: "mamba2", Root: h.o.Model}}
+	for _, a := range h.o.Adapters {
+		infos = append(infos, modelInfo{ID: a, Object: "model", Created: h.created, OwnedBy: "mamba2", Root: h.o.Model, Parent: strp(h.o.Model)})
+	}
 	if id, ok := strings.CutPrefix(r.URL.Path, pathModels+"/"); ok {
-		if id != h.o.Model {
-			writeError(w, h.unknownModel(id))
-			return
+		for _, info := range infos {
+			if info.ID == id {
+				writeJSON(w, http.StatusOK, info)
+				return
+			}
 		}
-		writeJSON(w, http.StatusOK, info)
+		writeError(w, h.unknownModel(id))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []modelInfo{info}})
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": infos})
+}
+
+// adapterFor returns the attached adapter a request's "model" selects:
+// "" for the base model, or a 404 for a name not served.
+func (h *Handler) adapterFor(name string) (string, *apiError) {
+	if name == h.o.Model {
+		return "", nil
+	}
+	if slices.Contains(h.o.Adapters, name) {
+		return name, nil
+	}
+	return "", h.unknownModel(name)
 }
 
 func (h *Handler) unknownModel(name string) *apiError {
+	served := "`" + h.o.Model + "`"
+	if len(h.o.Adapters) > 0 {
+		served += " and its adapters `" + strings.Join(h.o.Adapters, "`, `") + "`"
+	}
 	return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Param: strp("model"), Code: strp("model_not_found"),
-		Message: fmt.Sprintf("The model `%s` does not exist: this server serves `%s`.", name, h.o.Model)}
+		Message: fmt.Sprintf("The model `%s` does not exist: this server serves %s.", name, served)}
 }
 
 // choiceSpec is one generation of a request: a choice of one prompt.
@@ -261,6 +298,7 @@ func (h *Handler) generate(w *statusWriter, r *http.Request, endpoint string) {
 	var (
 		s       *sampling
 		name    string
+		adapter string
 		prompts [][]int
 		points  [][]int
 		chat    = endpoint == pathChat
@@ -270,9 +308,7 @@ func (h *Handler) generate(w *statusWriter, r *http.Request, endpoint string) {
 		var req *chatRequest
 		if req, apiErr = parseChat(body, h.o.MaxTokens, h.o.MaxN, h.o.ChatMaxTokens); apiErr == nil {
 			s, name = &req.sampling, req.model
-			if name != h.o.Model {
-				apiErr = h.unknownModel(name)
-			} else {
+			if adapter, apiErr = h.adapterFor(name); apiErr == nil {
 				var ids, pts []int
 				ids, pts, apiErr = h.chatPrompt(req.messages)
 				prompts, points = [][]int{ids}, [][]int{pts}
@@ -282,9 +318,7 @@ func (h *Handler) generate(w *statusWriter, r *http.Request, endpoint string) {
 		var req *completionRequest
 		if req, apiErr = parseCompletion(body, h.o.MaxTokens, h.o.MaxN); apiErr == nil {
 			s, name = &req.sampling, req.model
-			if name != h.o.Model {
-				apiErr = h.unknownModel(name)
-			} else {
+			if adapter, apiErr = h.adapterFor(name); apiErr == nil {
 				prompts, apiErr = h.completionPrompts(req.prompts)
 				points = make([][]int, len(prompts))
 			}
@@ -317,6 +351,7 @@ func (h *Handler) generate(w *statusWriter, r *http.Request, endpoint string) {
 					StopIDs:      h.o.StopIDs,
 					StopStrings:  s.stop,
 					Decode:       h.decode,
+					Adapter:      adapter,
 				},
 			})
 		}
@@ -329,7 +364,7 @@ func (h *Handler) generate(w *statusWriter, r *http.Request, endpoint string) {
 		id:      newID(map[bool]string{true: "chatcmpl-", false: "cmpl-"}[chat]),
 		chat:    chat,
 		created: time.Now().Unix(),
-		model:   h.o.Model,
+		model:   name, // the base model's name or the adapter's
 		n:       len(specs),
 	}
 	var once sync.Once

@@ -79,71 +79,8 @@ func OpenLoRA(t testing.TB, names ...string) []*model.Adapter {
 // switching adapters between calls, a batch whose rows run under
 // different adapters (and none), and the errors.
 func RunLoRA(t *testing.T, newBackend, ref func(t *testing.T) model.Backend) {
-	load := func(t *testing.T, b model.Backend, base string, o model.LoadOptions) *model.Model {
-		t.Helper()
-		m, err := model.Load(os.DirFS(filepath.Join(Root(), "fixtures", base)), b, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m.GatedNorm = model.Full // the reference is transformers'
-		return m
-	}
-	logits := func(t *testing.T, m *model.Model, adapter string, ids []int32) []float32 {
-		t.Helper()
-		st := m.NewState(1)
-		defer st.Close()
-		if err := st.UseAdapter(0, adapter); err != nil {
-			t.Fatal(err)
-		}
-		out, err := st.Logits(ids, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
-	greedy := func(t *testing.T, m *model.Model, adapter string, c LoRACase) []int {
-		t.Helper()
-		res, err := m.Generate(context.Background(), c.GreedyIn, model.Options{MaxNewTokens: len(c.GreedyNew), StopIDs: []int{}, Adapter: adapter})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res.IDs
-	}
 	for _, c := range LoRACases(t) {
-		t.Run(c.Name, func(t *testing.T) {
-			b := newBackend(t)
-			defer b.Close()
-			apart := load(t, b, c.Base, model.LoadOptions{})
-			if err := apart.AttachAdapter("a", OpenLoRA(t, c.Adapters...)...); err != nil {
-				t.Fatal(err)
-			}
-			merged := load(t, b, c.Base, model.LoadOptions{Adapters: OpenLoRA(t, c.Adapters...)})
-			got := logits(t, apart, "a", c.PromptIDs)
-			want := logits(t, merged, "", c.PromptIDs)
-			V := apart.Config.VocabSize
-			// The two round differently (W+ΔW once, against W·x and
-			// B·(A·x) apart), and tiny random models amplify float32's
-			// rounding through the layers: 1e-4 of the logits' scale.
-			d, scale := maxDiff32(got, want), max(1, maxAbs32(want))
-			t.Logf("attached vs merged: max |Δlogit| %.3g (logits up to %.3g)", d, scale)
-			if d > 1e-4*scale {
-				t.Errorf("attached vs merged: max |Δlogit| over every position %.3g > 1e-4 × %.3g", d, scale)
-			}
-			first, last := MaxAbsDiff(got[:V], c.First), MaxAbsDiff(got[len(got)-V:], c.Last)
-			if first > 1e-3 || last > 1e-3 {
-				t.Errorf("attached vs PEFT: max |Δlogit| first %.3g, last %.3g > 1e-3", first, last)
-			}
-			if ids := greedy(t, apart, "a", c); !slices.Equal(ids, c.GreedyNew) {
-				t.Errorf("attached greedy ids\n got %v\nwant %v (PEFT's)", ids, c.GreedyNew)
-			}
-			// The base model stays what it was: "" selects no adapter. (Not
-			// bit for bit on a device backend, whose prompt pieces are sized
-			// from measured timings, so may differ between two models.)
-			plain := load(t, b, c.Base, model.LoadOptions{})
-			if d := maxDiff32(logits(t, apart, "", c.PromptIDs), logits(t, plain, "", c.PromptIDs)); d > 1e-4*scale {
-				t.Errorf("with no adapter selected, logits differ from the plain base by %.3g", d)
-			}
-		})
+		t.Run(c.Name, func(t *testing.T) { loraCase(t, newBackend, c) })
 	}
 
 	// One model, two adapters attached, switched call by call, and a batch
@@ -157,23 +94,23 @@ func RunLoRA(t *testing.T, newBackend, ref func(t *testing.T) model.Backend) {
 		}
 		b := newBackend(t)
 		defer b.Close()
-		m := load(t, b, "tiny-g4", model.LoadOptions{})
+		m := loraLoad(t, b, "tiny-g4", model.LoadOptions{})
 		for n, ads := range map[string][]string{"rs": {"g4-rslora"}, "two0": {"g4-two-0"}} {
 			if err := m.AttachAdapter(n, OpenLoRA(t, ads...)...); err != nil {
 				t.Fatal(err)
 			}
 		}
-		rs := load(t, b, "tiny-g4", model.LoadOptions{Adapters: OpenLoRA(t, "g4-rslora")})
-		two0 := load(t, b, "tiny-g4", model.LoadOptions{Adapters: OpenLoRA(t, "g4-two-0")})
-		plain := load(t, b, "tiny-g4", model.LoadOptions{})
+		rs := loraLoad(t, b, "tiny-g4", model.LoadOptions{Adapters: OpenLoRA(t, "g4-rslora")})
+		two0 := loraLoad(t, b, "tiny-g4", model.LoadOptions{Adapters: OpenLoRA(t, "g4-two-0")})
+		plain := loraLoad(t, b, "tiny-g4", model.LoadOptions{})
 		refs := map[string]*model.Model{"rs": rs, "two0": two0, "": plain}
 		for _, n := range []string{"rs", "", "two0", "rs"} {
-			want := greedy(t, refs[n], "", c)
-			if got := greedy(t, m, n, c); !slices.Equal(got, want) {
+			want := loraGreedy(t, refs[n], "", c)
+			if got := loraGreedy(t, m, n, c); !slices.Equal(got, want) {
 				t.Errorf("adapter %q: greedy ids\n got %v\nwant %v (merged)", n, got, want)
 			}
 		}
-		if slices.Equal(greedy(t, rs, "", c), greedy(t, plain, "", c)) {
+		if slices.Equal(loraGreedy(t, rs, "", c), loraGreedy(t, plain, "", c)) {
 			t.Error("the adapter does not change the greedy ids, so the comparison above proves nothing")
 		}
 
@@ -196,7 +133,7 @@ func RunLoRA(t *testing.T, newBackend, ref func(t *testing.T) model.Backend) {
 		}
 		V := m.Config.VocabSize
 		for r, n := range rows {
-			alone := logits(t, m, n, batch[r*L:(r+1)*L])
+			alone := loraLogits(t, m, n, batch[r*L:(r+1)*L])
 			if d := maxDiff32(all[r*L*V:(r+1)*L*V], alone); d > 1e-4 {
 				t.Errorf("row %d (adapter %q): batched vs alone max |Δlogit| %.3g > 1e-4", r, n, d)
 			}
@@ -216,17 +153,17 @@ func RunLoRA(t *testing.T, newBackend, ref func(t *testing.T) model.Backend) {
 		b, rb := newBackend(t), ref(t)
 		defer b.Close()
 		defer rb.Close()
-		m, r := load(t, b, c.Base, q), load(t, rb, c.Base, q)
+		m, r := loraLoad(t, b, c.Base, q), loraLoad(t, rb, c.Base, q)
 		for _, mm := range []*model.Model{m, r} {
 			if err := mm.AttachAdapter("a", OpenLoRA(t, c.Adapters...)...); err != nil {
 				t.Fatal(err)
 			}
 		}
-		got, want := logits(t, m, "a", c.PromptIDs), logits(t, r, "a", c.PromptIDs)
+		got, want := loraLogits(t, m, "a", c.PromptIDs), loraLogits(t, r, "a", c.PromptIDs)
 		if d := maxDiff32(got, want); d > 2e-3 {
 			t.Errorf("attached over int8: max |Δlogit| against the CPU's %.3g > 2e-3", d)
 		}
-		if d := maxDiff32(got, logits(t, m, "", c.PromptIDs)); d < 0.1 {
+		if d := maxDiff32(got, loraLogits(t, m, "", c.PromptIDs)); d < 0.1 {
 			t.Errorf("attached over int8: max |Δlogit| against the int8 base is only %.3g", d)
 		}
 		if last := MaxAbsDiff(got[len(got)-m.Config.VocabSize:], c.Last); last > 0.5 {
@@ -237,7 +174,7 @@ func RunLoRA(t *testing.T, newBackend, ref func(t *testing.T) model.Backend) {
 	t.Run("errors", func(t *testing.T) {
 		b := newBackend(t)
 		defer b.Close()
-		m := load(t, b, "tiny-g4", model.LoadOptions{})
+		m := loraLoad(t, b, "tiny-g4", model.LoadOptions{})
 		if err := m.AttachAdapter("a", OpenLoRA(t, "g4-rslora")...); err != nil {
 			t.Fatal(err)
 		}
@@ -374,4 +311,84 @@ func RandomLoRA(c model.Config, r int, seed uint64) fstest.MapFS {
 		model.AdapterConfigFile:  {Data: cfg},
 		model.AdapterWeightsFile: {Data: st},
 	}
+}
+
+// RunLoRACase is RunLoRA's check of one fixture case (LoRACases' name):
+// an attached adapter against the merged one, PEFT's logits and greedy
+// ids, and the base model with none selected. It is what a slow engine
+// runs instead of the whole of RunLoRA.
+func RunLoRACase(t *testing.T, newBackend func(t *testing.T) model.Backend, name string) {
+	for _, c := range LoRACases(t) {
+		if c.Name == name {
+			loraCase(t, newBackend, c)
+			return
+		}
+	}
+	t.Fatalf("no LoRA case %q", name)
+}
+
+func loraCase(t *testing.T, newBackend func(t *testing.T) model.Backend, c LoRACase) {
+	b := newBackend(t)
+	defer b.Close()
+	apart := loraLoad(t, b, c.Base, model.LoadOptions{})
+	if err := apart.AttachAdapter("a", OpenLoRA(t, c.Adapters...)...); err != nil {
+		t.Fatal(err)
+	}
+	merged := loraLoad(t, b, c.Base, model.LoadOptions{Adapters: OpenLoRA(t, c.Adapters...)})
+	got := loraLogits(t, apart, "a", c.PromptIDs)
+	want := loraLogits(t, merged, "", c.PromptIDs)
+	V := apart.Config.VocabSize
+	// The two round differently (W+ΔW once, against W·x and
+	// B·(A·x) apart), and tiny random models amplify float32's
+	// rounding through the layers: 1e-4 of the logits' scale.
+	d, scale := maxDiff32(got, want), max(1, maxAbs32(want))
+	t.Logf("attached vs merged: max |Δlogit| %.3g (logits up to %.3g)", d, scale)
+	if d > 1e-4*scale {
+		t.Errorf("attached vs merged: max |Δlogit| over every position %.3g > 1e-4 × %.3g", d, scale)
+	}
+	first, last := MaxAbsDiff(got[:V], c.First), MaxAbsDiff(got[len(got)-V:], c.Last)
+	if first > 1e-3 || last > 1e-3 {
+		t.Errorf("attached vs PEFT: max |Δlogit| first %.3g, last %.3g > 1e-3", first, last)
+	}
+	if ids := loraGreedy(t, apart, "a", c); !slices.Equal(ids, c.GreedyNew) {
+		t.Errorf("attached greedy ids\n got %v\nwant %v (PEFT's)", ids, c.GreedyNew)
+	}
+	// The base model stays what it was: "" selects no adapter. (Not
+	// bit for bit on a device backend, whose prompt pieces are sized
+	// from measured timings, so may differ between two models.)
+	plain := loraLoad(t, b, c.Base, model.LoadOptions{})
+	if d := maxDiff32(loraLogits(t, apart, "", c.PromptIDs), loraLogits(t, plain, "", c.PromptIDs)); d > 1e-4*scale {
+		t.Errorf("with no adapter selected, logits differ from the plain base by %.3g", d)
+	}
+}
+
+func loraLoad(t *testing.T, b model.Backend, base string, o model.LoadOptions) *model.Model {
+	t.Helper()
+	m, err := model.Load(os.DirFS(filepath.Join(Root(), "fixtures", base)), b, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.GatedNorm = model.Full // the reference is transformers'
+	return m
+}
+func loraLogits(t *testing.T, m *model.Model, adapter string, ids []int32) []float32 {
+	t.Helper()
+	st := m.NewState(1)
+	defer st.Close()
+	if err := st.UseAdapter(0, adapter); err != nil {
+		t.Fatal(err)
+	}
+	out, err := st.Logits(ids, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+func loraGreedy(t *testing.T, m *model.Model, adapter string, c LoRACase) []int {
+	t.Helper()
+	res, err := m.Generate(context.Background(), c.GreedyIn, model.Options{MaxNewTokens: len(c.GreedyNew), StopIDs: []int{}, Adapter: adapter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.IDs
 }

@@ -277,6 +277,114 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 #else
+#ifdef BIG
+// Prompts of large products: tile_big.wgsl's 128 × 128 tiles, x as the
+// left factor (tokens are rows) and W as the right; never split along k.
+#include "tile_big.wgsl"
+
+// big_load_x reads this invocation's four elements of the x slice at k0:
+// tokens (lid + 256i) / 8, k (lid + 256i) % 8; zero outside x.
+fn big_load_x(t0: u32, k0: u32, lid: u32) -> array<f32, 4> {
+    var v: array<f32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        let e = lid + i * WG;
+        let t = t0 + e / BK;
+        let k = k0 + e % BK;
+        v[i] = 0.0;
+        if (t < P.T && k < P.K) {
+            v[i] = x[t * P.K + k];
+        }
+    }
+    return v;
+}
+
+// big_load_w reads this invocation's two pairs of the W slice at k0: rows
+// (lid + 256i) / 4, k 2 · ((lid + 256i) % 4); zero outside W.
+fn big_load_w(n0: u32, k0: u32, lid: u32) -> array<vec2<f32>, 2> {
+    var v: array<vec2<f32>, 2>;
+    for (var i = 0u; i < 2u; i++) {
+        let e = lid + i * WG;
+        let n = n0 + e / (BK / 2u);
+        let k = k0 + (e % (BK / 2u)) * 2u;
+        v[i] = vec2<f32>(0.0, 0.0);
+        if (n < P.N && k < P.K) {
+            if (k + 1u < P.K) {
+                v[i] = w_get2(n, k);
+            } else {
+                v[i].x = w_get(n, k);
+            }
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let col_tiles = (P.N + BT - 1u) / BT;
+    let g = wg_index(wid, nwg);
+    let t0 = (g / col_tiles) * BT;
+    let n0 = (g % col_tiles) * BT;
+    if (t0 >= P.T) {
+        return;
+    }
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    // Software pipelining: the next step's slices are read from memory into
+    // registers while this step's are multiplied out of workgroup memory.
+    var xr = big_load_x(t0, 0u, lid);
+    var wr = big_load_w(n0, 0u, lid);
+    for (var k0 = 0u; k0 < P.K; k0 += BK) {
+        for (var i = 0u; i < 4u; i++) {
+            let e = lid + i * WG;
+            big_store_l(e % BK, e / BK, xr[i]);
+        }
+        for (var i = 0u; i < 2u; i++) {
+            let e = lid + i * WG;
+            let k = (e % (BK / 2u)) * 2u;
+            big_store_r(k, e / (BK / 2u), wr[i].x);
+            big_store_r(k + 1u, e / (BK / 2u), wr[i].y);
+        }
+        workgroupBarrier();
+        if (k0 + BK < P.K) {
+            xr = big_load_x(t0, k0 + BK, lid);
+            wr = big_load_w(n0, k0 + BK, lid);
+        }
+        big_fma(&acc, tx, ty);
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < 8u; r++) {
+        var t = t0 + 4u * ty + r;
+        if (r >= 4u) {
+            t = t0 + 64u + 4u * ty + r - 4u;
+        }
+        if (t >= P.T) {
+            continue;
+        }
+        for (var h = 0u; h < 2u; h++) {
+            let v4 = acc[2u * r + h];
+            for (var j = 0u; j < 4u; j++) {
+                let n = n0 + 64u * h + 4u * tx + j;
+                if (n < P.N) {
+                    var v = v4[j];
+                    if (P.has_bias == 1u) {
+                        v += bias[P.col0 + n];
+                    }
+                    let o = t * P.ldo + P.col0 + n;
+                    if (P.add == 1u) {
+                        v += out[o];
+                    }
+                    out[o] = v;
+                }
+            }
+        }
+    }
+}
+#else
 // Prompts: the tiled product of tile.wgsl, x as the left factor (tokens are
 // rows) and W as the right (its rows are output columns).
 #include "tile.wgsl"
@@ -383,4 +491,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 }
+#endif
 #endif

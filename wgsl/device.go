@@ -28,10 +28,6 @@ type Options struct {
 	// invocation more of the row and a workgroup more rows, so the
 	// reduction at the end is shorter; it is a tuning knob for benchmarks.
 	MatvecLanes int
-	// MatmulTile picks the prompt products' tile: 64 (tile.wgsl), 128
-	// (tile_big.wgsl), or 0 for the backend's choice by product size (or
-	// the environment's MAMBA2_WGSL_MATMUL_TILE). For tests and benchmarks.
-	MatmulTile int
 	// ArenaSlots is how many dispatches one submission may record before the
 	// backend submits early to reuse the parameter arena; 0 means 4096.
 	ArenaSlots int
@@ -61,9 +57,6 @@ var ErrSoftwareAdapter = errors.New("the only WebGPU adapter is a software rende
 func New(opts Options) (*Backend, error) {
 	lanes, err := matvecLanes(opts.MatvecLanes)
 	if err != nil {
-		return nil, err
-	}
-	if opts.MatmulTile, err = matmulTile(opts.MatmulTile); err != nil {
 		return nil, err
 	}
 	lost := &deviceLoss{}
@@ -260,26 +253,4 @@ func matvecLanes(n int) (int, error) {
 		return n, nil
 	}
 	return 0, fmt.Errorf("wgsl: %s is %d: want 8, 16, 32 or 64 lanes per row", src, n)
-}
-
-// matmulTile checks Options.MatmulTile, or, when it is 0, the
-// environment's MAMBA2_WGSL_MATMUL_TILE (0 again: chosen per product).
-func matmulTile(n int) (int, error) {
-	src := "Options.MatmulTile"
-	if n == 0 {
-		v := os.Getenv("MAMBA2_WGSL_MATMUL_TILE")
-		if v == "" {
-			return 0, nil
-		}
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			n = -1
-		}
-		src = "MAMBA2_WGSL_MATMUL_TILE"
-	}
-	switch n {
-	case 0, 64, 128:
-		return n, nil
-	}
-	return 0, fmt.Errorf("wgsl: %s is %d: want 64 or 128 (0: chosen per product)", src, n)
 }

@@ -216,7 +216,7 @@ type sampleParams struct {
 // The descriptors.
 var (
 	matmulKernel = newKernel[matmulParams](kernelInfo{
-		file: "matmul.wgsl", weight: true, variants: []string{"MATVEC", "BIG"}, workgroup: 256,
+		file: "matmul.wgsl", weight: true, variants: []string{"MATVEC"}, workgroup: 256,
 		binds: []binding{read("x"), read("W"), read("bias").optional(), write("out"),
 			read("nw").optional(), read("mask").optional(), read("Q").only("WQ")},
 	})

@@ -254,9 +254,7 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor, pr model.Product) {
 	// A prompt whose product has too few tiles to fill the GPU is cut along
 	// k: partial products into scratch, then matmul_sum.wgsl adds them.
 	splits, kper := 1, K
-	if !matvec && b.bigTiles(T, N) {
-		d, cols, toks = wt.withFormat("BIG"), 128, 128
-	} else if !matvec {
+	if !matvec {
 		splits, kper = splitK(T, N, K, b.maxBinding)
 	}
 	dst := o.parts[0]
@@ -312,24 +310,6 @@ const (
 	minSplitK  = 256
 	maxSplits  = 8
 )
-
-// bigMinTiles is the fewest 128 × 128 output tiles for which a prompt's
-// product uses tile_big.wgsl: about two workgroups per compute unit of a
-// large GPU. Below it the 64 × 64 tiles (and split-k) keep more of the GPU
-// busy.
-const bigMinTiles = 256
-
-// bigTiles says whether a prompt's product of T tokens and N columns uses
-// the 128 × 128 tiles (Options.MatmulTile forces either).
-func (b *Backend) bigTiles(T, N int) bool {
-	switch b.opts.MatmulTile {
-	case 64:
-		return false
-	case 128:
-		return true
-	}
-	return ((T+127)/128)*((N+127)/128) >= bigMinTiles
-}
 
 // splitK returns how many k ranges of kper (a multiple of 16) a prompt's
 // product of T tokens, N columns and depth K is cut into; 1 and K for none.

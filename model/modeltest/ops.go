@@ -45,13 +45,6 @@ func RunOps(t *testing.T, b model.Backend) {
 	}
 }
 
-// RunMatMul is RunOps' MatMul part alone, for a backend variant that
-// changes only the products (WebGPU's tile sizes).
-func RunMatMul(t *testing.T, b model.Backend) {
-	h := &opsHarness{b: b, ref: cpu.New(), rng: rand.New(rand.NewPCG(2024, 11))}
-	h.matMul(t)
-}
-
 type opsHarness struct {
 	b, ref model.Backend
 	rng    *rand.Rand

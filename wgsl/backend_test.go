@@ -46,7 +46,7 @@ func TestOpsSequentialScan(t *testing.T) {
 }
 
 func TestPreprocess(t *testing.T) {
-	src, err := preprocess("matmul.wgsl", defs("WF16", "MATVEC"))
+	src, err := preprocess("matmul.wgsl", defs("WF16", "MATVEC", "TPR=64u"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -133,6 +133,7 @@ func TestSubgroupVariants(t *testing.T) {
 				})
 			}
 		}
+		bothCompiled(t, b, "matmul.wgsl")
 	})
 
 	t.Run("RMSNorm", func(t *testing.T) {
@@ -157,18 +158,19 @@ func TestSubgroupVariants(t *testing.T) {
 				agree(t, "out", on, off)
 			})
 		}
+		bothCompiled(t, b, "rmsnorm.wgsl")
 	})
 
 	t.Run("Sample", func(t *testing.T) {
 		const V, B = 1000, 3
 		// Logits rounded to quarters, so many tokens tie, with the
-		// maximum tied in row 0 and a NaN in row 2.
+		// maximum tied in row 0 and a -Inf in row 2.
 		logits := make([]float32, B*V)
 		for i := range logits {
 			logits[i] = float32(math.Round(rng.NormFloat64()*8)) / 4
 		}
 		logits[5], logits[9] = 20, 20
-		logits[2*V+17] = float32(math.NaN())
+		logits[2*V+17] = float32(math.Inf(-1))
 		hist := make([]float32, B*2*V)
 		for i := range hist {
 			if rng.IntN(5) == 0 {
@@ -218,6 +220,7 @@ func TestSubgroupVariants(t *testing.T) {
 				})
 			}
 		}
+		bothCompiled(t, b, "sample.wgsl")
 	})
 
 	t.Run("Fixture", func(t *testing.T) {
@@ -249,7 +252,7 @@ func TestSubgroupVariants(t *testing.T) {
 		}
 		for _, s := range []model.Sampling{{}, {Temperature: 0.9, TopK: 20, TopP: 0.9, Seed: 5}} {
 			on, off := twice(t, func(t *testing.T) []float32 {
-				res, err := m.Generate(context.Background(), ids, model.Options{Sampling: s, MaxNewTokens: 12, StopIDs: []int{}})
+				res, err := m.Generate(context.Background(), ids, model.Options{Sampling: s, MaxNewTokens: 5, StopIDs: []int{}})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -263,20 +266,26 @@ func TestSubgroupVariants(t *testing.T) {
 				t.Errorf("%s, %+v: generated %v with subgroups, %v without", fx.Name, s, on, off)
 			}
 		}
+		for _, shader := range []string{"matmul.wgsl", "rmsnorm.wgsl", "sample.wgsl"} {
+			bothCompiled(t, b, shader)
+		}
 	})
+}
 
-	// Both variants of each kernel were compiled (and so ran).
-	for _, shader := range []string{"matmul.wgsl", "rmsnorm.wgsl", "sample.wgsl"} {
-		var with, without bool
-		for k := range b.pipes {
-			if k.shader == shader && (shader != "matmul.wgsl" || strings.Contains(k.defines, "MATVEC")) {
-				has := strings.Contains(k.defines, subgroupsDefine)
-				with, without = with || has, without || !has
-			}
+// bothCompiled checks that the backend compiled shader (matmul's
+// matrix-vector kernel for matmul.wgsl) with and without SUBGROUPS, so a
+// comparison of the two cannot pass by running one kernel twice.
+func bothCompiled(t *testing.T, b *Backend, shader string) {
+	t.Helper()
+	var with, without bool
+	for k := range b.pipes {
+		if k.shader == shader && (shader != "matmul.wgsl" || strings.Contains(k.defines, "MATVEC")) {
+			has := strings.Contains(k.defines, subgroupsDefine)
+			with, without = with || has, without || !has
 		}
-		if !with || !without {
-			t.Errorf("%s: compiled with subgroups %v, without %v: want both", shader, with, without)
-		}
+	}
+	if !with || !without {
+		t.Errorf("%s: compiled with subgroups %v, without %v: want both", shader, with, without)
 	}
 }
 

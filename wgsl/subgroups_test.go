@@ -23,7 +23,8 @@ const subgroupTolerance = 2e-5
 // TestSubgroupVariants runs every kernel that has a subgroup variant twice
 // on one device, with the subgroup kernels and with the fallback
 // (Options.NoSubgroups flipped between the runs): the matrix-vector
-// product in all five weight formats, with the fused norm (float weights)
+// product in all five weight formats (64 lanes per row, some cases also 8:
+// Options.MatvecLanes), with the fused norm (float weights)
 // or the norm kernel before it (int8, int4), the norm kernel in groups with
 // a mask, device sampling (greedy, top-k, top-p, min-p, penalties, ties),
 // and a fixture model's prompt and decoded logits and generated ids. Float
@@ -91,46 +92,53 @@ func TestSubgroupVariants(t *testing.T) {
 			{3, 5, 64, 2, true, true, false},
 			{2, 33, 17, 1, false, false, true},
 		}
-		for _, f := range formats {
-			for _, s := range shapes {
-				t.Run(fmt.Sprintf("%s/T%d/N%d/K%d/groups%d/norm=%v/mask=%v", f.name, s.T, s.N, s.K, s.groups, s.norm, s.mask), func(t *testing.T) {
-					w, err := b.Weight(f.spec([]int{s.N, s.K}, rnd(s.N*s.K, -1, 1)))
-					if err != nil {
-						t.Fatal(err)
+		defer func(n int) { b.lanes = n }(b.lanes)
+		for _, lanes := range []int{64, 8} { // Options.MatvecLanes: 64 (the default), and the fewest
+			b.lanes = lanes
+			for _, f := range formats {
+				for _, s := range shapes {
+					if lanes != 64 && s.T > 1 && f.name != "f32" {
+						continue // a few cases for the other lanes keep the test short
 					}
-					defer b.Free(w)
-					xd, od := rnd(s.T*s.K, -2, 2), rnd(s.T*s.N, -1, 1)
-					x, out := b.Alloc(model.F32, s.T, s.K), b.Alloc(model.F32, s.T, s.N)
-					defer b.Free(x)
-					defer b.Free(out)
-					var p model.Product
-					if s.norm {
-						nw, err := b.Weight(modeltest.SpecOf("norm", loader.F32, []int{s.K}, rnd(s.K, 0.5, 1.5), 64))
+					t.Run(fmt.Sprintf("lanes%d/%s/T%d/N%d/K%d/groups%d/norm=%v/mask=%v", lanes, f.name, s.T, s.N, s.K, s.groups, s.norm, s.mask), func(t *testing.T) {
+						w, err := b.Weight(f.spec([]int{s.N, s.K}, rnd(s.N*s.K, -1, 1)))
 						if err != nil {
 							t.Fatal(err)
 						}
-						defer b.Free(nw)
-						p = model.Product{Norm: nw, Groups: s.groups, Eps: 1e-5}
-						if s.mask {
-							m := b.Alloc(model.F32, s.T)
-							defer b.Free(m)
-							md := make([]float32, s.T)
-							for i := range md {
-								md[i] = float32(i % 2)
+						defer b.Free(w)
+						xd, od := rnd(s.T*s.K, -2, 2), rnd(s.T*s.N, -1, 1)
+						x, out := b.Alloc(model.F32, s.T, s.K), b.Alloc(model.F32, s.T, s.N)
+						defer b.Free(x)
+						defer b.Free(out)
+						var p model.Product
+						if s.norm {
+							nw, err := b.Weight(modeltest.SpecOf("norm", loader.F32, []int{s.K}, rnd(s.K, 0.5, 1.5), 64))
+							if err != nil {
+								t.Fatal(err)
 							}
-							b.Write(m, md)
-							p.Mask = m
+							defer b.Free(nw)
+							p = model.Product{Norm: nw, Groups: s.groups, Eps: 1e-5}
+							if s.mask {
+								m := b.Alloc(model.F32, s.T)
+								defer b.Free(m)
+								md := make([]float32, s.T)
+								for i := range md {
+									md[i] = float32(i % 2)
+								}
+								b.Write(m, md)
+								p.Mask = m
+							}
 						}
-					}
-					p.Add = s.add
-					on, off := twice(t, func(t *testing.T) []float32 {
-						b.Write(x, xd)
-						b.Write(out, od)
-						b.MatMul(out, x, w, nil, p)
-						return read(t, out)
+						p.Add = s.add
+						on, off := twice(t, func(t *testing.T) []float32 {
+							b.Write(x, xd)
+							b.Write(out, od)
+							b.MatMul(out, x, w, nil, p)
+							return read(t, out)
+						})
+						agree(t, "out", on, off)
 					})
-					agree(t, "out", on, off)
-				})
+				}
 			}
 		}
 		bothCompiled(t, b, "matmul.wgsl")

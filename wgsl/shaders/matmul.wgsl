@@ -142,7 +142,7 @@ var<workgroup> sg_count: atomic<u32>; // subgroups numbered so far
 // invocation reached sg_count, times the subgroup size, plus the
 // invocation's subgroup_invocation_id. Output columns and norm segments are
 // assigned by these numbers instead of local_invocation_index, so an
-// aligned block of min(64, subgroup size) numbers lies in one subgroup
+// aligned block of min(TPR, subgroup size) numbers lies in one subgroup
 // whatever the implementation's mapping of invocations to subgroups. What
 // a number computes does not depend on which subgroup holds it, so the
 // results do not depend on the order either. Full subgroups (WG is a

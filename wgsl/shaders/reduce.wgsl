@@ -11,15 +11,18 @@
 //              own local index (the others leave the operation's identity),
 //              and after one barrier every subgroup reduces all WG slots,
 //              sg_size per step, of which invocation 0's result is shared
-//              through workgroupUniformLoad. Three barriers whatever the
-//              subgroup size, which is not assumed; the mapping of local
+//              through workgroupUniformLoad. One barrier and the one of
+//              workgroupUniformLoad whatever the subgroup size, which is
+//              not assumed (each invocation reads WG / sg_size slots, which
+//              is the cost of small subgroups); the mapping of local
 //              indices to subgroups is not assumed either. It assumes full
 //              subgroups, which WG (a multiple of every subgroup size
 //              WebGPU allows) gives. The kernel's entry point must take the
 //              subgroup_invocation_id and subgroup_size builtins and pass
 //              them to sg_init before the first call.
-//   (else)     a tree in workgroup memory: log2(WG) + 2 barriers; one at the
-//              end lets the scratch array be reused by the next call.
+//   (else)     a tree in workgroup memory: log2(WG) + 2 barriers and the
+//              one of workgroupUniformLoad; the one at the end lets the
+//              scratch array be reused by the next call.
 // Integer sums, maxima and minima are exact either way; float sums differ
 // by rounding (another order).
 

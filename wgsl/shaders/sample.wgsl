@@ -22,8 +22,8 @@
 // pass over the row with a workgroup reduction; among tokens of equal value,
 // which are ranked by id, the n-th is found by bisection over the id. One
 // workgroup per row; about 32 + 32 + 32 + 3·idbits passes in the worst case.
-// The reductions are reduce.wgsl's, through subgroups with SUBGROUPS (three
-// barriers each instead of ten); they are integer counts, maxima and minima,
+// The reductions are reduce.wgsl's, through subgroups with SUBGROUPS (two
+// barriers each instead of eleven); they are integer counts, maxima and minima,
 // exact either way, except the weight sums, so ties are broken the same
 // (lowest id first) and only the rounding of the sums can differ.
 // Sums are f32 where SampleRow uses float64, so a draw that falls within

@@ -27,7 +27,8 @@ const subgroupTolerance = 2e-5
 // Options.MatvecLanes), with the fused norm (float weights)
 // or the norm kernel before it (int8, int4), the norm kernel in groups with
 // a mask, device sampling (greedy, top-k, top-p, min-p, penalties, ties),
-// and a fixture model's prompt and decoded logits and generated ids. Float
+// and a fixture model's prompt and decoded logits (the decode product with
+// the conv in its epilogue included) and generated ids. Float
 // results must agree within rounding and sampled ids exactly. It also
 // checks that both variants were compiled, so it cannot pass by running one
 // kernel twice. Where the device has no subgroups feature (natively:
@@ -141,7 +142,7 @@ func TestSubgroupVariants(t *testing.T) {
 				}
 			}
 		}
-		bothCompiled(t, b, "matmul.wgsl")
+		bothCompiled(t, b, "matmul.wgsl", "MATVEC")
 	})
 
 	t.Run("RMSNorm", func(t *testing.T) {
@@ -274,26 +275,30 @@ func TestSubgroupVariants(t *testing.T) {
 				t.Errorf("%s, %+v: generated %v with subgroups, %v without", fx.Name, s, on, off)
 			}
 		}
-		for _, shader := range []string{"matmul.wgsl", "rmsnorm.wgsl", "sample.wgsl"} {
-			bothCompiled(t, b, shader)
-		}
+		// The decoded token's in_proj runs the conv in its epilogue.
+		bothCompiled(t, b, "matmul.wgsl", "MATVEC", "CONV")
+		bothCompiled(t, b, "rmsnorm.wgsl")
+		bothCompiled(t, b, "sample.wgsl")
 	})
 }
 
-// bothCompiled checks that the backend compiled shader (matmul's
-// matrix-vector kernel for matmul.wgsl) with and without SUBGROUPS, so a
-// comparison of the two cannot pass by running one kernel twice.
-func bothCompiled(t *testing.T, b *Backend, shader string) {
+// bothCompiled checks that the backend compiled shader with and without
+// SUBGROUPS, counting only its variants with every define in only (the
+// matrix-vector kernel is matmul.wgsl with MATVEC), so a comparison of the
+// two cannot pass by running one kernel twice.
+func bothCompiled(t *testing.T, b *Backend, shader string, only ...string) {
 	t.Helper()
 	var with, without bool
 	for k := range b.pipes {
-		if k.shader == shader && (shader != "matmul.wgsl" || strings.Contains(k.defines, "MATVEC")) {
-			has := strings.Contains(k.defines, subgroupsDefine)
-			with, without = with || has, without || !has
+		d := strings.Split(k.defines, ",")
+		if k.shader != shader || slices.ContainsFunc(only, func(o string) bool { return !slices.Contains(d, o) }) {
+			continue
 		}
+		has := slices.Contains(d, subgroupsDefine)
+		with, without = with || has, without || !has
 	}
 	if !with || !without {
-		t.Errorf("%s: compiled with subgroups %v, without %v: want both", shader, with, without)
+		t.Errorf("%s%v: compiled with subgroups %v, without %v: want both", shader, only, with, without)
 	}
 }
 

@@ -47,6 +47,12 @@ type Options struct {
 	// fallback adapter): there the CPU backend is many times faster, so
 	// "auto" choices ask for a real GPU and fall back to the CPU instead.
 	RefuseSoftware bool
+	// NoSubgroups keeps the kernels on their workgroup-memory reductions
+	// even where the device has the subgroups feature (subgroups.go), to
+	// cross-check and benchmark the two variants on one engine. The
+	// environment variable MAMBA2_WGSL_SUBGROUPS=0 sets it for every
+	// backend of the process.
+	NoSubgroups bool
 }
 
 // ErrSoftwareAdapter is matched by New's error when Options.RefuseSoftware
@@ -59,6 +65,11 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	noSub, err := noSubgroupsFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	opts.NoSubgroups = opts.NoSubgroups || noSub
 	lost := &deviceLoss{}
 	plat, dev, adapterLimits, info, timestamps, err := openDevice(opts.Profile, lost)
 	if err != nil {
@@ -146,8 +157,14 @@ func IsSoftware(info wgpu.AdapterInfo) bool {
 }
 
 // Describe names the adapter in use for a message: its name, backend and
-// type.
-func (b *Backend) Describe() string { return describeAdapter(b.info) }
+// type, and the subgroup sizes where the kernels use subgroups.
+func (b *Backend) Describe() string {
+	s := describeAdapter(b.info)
+	if sg := b.describeSubgroups(); sg != "" {
+		s = s[:len(s)-1] + sg + ")"
+	}
+	return s
+}
 
 // describeAdapter names an adapter for a message.
 func describeAdapter(info wgpu.AdapterInfo) string {

@@ -19,7 +19,11 @@ const adapterHint = "the browser needs WebGPU (navigator.gpu); headless Chromium
 type platform struct {
 	dev  js.Value
 	lost *deviceLoss
+	sg   subgroupSupport
 }
+
+// subgroupSupport is what openJSDevice found of the subgroups feature.
+func (p platform) subgroupSupport() subgroupSupport { return p.sg }
 
 // openDevice opens the device with openJSDevice. Kernels cannot be timed
 // in js (errNoTimestamps), so the timestamp-query feature is never asked for.
@@ -67,8 +71,11 @@ func watchLoss(dev js.Value, lost *deviceLoss) {
 //
 // The device asks for the adapter's own maxStorageBufferBindingSize and
 // maxBufferSize (often 1–4 GiB instead of 128/256 MiB), so big matrices
-// need fewer parts. Like every blocking call here, it must run on a
-// goroutine that may block, not inside a synchronous js.FuncOf callback.
+// need fewer parts. It also asks for the subgroups feature where the
+// adapter offers it (Dawn does, on SwiftShader as on GPUs): the reductions
+// of several kernels have a subgroup variant (subgroups.go). Like every
+// blocking call here, it must run on a goroutine that may block, not
+// inside a synchronous js.FuncOf callback.
 func openJSDevice() (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, error) {
 	var none wgpu.Limits
 	gpu := js.Global().Get("navigator")
@@ -89,12 +96,35 @@ func openJSDevice() (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, erro
 			required[name] = v.Float()
 		}
 	}
-	dev, ok := jsx.Await(adapter.Call("requestDevice", map[string]any{"label": "mamba2", "requiredLimits": required}))
+	desc := map[string]any{"label": "mamba2", "requiredLimits": required}
+	var sg subgroupSupport
+	if hasFeature(adapter, "subgroups") {
+		desc["requiredFeatures"] = []any{"subgroups"}
+		sg.min, sg.max = subgroupSizes(adapter)
+	}
+	dev, ok := jsx.Await(adapter.Call("requestDevice", desc))
 	if !ok || !dev.Truthy() {
 		return platform{}, nil, none, wgpu.AdapterInfo{}, fmt.Errorf("no WebGPU device: %s", describe(dev))
 	}
+	sg.on = hasFeature(dev, "subgroups")
 	d := wgpu.NewDevice(dev)
-	return platform{dev: dev}, &d, jsLimits(lim), jsInfo(adapter), nil
+	return platform{dev: dev, sg: sg}, &d, jsLimits(lim), jsInfo(adapter), nil
+}
+
+// hasFeature reports whether a GPUAdapter or GPUDevice lists feature.
+func hasFeature(obj js.Value, feature string) bool {
+	f := obj.Get("features")
+	return f.Type() == js.TypeObject && f.Call("has", feature).Truthy()
+}
+
+// subgroupSizes reads the adapter's smallest and largest subgroup size
+// from GPUAdapterInfo (0 where the browser does not say).
+func subgroupSizes(adapter js.Value) (lo, hi uint32) {
+	in := adapter.Get("info")
+	if in.Type() != js.TypeObject {
+		return 0, 0
+	}
+	return uint32(jsNum(in, "subgroupMinSize")), uint32(jsNum(in, "subgroupMaxSize"))
 }
 
 // describe renders a JS value (an Error, null) for an error message.

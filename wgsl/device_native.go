@@ -111,6 +111,11 @@ func openDevice(timestamps bool, _ *deviceLoss) (p platform, dev *wgpu.Device, l
 	return platform{inst, adapter}, dev, adapter.GetLimits().Limits, info, tsErr, nil
 }
 
+// subgroupSupport is none: the binding has no subgroups feature and
+// wgpu-native 22's shader compiler rejects `enable subgroups;`
+// (PLATFORM.md), so native kernels keep their workgroup-memory reductions.
+func (platform) subgroupSupport() subgroupSupport { return subgroupSupport{} }
+
 func (p platform) release() {
 	if p.adapter != nil {
 		p.adapter.Release()

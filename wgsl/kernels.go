@@ -38,7 +38,7 @@ type kernelInfo struct {
 	file      string    // in shaders/
 	pass      defines   // a pass of a multi-pass file: its define, the defines of every dispatch
 	weight    bool      // the kernel reads a weight: a format define (tensor.formatDefines) picks its accessors
-	variants  []string  // defines that change the kernel's code (each alone, or none); for the test
+	variants  []string  // defines that change the kernel's code (each alone, or none; SUBGROUPS also with each other); for the test and withSubgroups
 	binds     []binding // @binding(1), @binding(2)...; the uniform Params is @binding(0)
 	workgroup uint32    // @workgroup_size
 
@@ -216,14 +216,14 @@ type sampleParams struct {
 // The descriptors.
 var (
 	matmulKernel = newKernel[matmulParams](kernelInfo{
-		file: "matmul.wgsl", weight: true, variants: []string{"MATVEC"}, workgroup: 256,
+		file: "matmul.wgsl", weight: true, variants: []string{"MATVEC", subgroupsDefine}, workgroup: 256,
 		binds: []binding{read("x"), read("W"), read("bias").optional(), write("out"),
 			read("nw").optional(), read("mask").optional(), read("Q").only("WQ")},
 	})
 	// matvecConvKernel is the decode product with the causal conv in its
 	// epilogue (Product.Conv): another binding table of matmul.wgsl.
 	matvecConvKernel = newKernel[matvecConvParams](kernelInfo{
-		file: "matmul.wgsl", pass: defs("MATVEC", "CONV"), weight: true, workgroup: 256,
+		file: "matmul.wgsl", pass: defs("MATVEC", "CONV"), weight: true, variants: []string{subgroupsDefine}, workgroup: 256,
 		binds: []binding{read("x"), read("W"), read("vec"), write("out"), read("mask").optional(),
 			write("cstate"), write("xbc"), read("Q").only("WQ")},
 	})
@@ -236,7 +236,7 @@ var (
 		binds: []binding{read("ids"), read("W"), write("out"), read("Q").only("WQ")},
 	})
 	rmsnormKernel = newKernel[rmsnormParams](kernelInfo{
-		file: "rmsnorm.wgsl", workgroup: 256,
+		file: "rmsnorm.wgsl", variants: []string{subgroupsDefine}, workgroup: 256,
 		binds: []binding{read("h"), read("w"), read("mask").optional(), write("out")},
 	})
 	convKernel = newKernel[convParams](kernelInfo{
@@ -252,7 +252,7 @@ var (
 		binds: []binding{write("buf")},
 	})
 	sampleKernel = newKernel[sampleParams](kernelInfo{
-		file: "sample.wgsl", workgroup: 256,
+		file: "sample.wgsl", variants: []string{subgroupsDefine}, workgroup: 256,
 		binds: []binding{read("logits"), write("ids"), write("hist").optional()},
 	})
 	ssmStepKernel = newKernel[ssmStepParams](kernelInfo{

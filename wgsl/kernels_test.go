@@ -192,8 +192,9 @@ func TestDispatchChecksBindings(t *testing.T) {
 }
 
 // kernelVariants are the define sets of k worth checking: its pass, with
-// nothing else or one of its variants, times every weight format when it
-// reads a weight.
+// nothing else or one of its variants (SUBGROUPS also with each other
+// variant, since the backend adds it to every dispatch of such a kernel),
+// times every weight format when it reads a weight.
 func kernelVariants(k *kernelInfo) []defines {
 	formats := [][]string{nil}
 	if k.weight {
@@ -202,14 +203,18 @@ func kernelVariants(k *kernelInfo) []defines {
 			formats = append(formats, (&tensor{format: f, group: 32}).formatDefines())
 		}
 	}
+	sets := [][]string{nil}
+	for _, v := range k.variants {
+		sets = append(sets, []string{v})
+		if v != subgroupsDefine && slices.Contains(k.variants, subgroupsDefine) {
+			sets = append(sets, []string{v, subgroupsDefine})
+		}
+	}
 	var out []defines
-	for _, v := range append([]string{""}, k.variants...) {
+	for _, v := range sets {
 		for _, f := range formats {
 			d := append(slices.Clone([]string(k.pass)), f...)
-			if v != "" {
-				d = append(d, v)
-			}
-			out = append(out, defs(d...))
+			out = append(out, defs(append(d, v...)...))
 		}
 	}
 	return out

@@ -34,6 +34,7 @@ func (b *Backend) dispatch(k *kernelInfo, d defines, note string, binds []bind, 
 	if len(d) == 0 {
 		d = k.pass
 	}
+	d = b.withSubgroups(k, d)
 	if b.closed {
 		b.failf("%s: the backend is closed", shader)
 		return

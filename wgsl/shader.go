@@ -42,9 +42,13 @@ func (d defines) has(name string) bool {
 // guard), and `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif` keep or
 // drop lines by the defines. This is all WGSL lacks for sharing helpers and
 // building variants; anything else starting with # is an error, so a typo
-// cannot silently change a kernel.
+// cannot silently change a kernel. The SUBGROUPS define (subgroups.go)
+// also puts `enable subgroups;` first, where WGSL wants its extensions.
 func preprocess(name string, d defines) (string, error) {
 	var out strings.Builder
+	if d.has(subgroupsDefine) {
+		out.WriteString("enable subgroups;\n")
+	}
 	for _, s := range d {
 		if k, v, ok := strings.Cut(s, "="); ok {
 			fmt.Fprintf(&out, "const %s = %s;\n", k, v)

@@ -16,7 +16,9 @@
 //           summing a strided slice of k in vectors of WV (a pair of f32,
 //           f16 or bf16; one u32 word of int8 or int4, unpack.wgsl), then
 //           a tree reduction in workgroup memory. Each weight word is read
-//           once per TB tokens.
+//           once per TB tokens. With SUBGROUPS (and MATVEC) the column's
+//           reduction, and the norm's, is subgroup shuffles and one barrier
+//           instead of a tree of log2(TPR) barriers (virtual_lid says how).
 //   (else)  prompts: the 64 × 64 tiled product of tile.wgsl (64 tokens ×
 //           64 columns per workgroup). When that makes too few workgroups
 //           to fill the GPU (a short prompt, few output columns), k is
@@ -132,15 +134,63 @@ const TB: u32 = 4u;          // tokens per workgroup
 var<workgroup> part: array<f32, 1024>; // TB × WG partial sums
 var<workgroup> inv: array<f32, WG>;    // has_norm: 1/rms of (token j, group) at j · groups + group
 
+#ifdef SUBGROUPS
+var<workgroup> sg_count: atomic<u32>; // subgroups numbered so far
+
+// virtual_lid numbers the invocations so that each subgroup holds
+// consecutive numbers: the subgroup's place in the order its first
+// invocation reached sg_count, times the subgroup size, plus the
+// invocation's subgroup_invocation_id. Output columns and norm segments are
+// assigned by these numbers instead of local_invocation_index, so an
+// aligned block of min(TPR, subgroup size) numbers lies in one subgroup
+// whatever the implementation's mapping of invocations to subgroups. What
+// a number computes does not depend on which subgroup holds it, so the
+// results do not depend on the order either. Full subgroups (WG is a
+// multiple of every subgroup size WebGPU allows) make the numbers 0..WG-1.
+fn virtual_lid(sid: u32, sgn: u32) -> u32 {
+    var first = 0u;
+    if (sid == 0u) {
+        first = atomicAdd(&sg_count, 1u);
+    }
+    return subgroupBroadcast(first, 0u) * sgn + sid;
+}
+
+// block_sum adds v over the aligned block of bs numbers (a power of two up
+// to the subgroup size) holding this invocation: a butterfly of
+// subgroupShuffleXor, which leaves the sum in every invocation of the
+// block. bs must be uniform. block_sum4 does it for TB sums at once.
+fn block_sum(v: f32, bs: u32) -> f32 {
+    var r = v;
+    for (var m = 1u; m < bs; m = m << 1u) {
+        r += subgroupShuffleXor(r, m);
+    }
+    return r;
+}
+
+fn block_sum4(v: vec4<f32>, bs: u32) -> vec4<f32> {
+    var r = v;
+    for (var m = 1u; m < bs; m = m << 1u) {
+        r += subgroupShuffleXor(r, m);
+    }
+    return r;
+}
+#endif
+
 // norm_scales fills inv for the tn tokens from t0: the (token, group)
 // pairs are spread over segments of S invocations, each summing its pair's
-// squares, then a tree reduction within each segment. Uniform control flow.
-fn norm_scales(t0: u32, tn: u32, lid: u32) {
+// squares, then a reduction within each segment: with SUBGROUPS, block_sum
+// within each subgroup's part of the segment (sgn is the subgroup size,
+// unused otherwise) and the segment's first invocation adds the S / bs
+// block sums; else a tree. Uniform control flow.
+fn norm_scales(t0: u32, tn: u32, lid: u32, sgn: u32) {
     let pairs = tn * P.groups;
     var S = WG;
     while (S > 1u && S * pairs > WG) {
         S = S >> 1u;
     }
+#ifdef SUBGROUPS
+    let bs = min(S, sgn);
+#endif
     for (var base = 0u; base < pairs; base += WG / S) {
         let pi = base + lid / S;
         let li = lid % S;
@@ -152,6 +202,18 @@ fn norm_scales(t0: u32, tn: u32, lid: u32) {
                 ss += v * v;
             }
         }
+#ifdef SUBGROUPS
+        let bsum = block_sum(ss, bs);
+        if (lid % bs == 0u) {
+            part[lid / bs] = bsum;
+        }
+        workgroupBarrier();
+        if (li == 0u && pi < pairs) {
+            var total = 0.0;
+            for (var i = 0u; i < S / bs; i++) {
+                total += part[lid / bs + i];
+            }
+#else
         part[lid] = ss;
         workgroupBarrier();
         for (var s = S / 2u; s > 0u; s = s >> 1u) {
@@ -161,7 +223,9 @@ fn norm_scales(t0: u32, tn: u32, lid: u32) {
             workgroupBarrier();
         }
         if (li == 0u && pi < pairs) {
-            var r = inverseSqrt(part[lid] / f32(P.gs) + P.eps);
+            let total = part[lid];
+#endif
+            var r = inverseSqrt(total / f32(P.gs) + P.eps);
             if (P.has_mask == 1u) {
                 r *= mask[t0 + pi / P.groups];
             }
@@ -173,7 +237,16 @@ fn norm_scales(t0: u32, tn: u32, lid: u32) {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+#ifdef SUBGROUPS
+        @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_size) sgn: u32,
+#endif
+        @builtin(local_invocation_index) lid_in: u32) {
+#ifdef SUBGROUPS
+    let lid = virtual_lid(sid, sgn);
+#else
+    let lid = lid_in;
+    let sgn = 0u; // norm_scales' unused argument
+#endif
     let col_groups = (P.N + RPW - 1u) / RPW;
     let g = wg_index(wid, nwg);
     let t0 = (g / col_groups) * TB;
@@ -185,7 +258,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tn = min(TB, P.T - t0); // tokens of this workgroup: the reduction skips the others
     let normed = P.has_norm == 1u;
     if (normed) {
-        norm_scales(t0, tn, lid);
+        norm_scales(t0, tn, lid, sgn);
     }
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     if (n < P.N) {
@@ -241,6 +314,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
+#ifdef SUBGROUPS
+    // Each column's TPR partial sums: block_sum within blocks of bs =
+    // min(TPR, subgroup size) invocations, whose first leaves the block's
+    // TB sums in part, and after one barrier the column's first invocation
+    // adds its TPR / bs blocks (part holds WG / bs · TB ≤ 1024 floats).
+    let bs = min(TPR, sgn);
+    let bsum = block_sum4(vec4<f32>(acc[0], acc[1], acc[2], acc[3]), bs);
+    if (lid % bs == 0u) {
+        for (var j = 0u; j < TB; j++) {
+            part[(lid / bs) * TB + j] = bsum[j];
+        }
+    }
+    workgroupBarrier();
+    if (lane == 0u && n < P.N) {
+        var sum = vec4<f32>(0.0, 0.0, 0.0, 0.0);
+        for (var i = 0u; i < TPR / bs; i++) {
+            for (var j = 0u; j < TB; j++) {
+                sum[j] += part[(lid / bs + i) * TB + j];
+            }
+        }
+        for (var j = 0u; j < TB; j++) {
+            let t = t0 + j;
+            if (t < P.T) {
+                var v = sum[j];
+#else
     for (var j = 0u; j < tn; j++) {
         part[j * WG + lid] = acc[j];
     }
@@ -258,6 +356,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let t = t0 + j;
             if (t < P.T) {
                 var v = part[j * WG + lid];
+#endif
                 if (P.has_bias == 1u) {
                     v += bias_at(P.col0 + n);
                 }

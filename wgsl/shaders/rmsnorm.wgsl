@@ -5,8 +5,9 @@
 //         out[t, i] = h[t, i] · scale · w[i]
 // groups = 1 is the layers' pre-norm and the final norm; groups = G the
 // grouped norm after the gate. One workgroup per (row, group); the sum of
-// squares is a tree reduction in workgroup memory (the CPU sums in float64;
-// the difference is rounding). MatMul runs it before a prompt's product
+// squares is reduce.wgsl's wg_sum_f, through subgroups with SUBGROUPS, a
+// tree in workgroup memory otherwise (the CPU sums in float64; the
+// difference is rounding). MatMul runs it before a prompt's product
 // whose input it normalises; decoding folds it into the product
 // (matmul.wgsl, NORM).
 
@@ -32,7 +33,13 @@ const WG: u32 = 256u;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+#ifdef SUBGROUPS
+        @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_size) sgn: u32,
+#endif
         @builtin(local_invocation_index) lid: u32) {
+#ifdef SUBGROUPS
+    sg_init(sid, sgn);
+#endif
     let g = wg_index(wid, nwg);
     let t = g / P.groups;
     if (t >= P.T) {

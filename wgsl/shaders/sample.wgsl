@@ -22,6 +22,10 @@
 // pass over the row with a workgroup reduction; among tokens of equal value,
 // which are ranked by id, the n-th is found by bisection over the id. One
 // workgroup per row; about 32 + 32 + 32 + 3·idbits passes in the worst case.
+// The reductions are reduce.wgsl's, through subgroups with SUBGROUPS (two
+// barriers each instead of eleven); they are integer counts, maxima and minima,
+// exact either way, except the weight sums, so ties are broken the same
+// (lowest id first) and only the rounding of the sums can differ.
 // Sums are f32 where SampleRow uses float64, so a draw that falls within
 // rounding of a boundary between two tokens may pick the neighbour.
 
@@ -191,7 +195,13 @@ fn top_key(row: Row, lid: u32, goal: f32, strict: u32, kk: u32, ck: u32) -> u32 
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+#ifdef SUBGROUPS
+        @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_size) sgn: u32,
+#endif
         @builtin(local_invocation_index) lid: u32) {
+#ifdef SUBGROUPS
+    sg_init(sid, sgn);
+#endif
     let r = wg_index(wid, nwg);
     if (r >= P.rows) {
         return;

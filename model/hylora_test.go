@@ -1,0 +1,157 @@
+package model_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/mamba2web/mamba2/model"
+	"github.com/mamba2web/mamba2/model/modeltest"
+)
+
+// TestLoRAHybrid runs adapters merged and kept apart on every hybrid
+// family on the CPU backend (modeltest.RunHybridLoRA).
+func TestLoRAHybrid(t *testing.T) { modeltest.RunHybridLoRA(t, newCPU, newCPU, false) }
+
+// TestLoRAHybridScheduler serves requests under two adapters and none at
+// once on each hybrid family.
+func TestLoRAHybridScheduler(t *testing.T) {
+	for _, fam := range modeltest.HybridFamilies {
+		t.Run(fam, func(t *testing.T) {
+			var spec modeltest.LoRASpec
+			for _, c := range modeltest.HybridLoRACases {
+				if c.Family == fam {
+					spec = c.Spec
+					break
+				}
+			}
+			dir := filepath.Join(modeltest.Root(), "fixtures", "hybrid-"+fam)
+			m, err := model.Load(os.DirFS(dir), newCPU(t), model.LoadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Backend.Close()
+			for i, n := range []string{"a", "b"} {
+				spec.Seed += uint64(10 * (i + 1))
+				afs, _, _ := modeltest.RandomLoRAFor(t, dir, spec)
+				ad, err := model.OpenAdapter(n, afs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := m.AttachAdapter(n, ad); err != nil {
+					t.Fatal(err)
+				}
+			}
+			modeltest.RunHybridLoRAScheduler(t, m, []string{"a", "", "b", "a", ""})
+		})
+	}
+}
+
+// TestLoRAHybridRefusals: what LoRA cannot adapt on a hybrid is refused
+// with the module named, in both modes.
+func TestLoRAHybridRefusals(t *testing.T) {
+	dir := func(fam string) string { return filepath.Join(modeltest.Root(), "fixtures", "hybrid-"+fam) }
+	good := func(fam string, targets ...string) fstest.MapFS {
+		afs, _, _ := modeltest.RandomLoRAFor(t, dir(fam), modeltest.LoRASpec{Targets: targets, R: 2, Alpha: 4, Seed: 9})
+		return afs
+	}
+	// edit rewrites an adapter's config, or swaps one tensor for another
+	// of the same dtype, to make it wrong.
+	withConfig := func(afs fstest.MapFS, cfg string) fstest.MapFS {
+		out := fstest.MapFS{}
+		for k, v := range afs {
+			out[k] = v
+		}
+		out[model.AdapterConfigFile] = &fstest.MapFile{Data: []byte(cfg)}
+		return out
+	}
+	granite := good("granitemoehybrid", "q_proj")
+	for _, c := range []struct {
+		name, family string
+		afs          fstest.MapFS
+		want         string
+	}{
+		{"expert target", "granitemoehybrid", withConfig(granite, `{"peft_type":"LORA","r":2,"lora_alpha":4,"target_modules":["q_proj","input_linear"]}`),
+			"model.layers.0.block_sparse_moe.input_linear, and LoRA on it is not supported: it is a stack of the 4 experts' matrices"},
+		{"expert regex", "granitemoehybrid", withConfig(granite, `{"peft_type":"LORA","r":2,"lora_alpha":4,"target_modules":".*(q_proj|output_linear)"}`),
+			"block_sparse_moe.output_linear, and LoRA on it is not supported"},
+		{"unknown module", "bamba", withConfig(good("bamba", "q_proj"), `{"peft_type":"LORA","r":2,"lora_alpha":4,"target_modules":["q_proj","wq"]}`),
+			`target_modules names "wq", which is no module of this bamba model`},
+		{"conv1d", "falcon-h1", withConfig(good("falcon-h1", "q_proj"), `{"peft_type":"LORA","r":2,"lora_alpha":4,"target_modules":["q_proj","conv1d"]}`),
+			"model.layers.0.mamba.conv1d, and LoRA on it is not supported"},
+		{"wrong shape", "bamba", withConfig(good("bamba", "q_proj"), `{"peft_type":"LORA","r":3,"lora_alpha":4,"target_modules":["q_proj"]}`),
+			"model.layers.1.self_attn.q_proj.lora_A.weight has shape [2 64], but model.layers.1.self_attn.q_proj.weight of the base model is [64 64] and r is 3: want [3 64]"},
+		{"another family's", "falcon-h1", good("zamba2", "q_proj"),
+			"which target_modules does not take (or the model has no such module)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ad, err := model.OpenAdapter(c.name, c.afs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = model.Load(os.DirFS(dir(c.family)), newCPU(t), model.LoadOptions{Adapters: []*model.Adapter{ad}})
+			wantErrHas(t, "merge", err, c.want)
+			m, err := model.Load(os.DirFS(dir(c.family)), newCPU(t), model.LoadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Backend.Close()
+			wantErrHas(t, "attach", m.AttachAdapter("x", ad), c.want)
+		})
+	}
+
+	// The MoE router is an nn.Linear: merged at load it is adapted, kept
+	// apart it is refused, since its product runs inside the MoE.
+	t.Run("router", func(t *testing.T) {
+		afs, mfs, _ := modeltest.RandomLoRAFor(t, dir("granitemoehybrid"), modeltest.LoRASpec{Targets: []string{"router.layer"}, R: 2, Alpha: 4, Seed: 9})
+		ad, err := model.OpenAdapter("router", afs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := []int32{4, 99, 230, 17, 5, 61}
+		logits := func(m *model.Model) []float32 {
+			defer m.Backend.Close()
+			st := m.NewState(1)
+			defer st.Close()
+			out, err := st.Logits(ids, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		load := func(fsys fstest.MapFS, o model.LoadOptions) *model.Model {
+			m, err := model.Load(fsys, newCPU(t), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		base, err := model.Load(os.DirFS(dir("granitemoehybrid")), newCPU(t), model.LoadOptions{Adapters: []*model.Adapter{ad}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, want := logits(base), logits(load(mfs, model.LoadOptions{}))
+		for i := range got {
+			if d := got[i] - want[i]; d > 1e-4 || d < -1e-4 {
+				t.Fatalf("router merged: logit %d is %g, the reference merge's %g", i, got[i], want[i])
+			}
+		}
+		m, err := model.Load(os.DirFS(dir("granitemoehybrid")), newCPU(t), model.LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Backend.Close()
+		wantErrHas(t, "attach", m.AttachAdapter("r", ad), "block_sparse_moe.router.layer is a mixture of experts' router: an adapter on it merges at load only")
+	})
+}
+
+func wantErrHas(t *testing.T, what string, err error, sub string) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s: no error, want one saying %q", what, sub)
+	} else if !strings.Contains(err.Error(), sub) {
+		t.Errorf("%s: error %q does not say %q", what, err, sub)
+	}
+}

@@ -23,3 +23,13 @@ func TestLoRAApart(t *testing.T) {
 	}
 	modeltest.RunLoRA(t, newBackend, func(t *testing.T) model.Backend { return cpu.New() })
 }
+
+// TestLoRAHybrid runs adapters merged and kept apart on the hybrid
+// families on WebGPU (modeltest.RunHybridLoRA), the reference merge on
+// the CPU. Under js/wasm it runs one case (Falcon-H1's, whose in_proj
+// update runs under the mup multipliers) and no mixed batch, for the
+// suite's time budget.
+func TestLoRAHybrid(t *testing.T) {
+	newBackend := func(t *testing.T) model.Backend { return open(t, Options{}) }
+	modeltest.RunHybridLoRA(t, newBackend, func(t *testing.T) model.Backend { return cpu.New() }, runtime.GOOS == "js")
+}

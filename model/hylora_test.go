@@ -1,8 +1,10 @@
 package model_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -13,7 +15,7 @@ import (
 
 // TestLoRAHybrid runs adapters merged and kept apart on every hybrid
 // family on the CPU backend (modeltest.RunHybridLoRA).
-func TestLoRAHybrid(t *testing.T) { modeltest.RunHybridLoRA(t, newCPU, newCPU, false) }
+func TestLoRAHybrid(t *testing.T) { modeltest.RunHybridLoRA(t, newCPU, newCPU) }
 
 // TestLoRAHybridScheduler serves requests under two adapters and none at
 // once on each hybrid family.
@@ -102,6 +104,48 @@ func TestLoRAHybridRefusals(t *testing.T) {
 		})
 	}
 
+	// "all-linear" takes every nn.Linear but lm_head: an adapter file with
+	// tensors for exactly those loads (one more module taken would lack
+	// its tensors, one fewer would leave tensors no target takes), and
+	// matches the same adapter listing the modules.
+	t.Run("all-linear", func(t *testing.T) {
+		for fam, targets := range map[string][]string{
+			"bamba":  {"in_proj", "out_proj", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+			"zamba2": zamba2Linear(),
+		} {
+			afs, _, _ := modeltest.RandomLoRAFor(t, dir(fam), modeltest.LoRASpec{Targets: targets, R: 2, Alpha: 4, Seed: 3})
+			all := withConfig(afs, `{"peft_type":"LORA","r":2,"lora_alpha":4,"target_modules":"all-linear"}`)
+			var out [][]float32
+			for _, fsys := range []fstest.MapFS{afs, all} {
+				ad, err := model.OpenAdapter(fam, fsys)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := model.Load(os.DirFS(dir(fam)), newCPU(t), model.LoadOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := m.AttachAdapter("a", ad); err != nil {
+					t.Fatalf("%s: %v", fam, err)
+				}
+				st := m.NewState(1)
+				if err := st.UseAdapter(0, "a"); err != nil {
+					t.Fatal(err)
+				}
+				l, err := st.Logits([]int32{4, 99, 230, 17}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, l)
+				st.Close()
+				m.Backend.Close()
+			}
+			if !slices.Equal(out[0], out[1]) {
+				t.Errorf("%s: all-linear gives other logits than the list of its modules", fam)
+			}
+		}
+	})
+
 	// The MoE router is an nn.Linear: merged at load it is adapted, kept
 	// apart it is refused, since its product runs inside the MoE.
 	t.Run("router", func(t *testing.T) {
@@ -154,4 +198,17 @@ func wantErrHas(t *testing.T, what string, err error, sub string) {
 	} else if !strings.Contains(err.Error(), sub) {
 		t.Errorf("%s: error %q does not say %q", what, err, sub)
 	}
+}
+
+// zamba2Linear names every nn.Linear of the Zamba2 fixture but lm_head:
+// its per-use adapters' two layers by list and index (a bare "0" would
+// take the Sequential holding them, and "1" the block model.layers.1).
+func zamba2Linear() []string {
+	out := []string{"in_proj", "out_proj", "q_proj", "k_proj", "v_proj", "o_proj", "gate_up_proj", "down_proj", "linear"}
+	for _, l := range []string{"linear_q_adapter_list", "linear_k_adapter_list", "linear_v_adapter_list", "gate_up_proj_adapter_list"} {
+		for k := range 2 {
+			out = append(out, fmt.Sprintf("%s.%d.0", l, k), fmt.Sprintf("%s.%d.1", l, k))
+		}
+	}
+	return out
 }

@@ -120,4 +120,3 @@ func TestLoRAPrefixCache(t *testing.T) {
 		t.Errorf("Lookup (the base model's entries) finds %d tokens, want 6", n)
 	}
 }
-

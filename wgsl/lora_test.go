@@ -26,10 +26,15 @@ func TestLoRAApart(t *testing.T) {
 
 // TestLoRAHybrid runs adapters merged and kept apart on the hybrid
 // families on WebGPU (modeltest.RunHybridLoRA), the reference merge on
-// the CPU. Under js/wasm it runs one case (Falcon-H1's, whose in_proj
-// update runs under the mup multipliers) and no mixed batch, for the
-// suite's time budget.
+// the CPU. It is skipped under js/wasm: one case alone takes about 17 s on
+// SwiftShader, which the suite's budget has no room for, and what it adds
+// to the Go code it shares with native runs is no new backend operation
+// (the updates are the products, Embed and row copies TestLoRAApart runs
+// there).
 func TestLoRAHybrid(t *testing.T) {
+	if runtime.GOOS == "js" {
+		t.Skip("about 17 s on SwiftShader; the operations are TestLoRAApart's, run under js")
+	}
 	newBackend := func(t *testing.T) model.Backend { return open(t, Options{}) }
-	modeltest.RunHybridLoRA(t, newBackend, func(t *testing.T) model.Backend { return cpu.New() }, runtime.GOOS == "js")
+	modeltest.RunHybridLoRA(t, newBackend, func(t *testing.T) model.Backend { return cpu.New() })
 }

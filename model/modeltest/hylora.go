@@ -271,12 +271,9 @@ func (c HybridLoRACase) name() string { return fmt.Sprintf("%s-%d", c.Family, c.
 // newBackend makes: merged at load against the reference merge of
 // RandomLoRAFor on ref's backend (the CPU), kept apart against merged,
 // and a batch whose rows run under two adapters and none against each
-// row alone. quick runs one case, for slow engines.
-func RunHybridLoRA(t *testing.T, newBackend, ref func(t *testing.T) model.Backend, quick bool) {
+// row alone.
+func RunHybridLoRA(t *testing.T, newBackend, ref func(t *testing.T) model.Backend) {
 	cases := HybridLoRACases
-	if quick {
-		cases = cases[2:3]
-	}
 	prompt := []int32{3, 77, 140, 9, 201, 45, 300, 12, 88, 460, 7}
 	for _, c := range cases {
 		t.Run(c.name(), func(t *testing.T) {
@@ -315,9 +312,6 @@ func RunHybridLoRA(t *testing.T, newBackend, ref func(t *testing.T) model.Backen
 			}
 			if d := maxDiff32(hyLogits(t, plain, "", prompt), base); d > 1e-4*scale {
 				t.Errorf("with no adapter selected, logits differ from the plain base by %.3g", d)
-			}
-			if quick {
-				return
 			}
 			// A second adapter, and a batch of rows under a, b and none.
 			spec := c.Spec

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -222,7 +223,7 @@ func parseAdapterConfig(data []byte) (adapterConfig, error) {
 		return c, fmt.Errorf("bias is %q: adapters that train biases are not supported (want \"none\")", c.Bias)
 	}
 	if c.FanInFanOut {
-		return c, errors.New("fan_in_fan_out is true, which is for GPT-2's Conv1D layers; Mamba-2's projections are nn.Linear (want false)")
+		return c, errors.New("fan_in_fan_out is true, which is for GPT-2's Conv1D layers; these models' projections are nn.Linear (want false)")
 	}
 	keys := make([]string, 0, len(unsupportedFields))
 	for k := range unsupportedFields {
@@ -272,7 +273,7 @@ func parseAdapterConfig(data []byte) (adapterConfig, error) {
 			return c, fmt.Errorf("layers_pattern: %v", err)
 		}
 		if !slices.Equal(l, []string{"layers"}) {
-			return c, fmt.Errorf("layers_pattern is %s; Mamba-2's blocks are backbone.layers (want \"layers\" or null)", bytes.TrimSpace(c.LayersPattern))
+			return c, fmt.Errorf("layers_pattern is %s; Mamba-2's blocks are backbone.layers, the hybrids' model.layers (want \"layers\" or null)", bytes.TrimSpace(c.LayersPattern))
 		}
 	}
 	if c.rankPattern, err = parsePatterns[int]("rank_pattern", raw["rank_pattern"]); err != nil {
@@ -962,7 +963,16 @@ func (a *Adapter) Summary() AdapterInfo {
 	info := AdapterInfo{Name: a.Name, R: a.cfg.R, Alpha: a.cfg.Alpha, RSLoRA: a.cfg.RSLoRA}
 	seen := map[string]bool{}
 	for k := range a.mods {
-		t := k[strings.LastIndexByte(k, '.')+1:]
+		// The last part of the name that is not an index: Zamba2's
+		// per-use adapters are linear_q_adapter_list.K.0 and .K.1.
+		parts := strings.Split(k, ".")
+		t := parts[len(parts)-1]
+		for i := len(parts) - 1; i >= 0; i-- {
+			if _, err := strconv.Atoi(parts[i]); err != nil {
+				t = parts[i]
+				break
+			}
+		}
 		if !seen[t] {
 			seen[t] = true
 			info.Targets = append(info.Targets, t)

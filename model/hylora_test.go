@@ -146,6 +146,37 @@ func TestLoRAHybridRefusals(t *testing.T) {
 		}
 	})
 
+	// layers_to_transform reads a module's layer as PEFT's regular
+	// expressions do: for a Zamba2 per-use adapter without layers_pattern
+	// the number after the last ".NAME." (its index in the list), with
+	// "layers" the block's; the shared block's modules are at the first
+	// layer using them.
+	t.Run("layers_to_transform", func(t *testing.T) {
+		afs, _, _ := modeltest.RandomLoRAFor(t, dir("zamba2"), modeltest.LoRASpec{Targets: []string{"linear_k_adapter_list.0.0", "o_proj"}, R: 2, Alpha: 4, Seed: 3})
+		for _, c := range []struct{ extra, err string }{
+			{`"layers_to_transform":[0,1]`, ""},
+			{`"layers_to_transform":[1],"layers_pattern":"layers"`, ""},
+			{`"layers_to_transform":[1]`, "tensors for module model.layers.1.shared_transformer.self_attn.linear_k_adapter_list.0.0, which target_modules does not take"},
+			{`"layers_to_transform":[0,3],"layers_pattern":"layers"`, "target_modules takes no module of this model"}, // layer 3 holds only a copy
+		} {
+			ad, err := model.OpenAdapter(c.extra, withConfig(afs, `{"peft_type":"LORA","r":2,"lora_alpha":4,"target_modules":["linear_k_adapter_list.0.0","o_proj"],`+c.extra+`}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := model.Load(os.DirFS(dir("zamba2")), newCPU(t), model.LoadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = m.AttachAdapter("a", ad)
+			m.Backend.Close()
+			if c.err == "" && err != nil {
+				t.Errorf("%s: %v", c.extra, err)
+			} else if c.err != "" {
+				wantErrHas(t, c.extra, err, c.err)
+			}
+		}
+	})
+
 	// The MoE router is an nn.Linear: merged at load it is adapted, kept
 	// apart it is refused, since its product runs inside the MoE.
 	t.Run("router", func(t *testing.T) {

@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -177,6 +178,50 @@ func TestLoRAHybridRefusals(t *testing.T) {
 		}
 	})
 
+	// A hybrid's saved state records its rows' adapters as a Mamba-2
+	// state does, and restores only under them.
+	t.Run("saved state", func(t *testing.T) {
+		afs, _, _ := modeltest.RandomLoRAFor(t, dir("falcon-h1"), modeltest.LoRASpec{Targets: []string{"in_proj", "q_proj"}, R: 2, Alpha: 4, Seed: 5})
+		ad, err := model.OpenAdapter("a", afs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := model.Load(os.DirFS(dir("falcon-h1")), newCPU(t), model.LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Backend.Close()
+		if err := m.AttachAdapter("a", ad); err != nil {
+			t.Fatal(err)
+		}
+		st := m.NewState(1)
+		defer st.Close()
+		if err := st.UseAdapter(0, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Forward([]int32{5, 6, 7}, nil); err != nil {
+			t.Fatal(err)
+		}
+		saved, err := st.Save()
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := m.NewState(1)
+		defer base.Close()
+		wantErrHas(t, "restore under the base", base.Restore(saved), `row 0 of the saved state was made under adapter "a"`)
+		if err := base.UseAdapter(0, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := base.Restore(saved); err != nil {
+			t.Errorf("restore under its own adapter: %v", err)
+		}
+		plain, err := m.NewState(1).Save()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantErrHas(t, "restore a base state", base.Restore(plain), "made under the base model")
+	})
+
 	// The MoE router is an nn.Linear: merged at load it is adapted, kept
 	// apart it is refused, since its product runs inside the MoE.
 	t.Run("router", func(t *testing.T) {
@@ -242,4 +287,56 @@ func zamba2Linear() []string {
 		}
 	}
 	return out
+}
+
+// TestLoRAHybridInt8 attaches an adapter over a hybrid base quantized at
+// load (in_proj, out_proj, the embedding and head in int8, the rest
+// float): the adapter runs in f32 beside the quantized products, so the
+// logits stay near the float reference merge and far from the int8 base.
+func TestLoRAHybridInt8(t *testing.T) {
+	dir := filepath.Join(modeltest.Root(), "fixtures", "hybrid-bamba")
+	afs, mfs, _ := modeltest.RandomLoRAFor(t, dir, modeltest.LoRASpec{Targets: []string{"in_proj", "out_proj", "q_proj", "down_proj", "embed_tokens"}, R: 4, Alpha: 8, Seed: 7})
+	ad, err := model.OpenAdapter("a", afs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []int32{4, 99, 230, 17, 5, 61, 300, 2}
+	logits := func(m *model.Model, adapter string) []float32 {
+		st := m.NewState(1)
+		defer st.Close()
+		if err := st.UseAdapter(0, adapter); err != nil {
+			t.Fatal(err)
+		}
+		out, err := st.Logits(ids, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	ref, err := model.Load(mfs, newCPU(t), model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Backend.Close()
+	q, err := model.Load(os.DirFS(dir), newCPU(t), model.LoadOptions{Quantize: model.Quant{Format: model.FormatInt8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Backend.Close()
+	if err := q.AttachAdapter("a", ad); err != nil {
+		t.Fatal(err)
+	}
+	want, got, base := logits(ref, ""), logits(q, "a"), logits(q, "")
+	diff := func(x, y []float32) float64 {
+		d := 0.0
+		for i := range x {
+			d = max(d, math.Abs(float64(x[i]-y[i])))
+		}
+		return d
+	}
+	near, far := diff(got, want), diff(base, want)
+	t.Logf("int8 + attached vs the float merge: %.3g; the int8 base: %.3g", near, far)
+	if near > 0.05 || far < 10*near {
+		t.Errorf("int8 + attached is %.3g from the float merge, the int8 base %.3g: want under 0.05 and a tenth of the base's", near, far)
+	}
 }

@@ -1,6 +1,8 @@
 package wgsl
 
 import (
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 
@@ -37,4 +39,33 @@ func TestLoRAHybrid(t *testing.T) {
 	}
 	newBackend := func(t *testing.T) model.Backend { return open(t, Options{}) }
 	modeltest.RunHybridLoRA(t, newBackend, func(t *testing.T) model.Backend { return cpu.New() })
+}
+
+// TestLoRAHybridScheduler serves requests under two attached adapters and
+// none at once on a hybrid (Bamba) on WebGPU: each gets the ids it gets
+// alone. Native only, for the js/wasm suite's budget.
+func TestLoRAHybridScheduler(t *testing.T) {
+	if runtime.GOOS == "js" {
+		t.Skip("native only: the js/wasm suite has no time for it; the CPU runs it for every family")
+	}
+	dir := filepath.Join(modeltest.Root(), "fixtures", "hybrid-bamba")
+	m, err := model.Load(os.DirFS(dir), open(t, Options{}), model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Backend.Close()
+	m.SubmissionBudget = -1 // prefill pieces by memory only, the same alone and batched
+	for i, n := range []string{"a", "b"} {
+		spec := modeltest.HybridLoRACases[0].Spec
+		spec.Seed += uint64(10 * (i + 1))
+		afs, _, _ := modeltest.RandomLoRAFor(t, dir, spec)
+		ad, err := model.OpenAdapter(n, afs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.AttachAdapter(n, ad); err != nil {
+			t.Fatal(err)
+		}
+	}
+	modeltest.RunHybridLoRAScheduler(t, m, []string{"a", "", "b", "a", ""})
 }

@@ -34,7 +34,8 @@ const (
 // adapter_model.safetensors), read by OpenAdapter and merged into the base
 // weights while they stream to the backend (LoadOptions.Adapters):
 //
-//	linear (in_proj, out_proj, lm_head)  W[n, k] += scale · Σ_r B[n, r] · A[r, k]
+//	linear (in_proj, out_proj, lm_head;  W[n, k] += scale · Σ_r B[n, r] · A[r, k]
+//	  a hybrid's every nn.Linear)
 //	embedding                            E[v, d] += scale · Σ_r B[d, r] · A[r, v]
 //	scale = lora_alpha / r  (lora_alpha / √r with use_rslora)
 //

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -33,7 +34,8 @@ const (
 // adapter_model.safetensors), read by OpenAdapter and merged into the base
 // weights while they stream to the backend (LoadOptions.Adapters):
 //
-//	linear (in_proj, out_proj, lm_head)  W[n, k] += scale · Σ_r B[n, r] · A[r, k]
+//	linear (in_proj, out_proj, lm_head;  W[n, k] += scale · Σ_r B[n, r] · A[r, k]
+//	  a hybrid's every nn.Linear)
 //	embedding                            E[v, d] += scale · Σ_r B[d, r] · A[r, v]
 //	scale = lora_alpha / r  (lora_alpha / √r with use_rslora)
 //
@@ -222,7 +224,7 @@ func parseAdapterConfig(data []byte) (adapterConfig, error) {
 		return c, fmt.Errorf("bias is %q: adapters that train biases are not supported (want \"none\")", c.Bias)
 	}
 	if c.FanInFanOut {
-		return c, errors.New("fan_in_fan_out is true, which is for GPT-2's Conv1D layers; Mamba-2's projections are nn.Linear (want false)")
+		return c, errors.New("fan_in_fan_out is true, which is for GPT-2's Conv1D layers; these models' projections are nn.Linear (want false)")
 	}
 	keys := make([]string, 0, len(unsupportedFields))
 	for k := range unsupportedFields {
@@ -272,7 +274,7 @@ func parseAdapterConfig(data []byte) (adapterConfig, error) {
 			return c, fmt.Errorf("layers_pattern: %v", err)
 		}
 		if !slices.Equal(l, []string{"layers"}) {
-			return c, fmt.Errorf("layers_pattern is %s; Mamba-2's blocks are backbone.layers (want \"layers\" or null)", bytes.TrimSpace(c.LayersPattern))
+			return c, fmt.Errorf("layers_pattern is %s; Mamba-2's blocks are backbone.layers, the hybrids' model.layers (want \"layers\" or null)", bytes.TrimSpace(c.LayersPattern))
 		}
 	}
 	if c.rankPattern, err = parsePatterns[int]("rank_pattern", raw["rank_pattern"]); err != nil {
@@ -376,23 +378,33 @@ func lookupPattern[T any](ps []pattern[T], key string, def T) T {
 	return def
 }
 
-// mamba2Module is a module of transformers' Mamba2ForCausalLM that a
+// peftModule is a module of the transformers model a checkpoint is (a
+// Mamba2ForCausalLM, or a hybrid family's ForCausalLM) that a
 // target_modules entry may name.
-type mamba2Module struct {
-	key     string
-	layer   int  // -1 outside the blocks
-	linear  bool // an nn.Linear ("all-linear" takes these, lm_head aside)
-	lora    bool // one this runtime merges LoRA into
-	binding string
+type peftModule struct {
+	key       string
+	layer     int  // -1 outside the blocks
+	peftLayer bool // layer is worked out from key as PEFT does, per config (hybrids)
+	linear    bool // an nn.Linear ("all-linear" takes these, lm_head aside)
+	lora      bool // one this runtime merges LoRA into
+	embedding bool // an nn.Embedding: lora_embedding_A/B
+	binding   string
+	// refusal, when set, says why LoRA on this module is refused although
+	// it holds weights (the stacked expert matrices of a mixture of experts).
+	refusal string
 }
 
-// modules lists the modules of a Mamba2ForCausalLM with c's layers, so a
-// target that names one LoRA is not merged into here (conv1d, a norm) is
-// told from one that names nothing at all.
-func (c Config) modules() []mamba2Module {
-	out := []mamba2Module{
+// modules lists the modules of the model c describes, so a target that
+// names one LoRA is not merged into here (conv1d, a norm) is told from
+// one that names nothing at all; aliases maps the other names of a module
+// used in several places (Zamba2's shared blocks) to its PEFT name.
+func (c Config) modules() (mods []peftModule, aliases map[string]string) {
+	if c.Hybrid != nil {
+		return c.hybridModules()
+	}
+	out := []peftModule{
 		{key: "backbone", layer: -1},
-		{key: "backbone.embeddings", layer: -1, lora: true, binding: "backbone.embeddings.weight"},
+		{key: "backbone.embeddings", layer: -1, lora: true, embedding: true, binding: "backbone.embeddings.weight"},
 		{key: "backbone.layers", layer: -1},
 		{key: "backbone.norm_f", layer: -1},
 		{key: "lm_head", layer: -1, lora: true, binding: "lm_head.weight"},
@@ -400,24 +412,112 @@ func (c Config) modules() []mamba2Module {
 	for l := range c.Layers {
 		p := fmt.Sprintf("backbone.layers.%d", l)
 		out = append(out,
-			mamba2Module{key: p, layer: l},
-			mamba2Module{key: p + ".norm", layer: l},
-			mamba2Module{key: p + ".mixer", layer: l},
-			mamba2Module{key: p + ".mixer.act", layer: l},
-			mamba2Module{key: p + ".mixer.conv1d", layer: l},
-			mamba2Module{key: p + ".mixer.norm", layer: l},
-			mamba2Module{key: p + ".mixer.in_proj", layer: l, linear: true, lora: true, binding: p + ".mixer.in_proj.weight"},
-			mamba2Module{key: p + ".mixer.out_proj", layer: l, linear: true, lora: true, binding: p + ".mixer.out_proj.weight"},
+			peftModule{key: p, layer: l},
+			peftModule{key: p + ".norm", layer: l},
+			peftModule{key: p + ".mixer", layer: l},
+			peftModule{key: p + ".mixer.act", layer: l},
+			peftModule{key: p + ".mixer.conv1d", layer: l},
+			peftModule{key: p + ".mixer.norm", layer: l},
+			peftModule{key: p + ".mixer.in_proj", layer: l, linear: true, lora: true, binding: p + ".mixer.in_proj.weight"},
+			peftModule{key: p + ".mixer.out_proj", layer: l, linear: true, lora: true, binding: p + ".mixer.out_proj.weight"},
 		)
 	}
-	return out
+	return out, nil
 }
+
+// loraRole reports whether a matrix of role r is an nn.Linear or
+// nn.Embedding of transformers' model, which LoRA may adapt.
+func loraRole(r Role) bool {
+	switch r {
+	case RoleEmbedding, RoleLMHead, RoleInProj, RoleOutProj, RoleAttention, RoleMLP, RoleAdapter, RoleRouter:
+		return true
+	}
+	return false
+}
+
+// hybridModules derives a hybrid's modules from its bindings (blocks.go),
+// so no module name is written twice: a tensor's name less its last part
+// (".weight", ".dt_bias") is the module holding it, and every prefix of
+// that at a dot is a module too. A binding of a matrix LoRA adapts names a
+// module it adapts; its first name is the PEFT name (PEFT walks
+// named_modules, which lists a module used in several places once, under
+// its first name), and its other names, of a module of the same kind, are
+// aliases under which PEFT's save_pretrained stores copies of its tensors.
+func (c Config) hybridModules() ([]peftModule, map[string]string) {
+	var out []peftModule
+	at := map[string]int{}
+	aliases := map[string]string{}
+	add := func(m peftModule) {
+		m.peftLayer, m.layer = true, peftLayerIndex(m.key, false)
+		if i, ok := at[m.key]; ok {
+			if m.lora || m.refusal != "" {
+				out[i] = m
+			}
+			return
+		}
+		at[m.key] = len(out)
+		out = append(out, m)
+	}
+	module := func(name string) string { return name[:max(0, strings.LastIndexByte(name, '.'))] }
+	last := func(key string) string { return key[strings.LastIndexByte(key, '.')+1:] }
+	for _, bd := range c.hybridBindings(&Weights{}) {
+		name := bd.names[0]
+		key := module(name)
+		for i := range len(key) {
+			if key[i] == '.' {
+				add(peftModule{key: key[:i]})
+			}
+		}
+		switch {
+		case loraRole(bd.role) && len(bd.shape) == 2 && strings.HasSuffix(name, ".weight"):
+			emb := bd.role == RoleEmbedding
+			add(peftModule{key: key, lora: true, embedding: emb, linear: !emb && bd.role != RoleLMHead, binding: name})
+			for _, n := range bd.names[1:] {
+				if k := module(n); k != key && last(k) == last(key) {
+					aliases[k] = key
+				}
+			}
+		case bd.role == RoleExpert:
+			add(peftModule{key: key, refusal: fmt.Sprintf("it is a stack of the %d experts' matrices (%v), not an nn.Linear, and LoRA on experts is not supported", c.Hybrid.Experts, bd.shape)})
+		default:
+			add(peftModule{key: key})
+		}
+	}
+	if c.TieEmbeddings { // no tensor of its own, but a module PEFT may target
+		add(peftModule{key: "lm_head", lora: true, binding: "lm_head.weight"})
+	}
+	return out, aliases
+}
+
+// peftLayerIndex is the layer of a module key as PEFT's
+// check_target_module_exists reads it for layers_to_transform: with
+// layers_pattern "layers", the number after the last ".layers."; without,
+// the number after the last ".NAME." that is followed by a dot (the greedy
+// match of its regular expression). -1 when there is none.
+func peftLayerIndex(key string, patterned bool) int {
+	re := peftLayerRE
+	if patterned {
+		re = peftLayersRE
+	}
+	m := re.FindStringSubmatch(key)
+	if m == nil {
+		return -1
+	}
+	var n int
+	fmt.Sscan(m[1], &n)
+	return n
+}
+
+var (
+	peftLayerRE  = regexp.MustCompile(`^.*\.[^.]*\.(\d+)\.`)
+	peftLayersRE = regexp.MustCompile(`^.*\.layers\.(\d+)\.`)
+)
 
 func matchName(key, name string) bool { return key == name || strings.HasSuffix(key, "."+name) }
 
 // targeted reports whether the config adapts module m (PEFT's
 // check_target_module_exists, with exclude_modules and layers_to_transform).
-func (c *adapterConfig) targeted(m mamba2Module) bool {
+func (c *adapterConfig) targeted(m peftModule) bool {
 	hit := false
 	switch {
 	case c.allLinear:
@@ -434,7 +534,11 @@ func (c *adapterConfig) targeted(m mamba2Module) bool {
 		slices.ContainsFunc(c.excludes, func(t string) bool { return matchName(m.key, t) }) {
 		return false
 	}
-	if c.layers != nil && (m.layer < 0 || !slices.Contains(c.layers, m.layer)) {
+	layer := m.layer
+	if m.peftLayer {
+		layer = peftLayerIndex(m.key, set(c.LayersPattern))
+	}
+	if c.layers != nil && (layer < 0 || !slices.Contains(c.layers, layer)) {
 		return false
 	}
 	return true
@@ -447,36 +551,76 @@ func (c *adapterConfig) targeted(m mamba2Module) bool {
 // tensor and the rank the config gives the module. shapes maps binding
 // names to the base tensors' shapes.
 func (a *Adapter) plan(c Config, shapes map[string][]int) (map[string]*loraModule, error) {
-	mods := c.modules()
+	mods, aliases := c.modules()
+	kinds := "in_proj, out_proj, embeddings and lm_head"
+	model := "a Mamba-2 model"
+	if c.Hybrid != nil {
+		kinds = "every nn.Linear and the embedding, not the experts' stacked matrices"
+		model = "this " + c.Hybrid.Family + " model"
+	}
 	for _, t := range a.cfg.targets {
-		i := slices.IndexFunc(mods, func(m mamba2Module) bool { return matchName(m.key, t) })
+		i := slices.IndexFunc(mods, func(m peftModule) bool { return matchName(m.key, t) })
 		if i < 0 {
-			return nil, fmt.Errorf("target_modules names %q, which is no module of a Mamba-2 model (LoRA merges into in_proj, out_proj, embeddings and lm_head)", t)
+			return nil, fmt.Errorf("target_modules names %q, which is no module of %s (LoRA merges into %s)", t, model, kinds)
 		}
 	}
-	targeted := map[string]mamba2Module{}
+	targeted := map[string]peftModule{}
+	byKey := map[string]peftModule{}
 	for _, m := range mods {
+		byKey[m.key] = m
 		if !a.cfg.targeted(m) {
 			continue
 		}
+		if m.refusal != "" {
+			return nil, fmt.Errorf("target_modules takes %s, and LoRA on it is not supported: %s", m.key, m.refusal)
+		}
 		if !m.lora {
-			return nil, fmt.Errorf("target_modules takes %s, and LoRA on it is not supported (only in_proj, out_proj, embeddings and lm_head)", m.key)
+			return nil, fmt.Errorf("target_modules takes %s, and LoRA on it is not supported (only %s)", m.key, kinds)
 		}
 		targeted[m.key] = m
 	}
 	if len(targeted) == 0 {
 		return nil, errors.New("target_modules takes no module of this model")
 	}
-	out := map[string]*loraModule{}
+	// A module used in several places (Zamba2's shared blocks) may have
+	// its tensors under each of its names, copies PEFT saves since
+	// safetensors holds no aliases: the PEFT name's are used, and the
+	// copies must at least have their shapes.
+	amods := map[string]*loraModule{}
 	keys := make([]string, 0, len(a.mods))
 	for k := range a.mods {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		lm := a.mods[k]
+		lm, canon := a.mods[k], k
+		if c, ok := aliases[k]; ok {
+			canon = c
+		}
+		if prev, dup := amods[canon]; dup || (canon != k && a.mods[canon] != nil) {
+			if !dup {
+				prev = a.mods[canon]
+			}
+			if !sameShapes(prev, lm) {
+				return nil, fmt.Errorf("module %s: its tensors' shapes differ from those saved under %s, another name of the same shared module", k, canon)
+			}
+			continue
+		}
+		amods[canon] = lm
+	}
+	keys = keys[:0]
+	for k := range amods {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := map[string]*loraModule{}
+	for _, k := range keys {
+		lm := amods[k]
 		m, ok := targeted[k]
 		if !ok {
+			if bm, ok := byKey[k]; ok && bm.refusal != "" {
+				return nil, fmt.Errorf("tensors for module %s, and LoRA on it is not supported: %s", k, bm.refusal)
+			}
 			return nil, fmt.Errorf("tensors for module %s, which target_modules does not take (or the model has no such module)", k)
 		}
 		what := "lora_A.weight"
@@ -489,7 +633,7 @@ func (a *Adapter) plan(c Config, shapes map[string][]int) (map[string]*loraModul
 			}
 			return nil, fmt.Errorf("module %s lacks its %s", k, what)
 		}
-		emb := m.key == "backbone.embeddings"
+		emb := m.embedding
 		if lm.embedding != emb {
 			if emb {
 				return nil, fmt.Errorf("module %s is an embedding: its tensors are lora_embedding_A and lora_embedding_B, not lora_A/B.weight", k)
@@ -522,6 +666,7 @@ func (a *Adapter) plan(c Config, shapes map[string][]int) (map[string]*loraModul
 		// A copy: the Adapter stays read-only, so one may serve several
 		// loads at once, of models with different patterns' matches.
 		bound := *lm
+		bound.key = k
 		bound.r = r
 		bound.scale = alpha / float64(r)
 		if a.cfg.RSLoRA {
@@ -538,11 +683,17 @@ func (a *Adapter) plan(c Config, shapes map[string][]int) (map[string]*loraModul
 	}
 	slices.Sort(names)
 	for _, k := range names {
-		if _, ok := a.mods[k]; !ok {
+		if _, ok := amods[k]; !ok {
 			return nil, fmt.Errorf("target_modules takes %s, but %s has no tensors for it", k, AdapterWeightsFile)
 		}
 	}
 	return out, nil
+}
+
+// sameShapes reports whether two modules' tensors have the same shapes.
+func sameShapes(x, y *loraModule) bool {
+	return x.embedding == y.embedding && x.hasA == y.hasA && x.hasB == y.hasB &&
+		slices.Equal(x.a.Shape, y.a.Shape) && slices.Equal(x.b.Shape, y.b.Shape)
 }
 
 // adapterPart is one adapter's module to merge into one base tensor.
@@ -565,7 +716,7 @@ func planAdapters(c Config, bs []binding, srcs []source, ads []*Adapter) (map[in
 	shapes := map[string][]int{}
 	index := map[string]int{}
 	for i, bd := range bs {
-		if bd.role.Quantizable() && len(bd.shape) == 2 {
+		if loraRole(bd.role) && len(bd.shape) == 2 {
 			shapes[bd.names[0]] = bd.shape
 			index[bd.names[0]] = i
 		}
@@ -813,7 +964,16 @@ func (a *Adapter) Summary() AdapterInfo {
 	info := AdapterInfo{Name: a.Name, R: a.cfg.R, Alpha: a.cfg.Alpha, RSLoRA: a.cfg.RSLoRA}
 	seen := map[string]bool{}
 	for k := range a.mods {
-		t := k[strings.LastIndexByte(k, '.')+1:]
+		// The last part of the name that is not an index: Zamba2's
+		// per-use adapters are linear_q_adapter_list.K.0 and .K.1.
+		parts := strings.Split(k, ".")
+		t := parts[len(parts)-1]
+		for i := len(parts) - 1; i >= 0; i-- {
+			if _, err := strconv.Atoi(parts[i]); err != nil {
+				t = parts[i]
+				break
+			}
+		}
 		if !seen[t] {
 			seen[t] = true
 			info.Targets = append(info.Targets, t)

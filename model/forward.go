@@ -421,18 +421,18 @@ func (f *pass) mamba2(l int, w *Layer) {
 	s, b, sc, mask, c := f.s, f.s.m.Backend, f.sc, f.mask, f.args.Config
 	in := f.norm(w.Norm, mask, 1)
 	conv := &ConvArgs{Out: sc.xbc, State: s.conv[l], W: w.ConvW, Bias: w.ConvB, Mask: mask, Config: c}
-	tuned := f.loraIn(l) // attached adapters change in_proj's output, which the conv reads
+	tuned := f.loraOn(w.InProj) // attached adapters change in_proj's output, which the conv reads
 	if !tuned {
 		in.Conv = conv
 	}
 	b.MatMul(sc.proj, sc.h, w.InProj, w.InBias, in) // z | xBC | dt = rmsnorm(h)·w·mask Wᵀ; then xbc = silu(causal_conv(xBC)), padding zeroed
 	if tuned {
-		f.loraLayer(l, false, sc.proj, sc.h, in)                               // (+ attached adapters' updates)
+		f.loraMat(w.InProj, sc.proj, sc.h, in, f.L)                            // (+ attached adapters' updates)
 		b.Conv(conv.Out, sc.proj, conv.State, conv.W, conv.Bias, conv.Mask, c) // then the conv
 	}
 	b.SSM(sc.y, sc.xbc, sc.proj, s.ssm[l], w.DtBias, w.ALog, w.D, f.args) // y = (SSM(x) + D·x)·silu(z)
 	out := f.norm(w.MixNorm, nil, f.groups)
 	out.Add = true
 	b.MatMul(sc.h, sc.y, w.OutProj, w.OutBias, out) // h += rmsnorm_group(y)·w Woutᵀ
-	f.loraLayer(l, true, sc.h, sc.y, out)
+	f.loraMat(w.OutProj, sc.h, sc.y, out, f.L)
 }

@@ -38,7 +38,9 @@ func (f *pass) embedded() {
 		f.s.reserve(hb, f.L)
 	}
 	if hy.Family == "zamba2" {
-		hb.Embed(f.buf("emb", c.Hidden), f.s.m.Weights.Embed, f.ids) // original_hidden_states = E[ids]
+		emb := f.buf("emb", c.Hidden)
+		hb.Embed(emb, f.s.m.Weights.Embed, f.ids) // original_hidden_states = E[ids]
+		f.loraEmbedInto(emb)                      // (+ attached adapters' updates of E, as h got)
 	}
 	if hy.EmbedMul != 1 {
 		hb.Scale(f.sc.h, float32(hy.EmbedMul)) // h = E[ids]·embedding_multiplier
@@ -120,12 +122,17 @@ func (f *pass) mamba(l int, w *Layer, out, x Tensor, norm, add bool) {
 	}
 	conv := &ConvArgs{Out: sc.xbc, State: s.conv[l], W: w.ConvW, Bias: w.ConvB, Mask: mask, Config: c}
 	mup := s.m.Weights.MupVector
-	if mup == nil {
+	tuned := f.loraOn(w.InProj) // attached adapters change in_proj's output, which the conv reads
+	fused := mup == nil && !tuned
+	if fused {
 		in.Conv = conv // the conv reads in_proj's output as it is written
 	}
 	b.MatMul(sc.proj, x, w.InProj, w.InBias, in) // z | xBC | dt
+	f.loraMat(w.InProj, sc.proj, x, in, f.L)     // (+ attached adapters' updates: the nn.Linear's output)
 	if mup != nil {
-		f.hb().MulCols(sc.proj, mup)                                           // ·ssm_in_multiplier·mup_vector
+		f.hb().MulCols(sc.proj, mup) // ·ssm_in_multiplier·mup_vector
+	}
+	if !fused {
 		b.Conv(conv.Out, sc.proj, conv.State, conv.W, conv.Bias, conv.Mask, c) // silu(causal_conv(xBC)), padding zeroed
 	}
 	b.SSM(sc.y, sc.xbc, sc.proj, s.ssm[l], w.DtBias, w.ALog, w.D, f.args) // y = (SSM(x) + D·x)·silu(z)
@@ -135,6 +142,7 @@ func (f *pass) mamba(l int, w *Layer, out, x Tensor, norm, add bool) {
 	}
 	o.Add = add
 	b.MatMul(out, sc.y, w.OutProj, w.OutBias, o) // out (+)= rmsnorm_gated(y) Woutᵀ
+	f.loraMat(w.OutProj, out, sc.y, o, f.L)
 }
 
 // attention is causal grouped-query attention over the block's KV cache:
@@ -148,6 +156,9 @@ func (f *pass) attention(l int, a *Attention, blk *Block, out, x Tensor, inMul f
 	hb.MatMul(q, x, a.Q, a.QB, Plain) // q = q_proj(x)
 	hb.MatMul(k, x, a.K, a.KB, Plain) // k = k_proj(x)
 	hb.MatMul(v, x, a.V, a.VB, Plain) // v = v_proj(x)
+	f.loraMat(a.Q, q, x, Plain, f.L)  // (+ attached adapters' updates, before any multiplier)
+	f.loraMat(a.K, k, x, Plain, f.L)
+	f.loraMat(a.V, v, x, Plain, f.L)
 	if blk != nil && blk.QA.A != nil {
 		f.adapter(q, x, blk.QA) // q += linear_q_adapter(x)
 		f.adapter(k, x, blk.KA)
@@ -177,13 +188,16 @@ func (f *pass) attention(l int, a *Attention, blk *Block, out, x Tensor, inMul f
 		s.advance(hb, f.L) // the blocks after this one read no positions
 	}
 	hb.MatMul(out, att, a.O, a.OB, Plain) // out = o_proj(att)
+	f.loraMat(a.O, out, att, Plain, f.L)
 }
 
 // adapter adds a low-rank adapter's output: dst += B·(A·x).
 func (f *pass) adapter(dst, x Tensor, lr LowRank) {
 	r := f.buf("lowrank", lr.A.Shape()[0])
 	f.s.m.Backend.MatMul(r, x, lr.A, nil, Plain)
+	f.loraMat(lr.A, r, x, Plain, f.L) // (attached adapters on the adapter's two nn.Linear)
 	f.s.m.Backend.MatMul(dst, r, lr.B, nil, Product{Add: true})
+	f.loraMat(lr.B, dst, r, Product{Add: true}, f.L)
 }
 
 // mlp is a gated MLP: out (+)= down(act(gate(x)·gateMul)·up(x)), gate
@@ -196,13 +210,18 @@ func (f *pass) mlp(m *MLP, out, x Tensor, gateMul float32, add bool) {
 		gate, up := f.buf("gate", I), f.buf("up", I)
 		hb.MatMul(gate, x, m.Gate, m.GateB, Plain)
 		hb.MatMul(up, x, m.Up, m.UpB, Plain)
+		f.loraMat(m.Gate, gate, x, Plain, f.L) // (+ attached adapters' updates, before gate_multiplier)
+		f.loraMat(m.Up, up, x, Plain, f.L)
 		hb.GLU(g, gate, up, hy.Act, gateMul)
 	} else {
 		gu := f.buf("gateup", 2*I)
 		hb.MatMul(gu, x, m.Gate, m.GateB, Plain)
+		f.loraMat(m.Gate, gu, x, Plain, f.L)
 		hb.GLU(g, gu, nil, hy.Act, gateMul)
 	}
-	hb.MatMul(out, g, m.Down, m.DownB, Product{Add: add})
+	down := Product{Add: add}
+	hb.MatMul(out, g, m.Down, m.DownB, down)
+	f.loraMat(m.Down, out, g, down, f.L)
 }
 
 // shared is a Zamba2 hybrid layer's shared transformer block, then the
@@ -220,13 +239,16 @@ func (f *pass) shared(l int, blk *Block) Tensor {
 	I := hy.Intermediate
 	gu, g := f.buf("gateup", 2*I), f.buf("glu", I)
 	hb.MatMul(gu, u, sb.MLP.Gate, nil, Plain) // gate_up_proj(u)
+	f.loraMat(sb.MLP.Gate, gu, u, Plain, f.L) // (+ attached adapters' updates)
 	if blk.Adapters {
 		f.adapter(gu, u, blk.GateUpA) // + gate_up_proj_adapter(u)
 	}
 	hb.GLU(g, gu, nil, hy.Act, 1) // act(gate)·up
 	m := f.buf("ffn", D)
 	hb.MatMul(m, g, sb.MLP.Down, nil, Plain) // down_proj
+	f.loraMat(sb.MLP.Down, m, g, Plain, f.L)
 	t := f.buf("shared", D)
 	hb.MatMul(t, m, blk.Linear, nil, Plain) // the layer's linear
+	f.loraMat(blk.Linear, t, m, Plain, f.L)
 	return t
 }

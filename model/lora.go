@@ -50,12 +50,15 @@ type loraLookup struct {
 
 // attached is one adapter on a model's backend.
 type attached struct {
-	name    string
-	info    []AdapterInfo
-	fp      [32]byte // the factors' SHA-256: what saved states and the prefix cache key on
-	embed   *loraLookup
-	head    *loraProduct
-	in, out []*loraProduct // per layer; nil where the adapter leaves the layer alone
+	name  string
+	info  []AdapterInfo
+	fp    [32]byte // the factors' SHA-256: what saved states and the prefix cache key on
+	embed *loraLookup
+	head  *loraProduct
+	// prods are the updates of the other matrices, by the base weight
+	// they change (a Zamba2 shared block's weight is one tensor however
+	// many layers use it, so its update applies wherever it is used).
+	prods   map[Tensor]*loraProduct
 	tensors []Tensor
 	users   int // rows of open states assigned to it
 }
@@ -102,9 +105,6 @@ func (m *Model) AttachAdapter(name string, ads ...*Adapter) error {
 	}
 	if len(ads) == 0 || slices.Contains(ads, nil) {
 		return fmt.Errorf("attach adapter %s: no adapter", name)
-	}
-	if hy := m.Config.Hybrid; hy != nil {
-		return fmt.Errorf("attach adapter %s: LoRA adapters are supported for Mamba-2 checkpoints only, not %s", name, hy.Family)
 	}
 	loraMu.Lock()
 	_, dup := m.lora.byName[name]
@@ -206,7 +206,7 @@ func (c Config) modelShapes() (shapes map[string][]int, index map[string]int) {
 	bs := c.bindings(&Weights{})
 	shapes, index = map[string][]int{}, map[string]int{}
 	for i, bd := range bs {
-		if bd.role.Quantizable() && len(bd.shape) == 2 {
+		if loraRole(bd.role) && len(bd.shape) == 2 {
 			shapes[bd.names[0]] = bd.shape
 			index[bd.names[0]] = i
 		}
@@ -223,9 +223,13 @@ func (m *Model) upload(name string, ads []*Adapter) (*attached, error) {
 	if err != nil {
 		return nil, err
 	}
-	bs := c.bindings(&Weights{})
-	a := &attached{name: name, info: AdapterInfos(ads),
-		in: make([]*loraProduct, c.Layers), out: make([]*loraProduct, c.Layers)}
+	var tmp Weights
+	bs := c.bindings(&tmp)
+	base, err := pairMatrices(&tmp, m.Weights)
+	if err != nil {
+		return nil, err
+	}
+	a := &attached{name: name, info: AdapterInfos(ads), prods: map[Tensor]*loraProduct{}}
 	h := sha256.New()
 	ok := false
 	defer func() {
@@ -305,20 +309,21 @@ func (m *Model) upload(name string, ads []*Adapter) (*attached, error) {
 			if a.head, err = product("lm_head", bd.role, d); err != nil {
 				return nil, err
 			}
-		case RoleInProj, RoleOutProj:
-			var l int
-			if _, err := fmt.Sscanf(bd.names[0], "backbone.layers.%d.", &l); err != nil || l < 0 || l >= c.Layers {
-				return nil, fmt.Errorf("tensor %s: no layer index", bd.names[0])
+		case RoleRouter:
+			// The router's product runs inside Backend.MoE, with no room
+			// for an update beside it.
+			return nil, fmt.Errorf("module %s is a mixture of experts' router: an adapter on it merges at load only (LoadOptions.Adapters, mamba2 --adapter), not kept apart",
+				strings.TrimSuffix(bd.names[0], ".weight"))
+		case RoleInProj, RoleOutProj, RoleAttention, RoleMLP, RoleAdapter:
+			w, ok := base[bd.dst]
+			if !ok || *w == nil {
+				return nil, fmt.Errorf("tensor %s: the model holds no such weight", bd.names[0])
 			}
 			p, err := product(bd.names[0], bd.role, d)
 			if err != nil {
 				return nil, err
 			}
-			if bd.role == RoleInProj {
-				a.in[l] = p
-			} else {
-				a.out[l] = p
-			}
+			a.prods[*w] = p
 		default:
 			return nil, fmt.Errorf("tensor %s (%s) takes no adapter", bd.names[0], bd.role)
 		}
@@ -326,6 +331,66 @@ func (m *Model) upload(name string, ads []*Adapter) (*attached, error) {
 	copy(a.fp[:], h.Sum(nil))
 	ok = true
 	return a, nil
+}
+
+// pairMatrices maps each matrix field of x (a Weights the bindings were
+// made into, so the bindings point at its fields) to the same field of y,
+// the model's loaded Weights, whose structure the same bindings built.
+func pairMatrices(x, y *Weights) (map[*Tensor]*Tensor, error) {
+	var px, py []*Tensor
+	walkMatrices(x, func(t *Tensor) { px = append(px, t) })
+	walkMatrices(y, func(t *Tensor) { py = append(py, t) })
+	if len(px) != len(py) {
+		return nil, fmt.Errorf("the model's weights have %d matrices where its config gives %d", len(py), len(px))
+	}
+	out := make(map[*Tensor]*Tensor, len(px))
+	for i := range px {
+		out[px[i]] = py[i]
+	}
+	return out, nil
+}
+
+// walkMatrices calls fn with every matrix field of w that an adapter may
+// change, in an order fixed by w's structure.
+func walkMatrices(w *Weights, fn func(*Tensor)) {
+	fn(&w.Embed)
+	fn(&w.LMHead)
+	for i := range w.Layers {
+		fn(&w.Layers[i].InProj)
+		fn(&w.Layers[i].OutProj)
+	}
+	attn := func(a *Attention) {
+		fn(&a.Q)
+		fn(&a.K)
+		fn(&a.V)
+		fn(&a.O)
+	}
+	mlp := func(m *MLP) {
+		fn(&m.Gate)
+		fn(&m.Up)
+		fn(&m.Down)
+	}
+	for _, sb := range w.Shared {
+		attn(&sb.Attn)
+		mlp(&sb.MLP)
+	}
+	for i := range w.Blocks {
+		b := &w.Blocks[i]
+		if b.Attn != nil {
+			attn(b.Attn)
+		}
+		if b.MLP != nil {
+			mlp(b.MLP)
+		}
+		if b.MoE != nil {
+			fn(&b.MoE.Router)
+		}
+		fn(&b.Linear)
+		for _, lr := range []*LowRank{&b.QA, &b.KA, &b.VA, &b.GateUpA} {
+			fn(&lr.A)
+			fn(&lr.B)
+		}
+	}
 }
 
 func (a *attached) free(b Backend) {
@@ -481,8 +546,12 @@ func (f *pass) loraMask(u loraUse, mid Tensor, L, R int) {
 }
 
 // loraEmbed adds the adapters' embedding updates to h (after Embed).
-func (f *pass) loraEmbed() {
-	b, h := f.s.m.Backend, f.sc.h
+func (f *pass) loraEmbed() { f.loraEmbedInto(f.sc.h) }
+
+// loraEmbedInto adds the adapters' embedding updates to h, a lookup
+// E[ids] of this call's ids.
+func (f *pass) loraEmbedInto(h Tensor) {
+	b := f.s.m.Backend
 	for _, u := range f.s.uses() {
 		e := u.a.embed
 		if e == nil {
@@ -495,22 +564,21 @@ func (f *pass) loraEmbed() {
 	}
 }
 
-// loraLayer adds the adapters' updates of layer l's in_proj (out = false)
-// or out_proj to out: x and p are what the base product read.
-func (f *pass) loraLayer(l int, outProj bool, out, x Tensor, p Product) {
+// loraMat adds the adapters' updates of the base weight w to out, the
+// product out (+)= x'·wᵀ that p describes having just run: L positions
+// per row.
+func (f *pass) loraMat(w, out, x Tensor, p Product, L int) {
 	for _, u := range f.s.uses() {
-		lp := u.a.in[l]
-		if outProj {
-			lp = u.a.out[l]
-		}
-		f.loraProduct(u, lp, out, x, p, f.L)
+		f.loraProduct(u, u.a.prods[w], out, x, p, L)
 	}
 }
 
-// loraIn says whether an adapter in use changes layer l's in_proj.
-func (f *pass) loraIn(l int) bool {
+// loraOn says whether an adapter in use changes the base weight w: the
+// caller then runs what its product fuses after the output (in_proj's
+// conv) on its own, once the updates are in.
+func (f *pass) loraOn(w Tensor) bool {
 	for _, u := range f.s.uses() {
-		if u.a.in[l] != nil {
+		if u.a.prods[w] != nil {
 			return true
 		}
 	}
@@ -547,8 +615,9 @@ func (f *pass) loraProduct(u loraUse, lp *loraProduct, out, x Tensor, p Product,
 // the embedding, which is the head.
 func groupAdapters(c Config, shapes map[string][]int, index map[string]int, ads []*Adapter, refuse func(ad *Adapter, i int) error) (map[int][]adapterPart, error) {
 	if c.TieEmbeddings {
-		shapes["lm_head.weight"] = shapes["backbone.embeddings.weight"]
-		index["lm_head.weight"] = index["backbone.embeddings.weight"]
+		e := c.embedBinding()
+		shapes["lm_head.weight"] = shapes[e]
+		index["lm_head.weight"] = index[e]
 	}
 	out := map[int][]adapterPart{}
 	for _, ad := range ads {
@@ -572,6 +641,15 @@ func groupAdapters(c Config, shapes map[string][]int, index map[string]int, ads 
 		}
 	}
 	return out, nil
+}
+
+// embedBinding is the embedding's binding name (its PEFT module name
+// with ".weight").
+func (c Config) embedBinding() string {
+	if c.Hybrid != nil {
+		return "model.embed_tokens.weight"
+	}
+	return "backbone.embeddings.weight"
 }
 
 // continueUnder makes the state (a batch of one) run under the adapter

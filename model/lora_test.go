@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 
@@ -119,23 +118,5 @@ func TestLoRAPrefixCache(t *testing.T) {
 	}
 	if n, _ := c.Lookup(prompt); n != 6 {
 		t.Errorf("Lookup (the base model's entries) finds %d tokens, want 6", n)
-	}
-}
-
-// TestLoRAHybridRefused: hybrid families refuse attached adapters as they
-// refuse merged ones, naming the family.
-func TestLoRAHybridRefused(t *testing.T) {
-	m, err := model.Load(os.DirFS(filepath.Join(modeltest.Root(), "fixtures", "hybrid-bamba")), cpu.New(), model.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Backend.Close()
-	ad, err := model.OpenAdapter("r", modeltest.RandomLoRA(m.Config, 2, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = m.AttachAdapter("r", ad)
-	if err == nil || !strings.Contains(err.Error(), "not bamba") {
-		t.Errorf("attaching to a hybrid: %v, want a refusal naming bamba", err)
 	}
 }

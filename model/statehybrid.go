@@ -91,7 +91,7 @@ func (s *State) saveHybrid() ([]byte, error) {
 	for bi := range B {
 		put(s.attn.hist[bi*capa : bi*capa+s.Pos])
 	}
-	return out, nil
+	return s.appendAdapters(out), nil // each row's attached adapter (lora.go)
 }
 
 func (s *State) restoreHybrid(data []byte) error {
@@ -119,9 +119,14 @@ func (s *State) restoreHybrid(data []byte) error {
 		return fmt.Errorf("restore: position %d does not fit a state of %d bytes", pos64, len(data))
 	}
 	pos := int(pos64)
-	if want := stateHeader + s.hybridStateBytes(pos); len(data) != want {
+	want := stateHeader + s.hybridStateBytes(pos)
+	if len(data) < want || len(data) > want && string(data[want:min(len(data), want+len(loraTrailer))]) != loraTrailer {
 		return fmt.Errorf("restore: the saved state is %d bytes, a state of this model and batch at position %d is %d", len(data), pos, want)
 	}
+	if err := s.checkAdapters(data[want:]); err != nil { // made under the adapters its rows run under now
+		return err
+	}
+	data = data[:want]
 	body := data[stateHeader:]
 	for i := 0; i < len(body); i += 4 {
 		if f := math.Float32frombits(binary.LittleEndian.Uint32(body[i:])); math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {

@@ -153,9 +153,6 @@ func LoadWeights(c Config, ck *loader.Checkpoint, b Backend, opt LoadOptions) (*
 		if _, err := RequireHybrid(c, b); err != nil {
 			return nil, err
 		}
-		if len(opt.Adapters) > 0 {
-			return nil, fmt.Errorf("LoRA adapters are supported for Mamba-2 checkpoints only, not %s", c.Hybrid.Family)
-		}
 	}
 	w := &Weights{}
 	bs, srcs, err := c.bind(ck, w)

@@ -1,6 +1,8 @@
 package wgsl
 
 import (
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 
@@ -22,4 +24,48 @@ func TestLoRAApart(t *testing.T) {
 		return
 	}
 	modeltest.RunLoRA(t, newBackend, func(t *testing.T) model.Backend { return cpu.New() })
+}
+
+// TestLoRAHybrid runs adapters merged and kept apart on the hybrid
+// families on WebGPU (modeltest.RunHybridLoRA), the reference merge on
+// the CPU. It is skipped under js/wasm: one case alone takes about 17 s on
+// SwiftShader, which the suite's budget has no room for, and what it adds
+// to the Go code it shares with native runs is no new backend operation
+// (the updates are the products, Embed and row copies TestLoRAApart runs
+// there).
+func TestLoRAHybrid(t *testing.T) {
+	if runtime.GOOS == "js" {
+		t.Skip("about 17 s on SwiftShader; the operations are TestLoRAApart's, run under js")
+	}
+	newBackend := func(t *testing.T) model.Backend { return open(t, Options{}) }
+	modeltest.RunHybridLoRA(t, newBackend, func(t *testing.T) model.Backend { return cpu.New() })
+}
+
+// TestLoRAHybridScheduler serves requests under two attached adapters and
+// none at once on a hybrid (Bamba) on WebGPU: each gets the ids it gets
+// alone. Native only, for the js/wasm suite's budget.
+func TestLoRAHybridScheduler(t *testing.T) {
+	if runtime.GOOS == "js" {
+		t.Skip("native only: the js/wasm suite has no time for it; the CPU runs it for every family")
+	}
+	dir := filepath.Join(modeltest.Root(), "fixtures", "hybrid-bamba")
+	m, err := model.Load(os.DirFS(dir), open(t, Options{}), model.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Backend.Close()
+	m.SubmissionBudget = -1 // prefill pieces by memory only, the same alone and batched
+	for i, n := range []string{"a", "b"} {
+		spec := modeltest.HybridLoRACases[0].Spec
+		spec.Seed += uint64(10 * (i + 1))
+		afs, _, _ := modeltest.RandomLoRAFor(t, dir, spec)
+		ad, err := model.OpenAdapter(n, afs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.AttachAdapter(n, ad); err != nil {
+			t.Fatal(err)
+		}
+	}
+	modeltest.RunHybridLoRAScheduler(t, m, []string{"a", "", "b", "a", ""})
 }

@@ -38,13 +38,16 @@ func testLoRAModels(t *testing.T, kind string) {
 	if want[modelName] == want["go-lora"] {
 		t.Fatal("the adapter does not change the text; the test would prove nothing")
 	}
-	srv, _ := newServer(t, kind, func(o *Options) { o.Adapters = []string{"go-lora"} })
-	// After the server's engine (registered later, so closed first).
+	// Cleanups run last registered first: this one, registered before the
+	// server's, runs after its engine has closed, when no state of the
+	// engine's (a scheduler's slots and its prefill state) holds the
+	// adapter any more.
 	t.Cleanup(func() {
 		if err := m.DetachAdapter("go-lora"); err != nil {
 			t.Error(err)
 		}
 	})
+	srv, _ := newServer(t, kind, func(o *Options) { o.Adapters = []string{"go-lora"} })
 	for n, text := range want {
 		resp, data := post(t, srv.URL+pathCompletions, `{"model": "`+n+`", "prompt": `+jsonString(prompt)+`, "max_tokens": 8, "temperature": 0}`)
 		var c completion

@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -152,17 +153,36 @@ func TestZamba2SharedNames(t *testing.T) {
 	}
 }
 
-// TestHybridShapes: the built-in hybrid shapes (bench --shape) are valid,
-// and random weights of a fixture's hybrid config run a forward pass to
-// finite logits (NewRandom binds a hybrid's tensors as a load does).
+// TestHybridShapes: the built-in hybrid shapes (bench --shape) are valid
+// and have the sizes, block pattern and multipliers of the released
+// configs in testdata/configs, and random weights of a fixture's hybrid
+// config run a forward pass to finite logits (NewRandom binds a hybrid's
+// tensors as a load does).
 func TestHybridShapes(t *testing.T) {
-	for _, name := range []string{"bamba-9b", "falcon-h1-0.5b", "granite-4.0-h-tiny", "zamba2-1.2b"} {
+	for _, name := range []string{"bamba-9b", "falcon-h1-0.5b", "falcon-h1-1.5b", "granite-4.0-h-micro", "granite-4.0-h-tiny", "zamba2-1.2b"} {
 		c, ok := model.Shapes[name]
 		if !ok || c.Hybrid == nil {
 			t.Fatalf("shape %s missing or not a hybrid", name)
 		}
 		if err := c.Validate(); err != nil {
 			t.Errorf("%s: %v", name, err)
+		}
+		data, err := os.ReadFile(filepath.Join(modeltest.Root(), "configs", name+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := model.ParseConfig(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dims := func(c model.Config) string {
+			h := *c.Hybrid
+			h.Family = ""
+			return fmt.Sprintf("D %d, %d layers, vocab %d, %d heads × %d, state %d, %d groups, %+v",
+				c.Hidden, c.Layers, c.VocabSize, c.Heads, c.HeadDim, c.State, c.Groups, h)
+		}
+		if g, w := dims(c), dims(want); g != w {
+			t.Errorf("shape %s differs from testdata/configs/%s.json:\n got %s\nwant %s", name, name, g, w)
 		}
 	}
 	for _, family := range modeltest.HybridFamilies {

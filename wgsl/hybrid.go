@@ -272,20 +272,8 @@ func (b *Backend) CopyKV(dst model.Tensor, dstRow int, src model.Tensor, srcRow,
 		b.fail(b.broken)
 		return
 	}
-	if b.enc == nil && !b.beginEncoder() {
-		return
-	}
-	if b.pass != nil {
-		if err := endPass(b.pass); err != nil {
-			b.fail(fmt.Errorf("wgsl: %v", err))
-		}
-		b.pass.Release()
-		b.pass = nil
-	}
 	X := uint64(d.shape[2]) * 4
-	if err := b.enc.CopyBufferToBuffer(s.parts[0].buf, uint64(srcRow*s.shape[1])*X, d.parts[0].buf, uint64(dstRow*d.shape[1])*X, uint64(n)*X); err != nil {
-		b.fail(fmt.Errorf("wgsl: %s: %v", op, err))
-	}
+	b.copyBuffer(op, s.parts[0].buf, uint64(srcRow*s.shape[1])*X, d.parts[0].buf, uint64(dstRow*d.shape[1])*X, uint64(n)*X)
 }
 
 // Advance implements model.HybridBackend: pos[b] += n, on the device.

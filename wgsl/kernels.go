@@ -209,7 +209,7 @@ type sampleParams struct {
 	Mdelta                  float32
 	Pen                     uint32
 	Rep, Repinv, Freq, Pres float32
-	Pad                     uint32
+	Chunks                  uint32
 	U                       [sampleRowsPerDispatch / 4][4]float32 // u[row - row0], four per vec4
 }
 
@@ -251,9 +251,15 @@ var (
 		file: "zero.wgsl", workgroup: 256,
 		binds: []binding{write("buf")},
 	})
+	// The two passes of sample.wgsl: the scan of the logits in chunks,
+	// then the choice per row.
+	sampleScanKernel = newKernel[sampleParams](kernelInfo{
+		file: "sample.wgsl", pass: defs("PASS_SCAN"), variants: []string{subgroupsDefine}, workgroup: 256,
+		binds: []binding{read("logits"), read("hist").optional(), write("part")},
+	})
 	sampleKernel = newKernel[sampleParams](kernelInfo{
 		file: "sample.wgsl", variants: []string{subgroupsDefine}, workgroup: 256,
-		binds: []binding{read("logits"), write("ids"), write("hist").optional()},
+		binds: []binding{read("logits"), write("ids"), write("hist").optional(), read("part")},
 	})
 	ssmStepKernel = newKernel[ssmStepParams](kernelInfo{
 		file: "ssm_step.wgsl", workgroup: 256,

@@ -11,6 +11,11 @@ import (
 // parameter slot (12 vec4 in sample.wgsl's Params, after 16 words).
 const sampleRowsPerDispatch = 48
 
+// sampleChunk is the logits one workgroup of sample.wgsl's PASS_SCAN looks
+// at (its CHUNK): 4 per invocation, so a 50k vocabulary is 50 workgroups
+// per row.
+const sampleChunk = 1024
+
 // Sample implements model.DeviceSampler: ids[b] is chosen from logits[b] as
 // model.SampleRow chooses it, with u[b] as the row's random number (unused
 // for greedy). The choice is recorded like any operation, so a decode step
@@ -78,16 +83,24 @@ func (b *Backend) Sample(ids, logits, history model.Tensor, s model.Sampling, u 
 		mdelta = model.MinPDelta(s)
 	}
 	idbits := uint32(bits.Len32(uint32(V)))
+	chunks := ceilDiv(uint32(V), sampleChunk)
+	rows0 := min(sampleRowsPerDispatch, B)
+	scr := b.scratchFor("sample", rows0*int(chunks)*5)
+	if scr == nil {
+		return
+	}
+	histR := b.opt(ht)
 	for r0 := 0; r0 < B; r0 += sampleRowsPerDispatch {
 		rows := min(sampleRowsPerDispatch, B-r0)
 		p := sampleParams{V: uint32(V), Rows: uint32(rows), Row0: uint32(r0), Greedy: b2u(greedy), Temp: temp,
 			Topk: topk, Topp: float32(s.TopP), Idbits: idbits, Minp: b2u(minp), Mdelta: mdelta, Pen: b2u(ht != nil),
-			Rep: rep, Repinv: repInv, Freq: float32(s.FrequencyPenalty), Pres: float32(s.PresencePenalty)}
+			Rep: rep, Repinv: repInv, Freq: float32(s.FrequencyPenalty), Pres: float32(s.PresencePenalty), Chunks: chunks}
 		if !greedy {
 			for i, v := range u[r0 : r0+rows] {
 				p.U[i/4][i%4] = v
 			}
 		}
-		sampleKernel.dispatch(b, nil, []bind{ro(lt.parts[0]), rw(it.parts[0]), hist}, p, uint32(rows))
+		sampleScanKernel.dispatch(b, nil, []bind{ro(lt.parts[0]), histR, rw(scr.parts[0])}, p, uint32(rows)*chunks)
+		sampleKernel.dispatch(b, nil, []bind{ro(lt.parts[0]), rw(it.parts[0]), hist, ro(scr.parts[0])}, p, uint32(rows))
 	}
 }

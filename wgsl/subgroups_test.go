@@ -171,14 +171,15 @@ func TestSubgroupVariants(t *testing.T) {
 	})
 
 	t.Run("Sample", func(t *testing.T) {
-		const V, B = 1000, 3
+		const V, B = 2500, 3
 		// Logits rounded to quarters, so many tokens tie, with the
-		// maximum tied in row 0 and a -Inf in row 2.
+		// maximum tied in row 0 (within the scan's first chunk and
+		// across chunks) and a -Inf in row 2.
 		logits := make([]float32, B*V)
 		for i := range logits {
 			logits[i] = float32(math.Round(rng.NormFloat64()*8)) / 4
 		}
-		logits[5], logits[9] = 20, 20
+		logits[5], logits[9], logits[2100] = 20, 20, 20
 		logits[2*V+17] = float32(math.Inf(-1))
 		hist := make([]float32, B*2*V)
 		for i := range hist {
@@ -230,6 +231,7 @@ func TestSubgroupVariants(t *testing.T) {
 			}
 		}
 		bothCompiled(t, b, "sample.wgsl")
+		bothCompiled(t, b, "sample.wgsl", "PASS_SCAN")
 	})
 
 	t.Run("Fixture", func(t *testing.T) {
@@ -279,6 +281,7 @@ func TestSubgroupVariants(t *testing.T) {
 		bothCompiled(t, b, "matmul.wgsl", "MATVEC", "CONV")
 		bothCompiled(t, b, "rmsnorm.wgsl")
 		bothCompiled(t, b, "sample.wgsl")
+		bothCompiled(t, b, "sample.wgsl", "PASS_SCAN")
 	})
 }
 

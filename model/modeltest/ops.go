@@ -662,13 +662,18 @@ func (h *opsHarness) last(t *testing.T) {
 // model.CheckLogits refuses (NaN, +Inf, nothing finite) come back as
 // model.LogitsCode of the same error.
 func (h *opsHarness) sample(t *testing.T, ds model.DeviceSampler) {
-	const V = 1000
+	// V spans several of a device sampler's chunks (the WebGPU one's are
+	// 1024 logits), so ties and refusals are also settled across chunks.
+	const V = 2500
 	nan := float32(math.NaN())
 	inf := float32(math.Inf(1))
 	base := func() []float32 { return h.rand(V, -3, 3) }
 	var rows [][]float32
 	r := base()
-	r[5], r[9], r[700] = 4, 4, 3.5 // a tie for the maximum: the lower id wins
+	r[5], r[9], r[700], r[2400] = 4, 4, 3.5, 4 // a tie for the maximum: the lower id wins
+	rows = append(rows, r)
+	r = base()
+	r[2100], r[1100], r[1030], r[2] = 4, 4, 4, 3.9 // a tie within a later chunk and across chunks
 	rows = append(rows, r)
 	r = base()
 	r[700], r[3], r[0] = 5, nan, nan // refused: NaN at id 0
@@ -679,19 +684,22 @@ func (h *opsHarness) sample(t *testing.T, ds model.DeviceSampler) {
 	r = base()
 	r[12] = inf // refused: +Inf at 12
 	rows = append(rows, r)
+	r = base()
+	r[2300], r[1500] = nan, inf // refused: +Inf at 1500, in another chunk than the NaN
+	rows = append(rows, r)
 	r = make([]float32, V)
 	for i := range r {
 		r[i] = -inf
 	}
 	rows = append(rows, r) // refused: nothing finite
-	r[500] = -7
+	r[2200] = -7
 	rows = append(rows, slices.Clone(r))    // one finite logit among -Inf: it wins
 	rows = append(rows, make([]float32, V)) // all equal: id 0
 	r = make([]float32, V)
 	for i := range r {
 		r[i] = nan
 	}
-	r[999] = -inf // -inf beats NaN
+	r[V-1] = -inf // -inf beats NaN
 	rows = append(rows, r)
 	r = make([]float32, V)
 	for i := range r {
@@ -702,6 +710,9 @@ func (h *opsHarness) sample(t *testing.T, ds model.DeviceSampler) {
 	r[998], r[999] = 0, float32(math.Copysign(0, -1))
 	for i := range r[:998] {
 		r[i] = -1
+	}
+	for i := range r[1000:] {
+		r[1000+i] = -1
 	}
 	rows = append(rows, r) // +0 and -0 are equal: the lower id
 	h.sampleRows(t, ds, "greedy", rows, model.Sampling{}, nil, nil)

@@ -22,6 +22,16 @@
 // pass over the row with a workgroup reduction; among tokens of equal value,
 // which are ranked by id, the n-th is found by bisection over the id. One
 // workgroup per row; about 32 + 32 + 32 + 3·idbits passes in the worst case.
+//
+// Two passes, two dispatches. PASS_SCAN spreads the first look at the rows
+// over many workgroups, each over a chunk of CHUNK logits: the first token
+// that refuses the row (NaN or +Inf), whether any is finite, the largest
+// key, the lowest id holding it and the count of non-NaN tokens, five
+// words per chunk in part. The second pass (no define), one workgroup per
+// row, combines a row's chunks in one step, which settles a greedy row
+// outright: greedy decoding never reads the logits twice, and one workgroup
+// no longer walks 50k logits three times alone (that was most of a decoded
+// token's sampling time).
 // The reductions are reduce.wgsl's, through subgroups with SUBGROUPS (two
 // barriers each instead of eleven); they are integer counts, maxima and minima,
 // exact either way, except the weight sums, so ties are broken the same
@@ -48,18 +58,26 @@ struct Params {
     repinv: f32,
     freq: f32,       // frequency and presence penalties
     pres: f32,
-    pad: u32,
+    chunks: u32,     // chunks of CHUNK logits per row: ceil(V / CHUNK)
     u: array<vec4<f32>, 12>, // u[row - row0], four per vec4
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
+// hist [rows, 2, V]: times each token was generated, then 1 for prompt
+// tokens (bound to a stand-in and never read when P.pen is 0).
+// part [rows, chunks, 5]: PASS_SCAN's findings per chunk (see there).
+#ifdef PASS_SCAN
+@group(0) @binding(2) var<storage, read> hist: array<f32>;
+@group(0) @binding(3) var<storage, read_write> part: array<u32>;
+#else
 @group(0) @binding(2) var<storage, read_write> ids: array<i32>;
-// [rows, 2, V]: times each token was generated, then 1 for prompt tokens
-// (bound to a stand-in and never read when P.pen is 0).
 @group(0) @binding(3) var<storage, read_write> hist: array<f32>;
+@group(0) @binding(4) var<storage, read> part: array<u32>;
+#endif
 
 const WG: u32 = 256u;
+const CHUNK: u32 = 4u * WG; // logits per PASS_SCAN workgroup (sample.go's sampleChunk)
 
 // Row is what every helper needs to know about the row: where it starts and
 // its largest logit. It is passed as an argument rather than kept in private
@@ -89,12 +107,14 @@ fn lg(row: Row, i: u32) -> f32 {
     return l;
 }
 
+#ifndef PASS_SCAN
 // count records that the row chose id (invocation 0 of the row only).
 fn count(row: Row, id: u32) {
     if (P.pen == 1u) {
         hist[row.hbase + id] = hist[row.hbase + id] + 1.0;
     }
 }
+#endif
 
 // okey maps a float to a u32 with the same order (-0 and +0 equal); NaN maps
 // to 0, below every number, so it never wins a maximum.
@@ -193,6 +213,69 @@ fn top_key(row: Row, lid: u32, goal: f32, strict: u32, kk: u32, ck: u32) -> u32 
     return x;
 }
 
+#ifdef PASS_SCAN
+// One chunk of one row: c of the row's P.chunks. Its five words: the lowest
+// id of a NaN or +Inf (0xffffffff: none), 1 if a logit is finite, the
+// largest key, the lowest id holding that key, and how many keys are not
+// NaN.
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+#ifdef SUBGROUPS
+        @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_size) sgn: u32,
+#endif
+        @builtin(local_invocation_index) lid: u32) {
+#ifdef SUBGROUPS
+    sg_init(sid, sgn);
+#endif
+    let g = wg_index(wid, nwg);
+    let r = g / P.chunks;
+    if (r >= P.rows) {
+        return;
+    }
+    let c = g % P.chunks;
+    let out_row = P.row0 + r;
+    let row = Row(out_row * P.V, out_row * 2u * P.V, 0.0);
+    let end = min(P.V, (c + 1u) * CHUNK);
+    var bad = 0xffffffffu;
+    var fin = 0u;
+    var mk = 0u;
+    var first = 0xffffffffu;
+    var cnt = 0u;
+    // Each invocation's ids grow, so its first id with a new maximum is
+    // its lowest one holding it.
+    for (var i = c * CHUNK + lid; i < end; i += WG) {
+        let v = lg(row, i);
+        let b = bitcast<u32>(v);
+        if (is_nan(v) || b == 0x7f800000u) {
+            bad = min(bad, i);
+        }
+        if ((b & 0x7f800000u) != 0x7f800000u) {
+            fin = 1u;
+        }
+        let k = okey(v);
+        if (k != 0u) {
+            cnt++;
+        }
+        if (k > mk || first == 0xffffffffu) {
+            mk = k;
+            first = i;
+        }
+    }
+    bad = wg_min_u(lid, bad);
+    fin = wg_max_u(lid, fin);
+    cnt = wg_sum_u(lid, cnt);
+    let top = wg_max_u(lid, mk);
+    first = wg_min_u(lid, select(0xffffffffu, first, mk == top && first != 0xffffffffu));
+    if (lid == 0u) {
+        let o = (r * P.chunks + c) * 5u;
+        part[o] = bad;
+        part[o + 1u] = fin;
+        part[o + 2u] = top;
+        part[o + 3u] = first;
+        part[o + 4u] = cnt;
+    }
+}
+#else
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
 #ifdef SUBGROUPS
@@ -209,21 +292,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let out_row = P.row0 + r;
     var row = Row(out_row * P.V, out_row * 2u * P.V, 0.0);
 
-    // A row to refuse: its first NaN or +Inf, or no finite logit at all.
+    // The row's chunks, combined: a row to refuse (its first NaN or +Inf,
+    // or no finite logit at all), the largest key, the lowest id holding
+    // it, and how many tokens are not NaN.
     var bad = 0xffffffffu;
     var fin = 0u;
-    for (var i = lid; i < P.V; i += WG) {
-        let v = lg(row, i);
-        let b = bitcast<u32>(v);
-        if (is_nan(v) || b == 0x7f800000u) {
-            bad = min(bad, i);
-        }
-        if ((b & 0x7f800000u) != 0x7f800000u) {
-            fin = 1u;
-        }
+    var mk = 0u;
+    var cnt = 0u;
+    let p0 = r * P.chunks * 5u;
+    for (var c = lid; c < P.chunks; c += WG) {
+        let o = p0 + c * 5u;
+        bad = min(bad, part[o]);
+        fin = max(fin, part[o + 1u]);
+        mk = max(mk, part[o + 2u]);
+        cnt += part[o + 4u];
     }
     bad = wg_min_u(lid, bad);
     fin = wg_max_u(lid, fin);
+    mk = wg_max_u(lid, mk);
+    cnt = wg_sum_u(lid, cnt);
     if (bad != 0xffffffffu || fin == 0u) {
         if (lid == 0u) {
             var code = 2u; // every logit is -Inf
@@ -235,26 +322,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
 
-    // The largest key, and how many tokens are not NaN.
-    var mk = 0u;
-    var cnt = 0u;
-    for (var i = lid; i < P.V; i += WG) {
-        let k = okey(lg(row, i));
-        mk = max(mk, k);
-        if (k != 0u) {
-            cnt++;
-        }
-    }
-    mk = wg_max_u(lid, mk);
-    cnt = wg_sum_u(lid, cnt);
-
     if (P.greedy == 1u || cnt == 0u) {
         // Argmax: the lowest id holding the largest key (all NaN: id 0,
         // which is also SampleRow's answer for an all-NaN row).
         var first = 0xffffffffu;
-        for (var i = lid; i < P.V; i += WG) {
-            if (okey(lg(row, i)) == mk) {
-                first = min(first, i);
+        for (var c = lid; c < P.chunks; c += WG) {
+            let o = p0 + c * 5u;
+            if (part[o + 2u] == mk) {
+                first = min(first, part[o + 3u]);
             }
         }
         first = wg_min_u(lid, first);
@@ -348,3 +423,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         count(row, pick);
     }
 }
+#endif

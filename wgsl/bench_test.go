@@ -76,3 +76,67 @@ func BenchmarkPrefill512(b *testing.B) { benchPrefill(b, Options{}, 512) }
 
 // BenchmarkPrefill512Sequential is the same through the recurrence kernel.
 func BenchmarkPrefill512Sequential(b *testing.B) { benchPrefill(b, Options{SequentialScan: true}, 512) }
+
+// BenchmarkRecordToken measures the host's share of one decode step of
+// mamba2-go-tiny: recording its dispatches and submitting them. The queue
+// is drained outside the timer, so the GPU's time is not in it. Under
+// js/wasm this is where calls across syscall/js show (issue 12 item 5);
+// ns/dispatch compares engines and builds.
+func BenchmarkRecordToken(b *testing.B) {
+	be, m := loadTiny(b, Options{})
+	st := m.NewState(1)
+	idT := be.Alloc(model.I32, 1)
+	step := func() {
+		out, err := st.Forward([]int32{7}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		be.Sample(idT, out, nil, model.Sampling{}, nil)
+		be.Flush()
+	}
+	step() // pipelines and bind groups are made here, not timed
+	if err := be.waitIdle(); err != nil {
+		b.Fatal(err)
+	}
+	_, d0 := be.Counts()
+	b.ResetTimer()
+	for range b.N {
+		step()
+		b.StopTimer()
+		if err := be.waitIdle(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	_, d1 := be.Counts()
+	per := float64(d1-d0) / float64(b.N)
+	b.ReportMetric(per, "dispatches/op")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(d1-d0), "ns/dispatch")
+}
+
+// BenchmarkRecordDispatch measures what recording one dispatch costs the
+// host: a zero-fill of 64 floats recorded b.N times, submitted 256 at a
+// time, with the GPU's time left out. In js/wasm this includes the calls
+// into JS (replay_js.go batches them per pass).
+func BenchmarkRecordDispatch(b *testing.B) { benchRecordDispatch(b, open(b, Options{})) }
+
+func benchRecordDispatch(b *testing.B, be *Backend) {
+	z := be.Alloc(model.F32, 64)
+	be.Zero(z)
+	be.Flush()
+	if err := be.waitIdle(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		be.Zero(z)
+		if i%256 == 255 || i == b.N-1 {
+			be.Flush()
+			b.StopTimer()
+			if err := be.waitIdle(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	}
+}

@@ -164,13 +164,7 @@ func (b *Backend) copyBuffer(op string, src *wgpu.Buffer, srcOff uint64, dst *wg
 	if b.enc == nil && !b.beginEncoder() {
 		return false
 	}
-	if b.pass != nil {
-		if err := endPass(b.pass); err != nil {
-			b.fail(fmt.Errorf("wgsl: %v", err))
-		}
-		b.pass.Release()
-		b.pass = nil
-	}
+	b.closePass()
 	if err := b.enc.CopyBufferToBuffer(src, srcOff, dst, dstOff, size); err != nil {
 		b.fail(fmt.Errorf("wgsl: %s: %v", op, err))
 		return false

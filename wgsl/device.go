@@ -208,11 +208,7 @@ func (b *Backend) Close() error {
 		// (the one that gives up after 5 s); let nothing be running then.
 		_ = b.waitIdle()
 	}
-	if b.pass != nil {
-		endPass(b.pass)
-		b.pass.Release()
-		b.pass = nil
-	}
+	b.closePass()
 	if b.enc != nil {
 		b.enc.Release()
 		b.enc = nil

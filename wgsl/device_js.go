@@ -20,6 +20,7 @@ type platform struct {
 	dev  js.Value
 	lost *deviceLoss
 	sg   subgroupSupport
+	rep  *replayer // how dispatches are recorded (replay_js.go)
 }
 
 // subgroupSupport is what openJSDevice found of the subgroups feature.
@@ -108,7 +109,7 @@ func openJSDevice() (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, erro
 	}
 	sg.on = hasFeature(dev, "subgroups")
 	d := wgpu.NewDevice(dev)
-	return platform{dev: dev, sg: sg}, &d, jsLimits(lim), jsInfo(adapter), nil
+	return platform{dev: dev, sg: sg, rep: newReplayer()}, &d, jsLimits(lim), jsInfo(adapter), nil
 }
 
 // hasFeature reports whether a GPUAdapter or GPUDevice lists feature.
@@ -261,8 +262,10 @@ func (p platform) pop() func() error {
 	}
 }
 
-// endPass ends a compute pass; the js binding reports no error here.
-func endPass(p *wgpu.ComputePassEncoder) error {
-	p.End()
+// endPass ends a compute pass, replaying its dispatches first; the js
+// binding reports no error here.
+func (p platform) endPass(pass *wgpu.ComputePassEncoder) error {
+	p.flush(pass)
+	pass.End()
 	return nil
 }

@@ -133,7 +133,20 @@ func (platform) pop() func() error { return noError }
 func noError() error { return nil }
 
 // endPass ends a compute pass; natively validation errors surface here.
-func endPass(p *wgpu.ComputePassEncoder) error { return p.End() }
+func (platform) endPass(pass *wgpu.ComputePassEncoder) error { return pass.End() }
+
+// dispatch records one dispatch of pipe with bind group g, whose parameter
+// slot is at offset off. Natively the binding's calls are cheap, so they
+// are made as they come (in js they are batched: replay_js.go).
+func (platform) dispatch(pass *wgpu.ComputePassEncoder, pipe *wgpu.ComputePipeline, g *wgpu.BindGroup, off, x, y uint32) {
+	pass.SetPipeline(pipe)
+	pass.SetBindGroup(0, g, []uint32{off})
+	pass.DispatchWorkgroups(x, y, 1)
+}
+
+// forget is for the js replayer's table of bind groups; natively nothing
+// keeps them.
+func (platform) forget(*wgpu.BindGroup) {}
 
 // mapBuffer maps the first size bytes of the MapRead buffer buf once the
 // work submitted before has finished, and returns a copy of them. It polls

@@ -155,6 +155,7 @@ func (b *Backend) dropGroups(id uint64) {
 // freed while work was being recorded.
 func (b *Backend) releaseDead() {
 	for _, g := range b.deadGroups {
+		b.plat.forget(g)
 		g.Release()
 	}
 	for _, buf := range b.deadBufs {

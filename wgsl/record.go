@@ -96,9 +96,7 @@ func (b *Backend) dispatch(k *kernelInfo, d defines, note string, binds []bind, 
 		x = b.maxGroups
 		y = ceilDiv(groups, x)
 	}
-	b.pass.SetPipeline(pipe.pipe)
-	b.pass.SetBindGroup(0, group, []uint32{uint32(off)})
-	b.pass.DispatchWorkgroups(x, y, 1)
+	b.plat.dispatch(b.pass, pipe.pipe, group, uint32(off), x, y)
 	b.stats.Dispatches++
 	if b.rec.dispatches == 0 {
 		b.rec.first = pipe.name
@@ -107,17 +105,26 @@ func (b *Backend) dispatch(k *kernelInfo, d defines, note string, binds []bind, 
 	b.rec.dispatches++
 	if b.prof.on {
 		// The dispatch gets a pass of its own, closed by a timestamp.
-		if err := endPass(b.pass); err != nil {
-			b.fail(fmt.Errorf("wgsl: %v", err))
-		}
-		b.pass.Release()
-		b.pass = nil
+		b.closePass()
 		name := pipe.name
 		if note != "" {
 			name += "(" + note + ")"
 		}
 		b.prof.stamp(b, name)
 	}
+}
+
+// closePass ends the open compute pass, if there is one. In js its
+// dispatches are replayed into it first (replay_js.go).
+func (b *Backend) closePass() {
+	if b.pass == nil {
+		return
+	}
+	if err := b.plat.endPass(b.pass); err != nil {
+		b.fail(fmt.Errorf("wgsl: %v", err))
+	}
+	b.pass.Release()
+	b.pass = nil
 }
 
 // bindsFit checks binds against kernel k's bindings of access pattern
@@ -154,13 +161,7 @@ func (b *Backend) submit(extra func(*wgpu.CommandEncoder) error) {
 	enc := b.enc
 	b.enc = nil
 	defer enc.Release()
-	if b.pass != nil {
-		if err := endPass(b.pass); err != nil {
-			b.fail(fmt.Errorf("wgsl: %v", err))
-		}
-		b.pass.Release()
-		b.pass = nil
-	}
+	b.closePass()
 	if extra != nil {
 		if err := extra(enc); err != nil {
 			b.fail(fmt.Errorf("wgsl: %v", err))

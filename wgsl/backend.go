@@ -55,11 +55,13 @@ type Stats struct {
 // use; one goroutine drives it, as model.Generate does.
 type Backend struct {
 	opts  Options
-	lanes int      // Options.MatvecLanes, checked
-	plat  platform // what the platform needs besides the device
-	dev   *wgpu.Device
-	queue *wgpu.Queue
-	info  wgpu.AdapterInfo
+	lanes int // Options.MatvecLanes, checked
+	// Options.MatvecTokens, checked
+	mvTokens int
+	plat     platform // what the platform needs besides the device
+	dev      *wgpu.Device
+	queue    *wgpu.Queue
+	info     wgpu.AdapterInfo
 
 	// AdapterLimits are what the adapter could offer; Limits are what the
 	// device has (WebGPU's defaults, since the device is requested without

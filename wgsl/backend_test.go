@@ -102,3 +102,43 @@ func TestIsSoftware(t *testing.T) {
 		t.Errorf("adapter %s (software: %v): New with RefuseSoftware gave %v", b.Describe(), soft, err)
 	}
 }
+
+// TestMatvecKnobs checks Options.MatvecLanes and Options.MatvecTokens and
+// their environment variables: defaults, accepted values, and errors that
+// name the setting.
+func TestMatvecKnobs(t *testing.T) {
+	for _, c := range []struct {
+		opt    int
+		env    string
+		want   int
+		errHas string
+	}{
+		{0, "", defaultMatvecTokens, ""}, {4, "", 4, ""}, {0, "16", 16, ""}, {2, "16", 2, ""},
+		{0, "0", 0, `MAMBA2_WGSL_MATVEC_TOKENS="0": want 1 to 64`}, {0, "x", 0, `MAMBA2_WGSL_MATVEC_TOKENS="x"`},
+		{65, "", 0, "Options.MatvecTokens is 65: want 1 to 64"}, {-3, "", 0, "Options.MatvecTokens is -3"},
+	} {
+		t.Setenv("MAMBA2_WGSL_MATVEC_TOKENS", c.env)
+		got, err := matvecTokens(c.opt)
+		if c.errHas != "" {
+			if err == nil || !strings.Contains(err.Error(), c.errHas) {
+				t.Errorf("tokens %d/%q: got %d, %v; want an error with %q", c.opt, c.env, got, err, c.errHas)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("tokens %d/%q: got %d, %v; want %d", c.opt, c.env, got, err, c.want)
+		}
+	}
+	t.Setenv("MAMBA2_WGSL_MATVEC_TOKENS", "")
+	for _, c := range []struct {
+		opt, want int
+		env       string
+		ok        bool
+	}{{0, 64, "", true}, {8, 8, "", true}, {0, 32, "32", true}, {12, 0, "", false}, {0, 0, "7", false}} {
+		t.Setenv("MAMBA2_WGSL_MATVEC_LANES", c.env)
+		got, err := matvecLanes(c.opt)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("lanes %d/%q: got %d, %v; want %d (ok %v)", c.opt, c.env, got, err, c.want, c.ok)
+		}
+	}
+}

@@ -28,6 +28,14 @@ type Options struct {
 	// invocation more of the row and a workgroup more rows, so the
 	// reduction at the end is shorter; it is a tuning knob for benchmarks.
 	MatvecLanes int
+	// MatvecTokens is the most tokens a product runs through the
+	// matrix-vector kernel rather than the tiled one (1 to 64; 0 means 8, or
+	// the environment's MAMBA2_WGSL_MATVEC_TOKENS). That kernel reads the
+	// weight once per 4 tokens, and decodes in 3 dispatches per layer (norm
+	// and conv inside in_proj, grouped norm and residual inside out_proj);
+	// the tiled one reads it once per 64 tokens but takes up to 8. It is a
+	// tuning knob for benchmarks of batched decoding.
+	MatvecTokens int
 	// ArenaSlots is how many dispatches one submission may record before the
 	// backend submits early to reuse the parameter arena; 0 means 4096.
 	ArenaSlots int
@@ -65,6 +73,10 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	mvTokens, err := matvecTokens(opts.MatvecTokens)
+	if err != nil {
+		return nil, err
+	}
 	noSub, err := noSubgroupsFromEnv()
 	if err != nil {
 		return nil, err
@@ -81,7 +93,7 @@ func New(opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("%w: %s", ErrSoftwareAdapter, describeAdapter(info))
 	}
 	b := &Backend{
-		opts: opts, plat: plat, dev: dev, queue: dev.GetQueue(), info: info, lost: lost, lanes: lanes,
+		opts: opts, plat: plat, dev: dev, queue: dev.GetQueue(), info: info, lost: lost, lanes: lanes, mvTokens: mvTokens,
 		AdapterLimits: adapterLimits,
 		Limits:        dev.GetLimits().Limits,
 		pipes:         map[pipeKey]*pipeline{},
@@ -266,4 +278,30 @@ func matvecLanes(n int) (int, error) {
 		return n, nil
 	}
 	return 0, fmt.Errorf("wgsl: %s is %d: want 8, 16, 32 or 64 lanes per row", src, n)
+}
+
+// defaultMatvecTokens is Options.MatvecTokens' default: batches of up to 8
+// decode in 3 dispatches per layer, reading each weight twice at 8.
+const defaultMatvecTokens = 8
+
+// matvecTokens checks Options.MatvecTokens, or, when it is 0, the
+// environment's MAMBA2_WGSL_MATVEC_TOKENS, and returns the most tokens of
+// a matrix-vector product.
+func matvecTokens(n int) (int, error) {
+	setting := fmt.Sprintf("Options.MatvecTokens is %d", n)
+	if n == 0 {
+		v := os.Getenv("MAMBA2_WGSL_MATVEC_TOKENS")
+		if v == "" {
+			return defaultMatvecTokens, nil
+		}
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			n = -1
+		}
+		setting = fmt.Sprintf("MAMBA2_WGSL_MATVEC_TOKENS=%q", v)
+	}
+	if n < 1 || n > 64 {
+		return 0, fmt.Errorf("wgsl: %s: want 1 to 64 tokens", setting)
+	}
+	return n, nil
 }

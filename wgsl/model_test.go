@@ -200,6 +200,31 @@ func TestDecodeSteadyState(t *testing.T) {
 		}
 	}
 
+	// A batch of 8 takes the same dispatches per step as one sequence:
+	// Options.MatvecTokens (8) keeps its products on the matrix-vector
+	// kernel with the norms and the conv inside.
+	st8 := m.NewState(8)
+	ids8 := b.Alloc(model.I32, 8)
+	step8 := func() {
+		out, err := st8.Forward([]int32{1, 2, 3, 4, 5, 6, 7, 8}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Sample(ids8, out, nil, model.Sampling{}, nil)
+		if _, err := b.ReadIDs(ids8); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step8()
+	step8()
+	before := b.Stats()
+	step8()
+	after := b.Stats()
+	if d, max := after.Dispatches-before.Dispatches, 3*m.Config.Layers+4; d > max || after.Submissions-before.Submissions != 1 {
+		t.Errorf("batch 8: %d dispatches and %d submissions per step, want at most %d and 1",
+			d, after.Submissions-before.Submissions, max)
+	}
+
 	// Greedy generation matches the CPU backend id for id.
 	ref, err := model.Load(tiny(), cpu.New(), model.LoadOptions{})
 	if err != nil {

@@ -176,11 +176,13 @@ func vectorWidth(f model.Format) int {
 	return 2
 }
 
-// matvecTokens is the most tokens for which MatMul uses the matrix-vector
-// kernel, which reads each weight once for four tokens. (A batch of 8
-// decodes faster through the tiled kernel on an H200 than through an
-// 8-token variant of it: 2,769 against 2,342 tok/s at 130m.)
-const matvecTokens = 4
+// matvecGroup is matmul.wgsl's TB: the tokens of one workgroup of the
+// matrix-vector kernel, which reads each weight once per group. MatMul
+// takes that kernel for up to Options.MatvecTokens tokens. (An 8-token
+// variant, TB = 8, measured slower at batch 8 on an H200 than the tiled
+// kernel, 2,342 against 2,769 tok/s at 130m, when both left the norms and
+// the conv to kernels of their own.)
+const matvecGroup = 4
 
 // convParallelTokens is the shortest prompt for which Conv computes every
 // position in parallel rather than one sequential pass per channel (which
@@ -225,10 +227,10 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor, pr model.Product) {
 	}
 	// Two kernels by prompt length (matmul.wgsl): tile edges in columns
 	// and tokens.
-	matvec := T <= matvecTokens
+	matvec := T <= b.mvTokens
 	d, cols, toks := wt.withFormat(), uint32(64), uint32(64)
 	if matvec {
-		d, cols, toks = wt.withFormat("MATVEC", fmt.Sprintf("TPR=%du", b.lanes)), uint32(256/b.lanes), matvecTokens
+		d, cols, toks = wt.withFormat("MATVEC", fmt.Sprintf("TPR=%du", b.lanes)), uint32(256/b.lanes), matvecGroup
 	}
 	gs := K / groups
 	// The norm goes inside the product for float weights. For int8 and

@@ -81,9 +81,10 @@ func TestSubgroupVariants(t *testing.T) {
 				return modeltest.QuantSpecOf("w", s, d, model.Quant{Format: model.FormatInt4, GroupSize: 32}, 64)
 			}},
 		}
-		// T ≤ matvecTokens: the matrix-vector kernel; ragged columns
-		// (not a multiple of its 4 per workgroup) and depths; norms in
-		// one group and several, with a mask, adding into out.
+		// T ≤ Options.MatvecTokens: the matrix-vector kernel, one group
+		// of 4 tokens or two; ragged columns (not a multiple of its 4 per
+		// workgroup) and depths; norms in one group and several, with a
+		// mask, adding into out.
 		shapes := []struct {
 			T, N, K, groups int
 			norm, mask, add bool
@@ -92,6 +93,7 @@ func TestSubgroupVariants(t *testing.T) {
 			{4, 70, 200, 4, true, true, true},
 			{3, 5, 64, 2, true, true, false},
 			{2, 33, 17, 1, false, false, true},
+			{7, 41, 96, 2, true, true, true},
 		}
 		defer func(n int) { b.lanes = n }(b.lanes)
 		for _, lanes := range []int{64, 8} { // Options.MatvecLanes: 64 (the default), and the fewest

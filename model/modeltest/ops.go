@@ -741,6 +741,24 @@ func (h *opsHarness) sample(t *testing.T, ds model.DeviceSampler) {
 			}
 		}
 	}
+
+	// More tokens tied at the top than the WebGPU sampler keeps as
+	// candidates (1024): none is above its cut, so every step takes the
+	// whole row. (Settings whose top-p goal falls exactly on a token are
+	// left out: with equal weights float32 and float64 round them apart.)
+	r = base()
+	for i := range 1500 {
+		r[(i*7)%V] = 3.5
+	}
+	ties := [][]float32{r, make([]float32, V)}
+	for _, s := range []model.Sampling{
+		{Temperature: 0.7}, {Temperature: 1.5, TopP: 0.9}, {Temperature: 1, TopK: 7, TopP: 0.3},
+		{Temperature: 0.8, MinP: 0.05}, {Temperature: 1.2, TopK: 1200, TopP: 0.95},
+	} {
+		for _, u := range [][]float32{{0, 0.999}, {0.5, 0.31}} {
+			h.sampleRows(t, ds, fmt.Sprintf("ties/%+v/u=%v", s, u), ties, s, u, nil)
+		}
+	}
 }
 
 // samplePenalties checks the repetition, presence and frequency penalties

@@ -19,9 +19,11 @@
 // every "position in the ranking" question becomes a bisection: the k-th
 // largest value (top-k), the value where the running weight reaches a
 // goal (top-p, the draw) are found bit by bit over the key, each step one
-// pass over the row with a workgroup reduction; among tokens of equal value,
-// which are ranked by id, the n-th is found by bisection over the id. One
-// workgroup per row; about 32 + 32 + 32 + 3·idbits passes in the worst case.
+// pass with a workgroup reduction; among tokens of equal value, which are
+// ranked by id, the n-th is found by bisection over the id. One workgroup
+// per row; about 32 + 32 + 32 + 3·idbits passes in the worst case, over at
+// most CAP candidates in workgroup memory where the answer lies among them
+// (see CAP), else over the row.
 //
 // Two passes, two dispatches. PASS_SCAN spreads the first look at the rows
 // over many workgroups, each over a chunk of CHUNK logits: the first token
@@ -88,6 +90,8 @@ struct Row {
     base: u32,
     hbase: u32, // the row's history
     lmax: f32,
+    n: u32,     // tokens the helpers look at: P.V, or the candidates
+    cand: u32,  // 1: they are the candidates in cv and cid, not the logits
 }
 
 // lg is logit i of the row, penalized as model.Sampling.Penalize does.
@@ -148,11 +152,115 @@ fn kept(k: u32, i: u32, kk: u32, ck: u32) -> bool {
     return k > kk || (k == kk && i <= ck);
 }
 
+#ifndef PASS_SCAN
+// The candidates: the tokens whose key is above xc, the CAP-th largest key
+// of the row (all non-NaN tokens when there are at most CAP), with their
+// penalized logits and ids, in no order. They lead the ranking, so a
+// question whose answer lies among them (the k-th token for k within
+// them, the token where a running weight the candidates reach is passed)
+// gets the same answer from them as from the whole row: the bisections
+// then run over at most CAP values in workgroup memory instead of V in
+// storage, which is where sampling spent its time (each of its ~150 steps
+// was a pass over the row). When the answer may lie beyond them the step
+// runs over the row as before.
+const CAP: u32 = 1024u;
+var<workgroup> cv: array<f32, CAP>;
+var<workgroup> cid: array<u32, CAP>;
+var<workgroup> ncand: atomic<u32>;
+var<workgroup> rhist: array<atomic<u32>, WG>; // select_key's 256 bins (WG = 256)
+var<workgroup> rsel: vec2<u32>;
+#endif
+
+// item_v and item_id are token j of what the helpers look at: the row's
+// logit j (penalized) and id j, or candidate j.
+fn item_v(row: Row, j: u32) -> f32 {
+#ifndef PASS_SCAN
+    if (row.cand == 1u) {
+        return cv[j];
+    }
+#endif
+    return lg(row, j);
+}
+
+fn item_id(row: Row, j: u32) -> u32 {
+#ifndef PASS_SCAN
+    if (row.cand == 1u) {
+        return cid[j];
+    }
+#endif
+    return j;
+}
+
+#ifndef PASS_SCAN
+// select_key returns the r-th largest non-NaN key of the row (r ≤ their
+// count), a byte at a time from the top: a histogram of the next byte of
+// the keys that share the bytes found so far, and the bin where the count
+// from the top reaches r. Four passes over the row.
+fn select_key(row: Row, lid: u32, r0: u32) -> u32 {
+    var prefix = 0u;
+    var r = r0;
+    for (var d = 0u; d < 4u; d++) {
+        let shift = 24u - 8u * d;
+        var hi = 0u; // the bits found so far
+        if (d > 0u) {
+            hi = 0xffffffffu << (shift + 8u);
+        }
+        atomicStore(&rhist[lid], 0u);
+        workgroupBarrier();
+        for (var i = lid; i < P.V; i += WG) {
+            let k = okey(lg(row, i));
+            if (k != 0u && (k & hi) == prefix) {
+                atomicAdd(&rhist[(k >> shift) & 255u], 1u);
+            }
+        }
+        workgroupBarrier();
+        if (lid == 0u) {
+            var rem = r;
+            var b = 255u;
+            loop {
+                let h = atomicLoad(&rhist[b]);
+                if (h >= rem || b == 0u) {
+                    break;
+                }
+                rem -= h;
+                b--;
+            }
+            rsel = vec2<u32>(b, rem);
+        }
+        let sel = workgroupUniformLoad(&rsel);
+        prefix = prefix | (sel.x << shift);
+        r = sel.y;
+    }
+    return prefix;
+}
+
+// compact gathers the tokens with a key above xc into the candidates and
+// returns how many there are (fewer than CAP by the choice of xc).
+fn compact(row: Row, lid: u32, xc: u32) -> u32 {
+    if (lid == 0u) {
+        atomicStore(&ncand, 0u);
+    }
+    workgroupBarrier();
+    for (var i = lid; i < P.V; i += WG) {
+        let v = lg(row, i);
+        if (okey(v) > xc) {
+            let j = atomicAdd(&ncand, 1u);
+            if (j < CAP) {
+                cv[j] = v;
+                cid[j] = i;
+            }
+        }
+    }
+    workgroupBarrier();
+    return min(wg_max_u(lid, atomicLoad(&ncand)), CAP);
+}
+#endif
+
 // count_ge counts non-NaN tokens with key ≥ x.
 fn count_ge(row: Row, lid: u32, x: u32) -> u32 {
     var n = 0u;
-    for (var i = lid; i < P.V; i += WG) {
-        let k = okey(lg(row, i));
+    for (var j = lid; j < row.n; j += WG) {
+        let k = okey(item_v(row, j));
         if (k != 0u && k >= x) {
             n++;
         }
@@ -163,8 +271,9 @@ fn count_ge(row: Row, lid: u32, x: u32) -> u32 {
 // count_tie counts kept tokens with key x and an id below c.
 fn count_tie(row: Row, lid: u32, x: u32, c: u32, kk: u32, ck: u32) -> u32 {
     var n = 0u;
-    for (var i = lid; i < P.V; i += WG) {
-        let k = okey(lg(row, i));
+    for (var j = lid; j < row.n; j += WG) {
+        let k = okey(item_v(row, j));
+        let i = item_id(row, j);
         if (k == x && i < c && kept(k, i, kk, ck)) {
             n++;
         }
@@ -175,10 +284,10 @@ fn count_tie(row: Row, lid: u32, x: u32, c: u32, kk: u32, ck: u32) -> u32 {
 // sum_ge sums the weights of kept tokens with key ≥ x.
 fn sum_ge(row: Row, lid: u32, x: u32, kk: u32, ck: u32) -> f32 {
     var s = 0.0;
-    for (var i = lid; i < P.V; i += WG) {
-        let v = lg(row, i);
+    for (var j = lid; j < row.n; j += WG) {
+        let v = item_v(row, j);
         let k = okey(v);
-        if (k != 0u && k >= x && kept(k, i, kk, ck)) {
+        if (k != 0u && k >= x && kept(k, item_id(row, j), kk, ck)) {
             s += weight(row, v);
         }
     }
@@ -234,7 +343,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let c = g % P.chunks;
     let out_row = P.row0 + r;
-    let row = Row(out_row * P.V, out_row * 2u * P.V, 0.0);
+    let row = Row(out_row * P.V, out_row * 2u * P.V, 0.0, P.V, 0u);
     let end = min(P.V, (c + 1u) * CHUNK);
     var bad = 0xffffffffu;
     var fin = 0u;
@@ -290,7 +399,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let out_row = P.row0 + r;
-    var row = Row(out_row * P.V, out_row * 2u * P.V, 0.0);
+    var row = Row(out_row * P.V, out_row * 2u * P.V, 0.0, P.V, 0u);
 
     // The row's chunks, combined: a row to refuse (its first NaN or +Inf,
     // or no finite logit at all), the largest key, the lowest id holding
@@ -342,6 +451,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     row.lmax = oval(mk);
 
+    // The candidates (see CAP), and which of the two sets each step looks
+    // at: cs when the answer is sure to lie among the candidates, else
+    // the whole row.
+    var xc = 0u;
+    if (cnt > CAP) {
+        xc = select_key(row, lid, CAP);
+    }
+    let nc = compact(row, lid, xc);
+    var cs = row;
+    cs.n = nc;
+    cs.cand = 1u;
+
     // Min-p: the tokens at or above l_max + mdelta, all their ties kept.
     var kk = 1u; // every non-NaN key is ≥ 1
     var ck = 0xffffffffu;
@@ -352,66 +473,95 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     // Top-k: the k-th largest key, and among its ties the lowest ids (it
     // is at or above the min-p key when there are more than k of those).
+    // Among the candidates when there are k of them.
     if (P.topk > 0u && P.topk < n) {
+        var src = row;
+        if (P.topk <= nc) {
+            src = cs;
+        }
         var x = 0u;
         for (var bit = 31; bit >= 0; bit--) {
             let cand = x | (1u << u32(bit));
-            if (count_ge(row, lid, cand) >= P.topk) {
+            if (count_ge(src, lid, cand) >= P.topk) {
                 x = cand;
             }
         }
         var above = 0u;
         if (x < 0xffffffffu) {
-            above = count_ge(row, lid, x + 1u);
+            above = count_ge(src, lid, x + 1u);
         }
-        ck = nth_tie(row, lid, x, P.topk - above, x, 0xffffffffu);
+        ck = nth_tie(src, lid, x, P.topk - above, x, 0xffffffffu);
         kk = x;
     }
-    var total = sum_ge(row, lid, 1u, kk, ck);
+    // From here on every kept token is a candidate once the kept keys
+    // start above xc.
+    var kept_src = row;
+    if (kk > xc) {
+        kept_src = cs;
+    }
+    var total = sum_ge(kept_src, lid, 1u, kk, ck);
 
-    // Top-p: the shortest ranked prefix reaching topp · total.
+    // Top-p: the shortest ranked prefix reaching topp · total; among the
+    // candidates when their kept weight reaches the goal.
     if (P.topp > 0.0 && P.topp < 1.0) {
         let goal = P.topp * total;
-        let x = top_key(row, lid, goal, 0u, kk, ck);
+        var src = kept_src;
+        if (kk <= xc) {
+            if (sum_ge(cs, lid, 1u, kk, ck) >= goal) {
+                src = cs;
+            }
+        }
+        let x = top_key(src, lid, goal, 0u, kk, ck);
         var above = 0.0;
         if (x < 0xffffffffu) {
-            above = sum_ge(row, lid, x + 1u, kk, ck);
+            above = sum_ge(src, lid, x + 1u, kk, ck);
         }
-        let ties = count_tie(row, lid, x, 0xffffffffu, kk, ck);
+        let ties = count_tie(src, lid, x, 0xffffffffu, kk, ck);
         let w = weight(row, oval(x));
         let need = u32(clamp(ceil((goal - above) / w), 1.0, f32(ties)));
-        ck = nth_tie(row, lid, x, need, kk, ck);
+        ck = nth_tie(src, lid, x, need, kk, ck);
         kk = x;
-        total = sum_ge(row, lid, 1u, kk, ck);
+        if (kk > xc) {
+            kept_src = cs;
+        }
+        total = sum_ge(kept_src, lid, 1u, kk, ck);
     }
 
-    // The draw: the ranked token where the running weight passes u · total.
+    // The draw: the ranked token where the running weight passes u · total;
+    // among the candidates when their kept weight passes it.
     let goal = P.u[r / 4u][r % 4u] * total;
     var pick = 0u;
     if (total > goal) {
-        let x = top_key(row, lid, goal, 1u, kk, ck);
+        var src = kept_src;
+        if (kk <= xc) {
+            if (sum_ge(cs, lid, 1u, kk, ck) > goal) {
+                src = cs;
+            }
+        }
+        let x = top_key(src, lid, goal, 1u, kk, ck);
         var above = 0.0;
         if (x < 0xffffffffu) {
-            above = sum_ge(row, lid, x + 1u, kk, ck);
+            above = sum_ge(src, lid, x + 1u, kk, ck);
         }
-        let ties = count_tie(row, lid, x, 0xffffffffu, kk, ck);
+        let ties = count_tie(src, lid, x, 0xffffffffu, kk, ck);
         let w = weight(row, oval(x));
         let q = u32(clamp(floor((goal - above) / w) + 1.0, 1.0, f32(ties)));
-        pick = nth_tie(row, lid, x, q, kk, ck);
+        pick = nth_tie(src, lid, x, q, kk, ck);
     } else {
         // Rounding put the draw past the end: the last kept token, the
         // smallest kept key's highest kept id.
         var lo = 0xffffffffu;
-        for (var i = lid; i < P.V; i += WG) {
-            let k = okey(lg(row, i));
-            if (k != 0u && kept(k, i, kk, ck)) {
+        for (var j = lid; j < kept_src.n; j += WG) {
+            let k = okey(item_v(kept_src, j));
+            if (k != 0u && kept(k, item_id(kept_src, j), kk, ck)) {
                 lo = min(lo, k);
             }
         }
         lo = wg_min_u(lid, lo);
         var hi = 0u;
-        for (var i = lid; i < P.V; i += WG) {
-            let k = okey(lg(row, i));
+        for (var j = lid; j < kept_src.n; j += WG) {
+            let k = okey(item_v(kept_src, j));
+            let i = item_id(kept_src, j);
             if (k == lo && kept(k, i, kk, ck)) {
                 hi = max(hi, i);
             }

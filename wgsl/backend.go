@@ -72,6 +72,7 @@ type Backend struct {
 
 	err     error          // the first error since the last Read
 	pending []func() error // error checks of submitted work (js error scopes)
+	scoped  bool           // the error scopes of submitted work are open (beginEncoder)
 	lost    *deviceLoss    // set when the device is lost
 	broken  error          // set by stop: nothing works any more
 	hung    bool           // a wait ran out: the device may still be running

@@ -140,3 +140,63 @@ func benchRecordDispatch(b *testing.B, be *Backend) {
 		}
 	}
 }
+
+// BenchmarkSample times the device sampler over one row of a 50,280-token
+// vocabulary (130m's): greedy, and with a temperature alone and with
+// top-k and top-p, whose bisections run over the candidates.
+func BenchmarkSample(b *testing.B) {
+	be := open(b, Options{})
+	const V = 50280
+	logits := make([]float32, V)
+	x := uint32(12345)
+	for i := range logits {
+		x = x*1664525 + 1013904223
+		logits[i] = float32(x>>8)/float32(1<<24)*12 - 6 // uniform in [-6, 6)
+	}
+	lt, ids := be.Alloc(model.F32, 1, V), be.Alloc(model.I32, 1)
+	be.Write(lt, logits)
+	for _, c := range []struct {
+		name string
+		s    model.Sampling
+	}{
+		{"greedy", model.Sampling{}},
+		{"temperature", model.Sampling{Temperature: 0.8}},
+		{"topk40-topp0.9", model.Sampling{Temperature: 0.8, TopK: 40, TopP: 0.9}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := range b.N {
+				be.Sample(ids, lt, nil, c.s, []float32{float32(i%97) / 97})
+				if _, err := be.ReadIDs(ids); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkSubmit measures what one submission costs the host (a
+// one-dispatch submission, its error check included; the GPU's time left
+// out): the prompt path submits once per layer.
+func BenchmarkSubmit(b *testing.B) {
+	be := open(b, Options{})
+	z := be.Alloc(model.F32, 64)
+	be.Zero(z)
+	if err := be.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		be.Zero(z)
+		be.Flush()
+		if i%32 == 31 || i == b.N-1 {
+			b.StopTimer()
+			if err := be.waitIdle(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			if err := be.checkSubmitted(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

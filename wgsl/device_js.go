@@ -21,7 +21,45 @@ type platform struct {
 	lost *deviceLoss
 	sg   subgroupSupport
 	rep  *replayer // how dispatches are recorded (replay_js.go)
+	up   *stager   // how bytes reach buffers (writeBuffer)
 }
+
+// stager is a JS-owned Uint8Array that writeBuffer copies Go bytes into.
+type stager struct {
+	queue js.Value
+	u8    js.Value
+}
+
+// writeBuffer writes data at off into buf. It does not use the binding's
+// Queue.WriteBuffer, which hands Dawn a view of the wasm memory made
+// before the call's other arguments are converted: a Go allocation there
+// that grows the memory detaches the view, and the write fails ("Cannot
+// perform Construct on a detached ArrayBuffer", or Dawn's "size +
+// dataOffset is larger than data's size"), now and then, wherever the
+// heap happens to grow. The bytes are copied into a JS-owned array first,
+// in one call that nothing can interrupt, and written from there (the
+// queue copies them at once, so the array is reused).
+func (p platform) writeBuffer(_ *wgpu.Queue, buf *wgpu.Buffer, off uint64, data []byte) error {
+	s := p.up
+	for len(data) > 0 {
+		n := min(len(data), maxStage)
+		if s.u8.Type() != js.TypeObject || s.u8.Length() < n {
+			size := 1 << 16
+			for size < n {
+				size *= 2
+			}
+			s.u8 = js.Global().Get("Uint8Array").New(size)
+		}
+		js.CopyBytesToJS(s.u8, data[:n])
+		s.queue.Call("writeBuffer", jsBuffer(buf), float64(off), s.u8, 0, n)
+		data, off = data[n:], off+uint64(n)
+	}
+	return nil
+}
+
+// maxStage bounds the staging array: longer writes go in pieces of this
+// many bytes (a multiple of 4, as writeBuffer wants).
+const maxStage = 4 << 20
 
 // subgroupSupport is what openJSDevice found of the subgroups feature.
 func (p platform) subgroupSupport() subgroupSupport { return p.sg }
@@ -109,7 +147,7 @@ func openJSDevice() (platform, *wgpu.Device, wgpu.Limits, wgpu.AdapterInfo, erro
 	}
 	sg.on = hasFeature(dev, "subgroups")
 	d := wgpu.NewDevice(dev)
-	return platform{dev: dev, sg: sg, rep: newReplayer()}, &d, jsLimits(lim), jsInfo(adapter), nil
+	return platform{dev: dev, sg: sg, rep: newReplayer(), up: &stager{queue: dev.Get("queue"), u8: js.Undefined()}}, &d, jsLimits(lim), jsInfo(adapter), nil
 }
 
 // hasFeature reports whether a GPUAdapter or GPUDevice lists feature.

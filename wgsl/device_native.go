@@ -144,6 +144,11 @@ func (platform) dispatch(pass *wgpu.ComputePassEncoder, pipe *wgpu.ComputePipeli
 	pass.DispatchWorkgroups(x, y, 1)
 }
 
+// writeBuffer writes data at off into buf through the queue.
+func (platform) writeBuffer(q *wgpu.Queue, buf *wgpu.Buffer, off uint64, data []byte) error {
+	return q.WriteBuffer(buf, off, data)
+}
+
 // forget is for the js replayer's table of bind groups; natively nothing
 // keeps them.
 func (platform) forget(*wgpu.BindGroup) {}

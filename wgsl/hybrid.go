@@ -357,7 +357,7 @@ func (b *Backend) invFreq(theta float64, dim int) *tensor {
 	}
 	// A new buffer no recorded work uses: the write needs no submission
 	// first, and it lands before the next one.
-	if err := b.queue.WriteBuffer(t.parts[0].buf, 0, bytesOf(inv)); err != nil {
+	if err := b.plat.writeBuffer(b.queue, t.parts[0].buf, 0, bytesOf(inv)); err != nil {
 		b.fail(fmt.Errorf("wgsl: rotary: uploading %s: %v", name, err))
 		b.Free(t)
 		return nil

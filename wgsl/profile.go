@@ -241,7 +241,8 @@ func (b *Backend) Profile() map[string]model.KernelTime {
 
 // kernelName names a kernel variant for profiles: the shader, then what its
 // defines select, the weight format last: "rmsnorm", "embed.f16",
-// "matmul.matvec_bf16", "matmul.tiled_f32", "ssm_scan.chunk_states".
+// "matmul.matvec_bf16", "matmul.tiled_f32", "ssm_scan.chunk_states",
+// "sample.scan".
 func kernelName(shader string, d defines) string {
 	base := strings.TrimSuffix(shader, ".wgsl")
 	var parts []string
@@ -257,6 +258,10 @@ func kernelName(shader string, d defines) string {
 			parts = append(parts, "prompt")
 		} else if d.has("SHIFT") {
 			parts = append(parts, "state")
+		}
+	case "sample":
+		if d.has("PASS_SCAN") {
+			parts = append(parts, "scan")
 		}
 	case "ssm_scan":
 		for _, pass := range []struct{ define, name string }{

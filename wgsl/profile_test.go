@@ -193,6 +193,8 @@ func TestKernelNames(t *testing.T) {
 		{"conv.wgsl", defs("WF16", "KC=4u"), "conv.f16"},
 		{"ssm_scan.wgsl", defs("PASS_STATES"), "ssm_scan.chunk_states"},
 		{"ssm_step.wgsl", defs("NPL=2u"), "ssm_step"},
+		{"sample.wgsl", defs("PASS_SCAN", "SUBGROUPS"), "sample.scan"},
+		{"sample.wgsl", nil, "sample"},
 	} {
 		if got := kernelName(c.shader, c.d); got != c.want {
 			t.Errorf("kernelName(%s, %v) = %s, want %s", c.shader, c.d, got, c.want)

@@ -174,19 +174,18 @@ func (b *Backend) submit(extra func(*wgpu.CommandEncoder) error) {
 		b.rec = submission{}
 		b.slots = 0
 		b.prof.discard()
-		b.pending = append(b.pending, b.plat.pop())
+		b.closeScope()
 		b.releaseDead()
 		return
 	}
 	defer cmd.Release()
 	if b.slots > 0 {
-		if err := b.queue.WriteBuffer(b.arena, 0, b.host[:uint64(b.slots)*b.slot]); err != nil {
+		if err := b.plat.writeBuffer(b.queue, b.arena, 0, b.host[:uint64(b.slots)*b.slot]); err != nil {
 			b.fail(fmt.Errorf("wgsl: uploading parameters: %v", err))
 		}
 	}
 	b.slots = 0
 	b.queue.Submit(cmd)
-	b.pending = append(b.pending, b.plat.pop())
 	b.stats.Submissions++
 	b.rec.seq = b.stats.Submissions
 	b.lastSub, b.rec = b.rec, submission{}
@@ -196,13 +195,23 @@ func (b *Backend) submit(extra func(*wgpu.CommandEncoder) error) {
 	}
 }
 
-// beginEncoder starts recording a submission, inside an error scope where
-// the platform has them (js), closed by submit.
+// beginEncoder starts recording a submission, inside the error scopes of
+// submitted work where the platform has them (js).
+//
+// Those scopes are opened by the first submission after a check and closed
+// by the next check (checkSubmitted, after a read-back or a Sync), so all
+// the submissions in between share one pair: opening and closing a pair
+// per submission, and waiting for each pair's verdict, cost about as much
+// as the rest of a submission in wasm. Errors are reported at the check
+// either way. Object creation opens scopes of its own inside them.
 func (b *Backend) beginEncoder() bool {
-	b.plat.push()
+	if !b.scoped {
+		b.plat.push()
+		b.scoped = true
+	}
 	enc, err := b.dev.CreateCommandEncoder(nil)
 	if err != nil {
-		b.plat.pop()
+		b.closeScope()
 		b.fail(fmt.Errorf("wgsl: creating a command encoder: %v", err))
 		return false
 	}
@@ -210,9 +219,23 @@ func (b *Backend) beginEncoder() bool {
 	return true
 }
 
+// closeScope closes the open error scopes of submitted work, keeping
+// their verdict for checkSubmitted.
+func (b *Backend) closeScope() {
+	if b.scoped {
+		b.pending = append(b.pending, b.plat.pop())
+		b.scoped = false
+	}
+}
+
 // checkSubmitted reports the first error the device found in submitted
-// work (in js, where the binding returns none), consuming the checks.
+// work (in js, where the binding returns none), consuming the checks. The
+// scopes stay open while commands are being recorded, so that their
+// submission is inside them too.
 func (b *Backend) checkSubmitted() error {
+	if b.enc == nil {
+		b.closeScope()
+	}
 	var first error
 	for _, check := range b.pending {
 		if err := check(); err != nil && first == nil {

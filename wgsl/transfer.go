@@ -47,7 +47,7 @@ func (b *Backend) upload(t *tensor, data []byte) {
 	if b.enc != nil {
 		b.submit(nil)
 	}
-	if err := b.queue.WriteBuffer(t.parts[0].buf, 0, data); err != nil {
+	if err := b.plat.writeBuffer(b.queue, t.parts[0].buf, 0, data); err != nil {
 		b.fail(fmt.Errorf("wgsl: write %s: %v", t, err))
 	}
 }

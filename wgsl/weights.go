@@ -156,7 +156,7 @@ func (b *Backend) uploadScales(t *tensor, w model.WeightSpec) error {
 			for _, v := range vals[off : off+k] {
 				buf = binary.LittleEndian.AppendUint32(buf, v)
 			}
-			if err := b.queue.WriteBuffer(p.q.buf, uint64(4*off), buf); err != nil {
+			if err := b.plat.writeBuffer(b.queue, p.q.buf, uint64(4*off), buf); err != nil {
 				return fmt.Errorf("uploading scales: %v", err)
 			}
 			off += k
@@ -342,7 +342,7 @@ func (u *uploader) flush() error {
 	if u.wstart+uint64(size) > u.sizes[u.wpart] {
 		return fmt.Errorf("upload past the end of part %d (internal error)", u.wpart)
 	}
-	if err := u.b.queue.WriteBuffer(u.bufs[u.wpart], u.wstart, u.win[:size]); err != nil {
+	if err := u.b.plat.writeBuffer(u.b.queue, u.bufs[u.wpart], u.wstart, u.win[:size]); err != nil {
 		return fmt.Errorf("uploading: %v", err)
 	}
 	if rem := u.wn & 3; rem != 0 {

@@ -200,10 +200,10 @@ func (b *Backend) submit(extra func(*wgpu.CommandEncoder) error) {
 //
 // Those scopes are opened by the first submission after a check and closed
 // by the next check (checkSubmitted, after a read-back or a Sync), so all
-// the submissions in between share one pair: opening and closing a pair
-// per submission, and waiting for each pair's verdict, cost about as much
-// as the rest of a submission in wasm. Errors are reported at the check
-// either way. Object creation opens scopes of its own inside them.
+// the submissions in between share one pair instead of costing each four
+// calls across syscall/js and two waits for promises at the check. Errors
+// are reported at the check either way. Object creation opens scopes of
+// its own inside them.
 func (b *Backend) beginEncoder() bool {
 	if !b.scoped {
 		b.plat.push()

@@ -166,9 +166,10 @@ fn kept(k: u32, i: u32, kk: u32, ck: u32) -> bool {
 const CAP: u32 = 1024u;
 var<workgroup> cv: array<f32, CAP>;
 var<workgroup> cid: array<u32, CAP>;
-var<workgroup> ncand: atomic<u32>;
 var<workgroup> rhist: array<atomic<u32>, WG>; // select_key's 256 bins (WG = 256)
 var<workgroup> rsel: vec2<u32>;
+var<workgroup> cpos: array<u32, WG>; // compact: where each invocation's candidates start
+var<workgroup> ctotal: u32;
 #endif
 
 // item_v and item_id are token j of what the helpers look at: the row's
@@ -235,24 +236,43 @@ fn select_key(row: Row, lid: u32, r0: u32) -> u32 {
 }
 
 // compact gathers the tokens with a key above xc into the candidates and
-// returns how many there are (fewer than CAP by the choice of xc).
+// returns how many there are (fewer than CAP by the choice of xc). Their
+// order is fixed, invocation by invocation and each one's tokens in its
+// order, so that the weight sums over them, and so the tokens drawn, are
+// the same from run to run: two passes, a count and then the writes at
+// each invocation's offset, rather than slots taken by atomics in whatever
+// order the invocations come.
 fn compact(row: Row, lid: u32, xc: u32) -> u32 {
+    var c = 0u;
+    for (var i = lid; i < P.V; i += WG) {
+        if (okey(lg(row, i)) > xc) {
+            c++;
+        }
+    }
+    cpos[lid] = c;
+    workgroupBarrier();
     if (lid == 0u) {
-        atomicStore(&ncand, 0u);
+        var sum = 0u;
+        for (var j = 0u; j < WG; j++) {
+            let n = cpos[j];
+            cpos[j] = sum;
+            sum += n;
+        }
+        ctotal = sum;
     }
     workgroupBarrier();
+    var p = cpos[lid];
     for (var i = lid; i < P.V; i += WG) {
         let v = lg(row, i);
         if (okey(v) > xc) {
-            let j = atomicAdd(&ncand, 1u);
-            if (j < CAP) {
-                cv[j] = v;
-                cid[j] = i;
+            if (p < CAP) {
+                cv[p] = v;
+                cid[p] = i;
             }
+            p++;
         }
     }
-    workgroupBarrier();
-    return min(wg_max_u(lid, atomicLoad(&ncand)), CAP);
+    return min(workgroupUniformLoad(&ctotal), CAP);
 }
 #endif
 

@@ -4,6 +4,7 @@
 #
 #   scripts/bench/h200.sh stage build/h200c   # here: builds what the run needs
 #   scripts/bench/h200.sh run build/h200c     # there, from the repository root
+#   scripts/bench/h200.sh run build/h200c '^(d27|b8)'  # only the names matching
 #
 # stage writes into DIR the native CLI without the embedded model, the wgsl
 # test binary natively and as js/wasm, Node, Dawn's Node binding and Go's
@@ -12,14 +13,17 @@
 # untracked copy elsewhere), or the 64 MiB a call carries are exceeded; pass
 # DIR and the .gl loader debs as carried paths.
 #
-# run writes every result under $OUT (one file per measurement, .out and
-# .err) and prints one line per measurement with its exit status and
-# seconds. Each pair that the issue compares runs in the same call: native
+# run writes every result into $OUT/results.tgz (one file per measurement,
+# .out and .err: the device returns few files, so they travel as one) and
+# prints one line per measurement with its exit status and seconds. Each pair that the issue compares runs in the same call: native
 # against wasm + Dawn on the same GPU, the matrix-vector kernel against the
 # tiled one at batch 8, subgroups on and off.
 set -uo pipefail
 cmd=${1:?usage: h200.sh stage|run DIR}
 D=${2:?usage: h200.sh stage|run DIR}
+# A call on the device has at most 10 minutes: a regular expression of the
+# measurements' names splits the run into calls.
+ONLY=${3:-.}
 
 stage() {
   mkdir -p "$D/nm/webgpu/dist/linux-x64" "$D/wasm"
@@ -51,10 +55,14 @@ run() {
   mkdir -p "$R/node_modules" && cp -r "$D/nm/webgpu" "$R/node_modules/" &&
     xz -df "$R/node_modules/webgpu/dist/linux-x64/dawn.node.xz"
   cp "$D"/wasm/*.js "$W/"
-  local M=$W/mamba2 N=$W/node
+  local M=$W/mamba2 N=$W/node O=$OUT
+  OUT=$W/results
+  mkdir -p "$OUT"
+  trap 'tar czf "$O/results.tgz" -C "$OUT" .' EXIT
   t() {
     local name=$1 s
     shift
+    [[ $name =~ $ONLY ]] || return 0
     s=$(date +%s)
     timeout "${TO:-150}" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"
     echo "$name rc=$? $(($(date +%s) - s))s"
@@ -74,6 +82,14 @@ run() {
   MAMBA2_WGSL_MATVEC_TOKENS=4 t b8-27-tiled $B --shape 2.7b --dtype f16 --batch 8 --prompt-lengths 16 --reps 1 --decode-tokens 128
   # Where a decoded token's time goes (timestamp queries).
   t p130prof $B --shape 130m --dtype f16 --prompt-lengths 16 --reps 1 --decode-tokens 64 --profile
+  t p27prof $B --shape 2.7b --dtype f16 --prompt-lengths 2048 --reps 1 --decode-tokens 32 --profile
+  # The weight vectors each invocation of the matrix-vector kernel reads
+  # ahead (MAMBA2_WGSL_MATVEC_UNROLL, default 4) against reading one.
+  for u in 1 2 8; do
+    MAMBA2_WGSL_MATVEC_UNROLL=$u t u$u-d130 $B --shape 130m --dtype f16 --prompt-lengths 16 --reps 1 --decode-tokens 512
+    MAMBA2_WGSL_MATVEC_UNROLL=$u t u$u-b8 $B --shape 130m --dtype f16 --batch 8 --prompt-lengths 16 --reps 1 --decode-tokens 256
+    MAMBA2_WGSL_MATVEC_UNROLL=$u t u$u-d27 $B --shape 2.7b --dtype f16 --prompt-lengths 16 --reps 1 --decode-tokens 256
+  done
   # The same Go code natively and as wasm under Node + Dawn (130m f32).
   cd "$R/wgsl" || exit 1
   export MAMBA2_BENCH_SHAPE=130m MAMBA2_BENCH_PROMPT=512

@@ -54,9 +54,8 @@ type Stats struct {
 // Backend runs the model on a WebGPU device. It is not safe for concurrent
 // use; one goroutine drives it, as model.Generate does.
 type Backend struct {
-	opts   Options
-	lanes  int // Options.MatvecLanes, checked
-	unroll int // Options.MatvecUnroll, checked
+	opts  Options
+	lanes int // Options.MatvecLanes, checked
 	// Options.MatvecTokens, checked
 	mvTokens int
 	plat     platform // what the platform needs besides the device

@@ -46,12 +46,12 @@ func TestOpsSequentialScan(t *testing.T) {
 }
 
 func TestPreprocess(t *testing.T) {
-	src, err := preprocess("matmul.wgsl", defs("WF16", "MATVEC", "TPR=64u", "MVU=4u"))
+	src, err := preprocess("matmul.wgsl", defs("WF16", "MATVEC", "TPR=64u"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if strings.Count(src, "fn wg_index") != 1 || !strings.Contains(src, "unpack2x16float") ||
-		strings.Contains(src, "const TS") || !strings.Contains(src, "const TPR") || !strings.Contains(src, "const MVU") {
+		strings.Contains(src, "const TS") || !strings.Contains(src, "const TPR") {
 		t.Errorf("matmul[WF16,MATVEC] expanded wrongly:\n%s", src)
 	}
 	src, err = preprocess("conv.wgsl", defs("WF32", "KC=4u"))
@@ -103,8 +103,8 @@ func TestIsSoftware(t *testing.T) {
 	}
 }
 
-// TestMatvecKnobs checks Options.MatvecLanes, Options.MatvecUnroll and
-// Options.MatvecTokens and their environment variables: defaults, accepted values, and errors that
+// TestMatvecKnobs checks Options.MatvecLanes and Options.MatvecTokens and
+// their environment variables: defaults, accepted values, and errors that
 // name the setting.
 func TestMatvecKnobs(t *testing.T) {
 	for _, c := range []struct {
@@ -127,27 +127,6 @@ func TestMatvecKnobs(t *testing.T) {
 		}
 		if err != nil || got != c.want {
 			t.Errorf("tokens %d/%q: got %d, %v; want %d", c.opt, c.env, got, err, c.want)
-		}
-	}
-	for _, c := range []struct {
-		opt    int
-		env    string
-		want   int
-		errHas string
-	}{
-		{0, "", defaultMatvecUnroll, ""}, {1, "", 1, ""}, {0, "8", 8, ""}, {2, "8", 2, ""},
-		{0, "3", 0, `MAMBA2_WGSL_MATVEC_UNROLL="3": want 1, 2, 4 or 8`}, {16, "", 0, "Options.MatvecUnroll is 16"},
-	} {
-		t.Setenv("MAMBA2_WGSL_MATVEC_UNROLL", c.env)
-		got, err := matvecUnroll(c.opt)
-		if c.errHas != "" {
-			if err == nil || !strings.Contains(err.Error(), c.errHas) {
-				t.Errorf("unroll %d/%q: got %d, %v; want an error with %q", c.opt, c.env, got, err, c.errHas)
-			}
-			continue
-		}
-		if err != nil || got != c.want {
-			t.Errorf("unroll %d/%q: got %d, %v; want %d", c.opt, c.env, got, err, c.want)
 		}
 	}
 	t.Setenv("MAMBA2_WGSL_MATVEC_TOKENS", "")

@@ -28,13 +28,6 @@ type Options struct {
 	// invocation more of the row and a workgroup more rows, so the
 	// reduction at the end is shorter; it is a tuning knob for benchmarks.
 	MatvecLanes int
-	// MatvecUnroll is how many weight vectors each invocation of the
-	// matrix-vector kernel reads before it uses the first (1, 2, 4 or 8; 0
-	// means 4, or the environment's MAMBA2_WGSL_MATVEC_UNROLL). More loads
-	// in flight per invocation is what lets a large product stream at the
-	// memory's bandwidth instead of its latency; it is a tuning knob for
-	// benchmarks, and the sums are the same whatever it is.
-	MatvecUnroll int
 	// MatvecTokens is the most tokens a product runs through the
 	// matrix-vector kernel rather than the tiled one (1 to 64; 0 means 8, or
 	// the environment's MAMBA2_WGSL_MATVEC_TOKENS). That kernel reads the
@@ -84,10 +77,6 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	unroll, err := matvecUnroll(opts.MatvecUnroll)
-	if err != nil {
-		return nil, err
-	}
 	noSub, err := noSubgroupsFromEnv()
 	if err != nil {
 		return nil, err
@@ -104,7 +93,7 @@ func New(opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("%w: %s", ErrSoftwareAdapter, describeAdapter(info))
 	}
 	b := &Backend{
-		opts: opts, plat: plat, dev: dev, queue: dev.GetQueue(), info: info, lost: lost, lanes: lanes, unroll: unroll, mvTokens: mvTokens,
+		opts: opts, plat: plat, dev: dev, queue: dev.GetQueue(), info: info, lost: lost, lanes: lanes, mvTokens: mvTokens,
 		AdapterLimits: adapterLimits,
 		Limits:        dev.GetLimits().Limits,
 		pipes:         map[pipeKey]*pipeline{},
@@ -289,32 +278,6 @@ func matvecLanes(n int) (int, error) {
 		return n, nil
 	}
 	return 0, fmt.Errorf("wgsl: %s is %d: want 8, 16, 32 or 64 lanes per row", src, n)
-}
-
-// defaultMatvecUnroll is Options.MatvecUnroll's default.
-const defaultMatvecUnroll = 4
-
-// matvecUnroll checks Options.MatvecUnroll, or, when it is 0, the
-// environment's MAMBA2_WGSL_MATVEC_UNROLL, and returns the weight vectors
-// an invocation of the matrix-vector kernel reads ahead.
-func matvecUnroll(n int) (int, error) {
-	setting := fmt.Sprintf("Options.MatvecUnroll is %d", n)
-	if n == 0 {
-		v := os.Getenv("MAMBA2_WGSL_MATVEC_UNROLL")
-		if v == "" {
-			return defaultMatvecUnroll, nil
-		}
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			n = -1
-		}
-		setting = fmt.Sprintf("MAMBA2_WGSL_MATVEC_UNROLL=%q", v)
-	}
-	switch n {
-	case 1, 2, 4, 8:
-		return n, nil
-	}
-	return 0, fmt.Errorf("wgsl: %s: want 1, 2, 4 or 8 vectors read ahead", setting)
 }
 
 // defaultMatvecTokens is Options.MatvecTokens' default: batches of up to 8

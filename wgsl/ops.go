@@ -230,7 +230,7 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor, pr model.Product) {
 	matvec := T <= b.mvTokens
 	d, cols, toks := wt.withFormat(), uint32(64), uint32(64)
 	if matvec {
-		d, cols, toks = wt.withFormat(b.matvecDefines()...), uint32(256/b.lanes), matvecGroup
+		d, cols, toks = wt.withFormat("MATVEC", fmt.Sprintf("TPR=%du", b.lanes)), uint32(256/b.lanes), matvecGroup
 	}
 	gs := K / groups
 	// The norm goes inside the product for float weights. For int8 and
@@ -275,7 +275,7 @@ func (b *Backend) MatMul(out, x, w, bias model.Tensor, pr model.Product) {
 		groupsN := ceilDiv(uint32(p.rows), cols) * ceilDiv(uint32(T), toks) * uint32(splits)
 		if ce != nil {
 			binds := []bind{ro(src.parts[0]), ro(p), ro(ce.vec.parts[0]), rw(dst), b.opt(ce.mask), rw(ce.state.parts[0]), rw(ce.out.parts[0])}
-			matvecConvKernel.dispatchAs(b, wt.withFormat(b.matvecDefines("CONV", fmt.Sprintf("KC=%du", ce.kc))...), wt.role,
+			matvecConvKernel.dispatchAs(b, wt.withFormat("MATVEC", "CONV", fmt.Sprintf("TPR=%du", b.lanes), fmt.Sprintf("KC=%du", ce.kc)), wt.role,
 				withQ(binds, p),
 				matvecConvParams{matmulParams: matmulParams{T: uint32(T), N: uint32(p.rows), K: uint32(K), Stride: uint32(stride), Ldo: uint32(N),
 					Col0: uint32(p.row0), HasBias: b2u(bt != nil), Kper: uint32(K), Pstride: uint32(T * N), Qstride: uint32(wt.qrow),
@@ -312,12 +312,6 @@ const (
 	minSplitK  = 256
 	maxSplits  = 8
 )
-
-// matvecDefines are the defines of the matrix-vector kernel (matmul.wgsl's
-// MATVEC) with this backend's tuning, and more.
-func (b *Backend) matvecDefines(more ...string) []string {
-	return append([]string{"MATVEC", fmt.Sprintf("TPR=%du", b.lanes), fmt.Sprintf("MVU=%du", b.unroll)}, more...)
-}
 
 // splitK returns how many k ranges of kper (a multiple of 16) a prompt's
 // product of T tokens, N columns and depth K is cut into; 1 and K for none.

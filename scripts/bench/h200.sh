@@ -55,10 +55,11 @@ run() {
   mkdir -p "$R/node_modules" && cp -r "$D/nm/webgpu" "$R/node_modules/" &&
     xz -df "$R/node_modules/webgpu/dist/linux-x64/dawn.node.xz"
   cp "$D"/wasm/*.js "$W/"
-  local M=$W/mamba2 N=$W/node O=$OUT
+  local M=$W/mamba2 N=$W/node
+  RESULTS=$OUT
   OUT=$W/results
   mkdir -p "$OUT"
-  trap 'tar czf "$O/results.tgz" -C "$OUT" .' EXIT
+  trap 'tar czf "$RESULTS/results.tgz" -C "$OUT" .' EXIT
   t() {
     local name=$1 s
     shift
@@ -83,13 +84,6 @@ run() {
   # Where a decoded token's time goes (timestamp queries).
   t p130prof $B --shape 130m --dtype f16 --prompt-lengths 16 --reps 1 --decode-tokens 64 --profile
   t p27prof $B --shape 2.7b --dtype f16 --prompt-lengths 2048 --reps 1 --decode-tokens 32 --profile
-  # The weight vectors each invocation of the matrix-vector kernel reads
-  # ahead (MAMBA2_WGSL_MATVEC_UNROLL, default 4) against reading one.
-  for u in 1 2 8; do
-    MAMBA2_WGSL_MATVEC_UNROLL=$u t u$u-d130 $B --shape 130m --dtype f16 --prompt-lengths 16 --reps 1 --decode-tokens 512
-    MAMBA2_WGSL_MATVEC_UNROLL=$u t u$u-b8 $B --shape 130m --dtype f16 --batch 8 --prompt-lengths 16 --reps 1 --decode-tokens 256
-    MAMBA2_WGSL_MATVEC_UNROLL=$u t u$u-d27 $B --shape 2.7b --dtype f16 --prompt-lengths 16 --reps 1 --decode-tokens 256
-  done
   # The same Go code natively and as wasm under Node + Dawn (130m f32).
   cd "$R/wgsl" || exit 1
   export MAMBA2_BENCH_SHAPE=130m MAMBA2_BENCH_PROMPT=512

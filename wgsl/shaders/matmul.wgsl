@@ -127,8 +127,7 @@ const WG: u32 = 256u;
 
 #ifdef MATVEC
 // TPR, the invocations per output column (8 to 64; Options.MatvecLanes),
-// and MVU, the weight vectors each invocation reads ahead (1 to 8;
-// Options.MatvecUnroll), are defines.
+// is a define.
 const RPW: u32 = WG / TPR;   // output columns per workgroup
 const TB: u32 = 4u;          // tokens per workgroup
 
@@ -236,39 +235,6 @@ fn norm_scales(t0: u32, tn: u32, lid: u32, sgn: u32) {
     }
 }
 
-// mv_add adds the products of a weight vector wv_in (from element k)
-// with the tokens' x from t0 to acc. With the norm, the weights take the
-// norm weight (once for all tokens) and each token's sum its group's scale
-// (a vector never straddles two groups); grp and gend follow k's group as
-// k grows, without a division per vector.
-fn mv_add(acc: ptr<function, array<f32, 4>>, wv_in: array<f32, WV>, k: u32, t0: u32, normed: bool,
-          grp: ptr<function, u32>, gend: ptr<function, u32>) {
-    var wv = wv_in;
-    if (normed) {
-        for (var i = 0u; i < WV; i++) {
-            wv[i] *= norm_w(k + i);
-        }
-        while (k >= *gend) {
-            *grp += 1u;
-            *gend += P.gs;
-        }
-    }
-    for (var j = 0u; j < TB; j++) {
-        let t = t0 + j;
-        if (t < P.T) {
-            let xo = t * P.K + k;
-            var s = 0.0;
-            for (var i = 0u; i < WV; i++) {
-                s += x[xo + i] * wv[i];
-            }
-            if (normed) {
-                s *= inv[j * P.groups + *grp];
-            }
-            (*acc)[j] += s;
-        }
-    }
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
 #ifdef SUBGROUPS
@@ -297,28 +263,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     if (n < P.N) {
         // Whole vectors of WV elements (a word of a packed format), then
-        // the last K % WV elements one by one.
+        // the last K % WV elements one by one. With the norm, the weights
+        // take the norm weight (once for all tokens) and each token's sum
+        // its group's scale (a vector never straddles two groups).
         let KV = P.K - P.K % WV;
         var grp = 0u;       // the norm group of k, followed as k grows:
         var gend = P.gs;    // no division per vector
-        let step = TPR * WV;
-        var k = lane * WV;
-        // MVU vectors are read before the first is used, so that many
-        // loads of each invocation are in flight at once: with one, a
-        // large product waits on memory latency, not bandwidth (an H200
-        // streamed 2.7b's f16 weights at about 1 TB/s). The order of the
-        // sums does not change.
-        for (; k + (MVU - 1u) * step < KV; k += MVU * step) {
-            var ws: array<array<f32, WV>, MVU>;
-            for (var u = 0u; u < MVU; u++) {
-                ws[u] = w_getv(n, k + u * step);
+        for (var k = lane * WV; k < KV; k += TPR * WV) {
+            var wv = w_getv(n, k);
+            if (normed) {
+                for (var i = 0u; i < WV; i++) {
+                    wv[i] *= norm_w(k + i);
+                }
+                while (k >= gend) {
+                    grp++;
+                    gend += P.gs;
+                }
             }
-            for (var u = 0u; u < MVU; u++) {
-                mv_add(&acc, ws[u], k + u * step, t0, normed, &grp, &gend);
+            for (var j = 0u; j < TB; j++) {
+                let t = t0 + j;
+                if (t < P.T) {
+                    let xo = t * P.K + k;
+                    var s = 0.0;
+                    for (var i = 0u; i < WV; i++) {
+                        s += x[xo + i] * wv[i];
+                    }
+                    if (normed) {
+                        s *= inv[j * P.groups + grp];
+                    }
+                    acc[j] += s;
+                }
             }
-        }
-        for (; k < KV; k += step) {
-            mv_add(&acc, w_getv(n, k), k, t0, normed, &grp, &gend);
         }
         for (var k = KV + lane; k < P.K; k += TPR) {
             var wv = w_get(n, k);

@@ -447,14 +447,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // x: 64 tokens × 16 k; W: 64 rows × 16 k, two k per word.
         for (var i = 0u; i < 4u; i++) {
             let e = lid + i * WG;
-            tile_l[(e % TSTEP) * TPAD + e / TSTEP] = xr[i];
+            tile_set_l(e % TSTEP, e / TSTEP, xr[i]);
         }
         for (var i = 0u; i < 2u; i++) {
             let e = lid + i * WG;
             let r = e / (TSTEP / 2u);
             let k = (e % (TSTEP / 2u)) * 2u;
-            tile_r[k * TPAD + r] = wr[i].x;
-            tile_r[(k + 1u) * TPAD + r] = wr[i].y;
+            tile_set_r(k, r, wr[i].x);
+            tile_set_r(k + 1u, r, wr[i].y);
         }
         workgroupBarrier();
         if (k0 + TSTEP < ke) {
@@ -465,9 +465,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
-        let t = t0 + ty + 16u * i;
+        let t = t0 + tile_row(ty, i);
         for (var j = 0u; j < 4u; j++) {
-            let n = n0 + tx + 16u * j;
+            let n = n0 + tile_col(tx, j);
             if (t < P.T && n < P.N) {
                 var v = acc[i * 4u + j];
                 if (P.has_bias == 1u) {

@@ -164,8 +164,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     bv = xbc[(b * P.L + cs0 + j0 + r) * P.CD + bofs + n0 + n];
                 }
             }
-            tile_l[n * TPAD + r] = cv;
-            tile_r[n * TPAD + r] = bv;
+            tile_set_l(n, r, cv);
+            tile_set_r(n, r, bv);
         }
         workgroupBarrier();
         tile_fma(&acc, tx, ty);
@@ -173,9 +173,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let cbo = ((b * P.G + grp) * P.nc + c) * P.Q;
     for (var a = 0u; a < 4u; a++) {
-        let i = i0 + ty + 16u * a;
+        let i = i0 + tile_row(ty, a);
         for (var k = 0u; k < 4u; k++) {
-            let j = j0 + tx + 16u * k;
+            let j = j0 + tile_col(tx, k);
             if (i < qc && j <= i) {
                 cb[(cbo + i) * P.Q + j] = acc[a * 4u + k];
             }
@@ -239,8 +239,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     bv = xbc[row + P.I + grp * P.N + n0 + r];
                 }
             }
-            tile_l[k * TPAD + r] = xv;
-            tile_r[k * TPAD + r] = bv;
+            tile_set_l(k, r, xv);
+            tile_set_r(k, r, bv);
         }
         workgroupBarrier();
         tile_fma(&acc, tx, ty);
@@ -248,9 +248,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let so = (bh * P.nc + c) * P.P;
     for (var a = 0u; a < 4u; a++) {
-        let p = p0 + ty + 16u * a;
+        let p = p0 + tile_row(ty, a);
         for (var k = 0u; k < 4u; k++) {
-            let n = n0 + tx + 16u * k;
+            let n = n0 + tile_col(tx, k);
             if (p < P.P && n < P.N) {
                 cs[(so + p) * P.N + n] = acc[a * 4u + k];
             }
@@ -364,7 +364,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (t0 + r < tend && n0 + n < P.N) {
                 v = xbc[(b * P.L + t0 + r) * P.CD + P.I + P.GN + grp * P.N + n0 + n];
             }
-            tile_l[n * TPAD + r] = v;
+            tile_set_l(n, r, v);
         }
         for (var e = lid; e < OP * OJ; e += WG) {
             let q = e / OJ;
@@ -373,14 +373,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (p0 + q < P.P && n0 + n < P.N) {
                 v = cs[(so + p0 + q) * P.N + n0 + n];
             }
-            tile_r[n * TPAD + q] = v;
+            tile_set_r(n, q, v);
         }
         workgroupBarrier();
         tile_fma(&acc, tx, ty);
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
-        let d = exp(cum_row[ty + 16u * i]);
+        let d = exp(cum_row[tile_row(ty, i)]);
         for (var j = 0u; j < 4u; j++) {
             acc[i * 4u + j] *= d;
         }
@@ -398,7 +398,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (t < tend && j <= t) {
                 v = exp(cum_row[r] - cumb[bh * P.L + j]) * cb[(cbo + t - cs0) * P.Q + j - cs0] * dtb[bh * P.L + j];
             }
-            tile_l[jj * TPAD + r] = v;
+            tile_set_l(jj, r, v);
         }
         for (var e = lid; e < OP * OJ; e += WG) {
             let jj = e / OP;
@@ -408,7 +408,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (j < tend && p0 + q < P.P) {
                 v = xbc[(b * P.L + j) * P.CD + h * P.P + p0 + q];
             }
-            tile_r[jj * TPAD + q] = v;
+            tile_set_r(jj, q, v);
         }
         workgroupBarrier();
         tile_fma(&acc, tx, ty);
@@ -417,9 +417,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     let dh = dskip[h];
     for (var i = 0u; i < 4u; i++) {
-        let t = t0 + ty + 16u * i;
+        let t = t0 + tile_row(ty, i);
         for (var j = 0u; j < 4u; j++) {
-            let p = p0 + tx + 16u * j;
+            let p = p0 + tile_col(tx, j);
             if (t < tend && p < P.P) {
                 let xo = (b * P.L + t) * P.CD + h * P.P + p;
                 var v = acc[i * 4u + j] + dh * xbc[xo];

@@ -2,27 +2,34 @@
 # Issue 12's measurements on a GPU machine without Go, Node or a network
 # (the H200 of the device tool), in one call.
 #
-#   scripts/bench/h200.sh stage build/h200c   # here: builds what the run needs
-#   scripts/bench/h200.sh run build/h200c     # there, from the repository root
-#   scripts/bench/h200.sh run build/h200c '^(d27|b8)'  # only the names matching
+#   MAMBA_GIT=path/to/mamba.git scripts/bench/h200.sh stage build/h200c   # here
+#   scripts/bench/h200.sh run build/h200c '^(d|b8|p)'   # there, from the repository root
+#   scripts/bench/h200.sh run build/h200c '^(ssm|nat|js)'
+#
+# A call on the device has at most 10 minutes, and all of run takes more
+# (about 3 minutes of it is Codestral's random int4 weights, 4 or more
+# mamba_ssm's), so the third argument, a regular expression of the
+# measurements' names, splits it into calls; leave it out for all.
 #
 # stage writes into DIR the native CLI without the embedded model, the wgsl
 # test binary natively and as js/wasm, Node, Dawn's Node binding and Go's
-# wasm_exec files, compressed (about 40 MB). The device copies the working
-# tree too, so models/ (37 MB) has to be out of the tree for that call (an
-# untracked copy elsewhere), or the 64 MiB a call carries are exceeded; pass
-# DIR and the .gl loader debs as carried paths.
+# wasm_exec files, compressed (about 40 MB), and, when MAMBA_GIT names a
+# git directory of github.com/state-spaces/mamba (the speed anchor), its
+# mamba_ssm package (0.2 MB), which run then times in the same call. The
+# device copies the working tree too, so models/ (37 MB) has to be out of
+# the tree for that call (an untracked copy elsewhere), or the 64 MiB a
+# call carries are exceeded; pass DIR and the .gl loader debs as carried
+# paths.
 #
 # run writes every result into $OUT/results.tgz (one file per measurement,
 # .out and .err: the device returns few files, so they travel as one) and
-# prints one line per measurement with its exit status and seconds. Each pair that the issue compares runs in the same call: native
-# against wasm + Dawn on the same GPU, the matrix-vector kernel against the
-# tiled one at batch 8, subgroups on and off.
+# prints one line per measurement with its exit status and seconds. Each
+# pair that the issue compares runs in the same call: native against wasm +
+# Dawn on the same GPU, the matrix-vector kernel against the tiled one at
+# batch 8, subgroups on and off, this project against mamba_ssm.
 set -uo pipefail
 cmd=${1:?usage: h200.sh stage|run DIR}
 D=${2:?usage: h200.sh stage|run DIR}
-# A call on the device has at most 10 minutes: a regular expression of the
-# measurements' names splits the run into calls.
 ONLY=${3:-.}
 
 stage() {
@@ -40,6 +47,9 @@ stage() {
   # Outside the repository: its package.json says "type": "module", which
   # makes Node load wasm_exec_node.js, a CommonJS file, as a module.
   cp "$(go env GOROOT)"/lib/wasm/wasm_exec{,_node}.js "$D/wasm/"
+  if [[ -n ${MAMBA_GIT:-} ]]; then
+    git --git-dir="$MAMBA_GIT" archive HEAD mamba_ssm | gzip > "$D/mamba_ssm.tgz" || exit 1
+  fi
   du -sh "$D"
 }
 
@@ -84,6 +94,11 @@ run() {
   # Where a decoded token's time goes (timestamp queries).
   t p130prof $B --shape 130m --dtype f16 --prompt-lengths 16 --reps 1 --decode-tokens 64 --profile
   t p27prof $B --shape 2.7b --dtype f16 --prompt-lengths 2048 --reps 1 --decode-tokens 32 --profile
+  # The anchor, mamba_ssm (Triton, CUDA graphs), on the same GPU.
+  if [[ -f $D/mamba_ssm.tgz ]]; then
+    mkdir -p "$W/mamba" && tar xzf "$D/mamba_ssm.tgz" -C "$W/mamba"
+    PYTHONPATH=$W/mamba TO=500 t ssm python3 "$R/scripts/bench/mamba_ssm.py" 130m:f32:1 130m:bf16:1 130m:f32:8 130m:bf16:8 2.7b:bf16:1 codestral:bf16:1
+  fi
   # The same Go code natively and as wasm under Node + Dawn (130m f32).
   cd "$R/wgsl" || exit 1
   export MAMBA2_BENCH_SHAPE=130m MAMBA2_BENCH_PROMPT=512
